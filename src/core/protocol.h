@@ -1,0 +1,32 @@
+// The wire protocols a registered service can speak, and the per-protocol facts every other part
+// needs: names, auth headers and well-known paths (SPEC.md §1.1).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace pgi {
+
+enum class Protocol { kOpenAiV1, kGeminiV1Beta, kAnthropicV1 };
+
+// "OPENAI_V1" etc. Parsing is case-insensitive; nullopt for anything else.
+std::optional<Protocol> parse_protocol(const std::string &text);
+const char *protocol_name(Protocol p);
+
+// Everything needed to call one registered service. The api_key is the plain key, already
+// decrypted or read from the environment; it must never be logged or put in an error.
+struct ServiceEndpoint {
+    std::string name;
+    std::string model;
+    std::string base_url;  // validated, no trailing '/'
+    Protocol protocol = Protocol::kOpenAiV1;
+    std::string api_key;   // empty: no auth header is sent
+    bool allow_insecure = false;
+};
+
+// The headers that carry the upstream credentials (and Anthropic's version header), as
+// "Name: value" lines ready for curl. Empty key: only non-secret headers.
+std::vector<std::string> auth_headers(const ServiceEndpoint &service);
+
+}  // namespace pgi

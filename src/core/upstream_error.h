@@ -1,0 +1,24 @@
+// Reading an upstream's error body. Each provider has its own error shape (PROTOCOLS.md); this is
+// the one place that knows them, used by the probe diagnosis, the SQL functions and the gateway.
+#pragma once
+
+#include <string>
+
+#include "protocol.h"
+
+namespace pgi {
+
+struct UpstreamError {
+    std::string message;  // the provider's own human-readable message, empty if none
+    std::string type;     // OpenAI "type", Anthropic "error.type", Gemini "status"
+    std::string code;     // OpenAI "code"; Gemini numeric code as text
+    std::string reason;   // Gemini details[].reason (API_KEY_INVALID), empty otherwise
+};
+
+// Parses any of the shapes: OpenAI {"error":{message,type,param,code}}, Anthropic
+// {"type":"error","error":{type,message}}, Gemini {"error":{code,message,status,details}},
+// vLLM/FastAPI {"detail": "..."} and {"error": "text"}. Unparsable bodies give a message made of
+// the body's first 200 characters, so a plain-text error still reaches the user.
+UpstreamError parse_upstream_error(const std::string &body);
+
+}  // namespace pgi
