@@ -1,0 +1,60 @@
+# PGXS build of record: `make && make install` builds and installs the extension.
+# `make unit` builds and runs the core's GoogleTest suite through CMake/ctest.
+
+EXTENSION = pg_inference
+MODULE_big = pg_inference
+DATA = sql/pg_inference--0.1.0.sql
+
+# The pure C++ core (src/core) and the PostgreSQL shell (src/pg), listed explicitly.
+CORE_OBJS = \
+	src/core/base64.o \
+	src/core/crypto.o \
+	src/core/http_client.o \
+	src/core/probe.o \
+	src/core/protocol.o \
+	src/core/sse.o \
+	src/core/translate.o \
+	src/core/translate_chat.o \
+	src/core/translate_embeddings.o \
+	src/core/translate_rerank.o \
+	src/core/translate_stream.o \
+	src/core/upstream_error.o \
+	src/core/validation.o
+PG_OBJS = \
+	src/pg/backend_http.o \
+	src/pg/cpp_wall.o \
+	src/pg/pg_inference.o \
+	src/pg/registry.o \
+	src/pg/secrets.o \
+	src/pg/service_catalog.o \
+	src/pg/status_store.o
+OBJS = $(CORE_OBJS) $(PG_OBJS)
+
+REGRESS = $(patsubst sql/%.sql,%,$(sort $(filter-out sql/pg_inference--%,$(wildcard sql/*.sql))))
+REGRESS_OPTS = --load-extension=pg_inference
+
+PG_CONFIG ?= pg_config
+PG_INCLUDEDIR_SERVER := $(shell $(PG_CONFIG) --includedir-server)
+
+# PGXS adds PG_CXXFLAGS to its C++ compile line. PostgreSQL's headers are included as system headers so -Wextra -Werror applies to our code only.
+PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -fPIC -isystem $(PG_INCLUDEDIR_SERVER) -Isrc/core -Isrc/pg
+SHLIB_LINK = -lcurl -lssl -lcrypto -levent -levent_openssl -lstdc++
+
+# Debian's server is built with LLVM JIT; PGXS would then compile bitcode with clang for every
+# object. The extension has nothing worth inlining into JIT-compiled expressions.
+override with_llvm = no
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+.PHONY: unit format lint
+unit:
+	cmake -S . -B build -G 'Unix Makefiles' -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build build -j2
+	cd build && ctest --output-on-failure
+
+format:
+	clang-format -i src/core/*.cpp src/core/*.h src/pg/*.cpp src/pg/*.h test/unit/*.cpp
+
+lint:
+	clang-format --dryrun --Werror src/core/*.cpp src/core/*.h src/pg/*.cpp src/pg/*.h test/unit/*.cpp

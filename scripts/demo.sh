@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Sets up and runs pg_inference on an embedded default: a throwaway local cluster with the
+# extension preloaded, the mock upstream standing in for OpenAI, Anthropic, Gemini and vLLM, and
+# a short demo of every function. Everything it starts is stopped at the end, unless
+# DEMO_KEEP=1 (then it prints how to connect and how to stop).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+
+bash scripts/install-deps.sh
+bash scripts/build-install.sh
+
+source test/lib/cluster.sh
+source test/lib/mock.sh
+WORK="$(mktemp -d /tmp/pgi-demo.XXXXXX)"
+chmod 755 "$WORK"
+PG_DIR="$WORK/pg" PG_PORT="${DEMO_PG_PORT:-55431}"
+MOCK_PORT="${DEMO_MOCK_PORT:-18281}" MOCK_TLS_PORT="${DEMO_MOCK_TLS_PORT:-18282}"
+MOCK="http://127.0.0.1:$MOCK_PORT"
+
+stop_all() {
+    cluster_stop "$PG_DIR"
+    mock_stop
+    rm -rf "$WORK"
+}
+[ "${DEMO_KEEP:-0}" = 1 ] || trap stop_all EXIT
+
+echo "== starting the mock upstream on $MOCK and a cluster on port $PG_PORT"
+mock_start "$WORK" "$MOCK_PORT" "$MOCK_TLS_PORT"
+cluster_start "$PG_DIR" "$PG_PORT"
+
+run() {
+    echo
+    echo "-- $1"
+    cluster_psql "$PG_DIR" "$PG_PORT" -P pager=off -c "$2" || true
+}
+
+run "install the extension" "CREATE EXTENSION pg_inference"
+run "register an OpenAI-protocol chat model (the probe runs first)" \
+    "SELECT name, model, protocol, status FROM inference.register_external_service(
+        'openai-chat', 'gpt-4o-mini', '$MOCK', api_key => 'sk-test-demo',
+        functions => '{chat}', tags => '{demo}')"
+run "register an Anthropic model" \
+    "SELECT name, protocol, status FROM inference.register_external_service(
+        'claude', 'claude-sonnet-4-5', '$MOCK', api_key => 'sk-test-demo',
+        protocol => 'ANTHROPIC_V1', functions => '{chat}')"
+run "register a Gemini embedding model" \
+    "SELECT name, protocol, status FROM inference.register_external_service(
+        'gemini-embed', 'text-embedding-004', '$MOCK', api_key => 'sk-test-demo',
+        protocol => 'GEMINI_V1_BETA', functions => '{embeddings}')"
+run "register a vLLM server (no key; found through the model list)" \
+    "SELECT name, model, has_api_key, status FROM inference.register_external_service(
+        'vllm', 'meta/llama-3.1-8b-instruct', '$MOCK/s/vllm', functions => '{chat}')"
+run "a wrong key is refused with a diagnosis, and nothing is stored" \
+    "SELECT inference.register_external_service('broken', 'gpt-4o-mini', '$MOCK',
+        api_key => 'sk-wrong')"
+run "list_models (all, then by capability)" \
+    "SELECT name, model, protocol, has_api_key, status FROM inference.list_models()"
+run "" "SELECT name FROM inference.list_models('chat')"
+run "get_external_service" "SELECT * FROM inference.get_external_service('claude')"
+run "update: new tags apply; a model change is refused" \
+    "SELECT name, tags FROM inference.update_external_service('claude', tags => '{demo,anthropic}')"
+run "" "SELECT inference.update_external_service('claude', model => 'claude-haiku-4-5')"
+run "check_service probes every service now, concurrently" \
+    "SELECT name, status, status_message FROM inference.check_service()"
+run "deregister" "SELECT inference.deregister_external_service('vllm')"
+run "keys are sealed (AES-256-GCM); only the owner can read this table" \
+    "SELECT service, length(api_key_sealed) AS sealed_bytes FROM inference.service_secrets"
+
+echo
+if [ "${DEMO_KEEP:-0}" = 1 ]; then
+    echo "Left running. Connect: psql -h $PG_DIR -p $PG_PORT -U postgres"
+    echo "Stop: kill $(cluster_pid "$PG_DIR") $MOCK_PID; rm -rf $WORK"
+else
+    echo "== demo done; stopping the cluster and the mock"
+fi

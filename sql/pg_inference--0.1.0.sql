@@ -1,0 +1,209 @@
+-- pg_inference 0.1.0: the service registry.
+\echo Use "CREATE EXTENSION pg_inference" to load this file. \quit
+
+-- Roles through which the extension grants its functions. Roles are cluster-wide, so a second
+-- database (or a restore) finds them already there.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'inference_user') THEN
+        CREATE ROLE inference_user NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'inference_admin') THEN
+        CREATE ROLE inference_admin NOLOGIN;
+    END IF;
+END
+$$;
+GRANT inference_user TO inference_admin;
+GRANT USAGE ON SCHEMA inference TO inference_user;
+
+-------------------------------------------------------------------------------------------------
+-- Catalog. Only the extension owner can read these tables: they hold sealed keys, and the
+-- functions that need them are SECURITY DEFINER.
+
+CREATE TABLE inference.services (
+    name           text PRIMARY KEY,
+    model          text NOT NULL,
+    base_url       text NOT NULL,
+    protocol       text NOT NULL CHECK (protocol IN ('OPENAI_V1', 'GEMINI_V1_BETA', 'ANTHROPIC_V1')),
+    functions      text[] NOT NULL DEFAULT '{}',
+    tags           text[] NOT NULL DEFAULT '{}',
+    allow_insecure boolean NOT NULL DEFAULT false,
+    -- which rerank route the upstream answered on ('ranking' or 'rerank'), learned on first use
+    rerank_route   text CHECK (rerank_route IN ('ranking', 'rerank')),
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    updated_at     timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE inference.service_secrets (
+    service        text PRIMARY KEY REFERENCES inference.services (name) ON DELETE CASCADE,
+    -- AES-256-GCM: version byte, nonce, ciphertext, tag; the service name is the associated data
+    api_key_sealed bytea,
+    -- the name of a server environment variable (api_key => 'env:NAME')
+    api_key_env    text,
+    CHECK ((api_key_sealed IS NULL) <> (api_key_env IS NULL))
+);
+
+-- The last probe result of each service, kept for inspection across restarts. What functions
+-- report as the live status comes from shared memory (SPEC §3.1).
+CREATE TABLE inference.service_status (
+    service        text PRIMARY KEY REFERENCES inference.services (name) ON DELETE CASCADE,
+    status         text NOT NULL,
+    status_message text,
+    checked_at     timestamptz
+);
+
+REVOKE ALL ON inference.services, inference.service_secrets, inference.service_status FROM PUBLIC;
+
+-- pg_dump carries the registry (keys stay sealed); statuses are not worth restoring.
+SELECT pg_catalog.pg_extension_config_dump('inference.services', '');
+SELECT pg_catalog.pg_extension_config_dump('inference.service_secrets', '');
+
+CREATE TYPE inference.service_info AS (
+    name           text,
+    model          text,
+    protocol       text,
+    base_url       text,
+    functions      text[],
+    tags           text[],
+    allow_insecure boolean,
+    has_api_key    boolean,
+    status         text,
+    status_message text,
+    checked_at     timestamptz,
+    gateway_url    text,
+    created_at     timestamptz,
+    updated_at     timestamptz
+);
+
+-------------------------------------------------------------------------------------------------
+-- Internal C functions; PUBLIC cannot execute them, the SECURITY DEFINER wrappers below can.
+
+CREATE FUNCTION inference._register_external_service(
+    name text, model text, base_url text, api_key text, protocol text, functions text[],
+    tags text[], allow_insecure boolean, validate boolean)
+RETURNS void AS 'MODULE_PATHNAME', 'pgi_register_external_service' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION inference._update_external_service(
+    name text, api_key text, functions text[], tags text[], model text, base_url text,
+    protocol text, allow_insecure boolean)
+RETURNS void AS 'MODULE_PATHNAME', 'pgi_update_external_service' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION inference._deregister_external_service(name text)
+RETURNS void AS 'MODULE_PATHNAME', 'pgi_deregister_external_service' LANGUAGE C STRICT VOLATILE;
+
+CREATE FUNCTION inference._live_status(
+    name text, OUT status text, OUT status_message text, OUT checked_at timestamptz)
+RETURNS record AS 'MODULE_PATHNAME', 'pgi_live_status' LANGUAGE C STRICT VOLATILE;
+
+CREATE FUNCTION inference._check_services(name text)
+RETURNS TABLE (name text, status text, status_message text, checked_at timestamptz)
+AS 'MODULE_PATHNAME', 'pgi_check_services' LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+REVOKE ALL ON FUNCTION
+    inference._register_external_service(text, text, text, text, text, text[], text[], boolean, boolean),
+    inference._update_external_service(text, text, text[], text[], text, text, text, boolean),
+    inference._deregister_external_service(text),
+    inference._live_status(text),
+    inference._check_services(text)
+FROM PUBLIC;
+
+-------------------------------------------------------------------------------------------------
+-- Public API (SPEC §1.2)
+
+CREATE FUNCTION inference.list_models(function text DEFAULT NULL)
+RETURNS SETOF inference.service_info
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT s.name, s.model, s.protocol, s.base_url, s.functions, s.tags, s.allow_insecure,
+           EXISTS (SELECT 1 FROM inference.service_secrets k WHERE k.service = s.name),
+           st.status, st.status_message, st.checked_at,
+           NULL::text,
+           s.created_at, s.updated_at
+      FROM inference.services s,
+           LATERAL inference._live_status(s.name) st
+     WHERE $1 IS NULL OR $1 = ANY (s.functions)
+     ORDER BY s.name
+$$;
+
+CREATE FUNCTION inference.get_external_service(name text)
+RETURNS SETOF inference.service_info
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM inference.services s WHERE s.name = $1) THEN
+        RAISE EXCEPTION 'service "%" does not exist', $1
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Call inference.list_models() to see the registered services.';
+    END IF;
+    RETURN QUERY SELECT * FROM inference.list_models() m WHERE m.name = $1;
+END
+$$;
+
+CREATE FUNCTION inference.register_external_service(
+    name text, model text, base_url text,
+    api_key text DEFAULT NULL,
+    protocol text DEFAULT 'OPENAI_V1',
+    functions text[] DEFAULT '{}',
+    tags text[] DEFAULT '{}',
+    allow_insecure boolean DEFAULT false,
+    validate boolean DEFAULT true)
+RETURNS SETOF inference.service_info
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT inference._register_external_service($1, $2, $3, $4, $5, $6, $7, $8, $9);
+    SELECT * FROM inference.get_external_service($1);
+$$;
+
+CREATE FUNCTION inference.update_external_service(
+    name text,
+    api_key text DEFAULT NULL,
+    functions text[] DEFAULT NULL,
+    tags text[] DEFAULT NULL,
+    model text DEFAULT NULL,
+    base_url text DEFAULT NULL,
+    protocol text DEFAULT NULL,
+    allow_insecure boolean DEFAULT NULL)
+RETURNS SETOF inference.service_info
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT inference._update_external_service($1, $2, $3, $4, $5, $6, $7, $8);
+    SELECT * FROM inference.get_external_service($1);
+$$;
+
+CREATE FUNCTION inference.deregister_external_service(name text, force boolean DEFAULT false)
+RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT inference._deregister_external_service($1);
+$$;
+
+CREATE FUNCTION inference.check_service(name text DEFAULT NULL)
+RETURNS TABLE (name text, status text, status_message text, checked_at timestamptz)
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT * FROM inference._check_services($1);
+$$;
+
+-------------------------------------------------------------------------------------------------
+-- Privileges: administration through inference_admin, calling through inference_user.
+
+REVOKE ALL ON FUNCTION
+    inference.register_external_service(text, text, text, text, text, text[], text[], boolean, boolean),
+    inference.update_external_service(text, text, text[], text[], text, text, text, boolean),
+    inference.deregister_external_service(text, boolean),
+    inference.check_service(text),
+    inference.list_models(text),
+    inference.get_external_service(text)
+FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION
+    inference.register_external_service(text, text, text, text, text, text[], text[], boolean, boolean),
+    inference.update_external_service(text, text, text[], text[], text, text, text, boolean),
+    inference.deregister_external_service(text, boolean),
+    inference.check_service(text)
+TO inference_admin;
+
+GRANT EXECUTE ON FUNCTION
+    inference.list_models(text),
+    inference.get_external_service(text)
+TO inference_user;

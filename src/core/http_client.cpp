@@ -1,0 +1,492 @@
+#include "http_client.h"
+
+#include <algorithm>
+#include <cctype>
+#include <ctime>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string_view>
+
+#include "error.h"
+
+namespace pgi::http {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The longest a wait hook may go uncalled; cancellation must take effect within 200 ms.
+constexpr long kPollSliceMs = 20;
+
+// An upstream asking for more than this will not recover within one call; return its answer
+// instead of holding a query for minutes.
+constexpr long kMaxRetryAfterMs = 60000;
+
+void global_init() {
+    static std::once_flag once;
+    std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+std::string_view trim(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
+        s.remove_prefix(1);
+    while (!s.empty() &&
+           (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n'))
+        s.remove_suffix(1);
+    return s;
+}
+
+std::string lowercase(std::string s) {
+    std::transform(s.begin(), s.end(), s.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return s;
+}
+
+size_t header_callback(char *data, size_t size, size_t nitems, void *userdata) {
+    auto *t = static_cast<Transfer *>(userdata);
+    const size_t n = size * nitems;
+    try {
+        std::string_view line = trim(std::string_view(data, n));
+        if (line.substr(0, 5) == "HTTP/") {
+            // Each status line starts a new response (100 Continue, a proxy's CONNECT answer);
+            // only the last one's headers describe the body.
+            t->response.headers.clear();
+            size_t sp = line.find(' ');
+            t->response.status = 0;
+            for (size_t i = sp == std::string_view::npos ? line.size() : sp + 1;
+                 i < line.size() && std::isdigit(static_cast<unsigned char>(line[i])); i++)
+                t->response.status = t->response.status * 10 + (line[i] - '0');
+            return n;
+        }
+        size_t colon = line.find(':');
+        if (colon == std::string_view::npos)
+            return n;
+        t->response.headers.emplace_back(lowercase(std::string(trim(line.substr(0, colon)))),
+                                         std::string(trim(line.substr(colon + 1))));
+        return n;
+    } catch (...) {
+        return 0;  // an exception must not unwind through curl; a short count aborts the transfer
+    }
+}
+
+size_t write_callback(char *data, size_t size, size_t nmemb, void *userdata) {
+    auto *t = static_cast<Transfer *>(userdata);
+    const size_t n = size * nmemb;
+    // Checked here as well as with CURLOPT_MAXFILESIZE, which only knows sizes announced up front.
+    if (n > t->max_response_size - std::min(t->received, t->max_response_size)) {
+        t->response.too_large = true;
+        return 0;
+    }
+    t->received += n;
+    try {
+        if (t->on_body)
+            return t->on_body(data, n) ? n : 0;
+        t->response.body.append(data, n);
+        return n;
+    } catch (...) {
+        return 0;
+    }
+}
+
+bool is_tls_failure(CURLcode code) {
+    switch (code) {
+        case CURLE_SSL_CONNECT_ERROR:
+        case CURLE_PEER_FAILED_VERIFICATION:
+        case CURLE_SSL_CERTPROBLEM:
+        case CURLE_SSL_CIPHER:
+        case CURLE_SSL_CACERT_BADFILE:
+        case CURLE_SSL_CRL_BADFILE:
+        case CURLE_SSL_ISSUER_ERROR:
+        case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+        case CURLE_SSL_INVALIDCERTSTATUS:
+            return true;
+        default:
+            return false;
+    }
+}
+
+// Retry-After as milliseconds from now: delta-seconds or an HTTP-date; -1 when absent or invalid.
+long retry_after_ms(const Response &response) {
+    std::string value = response.header("retry-after");
+    if (value.empty())
+        return -1;
+    if (std::all_of(value.begin(), value.end(),
+                    [](unsigned char c) { return std::isdigit(c) != 0; })) {
+        if (value.size() > 9)
+            return kMaxRetryAfterMs + 1;
+        return std::stol(value) * 1000;
+    }
+    time_t when = curl_getdate(value.c_str(), nullptr);
+    if (when < 0)
+        return -1;
+    time_t now = std::time(nullptr);
+    if (when <= now)
+        return 0;
+    double ms = std::difftime(when, now) * 1000.0;
+    return ms > kMaxRetryAfterMs ? kMaxRetryAfterMs + 1 : static_cast<long>(ms);
+}
+
+}  // namespace
+
+std::string Response::header(const std::string &lower_name) const {
+    for (const auto &h : headers)
+        if (h.first == lower_name)
+            return h.second;
+    return {};
+}
+
+Transfer::~Transfer() {
+    if (header_list != nullptr)
+        curl_slist_free_all(header_list);
+}
+
+void apply_request(CURL *easy, const Request &request, Transfer &transfer) {
+    transfer.max_response_size = request.max_response_size;
+    transfer.received = 0;
+    transfer.error_buffer[0] = '\0';
+    if (transfer.header_list != nullptr) {
+        curl_slist_free_all(transfer.header_list);
+        transfer.header_list = nullptr;
+    }
+    bool has_expect = false;
+    for (const auto &h : request.headers) {
+        if (h.size() >= 7 && lowercase(h.substr(0, 7)) == "expect:")
+            has_expect = true;
+        curl_slist *next = curl_slist_append(transfer.header_list, h.c_str());
+        if (next == nullptr)
+            throw std::bad_alloc();
+        transfer.header_list = next;
+    }
+    // curl sends "Expect: 100-continue" before large bodies and then waits up to a second for
+    // servers that never answer it; the upstreams we call answer the request directly.
+    if (!has_expect) {
+        curl_slist *next = curl_slist_append(transfer.header_list, "Expect:");
+        if (next == nullptr)
+            throw std::bad_alloc();
+        transfer.header_list = next;
+    }
+
+    curl_easy_setopt(easy, CURLOPT_URL, request.url.c_str());
+    curl_easy_setopt(easy, CURLOPT_PRIVATE, static_cast<void *>(&transfer));
+    // Signals belong to PostgreSQL; curl's alarm()-based DNS timeout would steal SIGALRM.
+    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+#else
+    curl_easy_setopt(easy, CURLOPT_PROTOCOLS, static_cast<long>(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+    curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS,
+                     static_cast<long>(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+    // A redirect could carry the upstream's credentials to another host.
+    curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, request.connect_timeout_ms);
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, request.timeout_ms);
+    // Idle pooled connections otherwise die silently behind NATs and load balancers.
+    curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(easy, CURLOPT_TCP_KEEPIDLE, 60L);
+    curl_easy_setopt(easy, CURLOPT_TCP_KEEPINTVL, 30L);
+    if (request.insecure) {
+        curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, transfer.error_buffer);
+    curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE,
+                     static_cast<curl_off_t>(request.max_response_size));
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_callback);
+    curl_easy_setopt(easy, CURLOPT_WRITEDATA, static_cast<void *>(&transfer));
+    curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, header_callback);
+    curl_easy_setopt(easy, CURLOPT_HEADERDATA, static_cast<void *>(&transfer));
+    curl_easy_setopt(easy, CURLOPT_USERAGENT, "pg_inference");
+    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, transfer.header_list);
+
+    if (request.method == "GET" && request.body.empty()) {
+        curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
+    } else if (request.method == "HEAD") {
+        curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
+    } else {
+        if (!request.body.empty() || request.method == "POST") {
+            curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
+                             static_cast<curl_off_t>(request.body.size()));
+            curl_easy_setopt(easy, CURLOPT_POSTFIELDS, request.body.data());
+        }
+        if (request.method != "POST")
+            curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+    }
+}
+
+void finish_transfer(CURL *easy, CURLcode result, Transfer &transfer) {
+    Response &r = transfer.response;
+    long status = 0;
+    if (curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK)
+        r.status = status;
+    r.curl_code = result;
+    if (result == CURLE_OK)
+        return;
+    if (result == CURLE_FILESIZE_EXCEEDED)
+        r.too_large = true;
+    r.tls_error = is_tls_failure(result);
+    if (r.too_large) {
+        // curl's own text ("Failure writing output to destination") hides the cause.
+        r.transport_error =
+            "response larger than " + std::to_string(transfer.max_response_size) + " bytes";
+    } else if (transfer.error_buffer[0] != '\0') {
+        r.transport_error = std::string(trim(transfer.error_buffer));
+    } else {
+        r.transport_error = curl_easy_strerror(result);
+    }
+}
+
+Transfer *transfer_of(CURL *easy) {
+    void *p = nullptr;
+    curl_easy_getinfo(easy, CURLINFO_PRIVATE, &p);
+    return static_cast<Transfer *>(p);
+}
+
+bool is_retryable(const Response &response) {
+    if (response.too_large || response.tls_error)
+        return false;
+    switch (response.curl_code) {
+        case CURLE_OK:
+            break;
+        case CURLE_COULDNT_CONNECT:
+        case CURLE_COULDNT_RESOLVE_HOST:
+        case CURLE_SEND_ERROR:
+        case CURLE_RECV_ERROR:
+        case CURLE_GOT_NOTHING:
+            return true;
+        default:
+            return false;
+    }
+    switch (response.status) {
+        case 408:
+        case 429:
+        case 500:
+        case 502:
+        case 503:
+        case 504:
+        case 529:
+            return true;
+        default:
+            return false;
+    }
+}
+
+// One running transfer of a perform() call.
+struct Client::Active {
+    size_t index = 0;
+    CURL *easy = nullptr;
+    Transfer transfer;
+};
+
+// The running transfers of one perform() call. Its destructor is what keeps the client usable
+// when the wait hook throws: every handle leaves the multi handle before the exception leaves
+// perform(), and nothing is left for curl to call back into.
+class Client::ActiveSet {
+  public:
+    explicit ActiveSet(Client &client) : client_(client) {}
+    ~ActiveSet() {
+        for (auto &a : items_)
+            client_.release_easy(a->easy);
+    }
+    ActiveSet(const ActiveSet &) = delete;
+    ActiveSet &operator=(const ActiveSet &) = delete;
+
+    size_t size() const { return items_.size(); }
+    bool empty() const { return items_.empty(); }
+
+    Active &add(size_t index, CURL *easy) {
+        auto a = std::make_unique<Active>();
+        a->index = index;
+        a->easy = easy;
+        items_.push_back(std::move(a));
+        return *items_.back();
+    }
+
+    // Releases the handle, then destroys the record, in that order: curl may still point into
+    // the Transfer until the handle is reset.
+    void remove(Active &active) {
+        client_.release_easy(active.easy);
+        auto it = std::find_if(items_.begin(), items_.end(), [&](const std::unique_ptr<Active> &p) {
+            return p.get() == &active;
+        });
+        std::swap(*it, items_.back());
+        items_.pop_back();
+    }
+
+  private:
+    Client &client_;
+    std::vector<std::unique_ptr<Active>> items_;
+};
+
+Client::Client() : jitter_(std::random_device{}()) {
+    global_init();
+    multi_ = curl_multi_init();
+    if (multi_ == nullptr)
+        throw Error(sqlstate::kInternalError, "could not initialize a libcurl multi handle");
+}
+
+Client::~Client() {
+    for (CURL *easy : idle_easy_)
+        curl_easy_cleanup(easy);
+    curl_multi_cleanup(multi_);
+}
+
+CURL *Client::acquire_easy() {
+    if (!idle_easy_.empty()) {
+        CURL *easy = idle_easy_.back();
+        idle_easy_.pop_back();
+        return easy;
+    }
+    CURL *easy = curl_easy_init();
+    if (easy == nullptr)
+        throw Error(sqlstate::kInternalError, "could not initialize a libcurl easy handle");
+    return easy;
+}
+
+void Client::release_easy(CURL *easy) {
+    curl_multi_remove_handle(multi_, easy);
+    // Reset drops every pointer into the finished Transfer; the connection stays in the multi
+    // handle's cache, which is what makes the next call reuse it.
+    curl_easy_reset(easy);
+    try {
+        idle_easy_.push_back(easy);
+    } catch (...) {
+        curl_easy_cleanup(easy);
+    }
+}
+
+long Client::backoff_ms(const Response &response, int retry_number, const RetryPolicy &retry) {
+    long after = retry_after_ms(response);
+    if (after >= 0)
+        return after;
+    long cap = std::max(0L, retry.base_backoff_ms);
+    for (int i = 0; i < retry_number && cap < retry.max_backoff_ms; i++)
+        cap *= 2;
+    cap = std::min(cap, std::max(0L, retry.max_backoff_ms));
+    // Full jitter: clients that failed together should not come back together.
+    return std::uniform_int_distribution<long>(0, cap)(jitter_);
+}
+
+std::vector<Response> Client::perform(const std::vector<Request> &requests, size_t max_concurrency,
+                                      const WaitHook &wait, const RetryPolicy &retry) {
+    std::vector<const Request *> pointers;
+    pointers.reserve(requests.size());
+    for (const auto &r : requests)
+        pointers.push_back(&r);
+    return run(pointers, max_concurrency, wait, retry);
+}
+
+Response Client::perform_one(const Request &request, const WaitHook &wait,
+                             const RetryPolicy &retry) {
+    return std::move(run({&request}, 1, wait, retry).front());
+}
+
+std::vector<Response> Client::run(const std::vector<const Request *> &requests,
+                                  size_t max_concurrency, const WaitHook &wait,
+                                  const RetryPolicy &retry) {
+    const size_t limit = std::max<size_t>(1, max_concurrency);
+    std::vector<Response> results(requests.size());
+    std::vector<int> attempts(requests.size(), 0);
+    std::deque<size_t> ready;
+    for (size_t i = 0; i < requests.size(); i++)
+        ready.push_back(i);
+    struct Sleeper {
+        Clock::time_point wake;
+        size_t index;
+    };
+    std::vector<Sleeper> sleeping;
+    ActiveSet active(*this);
+
+    auto start = [&](size_t index) {
+        CURL *easy = acquire_easy();
+        Active *a;
+        try {
+            a = &active.add(index, easy);
+        } catch (...) {
+            release_easy(easy);
+            throw;
+        }
+        a->transfer.owner = a;
+        attempts[index]++;
+        apply_request(easy, *requests[index], a->transfer);
+        CURLMcode mc = curl_multi_add_handle(multi_, easy);
+        if (mc != CURLM_OK) {
+            Response &r = results[index];
+            r = Response();
+            r.curl_code = CURLE_FAILED_INIT;
+            r.transport_error = curl_multi_strerror(mc);
+            r.attempts = attempts[index];
+            active.remove(*a);
+        }
+    };
+
+    auto finish = [&](CURL *easy, CURLcode code) {
+        Transfer *t = transfer_of(easy);
+        Active &a = *static_cast<Active *>(t->owner);
+        finish_transfer(easy, code, *t);
+        long connects = 0;
+        if (curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK)
+            connections_opened_ += connects;
+        const size_t index = a.index;
+        results[index] = std::move(t->response);
+        results[index].attempts = attempts[index];
+        active.remove(a);
+
+        if (attempts[index] > retry.max_retries || !is_retryable(results[index]))
+            return;
+        long delay = backoff_ms(results[index], attempts[index] - 1, retry);
+        if (delay > kMaxRetryAfterMs)
+            return;
+        Clock::time_point now = Clock::now();
+        // Past the deadline the caller gets the last answer rather than an error of ours.
+        if (retry.deadline - now < std::chrono::milliseconds(delay))
+            return;
+        sleeping.push_back({now + std::chrono::milliseconds(delay), index});
+    };
+
+    for (;;) {
+        Clock::time_point now = Clock::now();
+        for (auto it = sleeping.begin(); it != sleeping.end();) {
+            if (it->wake <= now) {
+                ready.push_back(it->index);
+                it = sleeping.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        while (active.size() < limit && !ready.empty()) {
+            size_t index = ready.front();
+            ready.pop_front();
+            start(index);
+        }
+        if (!active.empty()) {
+            int running = 0;
+            curl_multi_perform(multi_, &running);
+            int queued = 0;
+            while (CURLMsg *msg = curl_multi_info_read(multi_, &queued)) {
+                if (msg->msg == CURLMSG_DONE)
+                    finish(msg->easy_handle, msg->data.result);
+            }
+        }
+        if (active.empty() && ready.empty() && sleeping.empty())
+            break;
+        if (wait)
+            wait();
+        if (!ready.empty() && active.size() < limit)
+            continue;
+
+        long timeout = kPollSliceMs;
+        now = Clock::now();
+        for (const auto &s : sleeping) {
+            auto until = std::chrono::ceil<std::chrono::milliseconds>(s.wake - now).count();
+            timeout = std::min(timeout, std::max(0L, static_cast<long>(until)));
+        }
+        // With no handles, curl_multi_poll just sleeps for the timeout: the backoff sleep.
+        curl_multi_poll(multi_, nullptr, 0, static_cast<int>(timeout), nullptr);
+    }
+    return results;
+}
+
+}  // namespace pgi::http

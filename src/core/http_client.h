@@ -1,0 +1,132 @@
+// The one outbound HTTP client (SPEC.md §2.1). Backends and workers call it synchronously through
+// Client, which drives libcurl's multi interface in short polls so a wait hook can check for
+// cancellation; the gateway drives the same easy-handle setup (apply_request, Transfer) from its
+// own event loop. No threads: PostgreSQL code must stay on the main thread.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <curl/curl.h>
+#include <functional>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace pgi::http {
+
+struct Request {
+    std::string method = "GET";
+    std::string url;
+    std::vector<std::string> headers;  // "Name: value"
+    std::string body;                  // sent when non-empty or method is POST
+    bool insecure = false;             // allow_insecure: no peer/host verification
+    long connect_timeout_ms = 10000;
+    long timeout_ms = 120000;
+    size_t max_response_size = 64u << 20;
+};
+
+struct Response {
+    long status = 0;  // 0 when the transfer failed before a status
+    std::string body;
+    // Names lowercased; only the last response's (after 100 Continue or a proxy's CONNECT).
+    std::vector<std::pair<std::string, std::string>> headers;
+    int curl_code = 0;            // CURLcode, 0 = OK
+    std::string transport_error;  // curl's error text (error buffer, else curl_easy_strerror)
+    bool tls_error = false;       // certificate or TLS handshake failure
+    bool too_large = false;       // body exceeded max_response_size (transfer aborted)
+    int attempts = 1;
+
+    // The first value of a header, "" if absent.
+    std::string header(const std::string &lower_name) const;
+};
+
+// Called repeatedly (at least every 20 ms) while a transfer or a backoff sleep is waiting. It may
+// throw (pgi::Interrupted or anything else): the client then removes and cleans up all its easy
+// handles before the exception leaves perform(), and stays usable.
+using WaitHook = std::function<void()>;
+
+struct RetryPolicy {
+    int max_retries = 0;         // retries after the first attempt
+    long base_backoff_ms = 250;  // exponential: base * 2^retry, full jitter, capped at max
+    long max_backoff_ms = 8000;
+    std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+};
+
+// The state curl needs while it runs one transfer. curl keeps pointers into it (error buffer,
+// header list, callback data, CURLOPT_PRIVATE), so it must stay where it is, and outlive its
+// easy handle's use, until the handle is removed from its multi handle and reset.
+struct Transfer {
+    Transfer() = default;
+    ~Transfer();
+    Transfer(const Transfer &) = delete;
+    Transfer &operator=(const Transfer &) = delete;
+
+    Response response;
+    // When set, body bytes go here instead of into response.body, so a streaming driver can pass
+    // them on as they arrive; response.status and response.headers are complete by the first
+    // call. Return false to abort the transfer. Must not throw (it runs inside curl).
+    std::function<bool(const char *data, size_t size)> on_body;
+    // For the driver: CURLOPT_PRIVATE points at the Transfer, this points back at the driver's
+    // own per-transfer record.
+    void *owner = nullptr;
+
+    // Filled by apply_request and the callbacks.
+    size_t max_response_size = 0;
+    size_t received = 0;
+    curl_slist *header_list = nullptr;
+    char error_buffer[CURL_ERROR_SIZE] = {};
+};
+
+// Applies a Request to an easy handle (fresh or curl_easy_reset): no signals, http and https
+// only, no redirects, timeouts, TCP keepalive, verification off when insecure, the error buffer,
+// the size-capped write callback and the header callback, CURLOPT_PRIVATE = &transfer. The
+// request's body is not copied: the Request must outlive the transfer.
+void apply_request(CURL *easy, const Request &request, Transfer &transfer);
+
+// Records the outcome of a finished transfer (CURLMSG_DONE's result) in transfer.response.
+void finish_transfer(CURL *easy, CURLcode result, Transfer &transfer);
+
+// The Transfer that apply_request attached to an easy handle.
+Transfer *transfer_of(CURL *easy);
+
+// Whether a finished attempt is worth repeating (SPEC.md §2.1): connection failures and the
+// statuses that mean "try again later"; never the overall timeout, TLS failures, oversized bodies
+// or other 4xx.
+bool is_retryable(const Response &response);
+
+class Client {
+  public:
+    Client();
+    ~Client();
+    Client(const Client &) = delete;
+    Client &operator=(const Client &) = delete;
+
+    // Runs all requests concurrently, never more than max_concurrency at once (0 counts as 1);
+    // responses in the same order as requests. Connections stay alive in the multi handle's cache
+    // between calls.
+    std::vector<Response> perform(const std::vector<Request> &requests, size_t max_concurrency,
+                                  const WaitHook &wait, const RetryPolicy &retry = {});
+    Response perform_one(const Request &request, const WaitHook &wait,
+                         const RetryPolicy &retry = {});
+
+    // Total new connections made (sum of CURLINFO_NUM_CONNECTS), for reuse tests and benchmarks.
+    long connections_opened() const { return connections_opened_; }
+
+  private:
+    struct Active;
+    class ActiveSet;
+
+    std::vector<Response> run(const std::vector<const Request *> &requests, size_t max_concurrency,
+                              const WaitHook &wait, const RetryPolicy &retry);
+    CURL *acquire_easy();
+    void release_easy(CURL *easy);
+    long backoff_ms(const Response &response, int retry_number, const RetryPolicy &retry);
+
+    CURLM *multi_ = nullptr;
+    std::vector<CURL *> idle_easy_;  // reset handles kept for reuse
+    long connections_opened_ = 0;
+    std::minstd_rand jitter_;
+};
+
+}  // namespace pgi::http

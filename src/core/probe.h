@@ -1,0 +1,52 @@
+// The connectivity probe and its diagnosis (SPEC.md §1.1 probe column, §3.2). Registration, key
+// updates, check_service and the health worker all ask the same question the same way, so a
+// service's status_message reads the same whoever produced it.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "http_client.h"
+#include "protocol.h"
+
+namespace pgi::probe {
+
+struct Result {
+    bool ok = false;
+    std::string message;   // §3.2 message ("" when ok)
+    std::string hint;      // what to do, when the message alone does not say
+    std::string sqlstate;  // one of pgi::sqlstate's upstream codes ("" when ok)
+    long http_status = 0;
+    std::string url;  // the URL whose answer decided the result (never contains a key)
+};
+
+struct Settings {
+    long timeout_ms = 10000;
+    long connect_timeout_ms = 10000;
+    size_t max_concurrency = 64;
+};
+
+// OPENAI_V1 and ANTHROPIC_V1: base_url/v1/models/<model>; GEMINI_V1_BETA:
+// base_url/v1beta/models/<model>.
+std::string probe_url(const ServiceEndpoint &service);
+
+// Probes all services concurrently with one client, without retries: a health check reports what
+// it sees. An OPENAI_V1 404 gets a second round, GET base_url/v1/models, looking for the model id
+// in data[].id, because vLLM serves no per-model route. Results in the order of services.
+std::vector<Result> probe_all(http::Client &client, const std::vector<ServiceEndpoint> &services,
+                              const Settings &settings, const http::WaitHook &wait);
+Result probe_one(http::Client &client, const ServiceEndpoint &service, const Settings &settings,
+                 const http::WaitHook &wait);
+
+// The §3.2 diagnosis of one probe response. Pure.
+Result diagnose(const ServiceEndpoint &service, const std::string &url,
+                const http::Response &response);
+
+// The verdict after an OPENAI_V1 per-model 404 and the model-list request that followed. Pure.
+// Found in the list: ok. Not in the list, or the list is 404 too: the per-model 404 diagnosis. A
+// 2xx list that is not a model list: PI400. Any other list failure: that response's diagnosis.
+Result diagnose_list_fallback(const ServiceEndpoint &service, const std::string &model_url,
+                              const http::Response &model_response, const std::string &list_url,
+                              const http::Response &list_response);
+
+}  // namespace pgi::probe

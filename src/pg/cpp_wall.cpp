@@ -1,0 +1,124 @@
+#include "cpp_wall.h"
+
+extern "C" {
+#include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/lsyscache.h"
+}
+
+#include <new>
+
+#include "error.h"
+
+namespace pgi::pg {
+
+namespace {
+
+int sqlstate_code(const std::string &s) {
+    if (s.size() != 5) return ERRCODE_INTERNAL_ERROR;
+    return MAKE_SQLSTATE(s[0], s[1], s[2], s[3], s[4]);
+}
+
+}  // namespace
+
+Datum invoke_cpp(Datum (*body)(FunctionCallInfo), FunctionCallInfo fcinfo) {
+    ErrorData *pg_error = nullptr;
+    int code = 0;
+    char *message = nullptr;
+    char *hint = nullptr;
+    char *detail = nullptr;
+    try {
+        return body(fcinfo);
+    } catch (const PgError &e) {
+        pg_error = e.data();
+    } catch (const pgi::Interrupted &) {
+        code = ERRCODE_QUERY_CANCELED;
+        message = pstrdup("canceling statement due to an interrupt");
+    } catch (const pgi::Error &e) {
+        code = sqlstate_code(e.sqlstate());
+        message = pstrdup(e.what());
+        if (!e.hint().empty()) hint = pstrdup(e.hint().c_str());
+        if (!e.detail().empty()) detail = pstrdup(e.detail().c_str());
+    } catch (const std::bad_alloc &) {
+        code = ERRCODE_OUT_OF_MEMORY;
+        message = pstrdup("out of memory");
+    } catch (const std::exception &e) {
+        code = ERRCODE_INTERNAL_ERROR;
+        message = pstrdup(e.what());
+    }
+    // Every C++ destructor has run by now; it is safe to longjmp.
+    // The statement text of a failing call may hold an API key (register/update take one as an
+    // argument), so errors from these functions never log the statement.
+    if (pg_error) {
+        pg_error->hide_stmt = true;
+        ReThrowError(pg_error);
+    }
+    ereport(ERROR, (errcode(code), errmsg_internal("%s", message),
+                    hint ? errhint("%s", hint) : 0, detail ? errdetail_internal("%s", detail) : 0,
+                    errhidestmt(true)));
+    pg_unreachable();
+}
+
+void check_for_interrupts() {
+    pg_guard_void([]() { CHECK_FOR_INTERRUPTS(); });
+}
+
+std::optional<std::string> text_arg(FunctionCallInfo fcinfo, int n) {
+    if (PG_NARGS() <= n || PG_ARGISNULL(n)) return std::nullopt;
+    text *t = pg_guard([&]() { return PG_GETARG_TEXT_PP(n); });  // detoasting may fail
+    return std::string(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+}
+
+std::string required_text_arg(FunctionCallInfo fcinfo, int n, const char *name) {
+    auto v = text_arg(fcinfo, n);
+    if (!v) throw pgi::Error("22004", std::string(name) + " must not be NULL");
+    return *v;
+}
+
+std::optional<std::vector<std::optional<std::string>>> text_array_arg(FunctionCallInfo fcinfo,
+                                                                      int n) {
+    if (PG_NARGS() <= n || PG_ARGISNULL(n)) return std::nullopt;
+    Datum *elems = nullptr;
+    bool *nulls = nullptr;
+    int count = 0;
+    pg_guard_void([&]() {
+        ArrayType *arr = PG_GETARG_ARRAYTYPE_P(n);
+        if (ARR_NDIM(arr) > 1)
+            ereport(ERROR, (errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+                            errmsg("array must be one-dimensional")));
+        deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &count);
+    });
+    std::vector<std::optional<std::string>> out;
+    out.reserve(count);
+    for (int i = 0; i < count; i++) {
+        if (nulls[i]) {
+            out.emplace_back(std::nullopt);
+        } else {
+            text *t = pg_guard([&]() { return DatumGetTextPP(elems[i]); });
+            out.emplace_back(std::string(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t)));
+        }
+    }
+    return out;
+}
+
+std::optional<bool> bool_arg(FunctionCallInfo fcinfo, int n) {
+    if (PG_NARGS() <= n || PG_ARGISNULL(n)) return std::nullopt;
+    return PG_GETARG_BOOL(n);
+}
+
+Datum text_datum(const std::string &s) {
+    return pg_guard([&]() { return PointerGetDatum(cstring_to_text_with_len(s.data(), s.size())); });
+}
+
+Datum text_array_datum(const std::vector<std::string> &items) {
+    std::vector<Datum> datums;
+    datums.reserve(items.size());
+    for (const auto &s : items) datums.push_back(text_datum(s));
+    return pg_guard([&]() {
+        return PointerGetDatum(construct_array(datums.data(), static_cast<int>(datums.size()),
+                                               TEXTOID, -1, false, TYPALIGN_INT));
+    });
+}
+
+}  // namespace pgi::pg

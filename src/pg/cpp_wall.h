@@ -1,0 +1,94 @@
+// The wall between C++ and PostgreSQL (ARCHITECTURE.md). Everything in src/pg includes PostgreSQL
+// headers through this file, and every SQL-callable function is defined with PGI_FUNCTION.
+//
+// Two rules keep a server alive when C++ and PostgreSQL error handling meet:
+//  1. A C++ exception must never cross a PostgreSQL frame, and a PostgreSQL longjmp must never
+//     skip a live C++ destructor. PGI_FUNCTION runs the body inside `try`; the catch copies the
+//     error into palloc'd memory, leaves the catch block (running every destructor), and only
+//     then calls ereport.
+//  2. PostgreSQL calls made from C++ code with live destructors go through pg_guard(), whose
+//     sigsetjmp sits below any RAII object: a PostgreSQL ERROR becomes a PgError exception that
+//     carries the original ErrorData (and so the SQLSTATE) up to PGI_FUNCTION, which re-throws it.
+#pragma once
+
+extern "C" {
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "utils/builtins.h"
+}
+
+#include <exception>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace pgi::pg {
+
+// A PostgreSQL error caught by pg_guard, travelling as a C++ exception.
+class PgError : public std::exception {
+public:
+    explicit PgError(ErrorData *data) : data_(data) {}
+    const char *what() const noexcept override { return data_->message ? data_->message : "error"; }
+    ErrorData *data() const { return data_; }
+
+private:
+    ErrorData *data_;
+};
+
+// Runs a callable that makes PostgreSQL calls; turns a PostgreSQL ERROR into PgError. The callable
+// must not own objects with destructors: a longjmp out of it would skip them.
+template <typename F>
+void pg_guard_void(F &&f) {
+    MemoryContext cxt = CurrentMemoryContext;
+    ErrorData *volatile caught = nullptr;
+    PG_TRY();
+    {
+        f();
+    }
+    PG_CATCH();
+    {
+        MemoryContextSwitchTo(cxt);
+        caught = CopyErrorData();
+        FlushErrorState();
+    }
+    PG_END_TRY();
+    if (caught) throw PgError(caught);
+}
+
+template <typename F>
+auto pg_guard(F &&f) -> decltype(f()) {
+    decltype(f()) result{};
+    pg_guard_void([&]() { result = f(); });
+    return result;
+}
+
+// The body of every SQL-callable function runs through here (see PGI_FUNCTION).
+Datum invoke_cpp(Datum (*body)(FunctionCallInfo), FunctionCallInfo fcinfo);
+
+// The WaitHook that curl loops call while waiting: it lets PostgreSQL process interrupts, so
+// statement_timeout, pg_cancel_backend and termination raise PostgreSQL's own error (as PgError,
+// after the HTTP client has released its transfers).
+void check_for_interrupts();
+
+// Argument helpers. They copy into std::string, so the C++ side never holds pointers into
+// PostgreSQL memory.
+std::optional<std::string> text_arg(FunctionCallInfo fcinfo, int n);
+std::string required_text_arg(FunctionCallInfo fcinfo, int n, const char *name);
+std::optional<std::vector<std::optional<std::string>>> text_array_arg(FunctionCallInfo fcinfo, int n);
+std::optional<bool> bool_arg(FunctionCallInfo fcinfo, int n);
+Datum text_datum(const std::string &s);
+Datum text_array_datum(const std::vector<std::string> &items);
+
+}  // namespace pgi::pg
+
+// Defines an SQL-callable function `fname` whose C++ body follows the macro.
+#define PGI_FUNCTION(fname)                                                    \
+    extern "C" {                                                               \
+    PG_FUNCTION_INFO_V1(fname);                                                \
+    }                                                                          \
+    static Datum fname##_body(FunctionCallInfo fcinfo);                        \
+    extern "C" Datum fname(PG_FUNCTION_ARGS) {                                 \
+        return pgi::pg::invoke_cpp(fname##_body, fcinfo);                      \
+    }                                                                          \
+    static Datum fname##_body(FunctionCallInfo fcinfo)

@@ -1,0 +1,268 @@
+// The service registry's SQL functions (SPEC.md §1.2). The SQL wrappers in the extension script
+// shape results as inference.service_info; these bodies validate, probe and write the catalog.
+#include "cpp_wall.h"
+
+extern "C" {
+#include "access/htup_details.h"
+#include "funcapi.h"
+#include "utils/timestamp.h"
+}
+
+#include "backend_http.h"
+#include "error.h"
+#include "probe.h"
+#include "secrets.h"
+#include "service_catalog.h"
+#include "settings.h"
+#include "status_store.h"
+#include "validation.h"
+
+namespace pgi::pg {
+
+namespace {
+
+probe::Settings probe_settings() {
+    probe::Settings s;
+    s.timeout_ms = setting_health_check_timeout_ms;
+    s.connect_timeout_ms = std::min(setting_connect_timeout_ms, setting_health_check_timeout_ms);
+    return s;
+}
+
+StatusRecord record_of(const probe::Result &r) {
+    StatusRecord rec;
+    rec.status = r.ok ? HealthStatus::kReady : HealthStatus::kFailed;
+    rec.message = r.ok ? "" : r.message;
+    rec.checked_at = GetCurrentTimestamp();
+    return rec;
+}
+
+void record_status(const std::string &name, const StatusRecord &rec) {
+    status_put(name, rec);
+    persist_status(name, rec);
+}
+
+// Probes a service before it is stored or its key replaced; a failure is the caller's error.
+void probe_or_fail(const ServiceEndpoint &endpoint, const char *action) {
+    probe::Result r = probe::probe_one(backend_client(), endpoint, probe_settings(),
+                                       check_for_interrupts);
+    if (r.ok) return;
+    std::string hint = r.hint.empty()
+                           ? "Fix the endpoint or key and try again; validate => false registers "
+                             "without a check."
+                           : r.hint;
+    throw pgi::Error(r.sqlstate,
+                     "service \"" + endpoint.name + "\" failed its connectivity check: " + r.message,
+                     hint, std::string("The service was not ") + action + ".");
+}
+
+std::vector<std::string> labels_arg(FunctionCallInfo fcinfo, int n, const char *what) {
+    auto raw = text_array_arg(fcinfo, n);
+    std::vector<std::string> out;
+    if (!raw) return out;
+    validate::labels(*raw, what);
+    for (auto &v : *raw) out.push_back(*v);
+    return out;
+}
+
+// A key as given (plain or env:NAME) → what to store and the plain key to probe with.
+struct KeyInput {
+    SecretValue secret;
+    std::string plain;
+};
+
+KeyInput key_input(const std::string &service, const std::optional<std::string> &api_key) {
+    KeyInput k;
+    if (!api_key) return k;
+    validate::api_key(*api_key);
+    if (auto env = validate::env_key_name(*api_key)) {
+        k.plain = read_env_api_key(*env);
+        k.secret.key_env = *env;
+    } else {
+        k.plain = *api_key;
+        k.secret.sealed_key = seal_api_key(service, *api_key);
+    }
+    return k;
+}
+
+Protocol protocol_arg(const std::string &text) {
+    auto p = parse_protocol(text);
+    if (!p)
+        throw pgi::Error(sqlstate::kInvalidParameterValue, "invalid protocol \"" + text + "\"",
+                         "Use OPENAI_V1, GEMINI_V1_BETA or ANTHROPIC_V1.");
+    return *p;
+}
+
+void refuse_change(const std::string &service, const char *field) {
+    throw pgi::Error(sqlstate::kInvalidParameterValue,
+                     std::string(field) + " of service \"" + service + "\" cannot be changed",
+                     std::string("Deregister the service and register it again with the new ") +
+                         field + ".");
+}
+
+}  // namespace
+
+}  // namespace pgi::pg
+
+using namespace pgi;
+using namespace pgi::pg;
+
+// inference._register_external_service(name, model, base_url, api_key, protocol, functions,
+// tags, allow_insecure, validate) RETURNS void
+PGI_FUNCTION(pgi_register_external_service) {
+    ServiceRow row;
+    row.name = required_text_arg(fcinfo, 0, "name");
+    row.model = required_text_arg(fcinfo, 1, "model");
+    std::string base_url = required_text_arg(fcinfo, 2, "base_url");
+    auto api_key = text_arg(fcinfo, 3);
+    std::string protocol = text_arg(fcinfo, 4).value_or("OPENAI_V1");
+    bool allow_insecure = bool_arg(fcinfo, 7).value_or(false);
+    bool validate_now = bool_arg(fcinfo, 8).value_or(true);
+
+    validate::service_name(row.name);
+    validate::model(row.model);
+    row.base_url = validate::base_url(base_url);
+    row.protocol = protocol_arg(protocol);
+    row.functions = labels_arg(fcinfo, 5, "functions");
+    row.tags = labels_arg(fcinfo, 6, "tags");
+    row.allow_insecure = allow_insecure;
+    if (find_service(row.name))
+        throw pgi::Error(sqlstate::kUniqueViolation,
+                         "service \"" + row.name + "\" already exists",
+                         "Use inference.update_external_service() to change it, or deregister "
+                         "it first.");
+    KeyInput key = key_input(row.name, api_key);
+
+    ServiceEndpoint endpoint{row.name, row.model, row.base_url, row.protocol, key.plain,
+                             row.allow_insecure};
+    StatusRecord status;
+    if (validate_now) {
+        probe_or_fail(endpoint, "registered");
+        status.status = HealthStatus::kReady;
+        status.checked_at = GetCurrentTimestamp();
+    } else {
+        status.status = HealthStatus::kUnknown;
+        status.message =
+            "not yet verified: registered with validate => false; run inference.check_service()";
+    }
+    insert_service(row, key.secret);
+    record_status(row.name, status);
+    PG_RETURN_VOID();
+}
+
+// inference._update_external_service(name, api_key, functions, tags, model, base_url, protocol,
+// allow_insecure) RETURNS void
+PGI_FUNCTION(pgi_update_external_service) {
+    std::string name = required_text_arg(fcinfo, 0, "name");
+    ServiceRow row = require_service(name);
+
+    if (auto model = text_arg(fcinfo, 4); model && *model != row.model) refuse_change(name, "model");
+    if (auto url = text_arg(fcinfo, 5); url) {
+        if (validate::base_url(*url) != row.base_url) refuse_change(name, "base_url");
+    }
+    if (auto protocol = text_arg(fcinfo, 6); protocol && protocol_arg(*protocol) != row.protocol)
+        refuse_change(name, "protocol");
+    if (auto insecure = bool_arg(fcinfo, 7); insecure && *insecure != row.allow_insecure)
+        refuse_change(name, "allow_insecure");
+
+    std::optional<std::vector<std::string>> functions, tags;
+    if (!PG_ARGISNULL(2)) functions = labels_arg(fcinfo, 2, "functions");
+    if (!PG_ARGISNULL(3)) tags = labels_arg(fcinfo, 3, "tags");
+
+    if (auto api_key = text_arg(fcinfo, 1)) {
+        KeyInput key = key_input(name, api_key);
+        ServiceEndpoint endpoint{row.name, row.model, row.base_url, row.protocol, key.plain,
+                                 row.allow_insecure};
+        probe_or_fail(endpoint, "changed");
+        replace_secret(name, key.secret);
+        StatusRecord status;
+        status.status = HealthStatus::kReady;
+        status.checked_at = GetCurrentTimestamp();
+        record_status(name, status);
+    }
+    if (functions || tags) update_service_labels(name, functions, tags);
+    PG_RETURN_VOID();
+}
+
+// inference._deregister_external_service(name) RETURNS void
+PGI_FUNCTION(pgi_deregister_external_service) {
+    std::string name = required_text_arg(fcinfo, 0, "name");
+    require_service(name);
+    delete_service(name);
+    status_forget(name);
+    PG_RETURN_VOID();
+}
+
+// inference._live_status(name, OUT status, OUT status_message, OUT checked_at)
+PGI_FUNCTION(pgi_live_status) {
+    std::string name = required_text_arg(fcinfo, 0, "name");
+    StatusRecord rec = status_get(name);
+    Datum values[3];
+    bool nulls[3] = {false, rec.message.empty(), !rec.checked_at.has_value()};
+    values[0] = text_datum(health_status_name(rec.status));
+    values[1] = rec.message.empty() ? 0 : text_datum(rec.message);
+    values[2] = rec.checked_at ? TimestampTzGetDatum(*rec.checked_at) : 0;
+    return pg_guard([&]() {
+        TupleDesc desc;
+        if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
+            elog(ERROR, "return type must be a row type");
+        desc = BlessTupleDesc(desc);
+        return HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
+    });
+}
+
+// inference._check_services(name) RETURNS SETOF record(name, status, status_message, checked_at)
+// Probes one service or all of them concurrently and records the results.
+PGI_FUNCTION(pgi_check_services) {
+    auto name = text_arg(fcinfo, 0);
+    std::vector<ServiceRow> rows;
+    if (name)
+        rows.push_back(require_service(*name));
+    else
+        rows = all_services();
+
+    // A key that cannot be read (unset env variable, changed cluster key) is that service's
+    // failure, not the whole call's.
+    std::vector<ServiceEndpoint> endpoints;
+    std::vector<std::string> key_errors(rows.size());
+    for (size_t i = 0; i < rows.size(); i++) {
+        try {
+            endpoints.push_back(endpoint_of(rows[i]));
+        } catch (const pgi::Error &e) {
+            key_errors[i] = e.what();
+            endpoints.push_back(ServiceEndpoint{rows[i].name, rows[i].model, rows[i].base_url,
+                                                rows[i].protocol, "", rows[i].allow_insecure});
+        }
+    }
+    probe::Settings settings = probe_settings();
+    settings.max_concurrency = 64;
+    auto results = probe::probe_all(backend_client(), endpoints, settings, check_for_interrupts);
+
+    std::vector<StatusRecord> records;
+    for (size_t i = 0; i < rows.size(); i++) {
+        StatusRecord rec = record_of(results[i]);
+        if (!key_errors[i].empty()) {
+            rec.status = HealthStatus::kFailed;
+            rec.message = "API key unavailable: " + key_errors[i];
+        }
+        record_status(rows[i].name, rec);
+        records.push_back(rec);
+    }
+
+    std::vector<Datum> names, statuses, messages, times;
+    for (size_t i = 0; i < rows.size(); i++) {
+        names.push_back(text_datum(rows[i].name));
+        statuses.push_back(text_datum(health_status_name(records[i].status)));
+        messages.push_back(text_datum(records[i].message));
+        times.push_back(TimestampTzGetDatum(*records[i].checked_at));
+    }
+    pg_guard_void([&]() {
+        InitMaterializedSRF(fcinfo, 0);
+        auto *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
+        for (size_t i = 0; i < names.size(); i++) {
+            Datum values[4] = {names[i], statuses[i], messages[i], times[i]};
+            bool nulls[4] = {false, false, records[i].message.empty(), false};
+            tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+        }
+    });
+    return static_cast<Datum>(0);
+}

@@ -1,0 +1,259 @@
+#include "service_catalog.h"
+
+#include "cpp_wall.h"
+
+extern "C" {
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/timestamp.h"
+}
+
+#include "error.h"
+#include "secrets.h"
+
+namespace pgi::pg {
+
+namespace {
+
+struct Arg {
+    Oid type;
+    Datum value;
+    bool isnull;
+};
+
+Arg text_arg_of(const std::string &s) { return {TEXTOID, text_datum(s), false}; }
+Arg opt_text_arg(const std::optional<std::string> &s) {
+    return s ? text_arg_of(*s) : Arg{TEXTOID, 0, true};
+}
+Arg bytea_arg(const std::optional<std::string> &s) {
+    if (!s) return {BYTEAOID, 0, true};
+    bytea *b = pg_guard([&]() {
+        auto *v = static_cast<bytea *>(palloc(VARHDRSZ + s->size()));
+        SET_VARSIZE(v, VARHDRSZ + s->size());
+        memcpy(VARDATA(v), s->data(), s->size());
+        return v;
+    });
+    return {BYTEAOID, PointerGetDatum(b), false};
+}
+Arg text_array_arg_of(const std::optional<std::vector<std::string>> &v) {
+    if (!v) return {TEXTARRAYOID, 0, true};
+    return {TEXTARRAYOID, text_array_datum(*v), false};
+}
+
+// One SPI connection for the duration of a catalog operation. SPI_finish runs on every exit; an
+// error inside it is swallowed because a destructor must not throw and transaction abort
+// cleans SPI up anyway.
+class SpiConnection {
+public:
+    SpiConnection() {
+        pg_guard_void([]() {
+            if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+        });
+    }
+    ~SpiConnection() {
+        MemoryContext cxt = CurrentMemoryContext;
+        PG_TRY();
+        {
+            SPI_finish();
+        }
+        PG_CATCH();
+        {
+            MemoryContextSwitchTo(cxt);
+            FlushErrorState();
+        }
+        PG_END_TRY();
+    }
+    SpiConnection(const SpiConnection &) = delete;
+    SpiConnection &operator=(const SpiConnection &) = delete;
+
+    uint64 exec(const char *sql, const std::vector<Arg> &args, bool read_only) {
+        std::vector<Oid> types;
+        std::vector<Datum> values;
+        std::string nulls;
+        for (const auto &a : args) {
+            types.push_back(a.type);
+            values.push_back(a.value);
+            nulls.push_back(a.isnull ? 'n' : ' ');
+        }
+        return pg_guard([&]() {
+            int rc = SPI_execute_with_args(sql, static_cast<int>(args.size()), types.data(),
+                                           values.data(), nulls.c_str(), read_only, 0);
+            if (rc < 0) elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+            return SPI_processed;
+        });
+    }
+
+    // Reads a text or bytea column: both share the varlena layout.
+    std::optional<std::string> string_at(uint64 row, int col) {
+        bool isnull = false;
+        Datum d = pg_guard([&]() {
+            return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, &isnull);
+        });
+        if (isnull) return std::nullopt;
+        auto *t = pg_guard([&]() { return DatumGetTextPP(d); });
+        return std::string(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+    }
+
+    bool bool_at(uint64 row, int col) {
+        bool isnull = false;
+        Datum d = pg_guard([&]() {
+            return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, &isnull);
+        });
+        return !isnull && DatumGetBool(d);
+    }
+
+    std::vector<std::string> strings_at(uint64 row, int col) {
+        bool isnull = false;
+        Datum *elems = nullptr;
+        bool *nulls = nullptr;
+        int count = 0;
+        pg_guard_void([&]() {
+            Datum d =
+                SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, &isnull);
+            if (!isnull)
+                deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT, &elems,
+                                  &nulls, &count);
+        });
+        std::vector<std::string> out;
+        for (int i = 0; i < count; i++) {
+            if (nulls[i]) continue;
+            auto *t = pg_guard([&]() { return DatumGetTextPP(elems[i]); });
+            out.emplace_back(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+        }
+        return out;
+    }
+};
+
+constexpr const char *kSelectServices =
+    "SELECT s.name, s.model, s.base_url, s.protocol, s.functions, s.tags, s.allow_insecure, "
+    "       k.api_key_sealed, k.api_key_env, s.rerank_route "
+    "  FROM inference.services s LEFT JOIN inference.service_secrets k ON k.service = s.name ";
+
+std::vector<ServiceRow> read_services(SpiConnection &spi, uint64 n) {
+    std::vector<ServiceRow> rows;
+    for (uint64 i = 0; i < n; i++) {
+        ServiceRow r;
+        r.name = spi.string_at(i, 1).value_or("");
+        r.model = spi.string_at(i, 2).value_or("");
+        r.base_url = spi.string_at(i, 3).value_or("");
+        r.protocol = parse_protocol(spi.string_at(i, 4).value_or("")).value_or(Protocol::kOpenAiV1);
+        r.functions = spi.strings_at(i, 5);
+        r.tags = spi.strings_at(i, 6);
+        r.allow_insecure = spi.bool_at(i, 7);
+        r.sealed_key = spi.string_at(i, 8);
+        r.key_env = spi.string_at(i, 9);
+        r.rerank_route = spi.string_at(i, 10);
+        rows.push_back(std::move(r));
+    }
+    return rows;
+}
+
+}  // namespace
+
+std::optional<ServiceRow> find_service(const std::string &name) {
+    SpiConnection spi;
+    std::string sql = std::string(kSelectServices) + "WHERE s.name = $1";
+    uint64 n = spi.exec(sql.c_str(), {text_arg_of(name)}, true);
+    auto rows = read_services(spi, n);
+    if (rows.empty()) return std::nullopt;
+    return rows.front();
+}
+
+std::vector<ServiceRow> all_services() {
+    SpiConnection spi;
+    std::string sql = std::string(kSelectServices) + "ORDER BY s.name";
+    uint64 n = spi.exec(sql.c_str(), {}, true);
+    return read_services(spi, n);
+}
+
+ServiceRow require_service(const std::string &name) {
+    auto row = find_service(name);
+    if (!row)
+        throw pgi::Error(sqlstate::kUndefinedObject, "service \"" + name + "\" does not exist",
+                         "Call inference.list_models() to see the registered services.");
+    return *row;
+}
+
+void insert_service(const ServiceRow &row, const SecretValue &secret) {
+    SpiConnection spi;
+    spi.exec(
+        "INSERT INTO inference.services (name, model, base_url, protocol, functions, tags, "
+        "allow_insecure) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        {text_arg_of(row.name), text_arg_of(row.model), text_arg_of(row.base_url),
+         text_arg_of(protocol_name(row.protocol)), text_array_arg_of(row.functions),
+         text_array_arg_of(row.tags), Arg{BOOLOID, BoolGetDatum(row.allow_insecure), false}},
+        false);
+    if (secret.sealed_key || secret.key_env)
+        spi.exec(
+            "INSERT INTO inference.service_secrets (service, api_key_sealed, api_key_env) "
+            "VALUES ($1, $2, $3)",
+            {text_arg_of(row.name), bytea_arg(secret.sealed_key), opt_text_arg(secret.key_env)},
+            false);
+}
+
+void update_service_labels(const std::string &name,
+                           const std::optional<std::vector<std::string>> &functions,
+                           const std::optional<std::vector<std::string>> &tags) {
+    SpiConnection spi;
+    spi.exec(
+        "UPDATE inference.services SET functions = coalesce($2, functions), "
+        "tags = coalesce($3, tags), updated_at = now() WHERE name = $1",
+        {text_arg_of(name), text_array_arg_of(functions), text_array_arg_of(tags)}, false);
+}
+
+void replace_secret(const std::string &name, const SecretValue &secret) {
+    SpiConnection spi;
+    spi.exec("DELETE FROM inference.service_secrets WHERE service = $1", {text_arg_of(name)},
+             false);
+    if (secret.sealed_key || secret.key_env)
+        spi.exec(
+            "INSERT INTO inference.service_secrets (service, api_key_sealed, api_key_env) "
+            "VALUES ($1, $2, $3)",
+            {text_arg_of(name), bytea_arg(secret.sealed_key), opt_text_arg(secret.key_env)},
+            false);
+    spi.exec("UPDATE inference.services SET updated_at = now() WHERE name = $1",
+             {text_arg_of(name)}, false);
+}
+
+void delete_service(const std::string &name) {
+    SpiConnection spi;
+    spi.exec("DELETE FROM inference.services WHERE name = $1", {text_arg_of(name)}, false);
+}
+
+void persist_status(const std::string &name, const StatusRecord &record) {
+    SpiConnection spi;
+    Arg checked = record.checked_at
+                      ? Arg{TIMESTAMPTZOID, TimestampTzGetDatum(*record.checked_at), false}
+                      : Arg{TIMESTAMPTZOID, 0, true};
+    spi.exec(
+        "INSERT INTO inference.service_status AS st (service, status, status_message, checked_at) "
+        "SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM inference.services WHERE name = $1) "
+        "ON CONFLICT (service) DO UPDATE SET status = excluded.status, "
+        "status_message = excluded.status_message, checked_at = excluded.checked_at",
+        {text_arg_of(name), text_arg_of(health_status_name(record.status)),
+         text_arg_of(record.message), checked},
+        false);
+}
+
+void remember_rerank_route(const std::string &name, const std::string &route) {
+    SpiConnection spi;
+    spi.exec("UPDATE inference.services SET rerank_route = $2 WHERE name = $1",
+             {text_arg_of(name), text_arg_of(route)}, false);
+}
+
+ServiceEndpoint endpoint_of(const ServiceRow &row) {
+    ServiceEndpoint e;
+    e.name = row.name;
+    e.model = row.model;
+    e.base_url = row.base_url;
+    e.protocol = row.protocol;
+    e.allow_insecure = row.allow_insecure;
+    if (row.sealed_key)
+        e.api_key = open_api_key(row.name, *row.sealed_key);
+    else if (row.key_env)
+        e.api_key = read_env_api_key(*row.key_env);
+    return e;
+}
+
+}  // namespace pgi::pg

@@ -1,0 +1,57 @@
+// The catalog tables of the registry (inference.services, inference.service_secrets,
+// inference.service_status), read and written through SPI. Callers run inside SECURITY DEFINER
+// functions, so these queries see tables that ordinary roles cannot.
+#pragma once
+
+extern "C" {
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+}
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "protocol.h"
+#include "status_store.h"
+
+namespace pgi::pg {
+
+struct ServiceRow {
+    std::string name;
+    std::string model;
+    std::string base_url;
+    Protocol protocol = Protocol::kOpenAiV1;
+    std::vector<std::string> functions;
+    std::vector<std::string> tags;
+    bool allow_insecure = false;
+    std::optional<std::string> sealed_key;  // AES-GCM blob
+    std::optional<std::string> key_env;     // env:NAME reference
+    std::optional<std::string> rerank_route;
+};
+
+// Secrets to store with a service: exactly one of the two, or neither.
+struct SecretValue {
+    std::optional<std::string> sealed_key;
+    std::optional<std::string> key_env;
+};
+
+std::optional<ServiceRow> find_service(const std::string &name);
+std::vector<ServiceRow> all_services();
+// find_service, or ERROR 42704 naming the service.
+ServiceRow require_service(const std::string &name);
+
+void insert_service(const ServiceRow &row, const SecretValue &secret);
+void update_service_labels(const std::string &name,
+                           const std::optional<std::vector<std::string>> &functions,
+                           const std::optional<std::vector<std::string>> &tags);
+void replace_secret(const std::string &name, const SecretValue &secret);
+void delete_service(const std::string &name);
+void persist_status(const std::string &name, const StatusRecord &record);
+void remember_rerank_route(const std::string &name, const std::string &route);
+
+// The endpoint with the plain key (decrypted or read from the environment).
+ServiceEndpoint endpoint_of(const ServiceRow &row);
+
+}  // namespace pgi::pg

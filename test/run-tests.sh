@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Runs every test of pg_inference and ends with "N passed, M failed":
+#   1. installs missing Debian packages, builds and installs the extension (PGXS);
+#   2. the core's GoogleTest suite under ctest;
+#   3. starts the mock upstream and a throwaway cluster with the extension preloaded, then runs
+#      the pg_regress suite (sql/, expected/) and the end-to-end scripts (test/e2e/*.sh);
+#   4. stops every server it started, by pid.
+set -uo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+
+# One run at a time on a machine: the suite uses fixed loopback ports (the expected outputs
+# show the mock's URLs) and installs the extension system-wide.
+exec 9>/tmp/pg_inference-tests.lock
+flock 9
+
+bash scripts/install-deps.sh || exit 1
+bash scripts/build-install.sh || exit 1
+
+export TEST_WORK
+TEST_WORK="$(mktemp -d /tmp/pgi-test.XXXXXX)"
+chmod 755 "$TEST_WORK"
+export RESULTS="$TEST_WORK/results.txt"
+: >"$RESULTS"
+source test/lib/cluster.sh
+source test/lib/mock.sh
+
+export PG_DIR="$TEST_WORK/pg" PG_PORT="${PGI_TEST_PG_PORT:-55432}"
+export MOCK_PORT=18181 MOCK_TLS_PORT=18182 MOCK_URL="http://127.0.0.1:18181"
+
+cleanup() {
+    cluster_stop "$PG_DIR"
+    mock_stop
+}
+trap cleanup EXIT
+
+count_line() { # label passed failed
+    echo "$1: $2 passed, $3 failed"
+    echo "$2 $3" >>"$TEST_WORK/counts"
+}
+
+# --- 1. unit tests ---------------------------------------------------------------------------
+echo "== unit tests (GoogleTest under ctest)"
+cmake -S . -B build -G 'Unix Makefiles' -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null &&
+    cmake --build build -j2 >"$TEST_WORK/unit-build.log" 2>&1 || { cat "$TEST_WORK/unit-build.log"; }
+(cd build && ctest --output-on-failure -j2) >"$TEST_WORK/ctest.log" 2>&1
+summary="$(grep -E 'tests passed, [0-9]+ tests failed out of' "$TEST_WORK/ctest.log" || true)"
+if [ -n "$summary" ]; then
+    total="$(echo "$summary" | sed -E 's/.*out of ([0-9]+).*/\1/')"
+    failed="$(echo "$summary" | sed -E 's/.* ([0-9]+) tests failed.*/\1/')"
+    [ "$failed" -gt 0 ] && grep -E '\*\*\*Failed|FAILED' "$TEST_WORK/ctest.log" | head -20
+    count_line "unit" "$((total - failed))" "$failed"
+else
+    tail -20 "$TEST_WORK/ctest.log"
+    count_line "unit" 0 1
+fi
+
+# --- 2. servers --------------------------------------------------------------------------------
+for p in "$PG_PORT" "$MOCK_PORT" "$MOCK_TLS_PORT"; do
+    port_is_free "$p" || { echo "port $p is busy; stop what uses it"; exit 1; }
+done
+mock_start "$TEST_WORK" "$MOCK_PORT" "$MOCK_TLS_PORT" || exit 1
+export PGI_TEST_KEY_ENV="sk-test-from-env"
+PGI_TEST_KEY_ENV="$PGI_TEST_KEY_ENV" cluster_start "$PG_DIR" "$PG_PORT" \
+    "pgi_test.mock = '$MOCK_URL'" \
+    "pgi_test.mock_tls = 'https://127.0.0.1:$MOCK_TLS_PORT'" \
+    "inference.health_check_timeout = '3s'" || exit 1
+
+# --- 3. pg_regress -----------------------------------------------------------------------------
+echo "== pg_regress (sql/*.sql against expected/*.out)"
+PGHOST="$PG_DIR" PGPORT="$PG_PORT" PGUSER=postgres \
+    make -s installcheck >"$TEST_WORK/regress.log" 2>&1
+grep -E '^(test |ok |not ok |     )' "$TEST_WORK/regress.log" | grep -E '\.\.\. |^(ok|not ok) ' || true
+rp="$(grep -cE '\.\.\. ok|^ok ' "$TEST_WORK/regress.log")"
+rf="$(grep -cE '\.\.\. FAILED|\.\.\. failed|^not ok ' "$TEST_WORK/regress.log")"
+if [ "$rf" -gt 0 ] && [ -f regression.diffs ]; then head -80 regression.diffs; fi
+[ "$rp" -eq 0 ] && [ "$rf" -eq 0 ] && { tail -20 "$TEST_WORK/regress.log"; rf=1; }
+count_line "pg_regress" "$rp" "$rf"
+
+# --- 4. end-to-end scripts ---------------------------------------------------------------------
+for t in test/e2e/*.sh; do
+    [ -e "$t" ] || continue
+    echo "== $t"
+    before_pass="$(grep -c '^PASS' "$RESULTS")"
+    before_fail="$(grep -c '^FAIL' "$RESULTS")"
+    bash "$t" || echo "FAIL $t exited with an error" >>"$RESULTS"
+    p="$(($(grep -c '^PASS' "$RESULTS") - before_pass))"
+    f="$(($(grep -c '^FAIL' "$RESULTS") - before_fail))"
+    count_line "$(basename "$t")" "$p" "$f"
+done
+
+cleanup
+trap - EXIT
+passed=0 failed=0
+while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done <"$TEST_WORK/counts"
+rm -rf "$TEST_WORK"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
