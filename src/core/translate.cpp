@@ -1,0 +1,445 @@
+#include "translate.h"
+
+#include <random>
+
+#include "translate_util.h"
+#include "upstream_error.h"
+
+namespace pgi::translate {
+
+namespace detail {
+
+namespace {
+
+bool is_space(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+void skip_space(std::string_view s, std::size_t &i) {
+    while (i < s.size() && is_space(s[i]))
+        ++i;
+}
+
+// i is at an opening quote; on success it ends just past the closing one.
+bool skip_string(std::string_view s, std::size_t &i) {
+    ++i;
+    while (i < s.size()) {
+        char c = s[i];
+        if (c == '\\') {
+            i += 2;
+            continue;
+        }
+        ++i;
+        if (c == '"')
+            return true;
+    }
+    return false;
+}
+
+bool skip_value(std::string_view s, std::size_t &i) {
+    if (i >= s.size())
+        return false;
+    char c = s[i];
+    if (c == '"')
+        return skip_string(s, i);
+    if (c == '{' || c == '[') {
+        // Brackets are only counted, not matched: enough to find where a well-formed value ends.
+        int depth = 0;
+        while (i < s.size()) {
+            char d = s[i];
+            if (d == '"') {
+                if (!skip_string(s, i))
+                    return false;
+                continue;
+            }
+            ++i;
+            if (d == '{' || d == '[') {
+                ++depth;
+            } else if (d == '}' || d == ']') {
+                if (--depth == 0)
+                    return true;
+            }
+        }
+        return false;
+    }
+    std::size_t start = i;
+    while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && !is_space(s[i]))
+        ++i;
+    return i > start;
+}
+
+long long int_member(const nlohmann::json &object, const char *key) {
+    const nlohmann::json *v = member(object, key);
+    if (v == nullptr || !v->is_number())
+        return 0;
+    return v->is_number_float() ? static_cast<long long>(v->get<double>()) : v->get<long long>();
+}
+
+}  // namespace
+
+UpstreamRequest post_json(const ServiceEndpoint &service, std::string_view path, bool stream,
+                          std::string body) {
+    UpstreamRequest r{"POST", service.base_url, auth_headers(service), std::move(body)};
+    r.url += path;
+    r.headers.emplace_back("Content-Type: application/json");
+    if (stream)
+        r.headers.emplace_back("Accept: text/event-stream");
+    return r;
+}
+
+bool top_level_members(std::string_view s, const std::string_view *keys, std::string_view *values,
+                       std::size_t count) {
+    for (std::size_t k = 0; k < count; ++k)
+        values[k] = {};
+    std::size_t i = 0;
+    skip_space(s, i);
+    if (i >= s.size() || s[i] != '{')
+        return false;
+    ++i;
+    skip_space(s, i);
+    if (i < s.size() && s[i] == '}')
+        return true;
+    for (;;) {
+        if (i >= s.size() || s[i] != '"')
+            return false;
+        std::size_t key_start = i + 1;
+        if (!skip_string(s, i))
+            return false;
+        std::string_view key = s.substr(key_start, i - 1 - key_start);
+        skip_space(s, i);
+        if (i >= s.size() || s[i] != ':')
+            return false;
+        ++i;
+        skip_space(s, i);
+        std::size_t value_start = i;
+        if (!skip_value(s, i))
+            return false;
+        for (std::size_t k = 0; k < count; ++k) {
+            if (keys[k] == key)
+                values[k] = s.substr(value_start, i - value_start);
+        }
+        skip_space(s, i);
+        if (i >= s.size())
+            return false;
+        if (s[i] == '}')
+            return true;
+        if (s[i] != ',')
+            return false;
+        ++i;
+        skip_space(s, i);
+    }
+}
+
+bool array_elements(std::string_view s, std::vector<std::string_view> &elements) {
+    std::size_t i = 0;
+    skip_space(s, i);
+    if (i >= s.size() || s[i] != '[')
+        return false;
+    ++i;
+    skip_space(s, i);
+    if (i < s.size() && s[i] == ']')
+        return true;
+    for (;;) {
+        std::size_t start = i;
+        if (!skip_value(s, i))
+            return false;
+        elements.push_back(s.substr(start, i - start));
+        skip_space(s, i);
+        if (i >= s.size())
+            return false;
+        if (s[i] == ']')
+            return true;
+        if (s[i] != ',')
+            return false;
+        ++i;
+        skip_space(s, i);
+    }
+}
+
+void append_json_string(std::string &out, std::string_view s) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    out.push_back('"');
+    std::size_t run = 0;  // bytes copied in bulk: most text needs no escaping at all
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        out.append(s.data() + run, i - run);
+        run = i + 1;
+        switch (c) {
+            case '"':
+                out += "\\\"";
+                break;
+            case '\\':
+                out += "\\\\";
+                break;
+            case '\n':
+                out += "\\n";
+                break;
+            case '\r':
+                out += "\\r";
+                break;
+            case '\t':
+                out += "\\t";
+                break;
+            default:
+                out += "\\u00";
+                out.push_back(kHex[c >> 4]);
+                out.push_back(kHex[c & 0xF]);
+        }
+    }
+    out.append(s.data() + run, s.size() - run);
+    out.push_back('"');
+}
+
+std::string serialise(const nlohmann::json &body) {
+    return body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::string completion_id() {
+    static constexpr char kAlphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    std::string id = "chatcmpl-";
+    std::uniform_int_distribution<int> pick(0, sizeof(kAlphabet) - 2);
+    for (int i = 0; i < 24; ++i)
+        id.push_back(kAlphabet[pick(rng)]);
+    return id;
+}
+
+void bad_response(const ServiceEndpoint &service, const char *what, const std::string &why) {
+    throw Error(sqlstate::kUpstreamBadResponse,
+                "service \"" + service.name + "\" returned a malformed " + what + " response", {},
+                why);
+}
+
+nlohmann::json parse_upstream_body(const ServiceEndpoint &service, std::string_view body,
+                                   const char *what) {
+    nlohmann::json j = nlohmann::json::parse(body.begin(), body.end(), nullptr, false);
+    if (j.is_discarded()) {
+        bad_response(service, what, "the body is not JSON: " + std::string(body.substr(0, 200)));
+    }
+    // Some OpenAI-compatible servers report failures inside a 200.
+    if (j.is_object()) {
+        auto err = j.find("error");
+        if (err != j.end() && !err->is_null()) {
+            UpstreamError e = parse_upstream_error(std::string(body));
+            throw Error(sqlstate::kUpstreamBadResponse,
+                        "service \"" + service.name + "\" returned an error: " + e.message);
+        }
+    }
+    return j;
+}
+
+const nlohmann::json *member(const nlohmann::json &object, const char *key) {
+    if (!object.is_object())
+        return nullptr;
+    auto it = object.find(key);
+    return it == object.end() ? nullptr : &*it;
+}
+
+std::string string_member(const nlohmann::json &object, const char *key) {
+    const nlohmann::json *v = member(object, key);
+    return v != nullptr && v->is_string() ? v->get<std::string>() : std::string();
+}
+
+Usage usage_from_openai(const nlohmann::json &usage) {
+    Usage u;
+    if (!usage.is_object())
+        return u;
+    u.present = true;
+    u.prompt_tokens = int_member(usage, "prompt_tokens");
+    u.completion_tokens = int_member(usage, "completion_tokens");
+    u.total_tokens = member(usage, "total_tokens") != nullptr
+                         ? int_member(usage, "total_tokens")
+                         : u.prompt_tokens + u.completion_tokens;
+    return u;
+}
+
+Usage usage_from_anthropic(const nlohmann::json &usage) {
+    Usage u;
+    if (!usage.is_object())
+        return u;
+    u.present = true;
+    // Anthropic's input_tokens leaves out cached prompt tokens; OpenAI's prompt_tokens counts
+    // them, and so must the ledger.
+    u.prompt_tokens = int_member(usage, "input_tokens") +
+                      int_member(usage, "cache_creation_input_tokens") +
+                      int_member(usage, "cache_read_input_tokens");
+    u.completion_tokens = int_member(usage, "output_tokens");
+    u.total_tokens = u.prompt_tokens + u.completion_tokens;
+    return u;
+}
+
+Usage usage_from_gemini(const nlohmann::json &metadata) {
+    Usage u;
+    if (!metadata.is_object())
+        return u;
+    u.present = true;
+    u.prompt_tokens = int_member(metadata, "promptTokenCount");
+    // Thinking tokens are billed as output, as OpenAI counts reasoning in completion_tokens.
+    u.completion_tokens =
+        int_member(metadata, "candidatesTokenCount") + int_member(metadata, "thoughtsTokenCount");
+    u.total_tokens = member(metadata, "totalTokenCount") != nullptr
+                         ? int_member(metadata, "totalTokenCount")
+                         : u.prompt_tokens + u.completion_tokens;
+    return u;
+}
+
+void append_usage_json(std::string &out, const Usage &usage) {
+    out += "{\"prompt_tokens\":";
+    out += std::to_string(usage.prompt_tokens);
+    out += ",\"completion_tokens\":";
+    out += std::to_string(usage.completion_tokens);
+    out += ",\"total_tokens\":";
+    out += std::to_string(usage.total_tokens);
+    out += '}';
+}
+
+nlohmann::json usage_json(const Usage &usage) {
+    return {{"prompt_tokens", usage.prompt_tokens},
+            {"completion_tokens", usage.completion_tokens},
+            {"total_tokens", usage.total_tokens}};
+}
+
+const char *anthropic_finish_reason(const nlohmann::json &stop_reason) {
+    if (!stop_reason.is_string())
+        return "stop";
+    const auto &r = stop_reason.get_ref<const std::string &>();
+    if (r == "max_tokens" || r == "model_context_window_exceeded")
+        return "length";
+    if (r == "tool_use")
+        return "tool_calls";
+    if (r == "refusal")
+        return "content_filter";
+    return "stop";  // end_turn, stop_sequence, pause_turn
+}
+
+const char *gemini_finish_reason(const nlohmann::json &finish_reason, bool has_tool_calls) {
+    std::string r = finish_reason.is_string() ? finish_reason.get<std::string>() : std::string();
+    if (r == "MAX_TOKENS")
+        return "length";
+    if (r == "SAFETY" || r == "RECITATION" || r == "BLOCKLIST" || r == "PROHIBITED_CONTENT" ||
+        r == "SPII" || r == "IMAGE_SAFETY") {
+        return "content_filter";
+    }
+    // Gemini says STOP after a function call; OpenAI callers look for tool_calls.
+    return has_tool_calls ? "tool_calls" : "stop";
+}
+
+nlohmann::json gemini_tool_call(const nlohmann::json &function_call, const nlohmann::json &part,
+                                int number) {
+    std::string id = string_member(function_call, "id");
+    if (id.empty())
+        id = "call_" + std::to_string(number);
+    const nlohmann::json *args = member(function_call, "args");
+    nlohmann::json call = {
+        {"id", std::move(id)},
+        {"type", "function"},
+        {"function",
+         {{"name", string_member(function_call, "name")},
+          {"arguments", args != nullptr && !args->is_null() ? args->dump() : std::string("{}")}}}};
+    std::string signature = string_member(part, "thoughtSignature");
+    if (!signature.empty()) {
+        call["extra_content"] = {{"google", {{"thought_signature", std::move(signature)}}}};
+    }
+    return call;
+}
+
+std::string_view gemini_model(const ServiceEndpoint &service) {
+    std::string_view model = service.model;
+    if (model.substr(0, 7) == "models/")
+        model.remove_prefix(7);
+    return model;
+}
+
+}  // namespace detail
+
+Usage usage_from_openai_body(std::string_view body) {
+    static constexpr std::string_view kKeys[] = {"usage"};
+    std::string_view value[1];
+    if (!detail::top_level_members(body, kKeys, value, 1) || value[0].empty() ||
+        value[0][0] != '{') {
+        return {};
+    }
+    nlohmann::json usage = nlohmann::json::parse(value[0].begin(), value[0].end(), nullptr, false);
+    return detail::usage_from_openai(usage);
+}
+
+namespace {
+
+void replace_all(std::string &text, const std::string &needle, const char *with) {
+    if (needle.empty())
+        return;
+    for (std::size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at)) {
+        text.replace(at, needle.size(), with);
+    }
+}
+
+}  // namespace
+
+Error upstream_failure(const ServiceEndpoint &service, long status, const std::string &body) {
+    UpstreamError e = parse_upstream_error(body);
+    const char *state = sqlstate::kUpstreamBadResponse;
+    std::string hint;
+    if (status == 401 || (status == 400 && e.reason == "API_KEY_INVALID")) {
+        state = sqlstate::kUpstreamAuth;
+        hint = service.protocol == Protocol::kAnthropicV1
+                   ? "Check the service's API key and the account's credits; "
+                   : "Check the service's API key; ";
+        hint += "inference.update_external_service(name, api_key => ...) replaces it.";
+    } else if (status == 403) {
+        state = sqlstate::kUpstreamForbidden;
+        hint = "The API key is not allowed to use this model or endpoint.";
+    } else if (status == 404) {
+        state = sqlstate::kUpstreamNotFound;
+        hint = "Check the service's base_url and model.";
+    } else if (status == 429) {
+        state = sqlstate::kUpstreamRateLimit;
+        hint = e.type == "insufficient_quota" || e.code == "insufficient_quota"
+                   ? "The account's quota is exhausted; check billing and credits."
+                   : "The upstream is rate limiting; retry later or lower the request rate.";
+    } else if (status >= 500 && status <= 599) {
+        state = sqlstate::kUpstreamServer;
+        hint = "The upstream failed; retry later.";
+    }
+    std::string message =
+        "service \"" + service.name + "\" returned HTTP " + std::to_string(status);
+    if (!e.message.empty())
+        message += ": " + e.message;
+    std::string detail;
+    if (!e.type.empty())
+        detail = "upstream error type: " + e.type;
+    if (!e.code.empty())
+        detail += (detail.empty() ? "" : ", ") + std::string("code: ") + e.code;
+    if (!e.reason.empty())
+        detail += (detail.empty() ? "" : ", ") + std::string("reason: ") + e.reason;
+    // Providers sometimes quote the rejected key back; it must not reach a log or a client.
+    replace_all(message, service.api_key, "[redacted]");
+    replace_all(detail, service.api_key, "[redacted]");
+    return Error(state, std::move(message), std::move(hint), std::move(detail));
+}
+
+std::string openai_error_json(std::string_view message, std::string_view type,
+                              std::string_view code, std::string_view param) {
+    std::string out = "{\"error\":{\"message\":";
+    detail::append_json_string(out, message);
+    out += ",\"type\":";
+    detail::append_json_string(out, type);
+    out += ",\"param\":";
+    if (param.empty()) {
+        out += "null";
+    } else {
+        detail::append_json_string(out, param);
+    }
+    out += ",\"code\":";
+    if (code.empty()) {
+        out += "null";
+    } else {
+        detail::append_json_string(out, code);
+    }
+    out += "}}";
+    return out;
+}
+
+}  // namespace pgi::translate

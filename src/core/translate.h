@@ -1,0 +1,53 @@
+// The one translation layer between the OpenAI shapes that callers use (SQL functions and the
+// gateway alike) and each upstream protocol. Everything under pgi::translate is pure: JSON or
+// bytes in, JSON or bytes out, no I/O, so the SQL path and the gateway cannot drift apart.
+//
+// This header holds what every translation shares; the per-feature APIs are in
+// translate_chat.h, translate_stream.h, translate_embeddings.h and translate_rerank.h.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "error.h"
+#include "protocol.h"
+
+namespace pgi::translate {
+
+// One HTTP call to make upstream. url is the service's base_url plus the protocol's path;
+// headers are "Name: value" lines (credentials included, so never log them).
+struct UpstreamRequest {
+    std::string method;
+    std::string url;
+    std::vector<std::string> headers;
+    std::string body;
+};
+
+// Token counts in OpenAI's terms. present is false when the upstream reported none, which the
+// ledger must not confuse with a call that used zero tokens.
+struct Usage {
+    long long prompt_tokens = 0;
+    long long completion_tokens = 0;
+    long long total_tokens = 0;
+    bool present = false;
+};
+
+// The top-level "usage" of an OpenAI-shaped response body (chat or embeddings), found without
+// building a DOM of the whole body: the gateway forwards OpenAI upstream bodies unchanged and
+// needs nothing else from them. Absent or unreadable usage gives present == false.
+Usage usage_from_openai_body(std::string_view body);
+
+// The error for an upstream answer with a non-2xx status: `service "<name>" returned HTTP
+// <status>: <provider message>`, with a SQLSTATE from the status (401 PI401, 403 PI403, 404
+// PI404, 429 PI429, 5xx PI500, others PI400; Gemini's 400 API_KEY_INVALID counts as 401) and a
+// hint saying what to do. The service's key is scrubbed from the text should the body echo it.
+Error upstream_failure(const ServiceEndpoint &service, long status, const std::string &body);
+
+// OpenAI's error object, {"error":{"message","type","param","code"}}, serialised. An empty
+// code or param is written as null. Used for mid-stream errors and by the gateway for its own
+// errors.
+std::string openai_error_json(std::string_view message, std::string_view type,
+                              std::string_view code = {}, std::string_view param = {});
+
+}  // namespace pgi::translate

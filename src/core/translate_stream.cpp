@@ -1,0 +1,434 @@
+#include "translate_stream.h"
+
+#include <ctime>
+#include <nlohmann/json.hpp>
+
+#include "translate_util.h"
+#include "upstream_error.h"
+
+namespace pgi::translate {
+
+namespace {
+
+using detail::member;
+using detail::string_member;
+using nlohmann::json;
+
+// Gemini asks for at most 8 candidates; a larger index is a broken upstream, not a reason to
+// allocate without bound. Anthropic block indexes are bounded the same way.
+constexpr std::size_t kMaxChoices = 128;
+constexpr std::size_t kMaxBlocks = 4096;
+
+// Writes an event in SSE framing; a payload spread over several data lines stays that way.
+void forward(std::string &out, std::string_view data) {
+    out += "data: ";
+    std::size_t pos = 0;
+    for (std::size_t nl = data.find('\n'); nl != std::string_view::npos;
+         nl = data.find('\n', pos)) {
+        out.append(data.substr(pos, nl - pos));
+        out += "\ndata: ";
+        pos = nl + 1;
+    }
+    out.append(data.substr(pos));
+    out += "\n\n";
+}
+
+bool empty_array(std::string_view v) {
+    if (v.size() < 2 || v.front() != '[' || v.back() != ']')
+        return false;
+    for (char c : v.substr(1, v.size() - 2)) {
+        if (c != ' ' && c != '\t' && c != '\n' && c != '\r')
+            return false;
+    }
+    return true;
+}
+
+bool is_true(const json *v) {
+    return v != nullptr && v->is_boolean() && v->get<bool>();
+}
+
+std::size_t index_of(const json &object, std::size_t fallback) {
+    const json *v = member(object, "index");
+    return v != nullptr && v->is_number_unsigned() ? v->get<std::size_t>() : fallback;
+}
+
+}  // namespace
+
+ChatStream::ChatStream(const ServiceEndpoint &service, bool caller_wants_usage)
+    : protocol_(service.protocol),
+      service_name_(service.name),
+      service_model_(service.model),
+      caller_wants_usage_(caller_wants_usage) {}
+
+void ChatStream::feed(std::string_view bytes, std::string &out) {
+    if (done_)
+        return;
+    events_.clear();
+    std::string overflow;
+    try {
+        parser_.feed(bytes, events_);
+    } catch (const Error &e) {
+        overflow = e.what();  // the events completed before the oversized one still count
+    }
+    for (SseEvent &e : events_) {
+        if (done_)
+            return;
+        event(e, out);
+    }
+    if (!overflow.empty() && !done_) {
+        error(out, "service \"" + service_name_ + "\": " + overflow, "upstream_error");
+    }
+}
+
+void ChatStream::finish(std::string &out) {
+    if (done_)
+        return;
+    events_.clear();
+    parser_.finish(events_);
+    for (SseEvent &e : events_) {
+        if (done_)
+            return;
+        event(e, out);
+    }
+    if (!done_)
+        end(out);
+}
+
+void ChatStream::fail(std::string_view message, std::string &out) {
+    if (!done_)
+        error(out, message, "upstream_error");
+}
+
+void ChatStream::event(SseEvent &e, std::string &out) {
+    switch (protocol_) {
+        case Protocol::kOpenAiV1:
+            openai_event(e, out);
+            break;
+        case Protocol::kAnthropicV1:
+            anthropic_event(e, out);
+            break;
+        case Protocol::kGeminiV1Beta:
+            gemini_event(e, out);
+            break;
+    }
+}
+
+// ---- OpenAI: forward, watching for usage and errors without parsing every chunk ----
+
+void ChatStream::openai_event(SseEvent &e, std::string &out) {
+    if (e.event == "error") {
+        // Some OpenAI-compatible servers name their error events; pass the message on.
+        UpstreamError err = parse_upstream_error(e.data);
+        error(out, err.message, err.type.empty() ? "upstream_error" : err.type);
+        return;
+    }
+    if (e.data == "[DONE]") {
+        out += "data: [DONE]\n\n";
+        done_ = true;
+        return;
+    }
+    static constexpr std::string_view kKeys[] = {"usage", "choices", "error"};
+    std::string_view values[3];
+    if (!detail::top_level_members(e.data, kKeys, values, 3)) {
+        forward(out, e.data);  // not ours to judge: the caller gets what the upstream sent
+        return;
+    }
+    std::string_view usage = values[0], choices = values[1], err = values[2];
+    if (!err.empty() && err != "null") {
+        forward(out, e.data);
+        failed_ = done_ = true;
+        return;
+    }
+    if (!usage.empty() && usage != "null") {
+        json u = json::parse(usage.begin(), usage.end(), nullptr, false);
+        if (u.is_object())
+            usage_ = detail::usage_from_openai(u);
+        bool usage_only = choices.empty() || choices == "null" || empty_array(choices);
+        if (usage_only) {
+            if (!caller_wants_usage_)
+                return;  // requested by us for the ledger, not by the caller
+            if (choices.empty() || choices == "null") {
+                // vLLM sends choices:null; OpenAI clients index into choices unguarded.
+                json chunk = json::parse(e.data, nullptr, false);
+                chunk["choices"] = json::array();
+                forward(out, chunk.dump());
+                return;
+            }
+        }
+    }
+    forward(out, e.data);
+}
+
+// ---- chunk writing for the translated protocols ----
+
+void ChatStream::start(std::string id, std::string_view model) {
+    if (id.empty())
+        id = detail::completion_id();
+    if (model.empty())
+        model = service_model_;
+    prefix_ = "{\"id\":";
+    detail::append_json_string(prefix_, id);
+    prefix_ += ",\"object\":\"chat.completion.chunk\",\"created\":";
+    prefix_ += std::to_string(static_cast<long long>(std::time(nullptr)));
+    prefix_ += ",\"model\":";
+    detail::append_json_string(prefix_, model);
+    prefix_ += ",\"choices\":[";
+}
+
+ChatStream::Choice &ChatStream::choice(std::size_t index) {
+    if (index >= choices_.size())
+        choices_.resize(index + 1);
+    return choices_[index];
+}
+
+void ChatStream::open_choice(std::string &out, std::size_t index) {
+    if (prefix_.empty())
+        start({}, {});
+    Choice &c = choice(index);
+    if (c.started)
+        return;
+    c.started = true;
+    role_chunk(out, index);
+}
+
+void ChatStream::role_chunk(std::string &out, std::size_t index) {
+    out += "data: ";
+    out += prefix_;
+    out += "{\"index\":";
+    out += std::to_string(index);
+    out += ",\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n";
+}
+
+// A chunk for one choice is written in two halves around its delta object.
+namespace {
+
+void chunk_begin(std::string &out, const std::string &prefix, std::size_t index) {
+    out += "data: ";
+    out += prefix;
+    out += "{\"index\":";
+    out += std::to_string(index);
+    out += ",\"delta\":";
+}
+
+void chunk_end(std::string &out, const char *finish_reason) {
+    out += ",\"finish_reason\":";
+    if (finish_reason == nullptr) {
+        out += "null";
+    } else {
+        out += '"';
+        out += finish_reason;
+        out += '"';
+    }
+    out += "}]}\n\n";
+}
+
+}  // namespace
+
+void ChatStream::content_chunk(std::string &out, std::size_t index, std::string_view text) {
+    if (text.empty())
+        return;
+    open_choice(out, index);
+    chunk_begin(out, prefix_, index);
+    out += "{\"content\":";
+    detail::append_json_string(out, text);
+    out += '}';
+    chunk_end(out, nullptr);
+}
+
+void ChatStream::finish_chunk(std::string &out, std::size_t index, const char *finish_reason) {
+    open_choice(out, index);
+    Choice &c = choice(index);
+    if (c.finished)
+        return;
+    c.finished = true;
+    chunk_begin(out, prefix_, index);
+    out += "{}";
+    chunk_end(out, finish_reason);
+}
+
+void ChatStream::end(std::string &out) {
+    if (protocol_ != Protocol::kOpenAiV1 && caller_wants_usage_) {
+        if (prefix_.empty())
+            start({}, {});
+        out += "data: ";
+        out += prefix_;
+        out += "],\"usage\":";
+        detail::append_usage_json(out, usage_);
+        out += "}\n\n";
+    }
+    out += "data: [DONE]\n\n";
+    done_ = true;
+}
+
+void ChatStream::error(std::string &out, std::string_view message, std::string_view type) {
+    out += "data: ";
+    out += openai_error_json(message, type);
+    out += "\n\n";
+    failed_ = done_ = true;
+}
+
+// ---- Anthropic Messages events ----
+
+void ChatStream::anthropic_event(const SseEvent &e, std::string &out) {
+    json j = json::parse(e.data, nullptr, false);
+    if (!j.is_object()) {
+        error(out, "service \"" + service_name_ + "\" sent a malformed stream event",
+              "upstream_error");
+        return;
+    }
+    // The event name is authoritative (the SDKs dispatch on it); data.type backs it up.
+    const std::string type = e.event.empty() ? string_member(j, "type") : e.event;
+    if (type == "message_start") {
+        const json *message = member(j, "message");
+        if (message != nullptr && prefix_.empty()) {
+            start(string_member(*message, "id"), string_member(*message, "model"));
+        }
+        if (const json *u = message != nullptr ? member(*message, "usage") : nullptr) {
+            usage_ = detail::usage_from_anthropic(*u);
+        }
+        open_choice(out, 0);
+    } else if (type == "content_block_start") {
+        const json *block = member(j, "content_block");
+        if (block == nullptr)
+            return;
+        std::string block_type = string_member(*block, "type");
+        if (block_type == "text") {
+            content_chunk(out, 0, string_member(*block, "text"));
+        } else if (block_type == "tool_use") {
+            std::size_t at = index_of(j, 0);
+            if (at >= kMaxBlocks)
+                return;
+            open_choice(out, 0);
+            int tool = choice(0).tool_calls++;
+            if (block_tool_index_.size() <= at)
+                block_tool_index_.resize(at + 1, -1);
+            block_tool_index_[at] = tool;
+            chunk_begin(out, prefix_, 0);
+            out += "{\"tool_calls\":[{\"index\":";
+            out += std::to_string(tool);
+            out += ",\"id\":";
+            detail::append_json_string(out, string_member(*block, "id"));
+            out += ",\"type\":\"function\",\"function\":{\"name\":";
+            detail::append_json_string(out, string_member(*block, "name"));
+            out += ",\"arguments\":\"\"}}]}";
+            chunk_end(out, nullptr);
+        }
+        // thinking blocks are not part of an OpenAI answer
+    } else if (type == "content_block_delta") {
+        const json *delta = member(j, "delta");
+        if (delta == nullptr)
+            return;
+        std::string delta_type = string_member(*delta, "type");
+        if (delta_type == "text_delta") {
+            content_chunk(out, 0, string_member(*delta, "text"));
+        } else if (delta_type == "input_json_delta") {
+            std::size_t at = index_of(j, 0);
+            std::string partial = string_member(*delta, "partial_json");
+            if (at >= block_tool_index_.size() || block_tool_index_[at] < 0 || partial.empty()) {
+                return;
+            }
+            chunk_begin(out, prefix_, 0);
+            out += "{\"tool_calls\":[{\"index\":";
+            out += std::to_string(block_tool_index_[at]);
+            out += ",\"function\":{\"arguments\":";
+            detail::append_json_string(out, partial);
+            out += "}}]}";
+            chunk_end(out, nullptr);
+        }
+    } else if (type == "message_delta") {
+        if (const json *u = member(j, "usage"); u != nullptr && u->is_object()) {
+            // output_tokens is cumulative; input counts appear here only on newer API versions.
+            Usage d = detail::usage_from_anthropic(*u);
+            usage_.completion_tokens = d.completion_tokens;
+            if (member(*u, "input_tokens") != nullptr)
+                usage_.prompt_tokens = d.prompt_tokens;
+            usage_.total_tokens = usage_.prompt_tokens + usage_.completion_tokens;
+            usage_.present = true;
+        }
+        const json *delta = member(j, "delta");
+        const json *stop = delta != nullptr ? member(*delta, "stop_reason") : nullptr;
+        if (stop != nullptr && !stop->is_null()) {
+            finish_chunk(out, 0, detail::anthropic_finish_reason(*stop));
+        }
+    } else if (type == "message_stop") {
+        end(out);
+    } else if (type == "error") {
+        const json *err = member(j, "error");
+        std::string message = err != nullptr ? string_member(*err, "message") : std::string();
+        std::string kind = err != nullptr ? string_member(*err, "type") : std::string();
+        error(out,
+              message.empty() ? "service \"" + service_name_ + "\" failed mid-stream" : message,
+              kind.empty() ? "upstream_error" : kind);
+    }
+    // ping, content_block_stop and event types added later carry nothing to translate.
+}
+
+// ---- Gemini streamGenerateContent events (each one a whole GenerateContentResponse) ----
+
+void ChatStream::gemini_event(const SseEvent &e, std::string &out) {
+    json j = json::parse(e.data, nullptr, false);
+    if (!j.is_object()) {
+        error(out, "service \"" + service_name_ + "\" sent a malformed stream event",
+              "upstream_error");
+        return;
+    }
+    if (const json *err = member(j, "error"); err != nullptr && !err->is_null()) {
+        UpstreamError parsed = parse_upstream_error(e.data);
+        error(out, parsed.message, parsed.type.empty() ? "upstream_error" : parsed.type);
+        return;
+    }
+    if (prefix_.empty())
+        start(string_member(j, "responseId"), string_member(j, "modelVersion"));
+    if (const json *u = member(j, "usageMetadata"); u != nullptr && u->is_object()) {
+        usage_ = detail::usage_from_gemini(*u);
+    }
+    const json *candidates = member(j, "candidates");
+    if (candidates == nullptr || !candidates->is_array() || candidates->empty()) {
+        const json *feedback = member(j, "promptFeedback");
+        if (feedback != nullptr && member(*feedback, "blockReason") != nullptr) {
+            finish_chunk(out, 0, "content_filter");
+        }
+        return;
+    }
+    for (std::size_t pos = 0; pos < candidates->size(); ++pos) {
+        const json &c = (*candidates)[pos];
+        std::size_t index = index_of(c, pos);
+        if (index >= kMaxChoices) {
+            error(out, "service \"" + service_name_ + "\" sent a malformed stream event",
+                  "upstream_error");
+            return;
+        }
+        open_choice(out, index);
+        const json *content = member(c, "content");
+        const json *parts = content != nullptr ? member(*content, "parts") : nullptr;
+        if (parts != nullptr && parts->is_array()) {
+            std::string text;
+            for (const json &part : *parts) {
+                if (is_true(member(part, "thought")))
+                    continue;
+                text += string_member(part, "text");
+            }
+            content_chunk(out, index, text);
+            for (const json &part : *parts) {
+                const json *call = member(part, "functionCall");
+                if (call == nullptr || is_true(member(part, "thought")))
+                    continue;
+                json tool = detail::gemini_tool_call(*call, part, next_call_id_++);
+                tool["index"] = choice(index).tool_calls++;
+                chunk_begin(out, prefix_, index);
+                out += "{\"tool_calls\":[";
+                out += tool.dump();
+                out += "]}";
+                chunk_end(out, nullptr);
+            }
+        }
+        const json *reason = member(c, "finishReason");
+        if (reason != nullptr && reason->is_string() &&
+            !reason->get_ref<const std::string &>().empty()) {
+            finish_chunk(out, index,
+                         detail::gemini_finish_reason(*reason, choice(index).tool_calls > 0));
+        }
+    }
+}
+
+}  // namespace pgi::translate

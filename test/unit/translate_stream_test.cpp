@@ -1,0 +1,509 @@
+#include "translate_stream.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "sse.h"
+
+namespace {
+
+using nlohmann::json;
+using pgi::Protocol;
+using pgi::ServiceEndpoint;
+namespace tr = pgi::translate;
+
+const ServiceEndpoint kOpenAi{"oa", "gpt-4o-mini", "http://up", Protocol::kOpenAiV1, "", false};
+const ServiceEndpoint kAnthropic{
+    "claude", "claude-sonnet-4-5", "http://up", Protocol::kAnthropicV1, "", false};
+const ServiceEndpoint kGemini{"gem", "gemini-2.5-flash", "http://up", Protocol::kGeminiV1Beta, "",
+                              false};
+
+// `created` is the clock at the stream's start and a generated id is random; everything else
+// must not depend on the run.
+std::string normalised(const std::string &out) {
+    std::string text = out;
+    for (std::size_t at = text.find("\"created\":"); at != std::string::npos;
+         at = text.find("\"created\":", at + 1)) {
+        std::size_t digits = at + 10, end = digits;
+        while (end < text.size() && std::isdigit(static_cast<unsigned char>(text[end])))
+            ++end;
+        text.replace(digits, end - digits, "0");
+    }
+    for (std::size_t at = text.find("chatcmpl-"); at != std::string::npos;
+         at = text.find("chatcmpl-", at + 1)) {
+        std::size_t end = at + 9;
+        while (end < text.size() && std::isalnum(static_cast<unsigned char>(text[end])))
+            ++end;
+        if (end - at - 9 == 24)
+            text.replace(at + 9, 24, "X");
+    }
+    return text;
+}
+
+struct Result {
+    std::string out;
+    tr::Usage usage;
+    bool failed;
+};
+
+Result run(const ServiceEndpoint &s, bool wants_usage, std::string_view in,
+           const std::vector<std::size_t> &cuts = {}) {
+    tr::ChatStream stream(s, wants_usage);
+    std::string out;
+    std::size_t pos = 0;
+    for (std::size_t cut : cuts) {
+        stream.feed(in.substr(pos, cut - pos), out);
+        pos = cut;
+    }
+    stream.feed(in.substr(pos), out);
+    stream.finish(out);
+    EXPECT_TRUE(stream.done());
+    return {normalised(out), stream.usage(), stream.failed()};
+}
+
+// Runs the input whole, one byte at a time and in random pieces; all must give the same bytes.
+Result run_every_way(const ServiceEndpoint &s, bool wants_usage, std::string_view in) {
+    Result whole = run(s, wants_usage, in);
+    std::vector<std::size_t> bytes;
+    for (std::size_t i = 1; i < in.size(); ++i)
+        bytes.push_back(i);
+    Result bytewise = run(s, wants_usage, in, bytes);
+    EXPECT_EQ(bytewise.out, whole.out) << "one byte at a time";
+    EXPECT_EQ(bytewise.usage.total_tokens, whole.usage.total_tokens);
+    std::mt19937 rng(7);
+    for (int round = 0; round < 30; ++round) {
+        std::vector<std::size_t> cuts;
+        for (std::size_t i = 1; i < in.size(); ++i) {
+            if (rng() % 23 == 0)
+                cuts.push_back(i);
+        }
+        EXPECT_EQ(run(s, wants_usage, in, cuts).out, whole.out) << "random split round " << round;
+    }
+    return whole;
+}
+
+// The output's events: every one must be framed as `data: ...` and a blank line.
+std::vector<std::string> payloads(const std::string &out) {
+    pgi::SseParser parser;
+    std::vector<std::string> data;
+    for (auto &e : parser.feed(out)) {
+        EXPECT_EQ(e.event, "");
+        data.push_back(e.data);
+    }
+    EXPECT_TRUE(parser.finish().empty()) << "output must end on an event boundary";
+    return data;
+}
+
+// Chunks as JSON, [DONE] as the string "[DONE]".
+std::vector<json> chunks(const std::string &out) {
+    std::vector<json> list;
+    for (const std::string &p : payloads(out))
+        list.push_back(p == "[DONE]" ? json(p) : json::parse(p));
+    return list;
+}
+
+json chunk(const char *id, const char *model, json choice_or_usage) {
+    json c = {{"id", id}, {"object", "chat.completion.chunk"}, {"created", 0}, {"model", model}};
+    if (choice_or_usage.contains("usage")) {
+        c["choices"] = json::array();
+        c["usage"] = choice_or_usage["usage"];
+    } else {
+        c["choices"] = json::array({choice_or_usage});
+    }
+    return c;
+}
+
+json delta(json d, json finish = nullptr, int index = 0) {
+    return {{"index", index}, {"delta", std::move(d)}, {"finish_reason", std::move(finish)}};
+}
+
+// ---------------------------------------------------------------- inputs
+
+const char kOpenAiStream[] =
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt\","
+    "\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
+    "\"finish_reason\":null}],\"usage\":null}\n\n"
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt\","
+    "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"usage: \\\"Hi\\\"\"},"
+    "\"finish_reason\":null}],\"usage\":null}\n\n"
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt\","
+    "\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n";
+const char kOpenAiUsageChunk[] =
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt\","
+    "\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}"
+    "\n\n";
+const char kDone[] = "data: [DONE]\n\n";
+
+const char kAnthropicStream[] =
+    "event: message_start\n"
+    "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\","
+    "\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5-20250929\",\"content\":[],"
+    "\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":25,"
+    "\"cache_read_input_tokens\":5,\"output_tokens\":1}}}\n\n"
+    "event: ping\n"
+    "data: {\"type\": \"ping\"}\n\n"
+    "event: content_block_start\n"
+    "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\","
+    "\"thinking\":\"\"}}\n\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\","
+    "\"thinking\":\"Let me think\"}}\n\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"signature_delta\","
+    "\"signature\":\"abc\"}}\n\n"
+    "event: content_block_stop\n"
+    "data: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
+    "event: content_block_start\n"
+    "data: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"text\","
+    "\"text\":\"\"}}\n\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\","
+    "\"text\":\"Hello\"}}\n\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\","
+    "\"text\":\" \\\"world\\\"\\n\"}}\n\n"
+    "event: content_block_stop\n"
+    "data: {\"type\":\"content_block_stop\",\"index\":1}\n\n"
+    "event: content_block_start\n"
+    "data: {\"type\":\"content_block_start\",\"index\":2,\"content_block\":{\"type\":\"tool_use\","
+    "\"id\":\"toolu_1\",\"name\":\"get_weather\",\"input\":{}}}\n\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"input_json_delta\","
+    "\"partial_json\":\"\"}}\n\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"input_json_delta\","
+    "\"partial_json\":\"{\\\"city\\\": \"}}\n\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"input_json_delta\","
+    "\"partial_json\":\"\\\"Paris\\\"}\"}}\n\n"
+    "event: content_block_stop\n"
+    "data: {\"type\":\"content_block_stop\",\"index\":2}\n\n"
+    "event: message_delta\n"
+    "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\","
+    "\"stop_sequence\":null},\"usage\":{\"output_tokens\":42}}\n\n"
+    "event: message_stop\n"
+    "data: {\"type\":\"message_stop\"}\n\n";
+
+const char kGeminiStream[] =
+    "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"pondering\",\"thought\":true}],"
+    "\"role\":\"model\"},\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":10,"
+    "\"totalTokenCount\":10},\"modelVersion\":\"gemini-2.5-flash-001\",\"responseId\":\"r1\"}"
+    "\r\n\r\n"
+    "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hel\"}],\"role\":\"model\"},"
+    "\"index\":0}],\"modelVersion\":\"gemini-2.5-flash-001\",\"responseId\":\"r1\"}\r\n\r\n"
+    "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"lo\"},{\"functionCall\":"
+    "{\"name\":\"f\",\"args\":{\"x\":1}}}],\"role\":\"model\"},\"finishReason\":\"STOP\","
+    "\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":10,\"candidatesTokenCount\":5,"
+    "\"thoughtsTokenCount\":3,\"totalTokenCount\":18},\"modelVersion\":\"gemini-2.5-flash-001\","
+    "\"responseId\":\"r1\"}\r\n\r\n";
+
+}  // namespace
+
+// ---------------------------------------------------------------- OpenAI
+
+TEST(TranslateStream, OpenAiUsageChunkHiddenWhenNotAsked) {
+    std::string in = std::string(kOpenAiStream) + kOpenAiUsageChunk + kDone;
+    Result r = run_every_way(kOpenAi, false, in);
+    EXPECT_EQ(r.out, normalised(std::string(kOpenAiStream) + kDone));
+    EXPECT_TRUE(r.usage.present);
+    EXPECT_EQ(r.usage.prompt_tokens, 5);
+    EXPECT_EQ(r.usage.completion_tokens, 2);
+    EXPECT_EQ(r.usage.total_tokens, 7);
+    EXPECT_FALSE(r.failed);
+}
+
+TEST(TranslateStream, OpenAiUsageChunkShownWhenAsked) {
+    std::string in = std::string(kOpenAiStream) + kOpenAiUsageChunk + kDone;
+    Result r = run_every_way(kOpenAi, true, in);
+    EXPECT_EQ(r.out, normalised(in));  // byte for byte, but for created
+    EXPECT_EQ(r.usage.total_tokens, 7);
+}
+
+TEST(TranslateStream, OpenAiVllmNullChoicesUsageChunk) {
+    const char vllm_usage[] =
+        "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt\","
+        "\"choices\":null,\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"total_tokens\":"
+        "7}}"
+        "\n\n";
+    std::string in = std::string(kOpenAiStream) + vllm_usage + kDone;
+    Result hidden = run_every_way(kOpenAi, false, in);
+    EXPECT_EQ(hidden.out, normalised(std::string(kOpenAiStream) + kDone));
+    EXPECT_EQ(hidden.usage.completion_tokens, 4);
+
+    Result shown = run_every_way(kOpenAi, true, in);
+    auto list = chunks(shown.out);
+    ASSERT_EQ(list.size(), 5u);
+    EXPECT_EQ(list[3]["choices"], json::array());
+    EXPECT_EQ(list[3]["usage"]["total_tokens"], 7);
+    EXPECT_EQ(list[4], "[DONE]");
+}
+
+TEST(TranslateStream, OpenAiUsageOnAChunkWithChoicesIsForwarded) {
+    const char in[] =
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}],"
+        "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":2}}\n\n"
+        "data: [DONE]\n\n";
+    Result r = run_every_way(kOpenAi, false, in);
+    EXPECT_EQ(r.out, normalised(in));
+    EXPECT_EQ(r.usage.total_tokens, 2);
+}
+
+TEST(TranslateStream, OpenAiFramingIsNormalised) {
+    // CRLF framing, comments, a data payload on two lines: the caller gets plain framing.
+    const char in[] =
+        ": keep-alive\r\n\r\n"
+        "data: {\"choices\":[{\"index\":0,\r\ndata: \"delta\":{\"content\":\"x\"}}]}\r\n\r\n"
+        "data: [DONE]\r\n\r\n";
+    Result r = run_every_way(kOpenAi, false, in);
+    EXPECT_EQ(r.out,
+              "data: {\"choices\":[{\"index\":0,\ndata: \"delta\":{\"content\":\"x\"}}]}\n\n"
+              "data: [DONE]\n\n");
+}
+
+TEST(TranslateStream, OpenAiMissingDoneIsAdded) {
+    Result r = run_every_way(kOpenAi, false, kOpenAiStream);
+    EXPECT_EQ(r.out, normalised(std::string(kOpenAiStream) + kDone));
+    EXPECT_FALSE(r.usage.present);
+}
+
+TEST(TranslateStream, OpenAiErrorChunkEndsTheStream) {
+    const char error[] = "data: {\"error\":{\"message\":\"boom\",\"type\":\"server_error\"}}\n\n";
+    std::string in = std::string(kOpenAiStream) + error + "data: {\"choices\":[]}\n\n" + kDone;
+    Result r = run_every_way(kOpenAi, false, in);
+    EXPECT_EQ(r.out, normalised(std::string(kOpenAiStream) + error));
+    EXPECT_TRUE(r.failed);
+}
+
+TEST(TranslateStream, OpenAiNamedErrorEvent) {
+    Result r =
+        run_every_way(kOpenAi, false, "event: error\ndata: {\"message\":\"model overloaded\"}\n\n");
+    EXPECT_EQ(
+        chunks(r.out),
+        std::vector<json>{json::parse(
+            R"({"error":{"message":"model overloaded","type":"upstream_error","param":null,"code":null}})")});
+    EXPECT_TRUE(r.failed);
+}
+
+TEST(TranslateStream, InputAfterTheEndIsIgnored) {
+    tr::ChatStream s(kOpenAi, false);
+    std::string out = s.feed(std::string(kOpenAiStream) + kDone);
+    EXPECT_TRUE(s.done());
+    EXPECT_EQ(s.feed("data: {\"choices\":[]}\n\n"), "");
+    EXPECT_EQ(s.finish(), "");
+    EXPECT_FALSE(s.failed());
+}
+
+// ---------------------------------------------------------------- Anthropic
+
+TEST(TranslateStream, AnthropicFullStream) {
+    const char *id = "msg_1";
+    const char *model = "claude-sonnet-4-5-20250929";
+    std::vector<json> expected = {
+        chunk(id, model, delta({{"role", "assistant"}, {"content", ""}})),
+        chunk(id, model, delta({{"content", "Hello"}})),
+        chunk(id, model, delta({{"content", " \"world\"\n"}})),
+        chunk(id, model,
+              delta({{"tool_calls",
+                      {{{"index", 0},
+                        {"id", "toolu_1"},
+                        {"type", "function"},
+                        {"function", {{"name", "get_weather"}, {"arguments", ""}}}}}}})),
+        chunk(id, model,
+              delta({{"tool_calls",
+                      {{{"index", 0}, {"function", {{"arguments", "{\"city\": "}}}}}}})),
+        chunk(
+            id, model,
+            delta({{"tool_calls", {{{"index", 0}, {"function", {{"arguments", "\"Paris\"}"}}}}}}})),
+        chunk(id, model, delta(json::object(), "tool_calls")),
+    };
+    Result r = run_every_way(kAnthropic, false, kAnthropicStream);
+    std::vector<json> without_usage = expected;
+    without_usage.push_back("[DONE]");
+    EXPECT_EQ(chunks(r.out), without_usage);
+    EXPECT_TRUE(r.usage.present);
+    EXPECT_EQ(r.usage.prompt_tokens, 30);
+    EXPECT_EQ(r.usage.completion_tokens, 42);
+    EXPECT_EQ(r.usage.total_tokens, 72);
+    EXPECT_FALSE(r.failed);
+
+    Result with_usage = run_every_way(kAnthropic, true, kAnthropicStream);
+    expected.push_back(chunk(
+        id, model,
+        {{"usage", {{"prompt_tokens", 30}, {"completion_tokens", 42}, {"total_tokens", 72}}}}));
+    expected.push_back("[DONE]");
+    EXPECT_EQ(chunks(with_usage.out), expected);
+}
+
+TEST(TranslateStream, AnthropicStopReasonsInStreams) {
+    for (auto [reason, expected] :
+         {std::pair{"end_turn", "stop"}, std::pair{"max_tokens", "length"},
+          std::pair{"stop_sequence", "stop"}, std::pair{"refusal", "content_filter"}}) {
+        std::string in =
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\","
+            "\"model\":\"c\",\"usage\":{\"input_tokens\":1,\"output_tokens\":0}}}\n\n"
+            "event: message_delta\ndata: "
+            "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"" +
+            std::string(reason) +
+            "\"},\"usage\":{\"output_tokens\":3}}\n\n"
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        auto list = chunks(run(kAnthropic, false, in).out);
+        ASSERT_EQ(list.size(), 3u);
+        EXPECT_EQ(list[1]["choices"][0]["finish_reason"], expected) << reason;
+    }
+}
+
+TEST(TranslateStream, AnthropicErrorMidStream) {
+    std::string in =
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\","
+        "\"model\":\"c\",\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n"
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+        "\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n"
+        "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\","
+        "\"message\":\"Overloaded\"}}\n\n"
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    Result r = run_every_way(kAnthropic, true, in);
+    auto list = chunks(r.out);
+    ASSERT_EQ(list.size(), 3u);
+    EXPECT_EQ(list[1]["choices"][0]["delta"]["content"], "Hi");
+    EXPECT_EQ(list[2], json::parse(R"({"error":{"message":"Overloaded","type":"overloaded_error",
+                                       "param":null,"code":null}})"));
+    EXPECT_TRUE(r.failed);
+    EXPECT_EQ(r.usage.prompt_tokens, 9);
+}
+
+TEST(TranslateStream, AnthropicMalformedEvent) {
+    Result r = run(kAnthropic, false, "event: content_block_delta\ndata: {not json\n\n");
+    EXPECT_TRUE(r.failed);
+    EXPECT_EQ(chunks(r.out)[0]["error"]["message"],
+              "service \"claude\" sent a malformed stream event");
+}
+
+TEST(TranslateStream, AnthropicWithoutEventNamesUsesDataType) {
+    std::string in =
+        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"c\"}}\n\n"
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","
+        "\"text\":\"ok\"}}\n\n"
+        "data: {\"type\":\"message_stop\"}\n\n";
+    auto list = chunks(run(kAnthropic, false, in).out);
+    ASSERT_EQ(list.size(), 3u);
+    EXPECT_EQ(list[1]["choices"][0]["delta"]["content"], "ok");
+    EXPECT_EQ(list[2], "[DONE]");
+}
+
+// ---------------------------------------------------------------- Gemini
+
+TEST(TranslateStream, GeminiFullStream) {
+    const char *id = "r1";
+    const char *model = "gemini-2.5-flash-001";
+    std::vector<json> expected = {
+        chunk(id, model, delta({{"role", "assistant"}, {"content", ""}})),
+        chunk(id, model, delta({{"content", "Hel"}})),
+        chunk(id, model, delta({{"content", "lo"}})),
+        chunk(id, model,
+              delta({{"tool_calls",
+                      {{{"index", 0},
+                        {"id", "call_0"},
+                        {"type", "function"},
+                        {"function", {{"name", "f"}, {"arguments", "{\"x\":1}"}}}}}}})),
+        chunk(id, model, delta(json::object(), "tool_calls")),
+    };
+    Result r = run_every_way(kGemini, true, kGeminiStream);
+    expected.push_back(chunk(
+        id, model,
+        {{"usage", {{"prompt_tokens", 10}, {"completion_tokens", 8}, {"total_tokens", 18}}}}));
+    expected.push_back("[DONE]");
+    EXPECT_EQ(chunks(r.out), expected);
+    EXPECT_EQ(r.usage.total_tokens, 18);
+
+    Result hidden = run_every_way(kGemini, false, kGeminiStream);
+    EXPECT_EQ(chunks(hidden.out).size(), expected.size() - 1);
+    EXPECT_EQ(hidden.usage.total_tokens, 18);
+}
+
+TEST(TranslateStream, GeminiFinishReasonsAndCandidates) {
+    const char in[] =
+        "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]},\"index\":0},"
+        "{\"content\":{\"parts\":[{\"text\":\"b\"}]},\"index\":1}]}\n\n"
+        "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"c\"}]},\"index\":0,"
+        "\"finishReason\":\"MAX_TOKENS\"},{\"index\":1,\"finishReason\":\"SAFETY\"}]}\n\n";
+    auto list = chunks(run_every_way(kGemini, false, in).out);
+    ASSERT_EQ(list.size(), 8u);
+    auto choice = [&](std::size_t i) { return list[i]["choices"][0]; };
+    EXPECT_EQ(choice(0)["index"], 0);
+    EXPECT_EQ(choice(0)["delta"]["role"], "assistant");
+    EXPECT_EQ(choice(1)["delta"]["content"], "a");
+    EXPECT_EQ(choice(2)["index"], 1);
+    EXPECT_EQ(choice(2)["delta"]["role"], "assistant");
+    EXPECT_EQ(choice(3)["delta"]["content"], "b");
+    EXPECT_EQ(choice(4)["delta"]["content"], "c");
+    EXPECT_EQ(choice(5)["finish_reason"], "length");
+    EXPECT_EQ(choice(6)["index"], 1);
+    EXPECT_EQ(choice(6)["finish_reason"], "content_filter");
+    EXPECT_EQ(list[7], "[DONE]");
+    // Without a responseId, the stream still has one id of its own.
+    EXPECT_EQ(list[0]["id"], list[6]["id"]);
+    EXPECT_EQ(list[0]["id"], "chatcmpl-X");
+    EXPECT_EQ(list[0]["model"], "gemini-2.5-flash");
+}
+
+TEST(TranslateStream, GeminiBlockedPrompt) {
+    auto list =
+        chunks(run(kGemini, false,
+                   "data: {\"promptFeedback\":{\"blockReason\":\"PROHIBITED_CONTENT\"}}\n\n")
+                   .out);
+    ASSERT_EQ(list.size(), 3u);
+    EXPECT_EQ(list[1]["choices"][0]["finish_reason"], "content_filter");
+}
+
+TEST(TranslateStream, GeminiErrorEvent) {
+    std::string in =
+        "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"x\"}]}}]}\r\n\r\n"
+        "data: {\"error\":{\"code\":500,\"message\":\"Internal "
+        "error\",\"status\":\"INTERNAL\"}}\r\n\r\n";
+    Result r = run_every_way(kGemini, true, in);
+    auto list = chunks(r.out);
+    ASSERT_EQ(list.size(), 3u);
+    EXPECT_EQ(list[2], json::parse(R"({"error":{"message":"Internal error","type":"INTERNAL",
+                                       "param":null,"code":null}})"));
+    EXPECT_TRUE(r.failed);
+}
+
+TEST(TranslateStream, GeminiLastEventWithoutBlankLine) {
+    std::string in = kGeminiStream;
+    in.resize(in.size() - 4);  // the body ends right after the last data line
+    EXPECT_EQ(run(kGemini, true, in).out, run(kGemini, true, kGeminiStream).out);
+}
+
+// ---------------------------------------------------------------- failures
+
+TEST(TranslateStream, TransportFailure) {
+    tr::ChatStream s(kGemini, false);
+    std::string out = s.feed(std::string(kGeminiStream).substr(0, 250));
+    s.fail("service \"gem\" timed out after 120 s", out);
+    EXPECT_TRUE(s.failed());
+    EXPECT_TRUE(s.done());
+    auto list = chunks(normalised(out));
+    EXPECT_EQ(list.back()["error"]["message"], "service \"gem\" timed out after 120 s");
+    EXPECT_EQ(s.finish(), "");
+}
+
+TEST(TranslateStream, OversizedEvent) {
+    tr::ChatStream s(kOpenAi, false);
+    std::string out = s.feed("data: {\"choices\":[]}\n\n");
+    s.feed("data: " + std::string(pgi::SseParser::kDefaultMaxEventBytes + 10, 'x'), out);
+    EXPECT_TRUE(s.failed());
+    auto list = chunks(out);
+    ASSERT_EQ(list.size(), 2u);
+    EXPECT_NE(list[1]["error"]["message"].get<std::string>().find("exceeds"), std::string::npos);
+}
+
+TEST(TranslateStream, EmptyUpstream) {
+    // A body that ends before any event still gives the caller a well-formed ending.
+    EXPECT_EQ(run(kOpenAi, false, "").out, "data: [DONE]\n\n");
+    auto list = chunks(run(kAnthropic, true, "").out);
+    ASSERT_EQ(list.size(), 2u);
+    EXPECT_EQ(list[0]["usage"]["total_tokens"], 0);
+}

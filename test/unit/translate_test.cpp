@@ -1,0 +1,190 @@
+#include "translate.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "translate_util.h"
+
+namespace {
+
+using nlohmann::json;
+using pgi::Protocol;
+using pgi::ServiceEndpoint;
+namespace tr = pgi::translate;
+
+ServiceEndpoint service(Protocol p, std::string name = "svc") {
+    return ServiceEndpoint{std::move(name), "m", "http://up", p, "sk-secret-123", false};
+}
+
+}  // namespace
+
+TEST(Translate, UsageFromOpenAiChatBody) {
+    auto u = tr::usage_from_openai_body(R"({"id":"x","choices":[{"index":0,"message":{"role":
+        "assistant","content":"the \"usage\": {\"prompt_tokens\": 99} is in a string"}}],
+        "usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}})");
+    EXPECT_TRUE(u.present);
+    EXPECT_EQ(u.prompt_tokens, 12);
+    EXPECT_EQ(u.completion_tokens, 5);
+    EXPECT_EQ(u.total_tokens, 17);
+}
+
+TEST(Translate, UsageFromOpenAiEmbeddingsBody) {
+    auto u = tr::usage_from_openai_body(
+        R"({"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,-2e-3,[{}]]}],
+            "model":"m","usage":{"prompt_tokens":8,"total_tokens":8}})");
+    EXPECT_TRUE(u.present);
+    EXPECT_EQ(u.prompt_tokens, 8);
+    EXPECT_EQ(u.completion_tokens, 0);
+    EXPECT_EQ(u.total_tokens, 8);
+}
+
+TEST(Translate, UsageOnlyAtTopLevel) {
+    EXPECT_FALSE(
+        tr::usage_from_openai_body(R"({"choices":[{"usage":{"prompt_tokens":1}}]})").present);
+    EXPECT_FALSE(tr::usage_from_openai_body(R"({"usage":null})").present);
+    EXPECT_FALSE(tr::usage_from_openai_body("not json").present);
+    EXPECT_FALSE(tr::usage_from_openai_body("").present);
+    EXPECT_FALSE(tr::usage_from_openai_body(R"({"usage":{"prompt_tokens":1)").present);
+    // total_tokens missing: the sum.
+    EXPECT_EQ(tr::usage_from_openai_body(R"({"usage":{"prompt_tokens":2,"completion_tokens":3}})")
+                  .total_tokens,
+              5);
+}
+
+TEST(Translate, TopLevelMembers) {
+    constexpr std::string_view keys[] = {"a", "b", "c"};
+    std::string_view values[3];
+    ASSERT_TRUE(tr::detail::top_level_members(
+        R"( { "x" : "a\"b\\" , "a" : [1, {"b": 2}, "]}"] ,"b":null, "n": -1.5e3 } )", keys, values,
+        3));
+    EXPECT_EQ(values[0], R"([1, {"b": 2}, "]}"])");
+    EXPECT_EQ(values[1], "null");
+    EXPECT_EQ(values[2], "");
+    EXPECT_TRUE(tr::detail::top_level_members("{}", keys, values, 3));
+    EXPECT_FALSE(tr::detail::top_level_members("[]", keys, values, 3));
+    EXPECT_FALSE(tr::detail::top_level_members(R"({"a":)", keys, values, 3));
+    EXPECT_FALSE(tr::detail::top_level_members(R"({"a":1 "b":2})", keys, values, 3));
+}
+
+TEST(Translate, JsonStringEscaping) {
+    std::string out;
+    const std::string text = "q\"b\\n\nt\tr\rz\x01\x1f é";
+    tr::detail::append_json_string(out, text);
+    EXPECT_EQ(out, "\"q\\\"b\\\\n\\nt\\tr\\rz\\u0001\\u001f é\"");
+    EXPECT_EQ(json::parse(out).get<std::string>(), text);
+}
+
+TEST(Translate, CompletionIdsAreFreshAndShaped) {
+    std::string a = tr::detail::completion_id(), b = tr::detail::completion_id();
+    EXPECT_NE(a, b);
+    EXPECT_EQ(a.rfind("chatcmpl-", 0), 0u);
+    EXPECT_EQ(a.size(), 9u + 24u);
+}
+
+TEST(Translate, OpenAiErrorJson) {
+    EXPECT_EQ(json::parse(tr::openai_error_json("bad \"thing\"", "invalid_request_error")),
+              json::parse(R"({"error":{"message":"bad \"thing\"","type":"invalid_request_error",
+                              "param":null,"code":null}})"));
+    EXPECT_EQ(json::parse(tr::openai_error_json("m", "t", "model_not_found"))["error"]["code"],
+              "model_not_found");
+    EXPECT_EQ(json::parse(tr::openai_error_json("m", "t", "", "messages"))["error"]["param"],
+              "messages");
+}
+
+TEST(TranslateUpstreamFailure, OpenAiInvalidKey) {
+    auto e = tr::upstream_failure(
+        service(Protocol::kOpenAiV1, "oa"), 401,
+        R"({"error":{"message":"Incorrect API key provided: sk-secret-123.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}})");
+    EXPECT_EQ(e.sqlstate(), "PI401");
+    EXPECT_STREQ(e.what(),
+                 "service \"oa\" returned HTTP 401: Incorrect API key provided: [redacted].");
+    EXPECT_EQ(e.detail(), "upstream error type: invalid_request_error, code: invalid_api_key");
+    EXPECT_NE(e.hint().find("api_key"), std::string::npos);
+}
+
+TEST(TranslateUpstreamFailure, OpenAiQuotaAndRateLimit) {
+    auto quota = tr::upstream_failure(
+        service(Protocol::kOpenAiV1), 429,
+        R"({"error":{"message":"You exceeded your current quota","type":"insufficient_quota","param":null,"code":"insufficient_quota"}})");
+    EXPECT_EQ(quota.sqlstate(), "PI429");
+    EXPECT_NE(quota.hint().find("quota is exhausted"), std::string::npos);
+    auto rate = tr::upstream_failure(
+        service(Protocol::kOpenAiV1), 429,
+        R"({"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}})");
+    EXPECT_EQ(rate.sqlstate(), "PI429");
+    EXPECT_NE(rate.hint().find("rate limiting"), std::string::npos);
+}
+
+TEST(TranslateUpstreamFailure, AnthropicShapes) {
+    auto overloaded = tr::upstream_failure(
+        service(Protocol::kAnthropicV1, "claude"), 529,
+        R"({"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}})");
+    EXPECT_EQ(overloaded.sqlstate(), "PI500");
+    EXPECT_STREQ(overloaded.what(), "service \"claude\" returned HTTP 529: Overloaded");
+    EXPECT_EQ(overloaded.detail(), "upstream error type: overloaded_error");
+    auto auth = tr::upstream_failure(
+        service(Protocol::kAnthropicV1, "claude"), 401,
+        R"({"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}})");
+    EXPECT_EQ(auth.sqlstate(), "PI401");
+    EXPECT_NE(auth.hint().find("credits"), std::string::npos);
+    auto forbidden = tr::upstream_failure(
+        service(Protocol::kAnthropicV1), 403,
+        R"({"type":"error","error":{"type":"permission_error","message":"no"}})");
+    EXPECT_EQ(forbidden.sqlstate(), "PI403");
+    auto too_large = tr::upstream_failure(
+        service(Protocol::kAnthropicV1), 413,
+        R"({"type":"error","error":{"type":"request_too_large","message":"Request exceeds the maximum size"}})");
+    EXPECT_EQ(too_large.sqlstate(), "PI400");
+    EXPECT_EQ(too_large.hint(), "");
+}
+
+TEST(TranslateUpstreamFailure, GeminiShapes) {
+    auto bad_key = tr::upstream_failure(
+        service(Protocol::kGeminiV1Beta, "gem"), 400,
+        R"({"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID"}]}})");
+    EXPECT_EQ(bad_key.sqlstate(), "PI401");
+    EXPECT_STREQ(
+        bad_key.what(),
+        "service \"gem\" returned HTTP 400: API key not valid. Please pass a valid API key.");
+    EXPECT_EQ(bad_key.detail(),
+              "upstream error type: INVALID_ARGUMENT, code: 400, reason: API_KEY_INVALID");
+    auto exhausted = tr::upstream_failure(
+        service(Protocol::kGeminiV1Beta), 429,
+        R"({"error":{"code":429,"message":"Resource has been exhausted","status":"RESOURCE_EXHAUSTED"}})");
+    EXPECT_EQ(exhausted.sqlstate(), "PI429");
+    auto invalid = tr::upstream_failure(
+        service(Protocol::kGeminiV1Beta), 400,
+        R"({"error":{"code":400,"message":"Invalid JSON payload","status":"INVALID_ARGUMENT"}})");
+    EXPECT_EQ(invalid.sqlstate(), "PI400");
+    auto unavailable = tr::upstream_failure(
+        service(Protocol::kGeminiV1Beta), 503,
+        R"({"error":{"code":503,"message":"The model is overloaded.","status":"UNAVAILABLE"}})");
+    EXPECT_EQ(unavailable.sqlstate(), "PI500");
+}
+
+TEST(TranslateUpstreamFailure, VllmAndPlainText) {
+    auto not_found = tr::upstream_failure(service(Protocol::kOpenAiV1, "vllm"), 404,
+                                          R"({"detail":"Not Found"})");
+    EXPECT_EQ(not_found.sqlstate(), "PI404");
+    EXPECT_STREQ(not_found.what(), "service \"vllm\" returned HTTP 404: Not Found");
+    EXPECT_EQ(not_found.hint(), "Check the service's base_url and model.");
+    auto unauthorized = tr::upstream_failure(service(Protocol::kOpenAiV1, "vllm"), 401,
+                                             R"({"error":"Unauthorized"})");
+    EXPECT_EQ(unauthorized.sqlstate(), "PI401");
+    EXPECT_STREQ(unauthorized.what(), "service \"vllm\" returned HTTP 401: Unauthorized");
+    auto gateway = tr::upstream_failure(service(Protocol::kOpenAiV1, "vllm"), 502,
+                                        "<html>\n<h1>502 Bad Gateway</h1></html>");
+    EXPECT_EQ(gateway.sqlstate(), "PI500");
+    EXPECT_STREQ(gateway.what(),
+                 "service \"vllm\" returned HTTP 502: <html> <h1>502 Bad Gateway</h1></html>");
+    auto empty = tr::upstream_failure(service(Protocol::kOpenAiV1, "vllm"), 500, "");
+    EXPECT_STREQ(empty.what(), "service \"vllm\" returned HTTP 500");
+}
+
+TEST(TranslateUpstreamFailure, KeyNeverAppears) {
+    auto e = tr::upstream_failure(
+        service(Protocol::kOpenAiV1), 400,
+        R"({"error":{"message":"key sk-secret-123 bad","type":"sk-secret-123"}})");
+    EXPECT_EQ(std::string(e.what()).find("sk-secret-123"), std::string::npos);
+    EXPECT_EQ(e.detail().find("sk-secret-123"), std::string::npos);
+}
