@@ -23,6 +23,8 @@ CORE_OBJS = \
 PG_OBJS = \
 	src/pg/backend_http.o \
 	src/pg/cpp_wall.o \
+	src/pg/health_worker.o \
+	src/pg/model_calls.o \
 	src/pg/pg_inference.o \
 	src/pg/registry.o \
 	src/pg/secrets.o \

@@ -73,5 +73,19 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
+-- The last request the mock received for a label.
+CREATE FUNCTION mock.last_request(label text) RETURNS jsonb LANGUAGE sql
+AS $$ SELECT r FROM mock.requests(label) r ORDER BY (r->>'seq')::int DESC LIMIT 1 $$;
+
+-- The embedding the mock answers for a text (its documented sha256-based formula).
+CREATE FUNCTION mock.embedding(input text, dims int DEFAULT 8) RETURNS real[] LANGUAGE sql
+AS $$
+    SELECT array_agg(v::real ORDER BY n)
+      FROM jsonb_array_elements_text(
+               mock.http('GET', '/_mock/embedding?dims=' || dims || '&text='
+                                || replace(input, ' ', '%20'))->'embedding')
+           WITH ORDINALITY AS e(v, n)
+$$;
+
 SELECT extname, extversion FROM pg_extension WHERE extname = 'pg_inference';
 SELECT name, setting, unit FROM pg_settings WHERE name LIKE 'inference.%' ORDER BY name;

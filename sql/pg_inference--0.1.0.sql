@@ -207,3 +207,62 @@ GRANT EXECUTE ON FUNCTION
     inference.list_models(text),
     inference.get_external_service(text)
 TO inference_user;
+
+-------------------------------------------------------------------------------------------------
+-- Calling models (SPEC §2). SECURITY DEFINER: they read the sealed key of the service they call.
+
+CREATE FUNCTION inference.encode_text(service text, input text, options jsonb DEFAULT '{}')
+RETURNS real[] AS 'MODULE_PATHNAME', 'pgi_encode_text'
+LANGUAGE C STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION inference.encode_text_batch(service text, inputs text[], options jsonb DEFAULT '{}')
+RETURNS TABLE (id int, embedding real[]) AS 'MODULE_PATHNAME', 'pgi_encode_text_batch'
+LANGUAGE C STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION inference.chat(service text, prompt text, options jsonb DEFAULT '{}')
+RETURNS text AS 'MODULE_PATHNAME', 'pgi_chat'
+LANGUAGE C STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION inference.chat_completion(service text, request jsonb)
+RETURNS jsonb AS 'MODULE_PATHNAME', 'pgi_chat_completion'
+LANGUAGE C STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION inference.rerank(service text, query text, documents text[], top_n int DEFAULT NULL)
+RETURNS TABLE (id int, document text, score double precision) AS 'MODULE_PATHNAME', 'pgi_rerank'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+REVOKE ALL ON FUNCTION
+    inference.encode_text(text, text, jsonb),
+    inference.encode_text_batch(text, text[], jsonb),
+    inference.chat(text, text, jsonb),
+    inference.chat_completion(text, jsonb),
+    inference.rerank(text, text, text[], int)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    inference.encode_text(text, text, jsonb),
+    inference.encode_text_batch(text, text[], jsonb),
+    inference.chat(text, text, jsonb),
+    inference.chat_completion(text, jsonb),
+    inference.rerank(text, text, text[], int)
+TO inference_user;
+
+-------------------------------------------------------------------------------------------------
+-- Health worker (SPEC §3.1) — begin. The worker's report on itself, read from shared memory:
+--   pid            the worker's process id; NULL when no worker runs
+--   database       inference.database, the one database whose services the worker checks
+--   state          off (library not in shared_preload_libraries: no worker), stopped, starting,
+--                  no extension (waiting for CREATE EXTENSION in that database), sleeping, checking
+--   rounds         rounds completed since the server started
+--   last_round_at, last_round_ms, last_round_services, last_round_failed
+--                  start, wall-clock duration, service count and failures of the last round
+--   last_error     why the last round failed (the worker retries at the next interval), else NULL
+
+CREATE FUNCTION inference.health_worker_status(
+    OUT pid integer, OUT database text, OUT state text, OUT rounds bigint,
+    OUT last_round_at timestamptz, OUT last_round_ms double precision,
+    OUT last_round_services integer, OUT last_round_failed integer, OUT last_error text)
+RETURNS record AS 'MODULE_PATHNAME', 'pgi_health_worker_status' LANGUAGE C VOLATILE;
+
+REVOKE ALL ON FUNCTION inference.health_worker_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION inference.health_worker_status() TO inference_admin;
+-- Health worker — end.

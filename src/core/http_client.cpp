@@ -106,6 +106,8 @@ bool is_tls_failure(CURLcode code) {
     }
 }
 
+}  // namespace
+
 // Retry-After as milliseconds from now: delta-seconds or an HTTP-date; -1 when absent or invalid.
 long retry_after_ms(const Response &response) {
     std::string value = response.header("retry-after");
@@ -126,8 +128,6 @@ long retry_after_ms(const Response &response) {
     double ms = std::difftime(when, now) * 1000.0;
     return ms > kMaxRetryAfterMs ? kMaxRetryAfterMs + 1 : static_cast<long>(ms);
 }
-
-}  // namespace
 
 std::string Response::header(const std::string &lower_name) const {
     for (const auto &h : headers)

@@ -95,6 +95,10 @@ Transfer *transfer_of(CURL *easy);
 // or other 4xx.
 bool is_retryable(const Response &response);
 
+// Retry-After as milliseconds from now, from delta-seconds or an HTTP-date; -1 when absent or
+// invalid; more than 60000 when the upstream asks for longer than a call should wait.
+long retry_after_ms(const Response &response);
+
 class Client {
   public:
     Client();

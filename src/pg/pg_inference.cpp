@@ -11,6 +11,7 @@ PG_MODULE_MAGIC;
 void _PG_init(void);
 }
 
+#include "health_worker.h"
 #include "settings.h"
 #include "status_store.h"
 
@@ -119,4 +120,5 @@ void _PG_init(void) {
 #endif
     prev_shmem_startup_hook = shmem_startup_hook;
     shmem_startup_hook = startup_shmem;
+    health_worker_register();
 }

@@ -10,6 +10,7 @@ extern "C" {
 
 #include "backend_http.h"
 #include "error.h"
+#include "health_worker.h"
 #include "probe.h"
 #include "secrets.h"
 #include "service_catalog.h"
@@ -26,14 +27,6 @@ probe::Settings probe_settings() {
     s.timeout_ms = setting_health_check_timeout_ms;
     s.connect_timeout_ms = std::min(setting_connect_timeout_ms, setting_health_check_timeout_ms);
     return s;
-}
-
-StatusRecord record_of(const probe::Result &r) {
-    StatusRecord rec;
-    rec.status = r.ok ? HealthStatus::kReady : HealthStatus::kFailed;
-    rec.message = r.ok ? "" : r.message;
-    rec.checked_at = GetCurrentTimestamp();
-    return rec;
 }
 
 void record_status(const std::string &name, const StatusRecord &rec) {
@@ -220,33 +213,12 @@ PGI_FUNCTION(pgi_check_services) {
     else
         rows = all_services();
 
-    // A key that cannot be read (unset env variable, changed cluster key) is that service's
-    // failure, not the whole call's.
-    std::vector<ServiceEndpoint> endpoints;
-    std::vector<std::string> key_errors(rows.size());
-    for (size_t i = 0; i < rows.size(); i++) {
-        try {
-            endpoints.push_back(endpoint_of(rows[i]));
-        } catch (const pgi::Error &e) {
-            key_errors[i] = e.what();
-            endpoints.push_back(ServiceEndpoint{rows[i].name, rows[i].model, rows[i].base_url,
-                                                rows[i].protocol, "", rows[i].allow_insecure});
-        }
-    }
+    // The same steps as the health worker's rounds (health_worker.h), in the caller's transaction.
     probe::Settings settings = probe_settings();
     settings.max_concurrency = 64;
-    auto results = probe::probe_all(backend_client(), endpoints, settings, check_for_interrupts);
-
-    std::vector<StatusRecord> records;
-    for (size_t i = 0; i < rows.size(); i++) {
-        StatusRecord rec = record_of(results[i]);
-        if (!key_errors[i].empty()) {
-            rec.status = HealthStatus::kFailed;
-            rec.message = "API key unavailable: " + key_errors[i];
-        }
-        record_status(rows[i].name, rec);
-        records.push_back(rec);
-    }
+    std::vector<StatusRecord> records =
+        probe_services(backend_client(), rows, settings, check_for_interrupts);
+    record_statuses(rows, records);
 
     std::vector<Datum> names, statuses, messages, times;
     for (size_t i = 0; i < rows.size(); i++) {

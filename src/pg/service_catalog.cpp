@@ -46,9 +46,14 @@ Arg text_array_arg_of(const std::optional<std::vector<std::string>> &v) {
 // cleans SPI up anyway.
 class SpiConnection {
 public:
+    // Work stays in the caller's memory context instead of SPI's: SPI_finish deletes SPI's
+    // context during unwinding, and the copy of an error that pg_guard makes there would be
+    // freed before the PgError carrying it is caught.
     SpiConnection() {
         pg_guard_void([]() {
+            MemoryContext caller = CurrentMemoryContext;
             if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+            MemoryContextSwitchTo(caller);
         });
     }
     ~SpiConnection() {
@@ -234,6 +239,55 @@ void persist_status(const std::string &name, const StatusRecord &record) {
         {text_arg_of(name), text_arg_of(health_status_name(record.status)),
          text_arg_of(record.message), checked},
         false);
+}
+
+std::vector<std::string> persist_statuses(const std::vector<std::string> &names,
+                                          const std::vector<StatusRecord> &records) {
+    std::vector<std::string> statuses, messages;
+    std::vector<Datum> times;
+    for (const auto &r : records) {
+        statuses.emplace_back(health_status_name(r.status));
+        messages.push_back(r.message);
+        times.push_back(TimestampTzGetDatum(r.checked_at.value_or(0)));
+    }
+    Datum times_array = pg_guard([&]() {
+        return PointerGetDatum(construct_array(times.data(), static_cast<int>(times.size()),
+                                               TIMESTAMPTZOID, sizeof(TimestampTz),
+                                               FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+    });
+    SpiConnection spi;
+    // Rows locked by another transaction are skipped instead of waited for: a service being
+    // deregistered (its row is locked FOR UPDATE) is left out altogether, and a status row that
+    // some open transaction has written keeps its value until the next write. A health check
+    // must never queue behind a user's transaction, and one such row must not fail the batch.
+    uint64 n = spi.exec(
+        "WITH u AS ("
+        "    SELECT * FROM unnest($1, $2, $3, $4) AS u(service, status, status_message, checked_at)"
+        "), live AS ("
+        "    SELECT s.name FROM inference.services s WHERE s.name = ANY ($1)"
+        "       FOR KEY SHARE SKIP LOCKED"
+        "), unlocked AS ("
+        "    SELECT st.service FROM inference.service_status st"
+        "     WHERE st.service IN (SELECT name FROM live) FOR UPDATE SKIP LOCKED"
+        "), updated AS ("
+        "    UPDATE inference.service_status st SET status = u.status,"
+        "           status_message = u.status_message, checked_at = u.checked_at"
+        "      FROM u JOIN unlocked ON unlocked.service = u.service"
+        "     WHERE st.service = u.service"
+        "), inserted AS ("
+        "    INSERT INTO inference.service_status (service, status, status_message, checked_at)"
+        "    SELECT u.* FROM u JOIN live ON live.name = u.service"
+        "     WHERE NOT EXISTS (SELECT 1 FROM inference.service_status st"
+        "                        WHERE st.service = u.service)"
+        "    ON CONFLICT (service) DO NOTHING"
+        ") SELECT name FROM live",
+        {text_array_arg_of(names), text_array_arg_of(statuses), text_array_arg_of(messages),
+         Arg{TIMESTAMPTZARRAYOID, times_array, false}},
+        false);
+    std::vector<std::string> live;
+    live.reserve(n);
+    for (uint64 i = 0; i < n; i++) live.push_back(spi.string_at(i, 1).value_or(""));
+    return live;
 }
 
 void remember_rerank_route(const std::string &name, const std::string &route) {

@@ -49,6 +49,11 @@ void update_service_labels(const std::string &name,
 void replace_secret(const std::string &name, const SecretValue &secret);
 void delete_service(const std::string &name);
 void persist_status(const std::string &name, const StatusRecord &record);
+// Writes many statuses (same order as names, checked_at set) in one statement. Returns the names
+// of the services that still exist: a service deleted meanwhile, or being deleted by a
+// transaction still open, gets no row.
+std::vector<std::string> persist_statuses(const std::vector<std::string> &names,
+                                          const std::vector<StatusRecord> &records);
 void remember_rerank_route(const std::string &name, const std::string &route);
 
 // The endpoint with the plain key (decrypted or read from the environment).

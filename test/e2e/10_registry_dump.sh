@@ -48,4 +48,5 @@ check_eq "the restored Anthropic key reaches the upstream" "sk-test-dump-anthrop
 psql_ -c "DROP DATABASE dump_src" -c "DROP DATABASE dump_dst" >/dev/null
 
 # Every key this suite registered (all start with sk-test) stays out of the server log.
-check_eq "no key in the server log" "0" "$(grep -c 'sk-test' "$PG_DIR/server.log")"
+leaks="$(grep 'sk-test' "$PG_DIR/server.log" | head -3)"
+check_eq "no key in the server log" "" "$leaks"

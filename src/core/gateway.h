@@ -1,0 +1,130 @@
+// The gateway engine (SPEC.md §4): an OpenAI-compatible HTTP server on a libevent event_base
+// (evhttp, HTTP/1.1 keep-alive, chunked SSE, optional TLS) that authenticates callers with access
+// keys, routes each request to a registered service, translates it with pgi::translate and calls
+// the upstream through http::AsyncClient (curl multi on the same loop). No threads, no blocking
+// calls, no PostgreSQL: the host (a listener background worker) owns the event_base, feeds
+// catalog snapshots in and provides the Governor (rate limits, usage, metrics).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "protocol.h"
+#include "translate.h"
+#include "translate_rerank.h"
+
+struct event_base;
+
+namespace pgi::gateway {
+
+struct AccessKey {
+    std::string name;
+    std::string tenant;
+    std::string key_hash;  // raw SHA-256 of the key (32 bytes)
+    std::optional<std::vector<std::string>> services;  // nullopt: every service
+    std::optional<int64_t> expires_at_ms;               // unix milliseconds
+    bool revoked = false;
+    // Limits, enforced by the Governor (issue 6); the engine only carries them.
+    std::optional<int> rpm, rph, burst;
+    std::optional<int64_t> tokens_per_hour;
+
+    bool allows(const std::string &service) const;
+};
+
+// Everything the request path needs, immutable once published. In-flight requests keep the
+// snapshot they started with, so a reload never pulls a service from under a transfer.
+struct Snapshot {
+    std::map<std::string, ServiceEndpoint> services;  // by service name
+    // Rerank route known to work per service: "ranking" or "rerank". Others are probed
+    // (/v1/ranking, then /v1/rerank on 404) and remembered by the Server.
+    std::map<std::string, std::string> rerank_routes;
+    std::unordered_map<std::string, AccessKey> keys;  // by key_hash
+    uint64_t generation = 0;
+};
+
+struct Config {
+    // "localhost", "*" (every IPv4 and IPv6 address), or literal addresses / host names.
+    std::vector<std::string> listen_addresses = {"localhost"};
+    int port = 8765;  // 0: an ephemeral port (tests), see Server::port()
+    std::string tls_cert_file, tls_key_file;  // HTTPS when both are set
+    bool require_key = true;
+    std::size_t max_body_size = 16u << 20;
+    std::size_t max_response_size = 64u << 20;  // per upstream answer
+    long connect_timeout_ms = 10000;
+    // Non-streaming upstream calls: the whole call. Streams and pass-through: the longest the
+    // upstream may stay silent (curl's low-speed limit), since an LLM stream may last minutes.
+    long request_timeout_ms = 120000;
+    int client_timeout_s = 60;  // idle keep-alive, slow request and stalled writes
+    long default_max_tokens = 1024;  // Anthropic needs max_tokens (inference.default_max_tokens)
+    int max_retries = 2;  // non-streamed upstream failures (SPEC §2.1 statuses)
+};
+
+// A governance decision for one request (issue 6). headers go on the response in every case
+// (x-ratelimit-*, retry-after); a refusal answers status with an OpenAI error carrying message.
+struct Admission {
+    bool allowed = true;
+    int status = 429;
+    std::vector<std::pair<std::string, std::string>> headers;
+    std::string message;
+    std::string code = "rate_limit_exceeded";
+};
+
+// The host's hooks. The default allows everything and records nothing. Called on the loop
+// thread; must not block.
+class Governor {
+  public:
+    virtual ~Governor();
+    // Before the upstream call of a request that named an existing service it may use. key is
+    // null when the gateway runs without keys and the caller sent none.
+    virtual Admission admit(const AccessKey *key, const std::string &service);
+    // Once per request except /health and /metrics, when the answer is complete. service is ""
+    // when the request never resolved to one (unknown path or model, missing key). status is
+    // what the caller got; a stream that the upstream broke counts as 502 and one the caller
+    // abandoned as 499. upstream_ms is 0 when no upstream call was made.
+    virtual void finished(const AccessKey *key, const std::string &service, int status,
+                          const translate::Usage &usage, double total_ms, double upstream_ms,
+                          bool rate_limited);
+    // The body of GET /metrics (Prometheus text format 0.0.4).
+    virtual std::string metrics_text();
+    // A rerank route found by probing, for the host to persist (the Server remembers it too).
+    virtual void rerank_route_learned(const std::string &service, translate::RerankRoute route);
+};
+
+class Server {
+  public:
+    // The event_base, config and governor must outlive the Server.
+    Server(event_base *base, Config config, Governor &governor);
+    // Closes the listening sockets and client connections and aborts upstream transfers.
+    ~Server();
+    Server(const Server &) = delete;
+    Server &operator=(const Server &) = delete;
+
+    // Binds every listen address (SO_REUSEPORT, so several processes share the port) and loads
+    // the TLS certificate. Throws pgi::Error (F0000 for TLS files, 08001-free XX000 otherwise)
+    // when an address cannot be bound or the certificate cannot be loaded.
+    void listen();
+    // Stops accepting connections; requests in flight continue (graceful shutdown).
+    void stop_listening();
+    // The port actually bound (useful with port 0), or 0 before listen().
+    int port() const;
+
+    // Publishes a new catalog; requests already running keep the one they started with.
+    void set_snapshot(std::shared_ptr<const Snapshot> snapshot);
+    // Requests being served (waiting on or streaming from an upstream).
+    std::size_t in_flight() const;
+
+    struct Impl;
+
+  private:
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pgi::gateway

@@ -1,0 +1,129 @@
+// The gateway's moving parts, shared by gateway.cpp (server, routing, access), gateway_openai.cpp
+// (chat, embeddings, rerank) and gateway_passthrough.cpp. Not an API for the rest of the project.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "error.h"
+#include "gateway.h"
+#include "gateway_request.h"
+#include "http_async.h"
+
+struct evbuffer;
+struct evhttp;
+struct evhttp_bound_socket;
+struct evhttp_connection;
+struct evhttp_request;
+typedef struct ssl_ctx_st SSL_CTX;
+
+namespace pgi::gateway {
+
+using Clock = std::chrono::steady_clock;
+
+// What every request that reached a service carries into its exchange.
+struct RequestContext {
+    evhttp_request *req = nullptr;
+    Clock::time_point started;
+    std::shared_ptr<const Snapshot> snapshot;  // keeps key and service alive
+    const AccessKey *key = nullptr;
+    const ServiceEndpoint *service = nullptr;
+    std::vector<std::pair<std::string, std::string>> headers;  // the Governor's, on every reply
+    bool ledger = true;  // tell the Governor (not for /health and /metrics)
+};
+
+// One request being served with an upstream call. Owned by Server::Impl::exchanges until done;
+// deleted once done and no callback of it is on the stack (busy == 0).
+struct Exchange {
+    Exchange(Server::Impl &server, RequestContext &&context);
+    virtual ~Exchange();
+    Exchange(const Exchange &) = delete;
+    Exchange &operator=(const Exchange &) = delete;
+
+    // Bytes of the upstream's 2xx body, for calls made with streamed = true.
+    virtual bool on_body(const http::Response &head, const char *data, std::size_t size);
+    // The upstream call's outcome. Ends in a reply (Server::Impl::respond and friends) or in a
+    // new upstream call.
+    virtual void on_done(http::Response &response) = 0;
+
+    Server::Impl &server;
+    RequestContext context;
+    evhttp_request *req;  // null once the reply is handed to libevent or the caller left
+    evhttp_connection *conn;
+    Clock::time_point upstream_started;
+    double upstream_ms = 0;
+    http::AsyncClient::Id upstream = 0;
+    translate::Usage usage;
+    bool streaming = false;  // the reply's status line and headers are sent
+    bool done = false;
+    int busy = 0;
+    evbuffer *chunk = nullptr;  // reused for streamed chunks
+    std::string out;            // reused for translated stream output
+};
+
+// The endpoints' starters (gateway_openai.cpp, gateway_passthrough.cpp): each builds its exchange,
+// translates the request and calls the upstream, or answers the caller's mistake.
+void start_chat(Server::Impl &server, RequestContext &&context, nlohmann::json body);
+void start_embeddings(Server::Impl &server, RequestContext &&context, nlohmann::json body);
+void start_rerank(Server::Impl &server, RequestContext &&context, nlohmann::json body);
+void start_passthrough(Server::Impl &server, RequestContext &&context, const Route &route);
+
+struct Server::Impl {
+    Impl(event_base *base, Config config, Governor &governor);
+    ~Impl();
+
+    // evhttp's entry point and what it hands requests to.
+    void handle(evhttp_request *req);
+    void handle_models(evhttp_request *req, const Route &route, Clock::time_point started,
+                       const AccessKey *key);
+    void handle_service_call(evhttp_request *req, const Route &route, RequestContext &&context);
+
+    // Answers a request that made no upstream call, and tells the Governor (context.ledger).
+    void reply(const RequestContext &context, int status, std::string body,
+               const char *content_type = "application/json", bool rate_limited = false);
+    void reply_error(const RequestContext &context, int status, std::string_view message,
+                     std::string_view code = {}, std::string_view param = {},
+                     bool rate_limited = false);
+
+    // Exchange plumbing.
+    Exchange &adopt(std::unique_ptr<Exchange> exchange);
+    void call_upstream(Exchange &ex, http::Request request, bool streamed);
+    void respond(Exchange &ex, int status, std::string body,
+                 const char *content_type = "application/json");
+    void respond_error(Exchange &ex, int status, std::string_view message,
+                       std::string_view code = {}, std::string_view param = {});
+    // An upstream's failed call (transport error or non-2xx) as the caller's error.
+    void respond_upstream_failure(Exchange &ex, const http::Response &response);
+    // A pgi::Error from translation: 22023/0A000 are the caller's (400), PI4xx are the
+    // upstream's (502), anything else is ours (500).
+    void respond_translate_error(Exchange &ex, const Error &error);
+    void start_stream(Exchange &ex, int status,
+                      const std::vector<std::pair<std::string, std::string>> &headers);
+    void send_chunk(Exchange &ex, const char *data, std::size_t size);
+    void end_stream(Exchange &ex, int ledger_status);
+    void abort_stream(Exchange &ex, int ledger_status);
+    void finish(Exchange &ex, int status, bool rate_limited = false);
+    void reap(Exchange *ex);
+
+    event_base *base;
+    Config config;
+    Governor &governor;
+    evhttp *http = nullptr;
+    SSL_CTX *ssl_ctx = nullptr;
+    std::vector<evhttp_bound_socket *> bound;
+    int bound_port = 0;
+    std::shared_ptr<const Snapshot> snapshot;
+    http::AsyncClient client;
+    std::unordered_set<Exchange *> exchanges;
+    std::unordered_map<std::string, translate::RerankRoute> learned_routes;
+};
+
+}  // namespace pgi::gateway

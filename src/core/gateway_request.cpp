@@ -1,0 +1,247 @@
+#include "gateway_request.h"
+
+#include <cctype>
+
+namespace pgi::gateway {
+
+namespace {
+
+constexpr std::string_view kPassthroughPrefix = "/inferenceservices/";
+constexpr std::string_view kModelPrefix = "/v1/models/";
+
+int hex_value(char c) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+    if (a.size() != b.size())
+        return false;
+    for (size_t i = 0; i < a.size(); i++) {
+        if (std::tolower(static_cast<unsigned char>(a[i])) !=
+            std::tolower(static_cast<unsigned char>(b[i])))
+            return false;
+    }
+    return true;
+}
+
+std::string_view trim(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
+        s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
+        s.remove_suffix(1);
+    return s;
+}
+
+}  // namespace
+
+Route route(std::string_view path) {
+    Route r;
+    if (path == "/health") {
+        r.endpoint = Endpoint::kHealth;
+        r.allowed = kGet | kHead;
+    } else if (path == "/metrics") {
+        r.endpoint = Endpoint::kMetrics;
+        r.allowed = kGet | kHead;
+    } else if (path == "/v1/models") {
+        r.endpoint = Endpoint::kModels;
+        r.allowed = kGet | kHead;
+    } else if (path.size() > kModelPrefix.size() && path.substr(0, kModelPrefix.size()) == kModelPrefix) {
+        std::optional<std::string> id = percent_decode(path.substr(kModelPrefix.size()));
+        r.endpoint = Endpoint::kModel;
+        r.allowed = kGet | kHead;
+        // An undecodable id names no model; the lookup then answers 404.
+        r.model_id = id ? std::move(*id) : std::string();
+    } else if (path == "/v1/chat/completions") {
+        r.endpoint = Endpoint::kChat;
+        r.allowed = kPost;
+    } else if (path == "/v1/embeddings") {
+        r.endpoint = Endpoint::kEmbeddings;
+        r.allowed = kPost;
+    } else if (path == "/v1/rerank") {
+        r.endpoint = Endpoint::kRerank;
+        r.allowed = kPost;
+    } else if (path == "/v1/ranking") {
+        r.endpoint = Endpoint::kRanking;
+        r.allowed = kPost;
+    } else if (path.size() > kPassthroughPrefix.size() &&
+               path.substr(0, kPassthroughPrefix.size()) == kPassthroughPrefix) {
+        std::string_view tail = path.substr(kPassthroughPrefix.size());
+        size_t slash = tail.find('/');
+        std::string_view name = tail.substr(0, slash);
+        r.endpoint = Endpoint::kPassthrough;
+        r.allowed = kGet | kPost | kHead | kPut | kDelete | kOptions | kPatch;
+        std::optional<std::string> decoded = percent_decode(name);
+        if (!decoded || decoded->empty() || decoded->find('/') != std::string::npos) {
+            r.bad_path = true;
+        } else {
+            r.service = std::move(*decoded);
+        }
+        r.rest = slash == std::string_view::npos ? std::string("/") : std::string(tail.substr(slash));
+        if (!safe_subpath(r.rest))
+            r.bad_path = true;
+    }
+    return r;
+}
+
+const char *method_name(unsigned method) {
+    switch (method) {
+        case kGet:
+            return "GET";
+        case kPost:
+            return "POST";
+        case kHead:
+            return "HEAD";
+        case kPut:
+            return "PUT";
+        case kDelete:
+            return "DELETE";
+        case kOptions:
+            return "OPTIONS";
+        case kTrace:
+            return "TRACE";
+        case kConnect:
+            return "CONNECT";
+        case kPatch:
+            return "PATCH";
+        default:
+            return "GET";
+    }
+}
+
+std::string allow_header(unsigned methods) {
+    std::string out;
+    for (unsigned bit = 1; bit <= kPatch; bit <<= 1) {
+        if ((methods & bit) == 0)
+            continue;
+        if (!out.empty())
+            out += ", ";
+        out += method_name(bit);
+    }
+    return out;
+}
+
+std::optional<std::string> percent_decode(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    for (size_t i = 0; i < text.size(); i++) {
+        char c = text[i];
+        if (c == '%') {
+            if (i + 2 >= text.size())
+                return std::nullopt;
+            int hi = hex_value(text[i + 1]);
+            int lo = hex_value(text[i + 2]);
+            if (hi < 0 || lo < 0)
+                return std::nullopt;
+            c = static_cast<char>(hi * 16 + lo);
+            i += 2;
+        }
+        if (c == '\0')
+            return std::nullopt;
+        out.push_back(c);
+    }
+    return out;
+}
+
+bool safe_subpath(std::string_view rest) {
+    if (rest.empty() || rest.front() != '/')
+        return false;
+    size_t start = 1;
+    while (start <= rest.size()) {
+        size_t end = rest.find('/', start);
+        if (end == std::string_view::npos)
+            end = rest.size();
+        std::string_view raw = rest.substr(start, end - start);
+        std::optional<std::string> segment = percent_decode(raw);
+        if (!segment)
+            return false;
+        if (*segment == "." || *segment == "..")
+            return false;
+        for (unsigned char c : *segment) {
+            // An encoded separator would become a real one for some servers; control
+            // characters have no business in a path.
+            if (c == '/' || c == '\\' || c < 0x20 || c == 0x7f)
+                return false;
+        }
+        start = end + 1;
+    }
+    return true;
+}
+
+std::string_view access_key(const char *authorization, const char *x_api_key) {
+    if (authorization != nullptr) {
+        std::string_view value = trim(authorization);
+        if (value.size() > 7 && iequals(value.substr(0, 7), "bearer ")) {
+            std::string_view key = trim(value.substr(7));
+            if (!key.empty())
+                return key;
+        }
+    }
+    if (x_api_key != nullptr)
+        return trim(x_api_key);
+    return {};
+}
+
+BodyType json_body_type(const char *content_type, std::string_view body) {
+    if (content_type == nullptr)
+        return BodyType::kJson;
+    std::string_view type = trim(content_type);
+    type = trim(type.substr(0, type.find(';')));
+    if (type.empty())
+        return BodyType::kJson;
+    std::string lower(type);
+    for (char &c : lower)
+        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (lower.find("json") != std::string::npos || lower == "text/plain")
+        return BodyType::kJson;
+    if (lower == "application/x-www-form-urlencoded") {
+        size_t i = 0;
+        while (i < body.size() && std::isspace(static_cast<unsigned char>(body[i])))
+            i++;
+        if (i < body.size() && body[i] == '{')
+            return BodyType::kJson;
+    }
+    return BodyType::kUnsupported;
+}
+
+int caller_status(long status) {
+    switch (status) {
+        case 401:
+        case 403:
+        case 407:
+            return 502;
+        case 408:
+            return 504;
+        case 429:
+            return 429;
+        case 500:
+        case 502:
+        case 503:
+        case 504:
+            return static_cast<int>(status);
+        case 529:
+            return 503;
+        default:
+            break;
+    }
+    if (status >= 400 && status <= 499)
+        return static_cast<int>(status);
+    return 502;
+}
+
+const char *error_type(int status) {
+    if (status == 429)
+        return "rate_limit_error";
+    if (status == 500)
+        return "server_error";
+    if (status >= 500)
+        return "upstream_error";
+    return "invalid_request_error";
+}
+
+}  // namespace pgi::gateway

@@ -1,0 +1,80 @@
+// What the gateway reads from a caller's request before anything reaches an upstream: the route,
+// the access key, the content type, pass-through paths that must not leave their service. Pure
+// functions of strings, so every rule is unit-tested without a socket.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace pgi::gateway {
+
+enum class Endpoint {
+    kUnknown,
+    kHealth,       // GET /health
+    kMetrics,      // GET /metrics
+    kModels,       // GET /v1/models
+    kModel,        // GET /v1/models/{id}
+    kChat,         // POST /v1/chat/completions
+    kEmbeddings,   // POST /v1/embeddings
+    kRerank,       // POST /v1/rerank
+    kRanking,      // POST /v1/ranking
+    kPassthrough,  // ANY /inferenceservices/{name}/{path...}
+};
+
+// Method bits, the same values as libevent's evhttp_cmd_type.
+enum Method : unsigned {
+    kGet = 1u << 0,
+    kPost = 1u << 1,
+    kHead = 1u << 2,
+    kPut = 1u << 3,
+    kDelete = 1u << 4,
+    kOptions = 1u << 5,
+    kTrace = 1u << 6,
+    kConnect = 1u << 7,
+    kPatch = 1u << 8,
+};
+
+struct Route {
+    Endpoint endpoint = Endpoint::kUnknown;
+    unsigned allowed = 0;    // methods the endpoint serves (for 405 and Allow)
+    std::string model_id;    // kModel: the percent-decoded id
+    std::string service;     // kPassthrough: the percent-decoded service name
+    std::string rest;        // kPassthrough: the path after the name, still encoded, "/" at least
+    bool bad_path = false;   // kPassthrough: rest leads out of the service, or is not decodable
+};
+
+// Routes a raw (still percent-encoded) path without its query string.
+Route route(std::string_view raw_path);
+
+// "GET, HEAD" for the Allow header.
+std::string allow_header(unsigned methods);
+const char *method_name(unsigned method);
+
+// %XX decoding (no '+' rule: paths, not forms); nullopt for a malformed escape or a NUL.
+std::optional<std::string> percent_decode(std::string_view text);
+
+// Whether a pass-through path stays below its service: no "." or ".." segment once decoded,
+// no encoded '/' or '\\', no control characters. rest starts with '/'.
+bool safe_subpath(std::string_view rest);
+
+// The access key from "Authorization: Bearer <key>" (scheme case-insensitive) or, failing
+// that, "X-API-Key: <key>". Empty when neither carries one.
+std::string_view access_key(const char *authorization, const char *x_api_key);
+
+enum class BodyType { kJson, kUnsupported };
+// Content types a JSON endpoint accepts: none, anything naming json (application/json with or
+// without charset, application/*+json), text/plain, and the form type that `curl -d` sends when
+// the body is a JSON object. Others (multipart, XML, octet-stream, ...) are refused with 415.
+BodyType json_body_type(const char *content_type, std::string_view body);
+
+// The status a caller sees for an upstream's error status. The caller's own mistakes pass
+// through (400, 404, 409, 413, 422 ...), as do 429 and the retryable 5xx. 401 and 403 become
+// 502: the gateway's upstream credentials were refused, which is not the caller's fault and
+// must not look like a bad access key. 408 becomes 504, 529 becomes 503, other codes 502.
+int caller_status(long upstream_status);
+
+// OpenAI's error "type" for a status the gateway answers with.
+const char *error_type(int status);
+
+}  // namespace pgi::gateway

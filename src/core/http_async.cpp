@@ -1,0 +1,353 @@
+#include "http_async.h"
+
+#include <event2/event.h>
+
+#include <algorithm>
+#include <mutex>
+#include <new>
+
+#include "error.h"
+
+namespace pgi::http {
+
+namespace {
+
+// An upstream asking to wait longer than this will not recover within one call (as in Client).
+constexpr long kMaxRetryAfterMs = 60000;
+
+void global_init() {
+    static std::once_flag once;
+    std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+timeval to_timeval(long ms) {
+    timeval tv;
+    tv.tv_sec = ms / 1000;
+    tv.tv_usec = (ms % 1000) * 1000;
+    return tv;
+}
+
+}  // namespace
+
+struct AsyncClient::Socket {
+    event *ev = nullptr;
+    ~Socket() {
+        if (ev != nullptr)
+            event_free(ev);
+    }
+};
+
+struct AsyncClient::Call {
+    AsyncClient *client = nullptr;
+    Id id = 0;
+    Request request;
+    Handlers handlers;
+    Options options;
+    int attempts = 0;
+    CURL *easy = nullptr;  // null while waiting to retry
+    Transfer transfer;
+    event *timer = nullptr;  // backoff, or a completion that must not run inside start()
+    bool streamed = false;   // body bytes went to on_body: no retry from here on
+    bool cancelled = false;
+    int pending_code = 0;    // the CURLcode a deferred completion reports
+
+    ~Call() {
+        if (timer != nullptr)
+            event_free(timer);
+    }
+};
+
+AsyncClient::AsyncClient(event_base *base) : base_(base), jitter_(std::random_device{}()) {
+    global_init();
+    multi_ = curl_multi_init();
+    if (multi_ == nullptr)
+        throw Error(sqlstate::kInternalError, "could not initialize a libcurl multi handle");
+    timer_ = evtimer_new(base_, &AsyncClient::on_timer, this);
+    if (timer_ == nullptr) {
+        curl_multi_cleanup(multi_);
+        throw Error(sqlstate::kInternalError, "could not create a libevent timer");
+    }
+    curl_multi_setopt(multi_, CURLMOPT_SOCKETFUNCTION, &AsyncClient::socket_callback);
+    curl_multi_setopt(multi_, CURLMOPT_SOCKETDATA, this);
+    curl_multi_setopt(multi_, CURLMOPT_TIMERFUNCTION, &AsyncClient::timer_callback);
+    curl_multi_setopt(multi_, CURLMOPT_TIMERDATA, this);
+    // Connections stay cached for reuse; the default (4 x handles added) shrinks the cache when a
+    // burst ends, and the next burst pays for new handshakes.
+    curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS, 1024L);
+}
+
+AsyncClient::~AsyncClient() {
+    for (auto &entry : calls_) {
+        Call &call = *entry.second;
+        if (call.easy != nullptr) {
+            curl_multi_remove_handle(multi_, call.easy);
+            curl_easy_cleanup(call.easy);
+            call.easy = nullptr;
+        }
+    }
+    calls_.clear();
+    for (CURL *easy : idle_easy_)
+        curl_easy_cleanup(easy);
+    curl_multi_cleanup(multi_);
+    sockets_.clear();
+    event_free(timer_);
+}
+
+AsyncClient::Id AsyncClient::start(Request request, Handlers handlers, const Options &options) {
+    auto call = std::make_unique<Call>();
+    call->client = this;
+    call->id = next_id_++;
+    call->request = std::move(request);
+    call->handlers = std::move(handlers);
+    call->options = options;
+    call->timer = evtimer_new(base_, &AsyncClient::on_call_timer, call.get());
+    if (call->timer == nullptr)
+        throw std::bad_alloc();
+    Call &ref = *call;
+    calls_.emplace(ref.id, std::move(call));
+    launch(ref);
+    return ref.id;
+}
+
+void AsyncClient::launch(Call &call) {
+    CURL *easy;
+    if (!idle_easy_.empty()) {
+        easy = idle_easy_.back();
+        idle_easy_.pop_back();
+    } else {
+        easy = curl_easy_init();
+    }
+    call.attempts++;
+    call.transfer.response = Response();
+    call.transfer.owner = &call;
+    CURLMcode mc = CURLM_OUT_OF_MEMORY;
+    if (easy != nullptr) {
+        call.easy = easy;
+        apply_request(easy, call.request, call.transfer);
+        if (call.options.idle_timeout_ms > 0) {
+            curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, 0L);
+            curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+            curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME,
+                             std::max(1L, (call.options.idle_timeout_ms + 999) / 1000));
+        }
+        // The streaming sink only ever sees 2xx bodies: an error body is kept whole for the
+        // caller's error message, and a retry stays possible until the first byte goes out.
+        if (call.handlers.on_body) {
+            Call *c = &call;
+            call.transfer.on_body = [c](const char *data, size_t size) -> bool {
+                if (c->cancelled)
+                    return false;
+                Response &r = c->transfer.response;
+                if (r.status < 200 || r.status > 299) {
+                    r.body.append(data, size);
+                    return true;
+                }
+                c->streamed = true;
+                return c->handlers.on_body(r, data, size);
+            };
+        } else {
+            call.transfer.on_body = nullptr;
+        }
+        mc = curl_multi_add_handle(multi_, easy);
+    }
+    if (mc != CURLM_OK) {
+        if (easy != nullptr)
+            release_easy(easy);
+        call.easy = nullptr;
+        call.transfer.response.curl_code = CURLE_FAILED_INIT;
+        call.transfer.response.transport_error = curl_multi_strerror(mc);
+        // Report on the next loop turn, never from inside start().
+        call.pending_code = CURLE_FAILED_INIT;
+        timeval zero = {0, 0};
+        evtimer_add(call.timer, &zero);
+    }
+}
+
+void AsyncClient::release_easy(CURL *easy) {
+    curl_multi_remove_handle(multi_, easy);
+    // Reset drops every pointer into the finished Transfer; the connection stays in the multi
+    // handle's cache for the next call.
+    curl_easy_reset(easy);
+    try {
+        idle_easy_.push_back(easy);
+    } catch (...) {
+        curl_easy_cleanup(easy);
+    }
+}
+
+void AsyncClient::cancel(Id id) {
+    auto it = calls_.find(id);
+    if (it == calls_.end())
+        return;
+    Call &call = *it->second;
+    if (in_curl_ > 0 && call.easy != nullptr) {
+        // Removing a handle from inside a libcurl callback is not allowed: stop its data now
+        // (on_body sees `cancelled`) and remove it once libcurl has returned.
+        if (!call.cancelled) {
+            call.cancelled = true;
+            to_cancel_.push_back(id);
+        }
+        return;
+    }
+    if (call.easy != nullptr) {
+        release_easy(call.easy);
+        call.easy = nullptr;
+    }
+    calls_.erase(it);
+}
+
+void AsyncClient::cancel_deferred() {
+    while (!to_cancel_.empty() && in_curl_ == 0) {
+        Id id = to_cancel_.back();
+        to_cancel_.pop_back();
+        cancel(id);
+    }
+}
+
+int AsyncClient::socket_callback(CURL *, curl_socket_t fd, int what, void *client_p,
+                                 void *socket_p) {
+    auto *client = static_cast<AsyncClient *>(client_p);
+    auto *socket = static_cast<Socket *>(socket_p);
+    if (what == CURL_POLL_REMOVE) {
+        if (socket != nullptr) {
+            curl_multi_assign(client->multi_, fd, nullptr);
+            client->sockets_.erase(fd);
+        }
+        return 0;
+    }
+    short kind = EV_PERSIST;
+    if (what & CURL_POLL_IN)
+        kind |= EV_READ;
+    if (what & CURL_POLL_OUT)
+        kind |= EV_WRITE;
+    try {
+        if (socket == nullptr) {
+            auto fresh = std::make_unique<Socket>();
+            socket = fresh.get();
+            client->sockets_[fd] = std::move(fresh);
+            curl_multi_assign(client->multi_, fd, socket);
+        }
+        if (socket->ev == nullptr) {
+            socket->ev = event_new(client->base_, fd, kind, &AsyncClient::on_socket_event, client);
+            if (socket->ev == nullptr)
+                return -1;
+        } else {
+            event_del(socket->ev);
+            event_assign(socket->ev, client->base_, fd, kind, &AsyncClient::on_socket_event,
+                         client);
+        }
+        return event_add(socket->ev, nullptr) == 0 ? 0 : -1;
+    } catch (...) {
+        return -1;
+    }
+}
+
+int AsyncClient::timer_callback(CURLM *, long timeout_ms, void *client_p) {
+    auto *client = static_cast<AsyncClient *>(client_p);
+    if (timeout_ms < 0) {
+        evtimer_del(client->timer_);
+        return 0;
+    }
+    // Zero means "as soon as possible", which must still be from the loop, not from here.
+    timeval tv = to_timeval(timeout_ms);
+    return evtimer_add(client->timer_, &tv) == 0 ? 0 : -1;
+}
+
+void AsyncClient::on_socket_event(int fd, short events, void *client_p) {
+    int flags = 0;
+    if (events & EV_READ)
+        flags |= CURL_CSELECT_IN;
+    if (events & EV_WRITE)
+        flags |= CURL_CSELECT_OUT;
+    static_cast<AsyncClient *>(client_p)->socket_action(fd, flags);
+}
+
+void AsyncClient::on_timer(int, short, void *client_p) {
+    static_cast<AsyncClient *>(client_p)->socket_action(CURL_SOCKET_TIMEOUT, 0);
+}
+
+void AsyncClient::socket_action(int fd, int flags) {
+    int running = 0;
+    in_curl_++;
+    curl_multi_socket_action(multi_, fd, flags, &running);
+    in_curl_--;
+    cancel_deferred();
+    read_messages();
+}
+
+void AsyncClient::read_messages() {
+    int queued = 0;
+    while (CURLMsg *msg = curl_multi_info_read(multi_, &queued)) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        CURL *easy = msg->easy_handle;
+        CURLcode code = msg->data.result;
+        Transfer *t = transfer_of(easy);
+        finished(*static_cast<Call *>(t->owner), code);
+    }
+}
+
+void AsyncClient::finished(Call &call, int curl_code) {
+    CURL *easy = call.easy;
+    finish_transfer(easy, static_cast<CURLcode>(curl_code), call.transfer);
+    long connects = 0;
+    if (curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK)
+        connections_opened_ += connects;
+    release_easy(easy);
+    call.easy = nullptr;
+    if (call.cancelled) {
+        calls_.erase(call.id);
+        return;
+    }
+    Response &r = call.transfer.response;
+    r.attempts = call.attempts;
+    const RetryPolicy &retry = call.options.retry;
+    if (!call.streamed && call.attempts <= retry.max_retries && is_retryable(r)) {
+        long delay = backoff_ms(r, call.attempts - 1, retry);
+        auto now = std::chrono::steady_clock::now();
+        if (delay <= kMaxRetryAfterMs && retry.deadline - now > std::chrono::milliseconds(delay)) {
+            call.pending_code = -1;  // the timer relaunches rather than completes
+            timeval tv = to_timeval(delay);
+            evtimer_add(call.timer, &tv);
+            return;
+        }
+    }
+    complete(call.id);
+}
+
+void AsyncClient::on_call_timer(int, short, void *call_p) {
+    auto *call = static_cast<Call *>(call_p);
+    AsyncClient *client = call->client;
+    if (call->pending_code == -1) {
+        call->pending_code = 0;
+        client->launch(*call);
+    } else {
+        client->complete(call->id);
+    }
+}
+
+void AsyncClient::complete(Id id) {
+    auto it = calls_.find(id);
+    if (it == calls_.end())
+        return;
+    // Out of the table first: the handler may start and cancel calls, this one included.
+    std::unique_ptr<Call> call = std::move(it->second);
+    calls_.erase(it);
+    if (call->handlers.on_done)
+        call->handlers.on_done(call->transfer.response);
+}
+
+long AsyncClient::backoff_ms(const Response &response, int retry_number,
+                             const RetryPolicy &retry) {
+    long after = retry_after_ms(response);
+    if (after >= 0)
+        return after;
+    long cap = std::max(0L, retry.base_backoff_ms);
+    for (int i = 0; i < retry_number && cap < retry.max_backoff_ms; i++)
+        cap *= 2;
+    cap = std::min(cap, std::max(0L, retry.max_backoff_ms));
+    // Full jitter: callers that failed together should not come back together.
+    return std::uniform_int_distribution<long>(0, cap)(jitter_);
+}
+
+}  // namespace pgi::http

@@ -1,0 +1,30 @@
+// Health checks (SPEC.md §3): the background worker that probes every service of
+// inference.database on a timer, and the probe-and-record steps it shares with
+// inference.check_service(), so a status reads the same whoever produced it.
+#pragma once
+
+#include <vector>
+
+#include "http_client.h"
+#include "probe.h"
+#include "service_catalog.h"
+#include "status_store.h"
+
+namespace pgi::pg {
+
+// From _PG_init when preloaded: the worker and the shared memory that reports on it.
+void health_worker_register();
+
+// Probes the services concurrently and turns each result into the status to record: Ready, or
+// Failed with the §3.2 diagnosis (a hint joins the message: a status has no field of its own for
+// it). A key that cannot be read fails that service alone. Apart from timestamps it makes no
+// PostgreSQL call, so it runs outside any transaction; results are in the order of rows.
+std::vector<StatusRecord> probe_services(http::Client &client, const std::vector<ServiceRow> &rows,
+                                         const probe::Settings &settings,
+                                         const http::WaitHook &wait);
+
+// Records probe results, in the current transaction, in inference.service_status (one statement)
+// and in shared memory. On a hot standby, whose tables are read-only, in shared memory alone.
+void record_statuses(const std::vector<ServiceRow> &rows, const std::vector<StatusRecord> &records);
+
+}  // namespace pgi::pg
