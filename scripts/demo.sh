@@ -61,6 +61,31 @@ run "get_external_service" "SELECT * FROM inference.get_external_service('claude
 run "update: new tags apply; a model change is refused" \
     "SELECT name, tags FROM inference.update_external_service('claude', tags => '{demo,anthropic}')"
 run "" "SELECT inference.update_external_service('claude', model => 'claude-haiku-4-5')"
+run "register an embedding model and a NIM reranker" \
+    "SELECT name, status FROM inference.register_external_service(
+        'openai-embed', 'text-embedding-3-small', '$MOCK', api_key => 'sk-test-demo',
+        functions => '{embeddings}')
+     UNION ALL
+     SELECT name, status FROM inference.register_external_service(
+        'nim-rerank', 'nvidia/nv-rerankqa-mistral-4b-v3', '$MOCK/s/nim', api_key => 'sk-test-demo',
+        functions => '{rerank}')"
+run "chat, the same call against three protocols" \
+    "SELECT s AS service, inference.chat(s, 'hello from SQL', '{\"system\": \"be brief\", \"max_tokens\": 20}') AS reply
+       FROM unnest(ARRAY['openai-chat', 'claude', 'vllm']) s"
+run "chat_completion: an OpenAI request in, an OpenAI response out (here from Anthropic)" \
+    "SELECT jsonb_pretty(inference.chat_completion('claude',
+        '{\"messages\": [{\"role\": \"user\", \"content\": \"what is the weather in Paris\"}],
+          \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"get_weather\",
+                      \"parameters\": {\"type\": \"object\"}}}]}')->'choices'->0)"
+run "encode_text (OpenAI, base64 on the wire) and Gemini embeddings" \
+    "SELECT inference.encode_text('openai-embed', 'PostgreSQL is a database') AS openai,
+            inference.encode_text('gemini-embed', 'PostgreSQL is a database', '{\"dimensions\": 4}') AS gemini"
+run "encode_text_batch: 1,000 texts in 8 concurrent upstream requests" \
+    "SELECT count(*), min(id), max(id), max(array_length(embedding, 1)) AS dims
+       FROM inference.encode_text_batch('openai-embed', ARRAY(SELECT 'doc ' || i FROM generate_series(1, 1000) i))"
+run "rerank, best first" \
+    "SELECT * FROM inference.rerank('nim-rerank', 'postgres extension',
+        ARRAY['a cooking recipe', 'a postgres extension in C++', 'postgres docs'])"
 run "check_service probes every service now, concurrently" \
     "SELECT name, status, status_message FROM inference.check_service()"
 run "deregister" "SELECT inference.deregister_external_service('vllm')"

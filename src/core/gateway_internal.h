@@ -76,26 +76,30 @@ void start_embeddings(Server::Impl &server, RequestContext &&context, nlohmann::
 void start_rerank(Server::Impl &server, RequestContext &&context, nlohmann::json body);
 void start_passthrough(Server::Impl &server, RequestContext &&context, const Route &route);
 
+// A translated upstream call as the HTTP client's request.
+http::Request to_http(translate::UpstreamRequest &&request);
+
 struct Server::Impl {
     Impl(event_base *base, Config config, Governor &governor);
     ~Impl();
 
-    // evhttp's entry point and what it hands requests to.
+    // evhttp's entry point and what it hands requests to. A handler that answers, or hands the
+    // request to an exchange, clears context.req.
     void handle(evhttp_request *req);
-    void handle_models(evhttp_request *req, const Route &route, Clock::time_point started,
-                       const AccessKey *key);
-    void handle_service_call(evhttp_request *req, const Route &route, RequestContext &&context);
+    void handle_models(RequestContext &context, const Route &route);
+    void handle_service_call(const Route &route, RequestContext &context);
 
     // Answers a request that made no upstream call, and tells the Governor (context.ledger).
-    void reply(const RequestContext &context, int status, std::string body,
+    void reply(RequestContext &context, int status, std::string body,
                const char *content_type = "application/json", bool rate_limited = false);
-    void reply_error(const RequestContext &context, int status, std::string_view message,
+    void reply_error(RequestContext &context, int status, std::string_view message,
                      std::string_view code = {}, std::string_view param = {},
                      bool rate_limited = false);
 
     // Exchange plumbing.
     Exchange &adopt(std::unique_ptr<Exchange> exchange);
     void call_upstream(Exchange &ex, http::Request request, bool streamed);
+    // content_type null: none added (pass-through answers carry the upstream's own).
     void respond(Exchange &ex, int status, std::string body,
                  const char *content_type = "application/json");
     void respond_error(Exchange &ex, int status, std::string_view message,

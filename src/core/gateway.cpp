@@ -1,0 +1,790 @@
+#include "gateway.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "crypto.h"
+#include "gateway_internal.h"
+
+namespace pgi::gateway {
+
+namespace {
+
+// OpenAI model objects need a creation time; services have none worth exposing.
+constexpr long long kModelCreated = 1735689600;  // 2025-01-01T00:00:00Z
+
+const std::string kNoService;
+
+double ms_since(Clock::time_point t) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+int64_t unix_ms_now() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+void free_string(const void *, size_t, void *string) { delete static_cast<std::string *>(string); }
+
+// Moves the body into the request's output buffer: small bodies are copied, large ones are handed
+// over without a copy.
+void set_body(evhttp_request *req, std::string &&body) {
+    evbuffer *out = evhttp_request_get_output_buffer(req);
+    if (body.size() < 16384) {
+        evbuffer_add(out, body.data(), body.size());
+        return;
+    }
+    auto *owned = new std::string(std::move(body));
+    if (evbuffer_add_reference(out, owned->data(), owned->size(), free_string, owned) != 0)
+        delete owned;
+}
+
+void add_headers(evhttp_request *req,
+                 const std::vector<std::pair<std::string, std::string>> &headers) {
+    evkeyvalq *out = evhttp_request_get_output_headers(req);
+    for (const auto &h : headers)
+        evhttp_add_header(out, h.first.c_str(), h.second.c_str());
+}
+
+void send_response(evhttp_request *req, int status, std::string &&body, const char *content_type,
+                   const std::vector<std::pair<std::string, std::string>> &headers) {
+    add_headers(req, headers);
+    if (content_type != nullptr)
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", content_type);
+    set_body(req, std::move(body));
+    evhttp_send_reply(req, status, nullptr, nullptr);
+}
+
+std::string error_body(std::string_view message, int status, std::string_view code,
+                       std::string_view param) {
+    return translate::openai_error_json(message, error_type(status), code, param);
+}
+
+void replace_all(std::string &text, const std::string &needle, const char *with) {
+    if (needle.empty())
+        return;
+    for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at))
+        text.replace(at, needle.size(), with);
+}
+
+std::string openssl_error() {
+    unsigned long code = ERR_get_error();
+    char text[256] = "unknown error";
+    if (code != 0)
+        ERR_error_string_n(code, text, sizeof(text));
+    ERR_clear_error();
+    return text;
+}
+
+void on_close(evhttp_connection *conn, void *arg) {
+    auto *ex = static_cast<Exchange *>(arg);
+    evhttp_connection_set_closecb(conn, nullptr, nullptr);
+    // A request whose reply was under way is detached from its dying connection by libevent and
+    // left for its owner to free; one still attached goes with the connection.
+    if (ex->req != nullptr && evhttp_request_get_connection(ex->req) == nullptr)
+        evhttp_request_free(ex->req);
+    ex->req = nullptr;
+    ex->conn = nullptr;
+    ex->server.finish(*ex, 499);
+}
+
+void restore_timeouts(evhttp_request *req, void *arg) {
+    auto *impl = static_cast<Server::Impl *>(arg);
+    if (evhttp_connection *conn = evhttp_request_get_connection(req))
+        evhttp_connection_set_timeout(conn, impl->config.client_timeout_s);
+}
+
+void on_request(evhttp_request *req, void *arg) { static_cast<Server::Impl *>(arg)->handle(req); }
+
+bufferevent *make_tls_bufferevent(event_base *base, void *arg) {
+    auto *impl = static_cast<Server::Impl *>(arg);
+    SSL *ssl = SSL_new(impl->ssl_ctx);
+    if (ssl == nullptr)
+        return nullptr;
+    bufferevent *bev =
+        bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    if (bev == nullptr) {
+        SSL_free(ssl);
+        return nullptr;
+    }
+    // Clients that close without close_notify are common and harmless here: bodies are framed.
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
+}
+
+// A listening socket shared with the other listener processes (SO_REUSEPORT). Accepted sockets
+// inherit TCP_NODELAY on Linux: SSE chunks must not wait for the previous one's ACK.
+int open_listener(const addrinfo &ai, std::string &error) {
+    int fd = ::socket(ai.ai_family, ai.ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai.ai_protocol);
+    if (fd < 0) {
+        error = std::strerror(errno);
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (ai.ai_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (::bind(fd, ai.ai_addr, ai.ai_addrlen) != 0 || ::listen(fd, 1024) != 0) {
+        error = std::strerror(errno);
+        ::close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int local_port(int fd) {
+    sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getsockname(fd, reinterpret_cast<sockaddr *>(&ss), &len) != 0)
+        return 0;
+    if (ss.ss_family == AF_INET)
+        return ntohs(reinterpret_cast<sockaddr_in *>(&ss)->sin_port);
+    if (ss.ss_family == AF_INET6)
+        return ntohs(reinterpret_cast<sockaddr_in6 *>(&ss)->sin6_port);
+    return 0;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------------
+// Defaults for the host's hooks
+
+Governor::~Governor() = default;
+
+Admission Governor::admit(const AccessKey *, const std::string &) { return {}; }
+
+void Governor::finished(const AccessKey *, const std::string &, int, const translate::Usage &,
+                        double, double, bool) {}
+
+std::string Governor::metrics_text() { return {}; }
+
+void Governor::rerank_route_learned(const std::string &, translate::RerankRoute) {}
+
+bool AccessKey::allows(const std::string &service) const {
+    if (!services)
+        return true;
+    return std::find(services->begin(), services->end(), service) != services->end();
+}
+
+// ------------------------------------------------------------------------------------------------
+// Exchange
+
+Exchange::Exchange(Server::Impl &s, RequestContext &&c)
+    : server(s), context(std::move(c)), req(context.req),
+      conn(evhttp_request_get_connection(context.req)) {
+    chunk = evbuffer_new();
+    if (chunk == nullptr)
+        throw std::bad_alloc();
+}
+
+Exchange::~Exchange() { evbuffer_free(chunk); }
+
+bool Exchange::on_body(const http::Response &, const char *, std::size_t) { return true; }
+
+// ------------------------------------------------------------------------------------------------
+// Server::Impl
+
+Server::Impl::Impl(event_base *b, Config c, Governor &g)
+    : base(b), config(std::move(c)), governor(g), client(b) {
+    http = evhttp_new(base);
+    if (http == nullptr)
+        throw Error(sqlstate::kInternalError, "could not create the gateway's HTTP server");
+    evhttp_set_allowed_methods(http, kGet | kPost | kHead | kPut | kDelete | kOptions | kPatch);
+    evhttp_set_max_body_size(http, static_cast<ev_ssize_t>(config.max_body_size));
+    evhttp_set_max_headers_size(http, 64 * 1024);
+    evhttp_set_timeout(http, config.client_timeout_s);
+    evhttp_set_gencb(http, on_request, this);
+    snapshot = std::make_shared<Snapshot>();
+}
+
+Server::Impl::~Impl() {
+    // Exchanges first: their upstream calls stop and their close callbacks go, so freeing the
+    // connections below calls nothing of ours.
+    for (Exchange *ex : exchanges) {
+        if (ex->upstream != 0)
+            client.cancel(ex->upstream);
+        if (ex->conn != nullptr)
+            evhttp_connection_set_closecb(ex->conn, nullptr, nullptr);
+        delete ex;
+    }
+    exchanges.clear();
+    evhttp_free(http);
+    if (ssl_ctx != nullptr)
+        SSL_CTX_free(ssl_ctx);
+}
+
+void Server::Impl::handle(evhttp_request *req) {
+    RequestContext context;
+    context.req = req;
+    context.started = Clock::now();
+    context.snapshot = snapshot;
+    try {
+        const evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+        const char *path = uri != nullptr ? evhttp_uri_get_path(uri) : nullptr;
+        std::string_view raw_path = path != nullptr ? path : "";
+        unsigned method = static_cast<unsigned>(evhttp_request_get_command(req));
+        Route r = route(raw_path);
+
+        if (r.endpoint == Endpoint::kUnknown) {
+            reply_error(context, 404,
+                        "Invalid URL (" + std::string(method_name(method)) + " " +
+                            std::string(raw_path) + ")",
+                        "unknown_url");
+            return;
+        }
+        if ((r.allowed & method) == 0) {
+            context.headers.emplace_back("Allow", allow_header(r.allowed));
+            reply_error(context, 405,
+                        std::string("Method ") + method_name(method) + " is not allowed on " +
+                            std::string(raw_path) + "; use " + allow_header(r.allowed),
+                        "method_not_allowed");
+            return;
+        }
+        if (r.endpoint == Endpoint::kHealth) {
+            context.ledger = false;
+            reply(context, 200, "{\"status\":\"ok\"}");
+            return;
+        }
+        if (r.endpoint == Endpoint::kMetrics) {
+            context.ledger = false;
+            reply(context, 200, governor.metrics_text(), "text/plain; version=0.0.4; charset=utf-8");
+            return;
+        }
+        if (r.endpoint == Endpoint::kPassthrough && r.bad_path) {
+            reply_error(context, 400,
+                        "Invalid pass-through path: it must stay below /inferenceservices/"
+                        "<service>/ (no '.' or '..' segments, no encoded '/' or '\\\\')",
+                        "invalid_path");
+            return;
+        }
+
+        // The caller's access key.
+        evkeyvalq *in = evhttp_request_get_input_headers(req);
+        std::string_view presented =
+            access_key(evhttp_find_header(in, "Authorization"), evhttp_find_header(in, "X-API-Key"));
+        const char *refusal = nullptr;
+        if (presented.empty()) {
+            refusal = "You didn't provide an access key. Send it as 'Authorization: Bearer "
+                      "<key>' or 'X-API-Key: <key>'.";
+        } else {
+            std::string hash = crypto::sha256(std::string(presented));
+            auto it = context.snapshot->keys.find(hash);
+            if (it == context.snapshot->keys.end() ||
+                !crypto::constant_time_equal(it->second.key_hash, hash)) {
+                refusal = "Incorrect access key provided.";
+            } else if (it->second.revoked) {
+                refusal = "This access key has been revoked.";
+            } else if (it->second.expires_at_ms && *it->second.expires_at_ms <= unix_ms_now()) {
+                refusal = "This access key has expired.";
+            } else {
+                context.key = &it->second;
+            }
+        }
+        // Without required keys a bad key is ignored rather than refused: the caller could
+        // simply have sent none.
+        if (refusal != nullptr && config.require_key) {
+            reply_error(context, 401, refusal, "invalid_api_key");
+            return;
+        }
+
+        if (r.endpoint == Endpoint::kModels || r.endpoint == Endpoint::kModel) {
+            handle_models(context, r);
+            return;
+        }
+        handle_service_call(r, context);
+    } catch (const std::exception &e) {
+        // Only answers a request nobody answered yet (the starters catch their own).
+        if (context.req != nullptr) {
+            reply_error(context, 500, std::string("internal gateway error: ") + e.what(),
+                        "internal_error");
+        }
+    }
+}
+
+void Server::Impl::handle_models(RequestContext &context, const Route &r) {
+    auto model_object = [](const std::string &name) {
+        return nlohmann::json{{"id", name},
+                              {"object", "model"},
+                              {"created", kModelCreated},
+                              {"owned_by", "pg_inference"}};
+    };
+    const Snapshot &snap = *context.snapshot;
+    if (r.endpoint == Endpoint::kModel) {
+        auto it = snap.services.find(r.model_id);
+        if (it == snap.services.end() || (context.key != nullptr && !context.key->allows(it->first))) {
+            reply_error(context, 404,
+                        "The model '" + r.model_id +
+                            "' does not exist or you do not have access to it.",
+                        "model_not_found", "model");
+            return;
+        }
+        context.service = &it->second;
+        reply(context, 200, model_object(it->first).dump());
+        return;
+    }
+    nlohmann::json data = nlohmann::json::array();
+    for (const auto &entry : snap.services) {
+        if (context.key == nullptr || context.key->allows(entry.first))
+            data.push_back(model_object(entry.first));
+    }
+    reply(context, 200, nlohmann::json{{"object", "list"}, {"data", std::move(data)}}.dump());
+}
+
+void Server::Impl::handle_service_call(const Route &r, RequestContext &context) {
+    evhttp_request *req = context.req;
+    const Snapshot &snap = *context.snapshot;
+    std::string name;
+    nlohmann::json body;
+
+    if (r.endpoint == Endpoint::kPassthrough) {
+        name = r.service;
+    } else {
+        evbuffer *input = evhttp_request_get_input_buffer(req);
+        size_t size = evbuffer_get_length(input);
+        const char *data =
+            size == 0 ? "" : reinterpret_cast<const char *>(evbuffer_pullup(input, -1));
+        std::string_view text(data, size);
+        const char *type =
+            evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
+        if (json_body_type(type, text) != BodyType::kJson) {
+            reply_error(context, 415,
+                        std::string("Unsupported Content-Type '") + type +
+                            "': send a JSON body with Content-Type: application/json",
+                        "unsupported_media_type");
+            return;
+        }
+        body = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
+        if (body.is_discarded()) {
+            reply_error(context, 400,
+                        "We could not parse the JSON body of your request: it is not valid JSON.",
+                        "invalid_json");
+            return;
+        }
+        if (!body.is_object()) {
+            reply_error(context, 400, "The request body must be a JSON object.", "invalid_json");
+            return;
+        }
+        auto model = body.find("model");
+        if (model == body.end() || !model->is_string() || model->get_ref<const std::string &>().empty()) {
+            reply_error(context, 400, "You must provide a model parameter (a service name).",
+                        "missing_required_parameter", "model");
+            return;
+        }
+        name = model->get<std::string>();
+    }
+
+    auto it = snap.services.find(name);
+    if (it == snap.services.end()) {
+        reply_error(context, 404,
+                    "The model '" + name + "' does not exist or you do not have access to it.",
+                    "model_not_found", r.endpoint == Endpoint::kPassthrough ? "" : "model");
+        return;
+    }
+    context.service = &it->second;
+    if (context.key != nullptr && !context.key->allows(name)) {
+        reply_error(context, 403,
+                    "This access key may not use the model '" + name + "'.", "model_not_allowed");
+        return;
+    }
+    Admission admission = governor.admit(context.key, name);
+    context.headers = std::move(admission.headers);
+    if (!admission.allowed) {
+        reply_error(context, admission.status, admission.message, admission.code, {}, true);
+        return;
+    }
+
+    RequestContext handed = std::move(context);
+    context.req = nullptr;
+    switch (r.endpoint) {
+        case Endpoint::kChat:
+            start_chat(*this, std::move(handed), std::move(body));
+            break;
+        case Endpoint::kEmbeddings:
+            start_embeddings(*this, std::move(handed), std::move(body));
+            break;
+        case Endpoint::kRerank:
+        case Endpoint::kRanking:
+            start_rerank(*this, std::move(handed), std::move(body));
+            break;
+        default:
+            start_passthrough(*this, std::move(handed), r);
+            break;
+    }
+}
+
+void Server::Impl::reply(RequestContext &context, int status, std::string body,
+                         const char *content_type, bool rate_limited) {
+    evhttp_request *req = context.req;
+    if (req == nullptr)
+        return;
+    context.req = nullptr;
+    send_response(req, status, std::move(body), content_type, context.headers);
+    if (context.ledger) {
+        governor.finished(context.key, context.service != nullptr ? context.service->name : kNoService,
+                          status, translate::Usage(), ms_since(context.started), 0, rate_limited);
+    }
+}
+
+void Server::Impl::reply_error(RequestContext &context, int status, std::string_view message,
+                               std::string_view code, std::string_view param, bool rate_limited) {
+    reply(context, status, error_body(message, status, code, param), "application/json",
+          rate_limited);
+}
+
+http::Request to_http(translate::UpstreamRequest &&request) {
+    http::Request r;
+    r.method = std::move(request.method);
+    r.url = std::move(request.url);
+    r.headers = std::move(request.headers);
+    r.body = std::move(request.body);
+    return r;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Exchange plumbing
+
+Exchange &Server::Impl::adopt(std::unique_ptr<Exchange> exchange) {
+    Exchange *ex = exchange.get();
+    exchanges.insert(ex);
+    exchange.release();
+    if (ex->conn != nullptr)
+        evhttp_connection_set_closecb(ex->conn, on_close, ex);
+    return *ex;
+}
+
+void Server::Impl::call_upstream(Exchange &ex, http::Request request, bool streamed) {
+    request.connect_timeout_ms = config.connect_timeout_ms;
+    request.max_response_size = config.max_response_size;
+    request.insecure = ex.context.service->allow_insecure;
+    http::AsyncClient::Options options;
+    options.retry.max_retries = config.max_retries;
+    if (streamed) {
+        options.idle_timeout_ms = config.request_timeout_ms;
+    } else {
+        request.timeout_ms = config.request_timeout_ms;
+    }
+    ex.upstream_started = Clock::now();
+    Exchange *p = &ex;
+    http::AsyncClient::Handlers handlers;
+    if (streamed) {
+        handlers.on_body = [this, p](const http::Response &head, const char *data, size_t size) {
+            if (p->done)
+                return false;
+            p->busy++;
+            bool more = p->on_body(head, data, size);
+            p->busy--;
+            more = more && !p->done;
+            reap(p);
+            return more;
+        };
+    }
+    handlers.on_done = [this, p](http::Response &response) {
+        p->upstream = 0;
+        p->upstream_ms += ms_since(p->upstream_started);
+        if (p->done) {
+            reap(p);
+            return;
+        }
+        p->busy++;
+        try {
+            p->on_done(response);
+        } catch (const Error &e) {
+            if (!p->done && !p->streaming)
+                respond_translate_error(*p, e);
+        } catch (const std::exception &e) {
+            if (!p->done && !p->streaming)
+                respond_error(*p, 500, std::string("internal gateway error: ") + e.what(),
+                              "internal_error");
+        }
+        if (!p->done && p->upstream == 0) {
+            // A handler that neither answered nor called again must not leave the caller waiting.
+            if (p->streaming)
+                abort_stream(*p, 500);
+            else
+                respond_error(*p, 500, "internal gateway error: no answer", "internal_error");
+        }
+        p->busy--;
+        reap(p);
+    };
+    ex.upstream = client.start(std::move(request), std::move(handlers), options);
+}
+
+void Server::Impl::respond(Exchange &ex, int status, std::string body, const char *content_type) {
+    if (ex.done)
+        return;
+    if (ex.req != nullptr) {
+        if (ex.conn != nullptr)
+            evhttp_connection_set_closecb(ex.conn, nullptr, nullptr);
+        send_response(ex.req, status, std::move(body), content_type, ex.context.headers);
+        ex.req = nullptr;
+    }
+    finish(ex, status);
+}
+
+void Server::Impl::respond_error(Exchange &ex, int status, std::string_view message,
+                                 std::string_view code, std::string_view param) {
+    respond(ex, status, error_body(message, status, code, param));
+}
+
+void Server::Impl::respond_upstream_failure(Exchange &ex, const http::Response &r) {
+    const ServiceEndpoint &service = *ex.context.service;
+    if (r.curl_code != 0 && r.status < 300) {
+        std::string message = "service \"" + service.name + "\" ";
+        int status = 502;
+        const char *code = "upstream_unreachable";
+        if (r.too_large) {
+            message += "returned a response larger than " +
+                       std::to_string(config.max_response_size) + " bytes";
+            code = "upstream_response_too_large";
+        } else if (r.curl_code == CURLE_OPERATION_TIMEDOUT) {
+            message += "did not answer in time: " + r.transport_error;
+            status = 504;
+            code = "upstream_timeout";
+        } else {
+            message += "is unreachable: " + r.transport_error;
+        }
+        replace_all(message, service.api_key, "[redacted]");
+        respond_error(ex, status, message, code);
+        return;
+    }
+    Error e = translate::upstream_failure(service, r.status, r.body);
+    int status = caller_status(r.status);
+    const char *code = "upstream_error";
+    if (r.status == 429) {
+        code = e.detail().find("insufficient_quota") != std::string::npos ? "insufficient_quota"
+                                                                          : "rate_limit_exceeded";
+    } else if (r.status == 401 || r.status == 403) {
+        code = "upstream_auth_failed";
+    }
+    if (status == 429 || status == 503) {
+        std::string after = r.header("retry-after");
+        if (!after.empty())
+            ex.context.headers.emplace_back("Retry-After", std::move(after));
+    }
+    respond_error(ex, status, e.what(), code);
+}
+
+void Server::Impl::respond_translate_error(Exchange &ex, const Error &e) {
+    std::string message = e.what();
+    if (!e.hint().empty())
+        message += ". " + e.hint();
+    const std::string &state = e.sqlstate();
+    if (state == sqlstate::kInvalidParameterValue) {
+        respond_error(ex, 400, message, "invalid_value");
+    } else if (state == sqlstate::kFeatureNotSupported) {
+        respond_error(ex, 400, message, "unsupported_value");
+    } else if (state.compare(0, 2, "PI") == 0) {
+        if (!e.detail().empty())
+            message += " (" + e.detail() + ")";
+        if (ex.context.service != nullptr)
+            replace_all(message, ex.context.service->api_key, "[redacted]");
+        respond_error(ex, 502, message, "bad_upstream_response");
+    } else {
+        respond_error(ex, 500, message, "internal_error");
+    }
+}
+
+void Server::Impl::start_stream(Exchange &ex, int status,
+                                const std::vector<std::pair<std::string, std::string>> &headers) {
+    if (ex.req == nullptr || ex.streaming)
+        return;
+    add_headers(ex.req, ex.context.headers);
+    add_headers(ex.req, headers);
+    evhttp_send_reply_start(ex.req, status, nullptr);
+    ex.streaming = true;
+    // A caller listening to a stream sends nothing: only stalled writes time out meanwhile.
+    if (ex.conn != nullptr) {
+        timeval write_timeout = {config.client_timeout_s, 0};
+        bufferevent_set_timeouts(evhttp_connection_get_bufferevent(ex.conn), nullptr,
+                                 &write_timeout);
+        evhttp_request_set_on_complete_cb(ex.req, restore_timeouts, this);
+    }
+}
+
+void Server::Impl::send_chunk(Exchange &ex, const char *data, std::size_t size) {
+    if (ex.req == nullptr || size == 0)
+        return;
+    evbuffer_add(ex.chunk, data, size);
+    evhttp_send_reply_chunk(ex.req, ex.chunk);
+}
+
+void Server::Impl::end_stream(Exchange &ex, int ledger_status) {
+    if (ex.done)
+        return;
+    if (ex.req != nullptr) {
+        if (ex.conn != nullptr)
+            evhttp_connection_set_closecb(ex.conn, nullptr, nullptr);
+        evhttp_request *req = ex.req;
+        ex.req = nullptr;
+        evhttp_send_reply_end(req);
+    }
+    finish(ex, ledger_status);
+}
+
+void Server::Impl::abort_stream(Exchange &ex, int ledger_status) {
+    if (ex.done)
+        return;
+    // A body cut short must not look complete: drop the connection instead of ending it.
+    if (ex.req != nullptr && ex.conn != nullptr) {
+        evhttp_connection_set_closecb(ex.conn, nullptr, nullptr);
+        evhttp_connection *conn = ex.conn;
+        ex.req = nullptr;
+        ex.conn = nullptr;
+        evhttp_connection_free(conn);
+    }
+    finish(ex, ledger_status);
+}
+
+void Server::Impl::finish(Exchange &ex, int status, bool rate_limited) {
+    if (ex.done)
+        return;
+    ex.done = true;
+    if (ex.upstream != 0) {
+        client.cancel(ex.upstream);
+        ex.upstream = 0;
+        ex.upstream_ms += ms_since(ex.upstream_started);
+    }
+    governor.finished(ex.context.key,
+                      ex.context.service != nullptr ? ex.context.service->name : kNoService, status,
+                      ex.usage, ms_since(ex.context.started), ex.upstream_ms, rate_limited);
+    reap(&ex);
+}
+
+void Server::Impl::reap(Exchange *ex) {
+    if (!ex->done || ex->busy > 0)
+        return;
+    exchanges.erase(ex);
+    delete ex;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Server
+
+Server::Server(event_base *base, Config config, Governor &governor)
+    : impl_(std::make_unique<Impl>(base, std::move(config), governor)) {}
+
+Server::~Server() = default;
+
+void Server::listen() {
+    Impl &s = *impl_;
+    const Config &c = s.config;
+    if (!c.tls_cert_file.empty() && !c.tls_key_file.empty()) {
+        SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+        if (ctx == nullptr)
+            throw Error(sqlstate::kInternalError, "could not create a TLS context: " + openssl_error());
+        SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+        SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+        if (SSL_CTX_use_certificate_chain_file(ctx, c.tls_cert_file.c_str()) != 1) {
+            std::string why = openssl_error();
+            SSL_CTX_free(ctx);
+            throw Error(sqlstate::kConfigFileError,
+                        "could not load the gateway's TLS certificate \"" + c.tls_cert_file + "\"",
+                        "Check inference.gateway_tls_cert_file: a PEM certificate chain.", why);
+        }
+        if (SSL_CTX_use_PrivateKey_file(ctx, c.tls_key_file.c_str(), SSL_FILETYPE_PEM) != 1 ||
+            SSL_CTX_check_private_key(ctx) != 1) {
+            std::string why = openssl_error();
+            SSL_CTX_free(ctx);
+            throw Error(sqlstate::kConfigFileError,
+                        "could not load the gateway's TLS key \"" + c.tls_key_file + "\"",
+                        "Check inference.gateway_tls_key_file: the PEM private key of the "
+                        "certificate.",
+                        why);
+        }
+        if (s.ssl_ctx != nullptr)
+            SSL_CTX_free(s.ssl_ctx);
+        s.ssl_ctx = ctx;
+        evhttp_set_bevcb(s.http, make_tls_bufferevent, &s);
+    }
+
+    int port = c.port;
+    for (const std::string &address : c.listen_addresses) {
+        addrinfo hints{};
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = AI_PASSIVE;
+        std::string port_text = std::to_string(port);
+        addrinfo *found = nullptr;
+        const char *host = address == "*" || address.empty() ? nullptr : address.c_str();
+        int rc = getaddrinfo(host, port_text.c_str(), &hints, &found);
+        if (rc != 0) {
+            throw Error(sqlstate::kConfigFileError,
+                        "could not resolve gateway listen address \"" + address + "\": " +
+                            gai_strerror(rc),
+                        "Check inference.gateway_listen_addresses.");
+        }
+        int bound_here = 0;
+        std::string error;
+        std::vector<std::string> seen;
+        for (addrinfo *ai = found; ai != nullptr; ai = ai->ai_next) {
+            std::string key(reinterpret_cast<const char *>(ai->ai_addr), ai->ai_addrlen);
+            if (std::find(seen.begin(), seen.end(), key) != seen.end())
+                continue;
+            seen.push_back(key);
+            if (port == 0 && s.bound_port != 0) {
+                // Every address of an ephemeral-port server shares the first one's port.
+                if (ai->ai_family == AF_INET)
+                    reinterpret_cast<sockaddr_in *>(ai->ai_addr)->sin_port = htons(s.bound_port);
+                else if (ai->ai_family == AF_INET6)
+                    reinterpret_cast<sockaddr_in6 *>(ai->ai_addr)->sin6_port = htons(s.bound_port);
+            }
+            int fd = open_listener(*ai, error);
+            if (fd < 0)
+                continue;
+            evhttp_bound_socket *socket = evhttp_accept_socket_with_handle(s.http, fd);
+            if (socket == nullptr) {
+                ::close(fd);
+                error = "libevent refused the socket";
+                continue;
+            }
+            s.bound.push_back(socket);
+            if (s.bound_port == 0)
+                s.bound_port = local_port(fd);
+            bound_here++;
+        }
+        freeaddrinfo(found);
+        if (bound_here == 0) {
+            throw Error(sqlstate::kConfigFileError,
+                        "could not listen on " + address + " port " + std::to_string(port) + ": " +
+                            error,
+                        "Another program may hold the port; check inference.gateway_port and "
+                        "inference.gateway_listen_addresses.");
+        }
+    }
+}
+
+void Server::stop_listening() {
+    for (evhttp_bound_socket *socket : impl_->bound)
+        evhttp_del_accept_socket(impl_->http, socket);
+    impl_->bound.clear();
+}
+
+int Server::port() const { return impl_->bound_port; }
+
+void Server::set_snapshot(std::shared_ptr<const Snapshot> snapshot) {
+    if (snapshot)
+        impl_->snapshot = std::move(snapshot);
+}
+
+std::size_t Server::in_flight() const { return impl_->exchanges.size(); }
+
+}  // namespace pgi::gateway
