@@ -5,24 +5,14 @@ EXTENSION = pg_inference
 MODULE_big = pg_inference
 DATA = sql/pg_inference--0.1.0.sql
 
-# The pure C++ core (src/core) and the PostgreSQL shell (src/pg), listed explicitly.
-CORE_OBJS = \
-	src/core/base64.o \
-	src/core/crypto.o \
-	src/core/http_client.o \
-	src/core/probe.o \
-	src/core/protocol.o \
-	src/core/sse.o \
-	src/core/translate.o \
-	src/core/translate_chat.o \
-	src/core/translate_embeddings.o \
-	src/core/translate_rerank.o \
-	src/core/translate_stream.o \
-	src/core/upstream_error.o \
-	src/core/validation.o
+# The pure C++ core (src/core: every file) and the PostgreSQL shell (src/pg, listed explicitly).
+CORE_OBJS = $(patsubst %.cpp,%.o,$(sort $(wildcard src/core/*.cpp)))
 PG_OBJS = \
+	src/pg/access_keys.o \
 	src/pg/backend_http.o \
+	src/pg/catalog_generation.o \
 	src/pg/cpp_wall.o \
+	src/pg/gateway_worker.o \
 	src/pg/health_worker.o \
 	src/pg/model_calls.o \
 	src/pg/pg_inference.o \

@@ -107,6 +107,10 @@ REVOKE ALL ON FUNCTION
     inference._check_services(text)
 FROM PUBLIC;
 
+CREATE FUNCTION inference._gateway_base_url() RETURNS text
+AS 'MODULE_PATHNAME', 'pgi_gateway_base_url' LANGUAGE C STABLE;
+REVOKE ALL ON FUNCTION inference._gateway_base_url() FROM PUBLIC;
+
 -------------------------------------------------------------------------------------------------
 -- Public API (SPEC §1.2)
 
@@ -117,7 +121,7 @@ AS $$
     SELECT s.name, s.model, s.protocol, s.base_url, s.functions, s.tags, s.allow_insecure,
            EXISTS (SELECT 1 FROM inference.service_secrets k WHERE k.service = s.name),
            st.status, st.status_message, st.checked_at,
-           NULL::text,
+           inference._gateway_base_url() || '/inferenceservices/' || s.name,
            s.created_at, s.updated_at
       FROM inference.services s,
            LATERAL inference._live_status(s.name) st
@@ -170,11 +174,26 @@ AS $$
     SELECT * FROM inference.get_external_service($1);
 $$;
 
+-- Deregistering a service that an access key names: refused unless force, which removes the
+-- service from those keys' lists (SPEC §1.2).
 CREATE FUNCTION inference.deregister_external_service(name text, force boolean DEFAULT false)
 RETURNS void
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT inference._deregister_external_service($1);
+DECLARE
+    keys text;
+BEGIN
+    SELECT string_agg(format('"%s"', k.name), ', ' ORDER BY k.name) INTO keys
+      FROM inference.access_key_store k WHERE $1 = ANY (k.services);
+    IF keys IS NOT NULL AND NOT coalesce($2, false) THEN
+        RAISE EXCEPTION 'service "%" is named by access key %', $1, keys
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'Pass force => true to remove the service from those keys as well.';
+    END IF;
+    UPDATE inference.access_key_store k SET services = array_remove(k.services, $1)
+     WHERE $1 = ANY (k.services);
+    PERFORM inference._deregister_external_service($1);
+END
 $$;
 
 CREATE FUNCTION inference.check_service(name text DEFAULT NULL)
@@ -266,3 +285,194 @@ RETURNS record AS 'MODULE_PATHNAME', 'pgi_health_worker_status' LANGUAGE C VOLAT
 REVOKE ALL ON FUNCTION inference.health_worker_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION inference.health_worker_status() TO inference_admin;
 -- Health worker — end.
+
+-------------------------------------------------------------------------------------------------
+-- Gateway access keys (SPEC §4.3). Keys are shown once and stored as SHA-256 hashes.
+
+CREATE TABLE inference.access_key_store (
+    name                text PRIMARY KEY,
+    key_hash            bytea NOT NULL UNIQUE,
+    key_prefix          text NOT NULL,
+    tenant              text,
+    services            text[],          -- NULL: every service
+    requests_per_minute int CHECK (requests_per_minute > 0),
+    requests_per_hour   int CHECK (requests_per_hour > 0),
+    tokens_per_hour     bigint CHECK (tokens_per_hour > 0),
+    burst               int CHECK (burst > 0),
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    expires_at          timestamptz,
+    revoked_at          timestamptz,
+    last_used_at        timestamptz
+);
+REVOKE ALL ON inference.access_key_store FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('inference.access_key_store', '');
+
+CREATE VIEW inference.access_keys AS
+    SELECT name, key_prefix, tenant, services, requests_per_minute, requests_per_hour,
+           tokens_per_hour, burst, created_at, expires_at, revoked_at, last_used_at
+      FROM inference.access_key_store;
+REVOKE ALL ON inference.access_keys FROM PUBLIC;
+GRANT SELECT ON inference.access_keys TO inference_admin;
+
+CREATE FUNCTION inference._new_access_key() RETURNS text
+AS 'MODULE_PATHNAME', 'pgi_new_access_key' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION inference._new_access_key() FROM PUBLIC;
+
+-- Checks the optional fields of create/update_access_key; raises 22023 or 42704 with a hint.
+CREATE FUNCTION inference._check_access_key_fields(
+    services text[], requests_per_minute int, requests_per_hour int, tokens_per_hour bigint,
+    burst int, expires_at timestamptz)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    unknown text;
+BEGIN
+    IF array_position(services, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'services must not contain NULL elements'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Remove the NULL elements.';
+    END IF;
+    SELECT string_agg(format('"%s"', s), ', ') INTO unknown
+      FROM unnest(services) s WHERE NOT EXISTS (SELECT 1 FROM inference.services v WHERE v.name = s);
+    IF unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'unknown service %', unknown
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Call inference.list_models() to see the registered services.';
+    END IF;
+    IF requests_per_minute <= 0 OR requests_per_hour <= 0 OR tokens_per_hour <= 0 OR burst <= 0 THEN
+        RAISE EXCEPTION 'limits must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass NULL for no limit (in update_access_key, NULL leaves a limit unchanged).';
+    END IF;
+    IF expires_at <= now() THEN
+        RAISE EXCEPTION 'expires_at must be in the future'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use revoke_access_key to end a key now.';
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION inference._check_access_key_fields(text[], int, int, bigint, int, timestamptz) FROM PUBLIC;
+
+CREATE FUNCTION inference.create_access_key(
+    name text,
+    services text[] DEFAULT NULL,
+    requests_per_minute int DEFAULT NULL,
+    requests_per_hour int DEFAULT NULL,
+    tokens_per_hour bigint DEFAULT NULL,
+    burst int DEFAULT NULL,
+    tenant text DEFAULT NULL,
+    expires_at timestamptz DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    key text := inference._new_access_key();
+BEGIN
+    IF $1 IS NULL OR $1 !~ '^[a-z0-9][a-z0-9._-]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid access key name "%"', $1
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use 1 to 63 lowercase letters, digits, ".", "_" and "-", starting with a letter or digit.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM inference.access_key_store k WHERE k.name = $1) THEN
+        RAISE EXCEPTION 'access key "%" already exists', $1
+            USING ERRCODE = 'unique_violation',
+                  HINT = 'Use rotate_access_key for a new secret, or update_access_key for its settings.';
+    END IF;
+    PERFORM inference._check_access_key_fields($2, $3, $4, $5, $6, $8);
+    INSERT INTO inference.access_key_store (name, key_hash, key_prefix, tenant, services,
+        requests_per_minute, requests_per_hour, tokens_per_hour, burst, expires_at)
+    VALUES ($1, sha256(convert_to(key, 'UTF8')), left(key, 12), $7, $2, $3, $4, $5, $6, $8);
+    RETURN key;
+END
+$$;
+
+CREATE FUNCTION inference.rotate_access_key(name text) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    key text := inference._new_access_key();
+BEGIN
+    UPDATE inference.access_key_store k
+       SET key_hash = sha256(convert_to(key, 'UTF8')), key_prefix = left(key, 12)
+     WHERE k.name = $1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'access key "%" does not exist', $1
+            USING ERRCODE = 'undefined_object', HINT = 'SELECT name FROM inference.access_keys lists them.';
+    END IF;
+    RETURN key;
+END
+$$;
+
+CREATE FUNCTION inference.update_access_key(
+    name text,
+    services text[] DEFAULT NULL,
+    requests_per_minute int DEFAULT NULL,
+    requests_per_hour int DEFAULT NULL,
+    tokens_per_hour bigint DEFAULT NULL,
+    burst int DEFAULT NULL,
+    tenant text DEFAULT NULL,
+    expires_at timestamptz DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM inference._check_access_key_fields($2, $3, $4, $5, $6, $8);
+    UPDATE inference.access_key_store k
+       SET services = coalesce($2, k.services),
+           requests_per_minute = coalesce($3, k.requests_per_minute),
+           requests_per_hour = coalesce($4, k.requests_per_hour),
+           tokens_per_hour = coalesce($5, k.tokens_per_hour),
+           burst = coalesce($6, k.burst),
+           tenant = coalesce($7, k.tenant),
+           expires_at = coalesce($8, k.expires_at)
+     WHERE k.name = $1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'access key "%" does not exist', $1
+            USING ERRCODE = 'undefined_object', HINT = 'SELECT name FROM inference.access_keys lists them.';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION inference.revoke_access_key(name text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE inference.access_key_store k SET revoked_at = coalesce(k.revoked_at, now()) WHERE k.name = $1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'access key "%" does not exist', $1
+            USING ERRCODE = 'undefined_object', HINT = 'SELECT name FROM inference.access_keys lists them.';
+    END IF;
+END
+$$;
+
+
+REVOKE ALL ON FUNCTION
+    inference.create_access_key(text, text[], int, int, bigint, int, text, timestamptz),
+    inference.rotate_access_key(text),
+    inference.update_access_key(text, text[], int, int, bigint, int, text, timestamptz),
+    inference.revoke_access_key(text)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    inference.create_access_key(text, text[], int, int, bigint, int, text, timestamptz),
+    inference.rotate_access_key(text),
+    inference.update_access_key(text, text[], int, int, bigint, int, text, timestamptz),
+    inference.revoke_access_key(text)
+TO inference_admin;
+
+-------------------------------------------------------------------------------------------------
+-- Catalog changes reach the gateway listeners: a committed change bumps a counter in shared
+-- memory that the listeners poll.
+
+CREATE FUNCTION inference._catalog_changed() RETURNS trigger
+AS 'MODULE_PATHNAME', 'pgi_catalog_changed' LANGUAGE C;
+REVOKE ALL ON FUNCTION inference._catalog_changed() FROM PUBLIC;
+
+CREATE TRIGGER catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON inference.services FOR EACH STATEMENT EXECUTE FUNCTION inference._catalog_changed();
+CREATE TRIGGER catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON inference.service_secrets FOR EACH STATEMENT EXECUTE FUNCTION inference._catalog_changed();
+-- last_used_at is bookkeeping, not configuration: updating it alone does not reload listeners.
+CREATE TRIGGER catalog_changed AFTER INSERT OR DELETE OR TRUNCATE
+    ON inference.access_key_store FOR EACH STATEMENT EXECUTE FUNCTION inference._catalog_changed();
+CREATE TRIGGER catalog_changed_update
+    AFTER UPDATE OF name, key_hash, tenant, services, requests_per_minute, requests_per_hour,
+                    tokens_per_hour, burst, expires_at, revoked_at
+    ON inference.access_key_store FOR EACH STATEMENT EXECUTE FUNCTION inference._catalog_changed();

@@ -27,6 +27,7 @@ source test/lib/mock.sh
 
 export PG_DIR="$TEST_WORK/pg" PG_PORT="${PGI_TEST_PG_PORT:-55432}"
 export MOCK_PORT=18181 MOCK_TLS_PORT=18182 MOCK_URL="http://127.0.0.1:18181"
+export GATEWAY_PORT=18765 GATEWAY_URL="http://127.0.0.1:18765"
 
 cleanup() {
     cluster_stop "$PG_DIR"
@@ -56,7 +57,10 @@ else
 fi
 
 # --- 2. servers --------------------------------------------------------------------------------
-for p in "$PG_PORT" "$MOCK_PORT" "$MOCK_TLS_PORT"; do
+# The official openai SDK for the gateway tests, from the committed lockfile.
+(cd test/e2e/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || { echo "npm ci failed"; exit 1; }
+
+for p in "$PG_PORT" "$MOCK_PORT" "$MOCK_TLS_PORT" "$GATEWAY_PORT"; do
     port_is_free "$p" || { echo "port $p is busy; stop what uses it"; exit 1; }
 done
 mock_start "$TEST_WORK" "$MOCK_PORT" "$MOCK_TLS_PORT" || exit 1
@@ -64,7 +68,8 @@ export PGI_TEST_KEY_ENV="sk-test-from-env"
 PGI_TEST_KEY_ENV="$PGI_TEST_KEY_ENV" cluster_start "$PG_DIR" "$PG_PORT" \
     "pgi_test.mock = '$MOCK_URL'" \
     "pgi_test.mock_tls = 'https://127.0.0.1:$MOCK_TLS_PORT'" \
-    "inference.health_check_timeout = '3s'" || exit 1
+    "inference.health_check_timeout = '3s'" \
+    "inference.gateway_port = $GATEWAY_PORT" "inference.gateway_client_timeout = '2s'" || exit 1
 
 # --- 3. pg_regress -----------------------------------------------------------------------------
 echo "== pg_regress (sql/*.sql against expected/*.out)"

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "crypto.h"
@@ -113,19 +114,80 @@ void restore_timeouts(evhttp_request *req, void *arg) {
 
 void on_request(evhttp_request *req, void *arg) { static_cast<Server::Impl *>(arg)->handle(req); }
 
-bufferevent *make_tls_bufferevent(event_base *base, void *arg) {
+// libevent answers some requests itself, before any callback of ours runs: bodies over the limit
+// (413), malformed requests (400), unknown methods (501). Its answer is an HTML page; the
+// gateway's errors are always OpenAI-shaped, so the page is rewritten in the connection's output
+// buffer before it reaches the socket. The page is recognised by libevent's fixed error format.
+void rewrite_error_page(evbuffer *buffer, const evbuffer_cb_info *info, void *arg) {
+    static bool rewriting = false;
+    static constexpr char kPageEnd[] = "</BODY></HTML>\n";
+    constexpr size_t kPageEndSize = sizeof(kPageEnd) - 1;
+    if (rewriting || info->n_added == 0)
+        return;
+    size_t length = evbuffer_get_length(buffer);
+    if (length < 32 || length > 4096)
+        return;
+    char head[10];
+    evbuffer_copyout(buffer, head, sizeof(head));
+    if (std::memcmp(head, "HTTP/1.", 7) != 0 || (head[9] != '4' && head[9] != '5'))
+        return;
+    evbuffer_ptr end = evbuffer_search(buffer, kPageEnd, kPageEndSize, nullptr);
+    if (end.pos < 0 || static_cast<size_t>(end.pos) + kPageEndSize != length)
+        return;
+    std::string page(length, '\0');
+    evbuffer_copyout(buffer, page.data(), length);
+    if (page.find("\r\nContent-Type: text/html\r\n") == std::string::npos)
+        return;
+    size_t line_end = page.find("\r\n");
+    int status = std::atoi(page.c_str() + 9);
+    std::string reason = line_end > 13 ? page.substr(13, line_end - 13) : std::string("Error");
+
     auto *impl = static_cast<Server::Impl *>(arg);
-    SSL *ssl = SSL_new(impl->ssl_ctx);
-    if (ssl == nullptr)
-        return nullptr;
-    bufferevent *bev =
-        bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-    if (bev == nullptr) {
-        SSL_free(ssl);
-        return nullptr;
+    std::string message;
+    const char *code = nullptr;
+    if (status == 413) {
+        message = "Request too large: the gateway accepts bodies and headers up to " +
+                  std::to_string(impl->config.max_body_size) + " bytes";
+        code = "request_too_large";
+    } else if (status == 501) {
+        message = "Method not implemented";
+        code = "method_not_allowed";
+    } else {
+        message = "Malformed HTTP request (" + reason + ")";
+        code = "bad_request";
     }
-    // Clients that close without close_notify are common and harmless here: bodies are framed.
-    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    std::string body = error_body(message, status, code, {});
+    std::string response = page.substr(0, line_end) +
+                           "\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                           "Content-Length: " +
+                           std::to_string(body.size()) + "\r\n\r\n" + body;
+    rewriting = true;
+    evbuffer_drain(buffer, length);
+    evbuffer_add(buffer, response.data(), response.size());
+    rewriting = false;
+}
+
+bufferevent *make_bufferevent(event_base *base, void *arg) {
+    auto *impl = static_cast<Server::Impl *>(arg);
+    bufferevent *bev = nullptr;
+    if (impl->ssl_ctx != nullptr) {
+        SSL *ssl = SSL_new(impl->ssl_ctx);
+        if (ssl == nullptr)
+            return nullptr;
+        bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                             BEV_OPT_CLOSE_ON_FREE);
+        if (bev == nullptr) {
+            SSL_free(ssl);
+            return nullptr;
+        }
+        // Clients that close without close_notify are common and harmless: bodies are framed.
+        bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    } else {
+        bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+        if (bev == nullptr)
+            return nullptr;
+    }
+    evbuffer_add_cb(bufferevent_get_output(bev), rewrite_error_page, impl);
     return bev;
 }
 
@@ -213,6 +275,10 @@ Server::Impl::Impl(event_base *b, Config c, Governor &g)
     evhttp_set_max_headers_size(http, 64 * 1024);
     evhttp_set_timeout(http, config.client_timeout_s);
     evhttp_set_gencb(http, on_request, this);
+    evhttp_set_bevcb(http, make_bufferevent, this);
+    // Over-long bodies are read to their end before the 413, so the caller can read it rather
+    // than meet a reset connection while still sending.
+    evhttp_set_flags(http, EVHTTP_SERVER_LINGERING_CLOSE);
     snapshot = std::make_shared<Snapshot>();
 }
 
@@ -572,7 +638,10 @@ void Server::Impl::respond_upstream_failure(Exchange &ex, const http::Response &
     if (r.status == 429) {
         code = e.detail().find("insufficient_quota") != std::string::npos ? "insufficient_quota"
                                                                           : "rate_limit_exceeded";
-    } else if (r.status == 401 || r.status == 403) {
+    } else if (e.sqlstate() == sqlstate::kUpstreamAuth ||
+               e.sqlstate() == sqlstate::kUpstreamForbidden) {
+        // Gemini refuses a bad key with 400 API_KEY_INVALID: still the gateway's problem.
+        status = 502;
         code = "upstream_auth_failed";
     }
     if (status == 429 || status == 503) {
@@ -713,7 +782,6 @@ void Server::listen() {
         if (s.ssl_ctx != nullptr)
             SSL_CTX_free(s.ssl_ctx);
         s.ssl_ctx = ctx;
-        evhttp_set_bevcb(s.http, make_tls_bufferevent, &s);
     }
 
     int port = c.port;

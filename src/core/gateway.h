@@ -107,9 +107,10 @@ class Server {
     Server(const Server &) = delete;
     Server &operator=(const Server &) = delete;
 
-    // Binds every listen address (SO_REUSEPORT, so several processes share the port) and loads
-    // the TLS certificate. Throws pgi::Error (F0000 for TLS files, 08001-free XX000 otherwise)
-    // when an address cannot be bound or the certificate cannot be loaded.
+    // Loads the TLS certificate and key when configured, then binds every listen address
+    // (SO_REUSEPORT, so several processes share the port). Throws pgi::Error F0000 when a file
+    // cannot be loaded or an address cannot be resolved or bound (each address must bind at
+    // least one socket: "localhost" on a host without IPv6 binds 127.0.0.1 alone).
     void listen();
     // Stops accepting connections; requests in flight continue (graceful shutdown).
     void stop_listening();

@@ -77,7 +77,8 @@ Route route(std::string_view path) {
         r.endpoint = Endpoint::kPassthrough;
         r.allowed = kGet | kPost | kHead | kPut | kDelete | kOptions | kPatch;
         std::optional<std::string> decoded = percent_decode(name);
-        if (!decoded || decoded->empty() || decoded->find('/') != std::string::npos) {
+        if (!decoded || decoded->empty() || *decoded == "." || *decoded == ".." ||
+            decoded->find_first_of("/\\") != std::string::npos) {
             r.bad_path = true;
         } else {
             r.service = std::move(*decoded);

@@ -20,20 +20,34 @@ void skip_space(std::string_view s, std::size_t &i) {
         ++i;
 }
 
+// Bytes that end a run the scanner can skip without looking: the hot loops test one table
+// entry per byte instead of a chain of comparisons (bodies of megabytes go through here).
+struct ByteClass {
+    bool in_string[256] = {};     // " and backslash
+    bool in_container[256] = {};  // " [ ] { }
+    constexpr ByteClass() {
+        in_string[static_cast<unsigned char>('"')] = in_string[static_cast<unsigned char>('\\')] =
+            true;
+        for (char c : {'"', '[', ']', '{', '}'})
+            in_container[static_cast<unsigned char>(c)] = true;
+    }
+};
+constexpr ByteClass kBytes;
+
 // i is at an opening quote; on success it ends just past the closing one.
 bool skip_string(std::string_view s, std::size_t &i) {
     ++i;
-    while (i < s.size()) {
-        char c = s[i];
-        if (c == '\\') {
-            i += 2;
-            continue;
-        }
-        ++i;
-        if (c == '"')
+    for (;;) {
+        while (i < s.size() && !kBytes.in_string[static_cast<unsigned char>(s[i])])
+            ++i;
+        if (i >= s.size())
+            return false;
+        if (s[i] == '"') {
+            ++i;
             return true;
+        }
+        i += 2;  // an escape: whatever follows the backslash is part of the string
     }
-    return false;
 }
 
 bool skip_value(std::string_view s, std::size_t &i) {
@@ -45,7 +59,11 @@ bool skip_value(std::string_view s, std::size_t &i) {
     if (c == '{' || c == '[') {
         // Brackets are only counted, not matched: enough to find where a well-formed value ends.
         int depth = 0;
-        while (i < s.size()) {
+        for (;;) {
+            while (i < s.size() && !kBytes.in_container[static_cast<unsigned char>(s[i])])
+                ++i;
+            if (i >= s.size())
+                return false;
             char d = s[i];
             if (d == '"') {
                 if (!skip_string(s, i))
@@ -55,12 +73,10 @@ bool skip_value(std::string_view s, std::size_t &i) {
             ++i;
             if (d == '{' || d == '[') {
                 ++depth;
-            } else if (d == '}' || d == ']') {
-                if (--depth == 0)
-                    return true;
+            } else if (--depth == 0) {
+                return true;
             }
         }
-        return false;
     }
     std::size_t start = i;
     while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && !is_space(s[i]))
@@ -355,14 +371,54 @@ std::string_view gemini_model(const ServiceEndpoint &service) {
 
 }  // namespace detail
 
-Usage usage_from_openai_body(std::string_view body) {
-    static constexpr std::string_view kKeys[] = {"usage"};
-    std::string_view value[1];
-    if (!detail::top_level_members(body, kKeys, value, 1) || value[0].empty() ||
-        value[0][0] != '{') {
+namespace {
+
+// usage is the last member of embeddings bodies and of vLLM's chat bodies: found from the end,
+// a 2 MB body costs nothing to read. A `"usage"` preceded by ',' or '{' cannot be inside a
+// string (a quote there would need a backslash before it), so it is a key; if its value is then
+// followed only by the body's final '}', it is a member of the top-level object.
+std::string_view trailing_usage(std::string_view body) {
+    std::size_t last = body.find_last_not_of(" \t\r\n");
+    // A usage object is a few hundred bytes; looking further back is the full scan's job.
+    constexpr std::size_t kTail = 4096;
+    std::size_t from = body.size() > kTail ? body.size() - kTail : 0;
+    std::size_t at = body.substr(from).rfind("\"usage\"");
+    if (at != std::string_view::npos)
+        at += from;
+    if (last == std::string_view::npos || body[last] != '}' || at == std::string_view::npos) {
         return {};
     }
-    nlohmann::json usage = nlohmann::json::parse(value[0].begin(), value[0].end(), nullptr, false);
+    std::size_t before = body.find_last_not_of(" \t\r\n", at == 0 ? 0 : at - 1);
+    if (at == 0 || before == std::string_view::npos ||
+        (body[before] != ',' && body[before] != '{')) {
+        return {};
+    }
+    std::size_t i = at + 7;
+    detail::skip_space(body, i);
+    if (i >= body.size() || body[i] != ':')
+        return {};
+    ++i;
+    detail::skip_space(body, i);
+    std::size_t start = i;
+    if (!detail::skip_value(body, i))
+        return {};
+    std::size_t end = i;
+    detail::skip_space(body, i);
+    return i == last ? body.substr(start, end - start) : std::string_view();
+}
+
+}  // namespace
+
+Usage usage_from_openai_body(std::string_view body) {
+    std::string_view value = trailing_usage(body);
+    if (value.empty()) {
+        static constexpr std::string_view kKeys[] = {"usage"};
+        if (!detail::top_level_members(body, kKeys, &value, 1))
+            return {};
+    }
+    if (value.empty() || value[0] != '{')
+        return {};
+    nlohmann::json usage = nlohmann::json::parse(value.begin(), value.end(), nullptr, false);
     return detail::usage_from_openai(usage);
 }
 

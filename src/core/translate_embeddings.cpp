@@ -192,6 +192,9 @@ bool fast_floats(std::string_view raw, std::vector<float> &out) {
         return true;
     for (;;) {
         skip();
+        // from_chars also reads "nan" and "inf", which are not JSON.
+        if (p == end || (*p != '-' && (*p < '0' || *p > '9')))
+            return false;
         float f;
         auto [next, ec] = std::from_chars(p, end, f);
         if (ec != std::errc())

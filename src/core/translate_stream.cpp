@@ -70,7 +70,7 @@ void ChatStream::feed(std::string_view bytes, std::string &out) {
     } catch (const Error &e) {
         overflow = e.what();  // the events completed before the oversized one still count
     }
-    for (SseEvent &e : events_) {
+    for (const SseEvent &e : events_) {
         if (done_)
             return;
         event(e, out);
@@ -85,7 +85,7 @@ void ChatStream::finish(std::string &out) {
         return;
     events_.clear();
     parser_.finish(events_);
-    for (SseEvent &e : events_) {
+    for (const SseEvent &e : events_) {
         if (done_)
             return;
         event(e, out);
@@ -99,7 +99,7 @@ void ChatStream::fail(std::string_view message, std::string &out) {
         error(out, message, "upstream_error");
 }
 
-void ChatStream::event(SseEvent &e, std::string &out) {
+void ChatStream::event(const SseEvent &e, std::string &out) {
     switch (protocol_) {
         case Protocol::kOpenAiV1:
             openai_event(e, out);
@@ -115,7 +115,7 @@ void ChatStream::event(SseEvent &e, std::string &out) {
 
 // ---- OpenAI: forward, watching for usage and errors without parsing every chunk ----
 
-void ChatStream::openai_event(SseEvent &e, std::string &out) {
+void ChatStream::openai_event(const SseEvent &e, std::string &out) {
     if (e.event == "error") {
         // Some OpenAI-compatible servers name their error events; pass the message on.
         UpstreamError err = parse_upstream_error(e.data);

@@ -64,8 +64,8 @@ class ChatStream {
         int tool_calls = 0;  // OpenAI numbers tool calls per choice
     };
 
-    void event(SseEvent &event, std::string &out);
-    void openai_event(SseEvent &event, std::string &out);
+    void event(const SseEvent &event, std::string &out);
+    void openai_event(const SseEvent &event, std::string &out);
     void anthropic_event(const SseEvent &event, std::string &out);
     void gemini_event(const SseEvent &event, std::string &out);
 

@@ -18,6 +18,19 @@ extern "C" {
 #include "utils/builtins.h"
 }
 
+// port.h turns the printf family into macros (snprintf -> pg_snprintf), which breaks C++
+// headers that call std::snprintf (nlohmann/json). Every src/pg header reaches postgres.h through
+// this file, so the macros are gone before any C++ header can see them; PostgreSQL's own
+// reporting goes through errmsg() and is unaffected.
+#undef snprintf
+#undef vsnprintf
+#undef sprintf
+#undef vsprintf
+#undef fprintf
+#undef vfprintf
+#undef printf
+#undef vprintf
+
 #include <exception>
 #include <optional>
 #include <string>

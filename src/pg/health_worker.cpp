@@ -289,6 +289,7 @@ void worker_loop() {
     std::optional<Clock::time_point> last_round;  // none: the first round runs at once
 
     for (;;) {
+        bool failed = false;
         std::string failure;
         int code = ERRCODE_INTERNAL_ERROR;
         try {
@@ -304,7 +305,6 @@ void worker_loop() {
                     *last_round + std::chrono::seconds(setting_health_check_interval_s);
                 const auto now = Clock::now();
                 if (now < due) {
-                    set_state(WorkerState::kSleeping);
                     wait_on_latch(static_cast<long>(
                         std::chrono::ceil<std::chrono::milliseconds>(due - now).count()));
                     continue;
@@ -313,14 +313,14 @@ void worker_loop() {
             last_round = Clock::now();
             run_round(client);
         } catch (const PgError &e) {
+            failed = true;
             failure = e.what();
             code = e.data()->sqlerrcode;
-        } catch (const pgi::Error &e) {
-            failure = e.what();
         } catch (const std::exception &e) {
+            failed = true;
             failure = e.what();
         }
-        if (!failure.empty())
+        if (failed)
             recover_from(failure, code);
     }
 }
@@ -445,20 +445,22 @@ PGI_FUNCTION(pgi_health_worker_status) {
     }
     const bool ran = copy.last_round_at != 0;
     const char *state = !preloaded ? "off" : copy.pid == 0 ? "stopped" : state_name(copy.state);
-    Datum values[9] = {
-        Int32GetDatum(copy.pid),
-        text_datum(setting_database ? setting_database : ""),
-        text_datum(state),
-        Int64GetDatum(copy.rounds),
-        TimestampTzGetDatum(copy.last_round_at),
-        Float8GetDatum(copy.last_round_ms),
-        Int32GetDatum(copy.last_round_services),
-        Int32GetDatum(copy.last_round_failed),
-        copy.last_error[0] ? text_datum(copy.last_error) : 0,
-    };
-    bool nulls[9] = {copy.pid == 0, false, false,
-                     !preloaded,    !ran,  !ran,
-                     !ran,          !ran,  copy.last_error[0] == '\0'};
+    Datum values[9] = {};
+    bool nulls[9] = {};
+    values[0] = Int32GetDatum(copy.pid);
+    nulls[0] = copy.pid == 0;
+    values[1] = preloaded ? text_datum(setting_database) : 0;
+    nulls[1] = !preloaded;
+    values[2] = text_datum(state);
+    values[3] = Int64GetDatum(copy.rounds);
+    nulls[3] = !preloaded;
+    values[4] = TimestampTzGetDatum(copy.last_round_at);
+    values[5] = Float8GetDatum(copy.last_round_ms);
+    values[6] = Int32GetDatum(copy.last_round_services);
+    values[7] = Int32GetDatum(copy.last_round_failed);
+    nulls[4] = nulls[5] = nulls[6] = nulls[7] = !ran;
+    values[8] = copy.last_error[0] ? text_datum(copy.last_error) : 0;
+    nulls[8] = copy.last_error[0] == '\0';
     return pg_guard([&]() {
         TupleDesc desc;
         if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)

@@ -11,6 +11,8 @@ PG_MODULE_MAGIC;
 void _PG_init(void);
 }
 
+#include "catalog_generation.h"
+#include "gateway_worker.h"
 #include "health_worker.h"
 #include "settings.h"
 #include "status_store.h"
@@ -43,18 +45,28 @@ void request_shmem() {
     if (prev_shmem_request_hook) prev_shmem_request_hook();
 #endif
     status_store_request_shmem();
+    catalog_generation_request_shmem();
 }
 
 void startup_shmem() {
     if (prev_shmem_startup_hook) prev_shmem_startup_hook();
     status_store_init_shmem();
+    catalog_generation_init_shmem();
 }
 
 void define_settings() {
-    DefineCustomStringVariable(
-        "inference.database", "Database where the pg_inference extension lives.",
-        "The health-check and gateway workers connect to it.", &setting_database, "postgres",
-        PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+    // PostgreSQL refuses (FATAL) to define PGC_POSTMASTER settings after startup, and without
+    // preloading there are no workers or shared memory for them to configure.
+    if (process_shared_preload_libraries_in_progress) {
+        DefineCustomStringVariable(
+            "inference.database", "Database where the pg_inference extension lives.",
+            "The health-check and gateway workers connect to it.", &setting_database, "postgres",
+            PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+        DefineCustomIntVariable("inference.max_services",
+                                "Services whose health status shared memory can hold.", nullptr,
+                                &setting_max_services, 10000, 16, 1000000, PGC_POSTMASTER, 0,
+                                nullptr, nullptr, nullptr);
+    }
     DefineCustomStringVariable(
         "inference.secret_key_file", "File holding the cluster key that encrypts API keys.",
         "Empty: pg_inference.key in the data directory, created on first use with mode 0600.",
@@ -97,10 +109,7 @@ void define_settings() {
                             "Time allowed for one connectivity probe.", nullptr,
                             &setting_health_check_timeout_ms, 10000, 100, 600 * 1000,
                             PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
-    DefineCustomIntVariable("inference.max_services",
-                            "Services whose health status shared memory can hold.", nullptr,
-                            &setting_max_services, 10000, 16, 1000000, PGC_POSTMASTER, 0, nullptr,
-                            nullptr, nullptr);
+    gateway_define_settings();
     MarkGUCPrefixReserved("inference");
 }
 
@@ -121,4 +130,5 @@ void _PG_init(void) {
     prev_shmem_startup_hook = shmem_startup_hook;
     shmem_startup_hook = startup_shmem;
     health_worker_register();
+    gateway_workers_register();
 }

@@ -310,4 +310,35 @@ ServiceEndpoint endpoint_of(const ServiceRow &row) {
     return e;
 }
 
+std::vector<gateway::AccessKey> all_access_keys() {
+    SpiConnection spi;
+    uint64 n = spi.exec(
+        "SELECT name, tenant, key_hash, services, "
+        "       (extract(epoch FROM expires_at) * 1000)::bigint::text, revoked_at IS NOT NULL, "
+        "       requests_per_minute::text, requests_per_hour::text, burst::text, "
+        "       tokens_per_hour::text, services IS NULL "
+        "  FROM inference.access_key_store",
+        {}, true);
+    std::vector<gateway::AccessKey> keys;
+    auto number = [](const std::optional<std::string> &s) -> std::optional<long long> {
+        if (!s) return std::nullopt;
+        return std::stoll(*s);
+    };
+    for (uint64 i = 0; i < n; i++) {
+        gateway::AccessKey k;
+        k.name = spi.string_at(i, 1).value_or("");
+        k.tenant = spi.string_at(i, 2).value_or("");
+        k.key_hash = spi.string_at(i, 3).value_or("");
+        if (!spi.bool_at(i, 11)) k.services = spi.strings_at(i, 4);
+        k.expires_at_ms = number(spi.string_at(i, 5));
+        k.revoked = spi.bool_at(i, 6);
+        if (auto v = number(spi.string_at(i, 7))) k.rpm = static_cast<int>(*v);
+        if (auto v = number(spi.string_at(i, 8))) k.rph = static_cast<int>(*v);
+        if (auto v = number(spi.string_at(i, 9))) k.burst = static_cast<int>(*v);
+        k.tokens_per_hour = number(spi.string_at(i, 10));
+        keys.push_back(std::move(k));
+    }
+    return keys;
+}
+
 }  // namespace pgi::pg

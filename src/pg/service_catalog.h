@@ -3,9 +3,9 @@
 // functions, so these queries see tables that ordinary roles cannot.
 #pragma once
 
-extern "C" {
-#include "postgres.h"
+#include "cpp_wall.h"
 
+extern "C" {
 #include "datatype/timestamp.h"
 }
 
@@ -13,6 +13,7 @@ extern "C" {
 #include <string>
 #include <vector>
 
+#include "gateway.h"
 #include "protocol.h"
 #include "status_store.h"
 
@@ -55,6 +56,9 @@ void persist_status(const std::string &name, const StatusRecord &record);
 std::vector<std::string> persist_statuses(const std::vector<std::string> &names,
                                           const std::vector<StatusRecord> &records);
 void remember_rerank_route(const std::string &name, const std::string &route);
+
+// Every access key, as the gateway's snapshot holds them.
+std::vector<gateway::AccessKey> all_access_keys();
 
 // The endpoint with the plain key (decrypted or read from the environment).
 ServiceEndpoint endpoint_of(const ServiceRow &row);

@@ -1,9 +1,8 @@
 // The extension's configuration settings (inference.*), defined in pg_inference.cpp.
 #pragma once
 
-extern "C" {
-#include "postgres.h"
-}
+#include "cpp_wall.h"
+
 
 namespace pgi::pg {
 

@@ -3,9 +3,9 @@
 // standby serve statuses and makes "Pending" mean "not probed since the server started".
 #pragma once
 
-extern "C" {
-#include "postgres.h"
+#include "cpp_wall.h"
 
+extern "C" {
 #include "datatype/timestamp.h"
 }
 

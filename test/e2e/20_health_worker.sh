@@ -169,13 +169,38 @@ check_eq "the worker reports on its rounds" "$(worker_pid)|postgres|13|2" \
     "$(hw -c "SELECT pid, database, last_round_services, last_round_failed
                 FROM inference.health_worker_status() WHERE rounds > 1 AND last_error IS NULL")"
 
-# --- SIGTERM stops it at once, even in the middle of a probe; it comes back and keeps checking --
+# --- a failed round is logged and the same worker goes on with the next one --------------------
+# Cancelled inside its transaction (waiting on a lock), then outside (waiting on the network).
+last_error() { hw -c "SELECT coalesce(last_error, '(none)') FROM inference.health_worker_status()"; }
+probing() {
+    hw -c "SELECT state FROM pg_stat_activity WHERE backend_type = 'pg_inference health worker'
+             AND query LIKE '%probing'"
+}
+pid_before_cancel="$(worker_pid)"
+warnings_before="$(grep -c 'health check failed' "$HW_DIR/server.log")"
+cluster_psql "$HW_DIR" "$HW_PORT" -c "BEGIN" -c "LOCK TABLE inference.services" \
+    -c "SELECT pg_sleep(4)" -c "COMMIT" >/dev/null 2>&1 &
+locker=$!
+poll_eq "a round waits on a lock inside its transaction" "Lock" 15 \
+    hw -c "SELECT wait_event_type FROM pg_stat_activity
+            WHERE backend_type = 'pg_inference health worker'"
+hw -c "SELECT pg_cancel_backend($pid_before_cancel)" >/dev/null
+poll_eq "the cancelled round is reported" "canceling statement due to user request" 15 last_error
+wait "$locker"
+poll_eq "the next round succeeds" "(none)" 15 last_error
 scenario hw_hang hang
 reload health_check_timeout 60s
 sleep 3 # the round under way when the reload came ends within its 2 s timeout
-poll_eq "a round is waiting on a hung upstream" "active" 15 \
-    hw -c "SELECT state FROM pg_stat_activity WHERE backend_type = 'pg_inference health worker'
-             AND query LIKE '%probing'"
+poll_eq "a round is waiting on a hung upstream" "active" 15 probing
+hw -c "SELECT pg_cancel_backend($pid_before_cancel)" >/dev/null
+poll_eq "a round cancelled while it waits on the network is reported" \
+    "canceling statement due to user request" 15 last_error
+check_eq "the failed rounds did not restart the worker" "$pid_before_cancel" "$(worker_pid)"
+check_eq "each failed round logged one warning" "$((warnings_before + 2))" \
+    "$(grep -c 'health check failed' "$HW_DIR/server.log")"
+
+# --- SIGTERM stops it at once, even in the middle of a probe; it comes back and keeps checking --
+poll_eq "a new round waits on the hung upstream" "active" 15 probing
 sleep 0.5
 old_pid="$(worker_pid)"
 start_ns="$(date +%s%N)"
@@ -226,7 +251,7 @@ sleep 2.5
 check_eq "the worker outlives DROP EXTENSION" "$pid_before_drop" "$(worker_pid)"
 hw -q <<SQL >/dev/null
 CREATE EXTENSION pg_inference;
-SELECT inference.register_external_service('hw-again', 'gpt-4o-mini', '$MOCK_URL/s/hw_ok', validate => false);
+SELECT inference.register_external_service('hw-again', 'gpt-4o-mini', '$MOCK_URL/s/hw_ok', api_key => 'sk-test-hw', validate => false);
 SQL
 poll_eq "checks resume after CREATE EXTENSION" "Ready: " 15 status_of hw-again
 check_eq "the worker outlives CREATE EXTENSION" "$pid_before_drop" "$(worker_pid)"
@@ -256,13 +281,13 @@ fi
 cluster_start "$NP_DIR" "$NP_PORT" "shared_preload_libraries = ''" || exit 1
 np() { cluster_psql "$NP_DIR" "$NP_PORT" -At "$@"; }
 np -q -c "CREATE EXTENSION pg_inference" \
-    -c "SELECT inference.register_external_service('np-ok', 'gpt-4o-mini', '$MOCK_URL/s/hw_ok')" \
+    -c "SELECT inference.register_external_service('np-ok', 'gpt-4o-mini', '$MOCK_URL/s/hw_ok', api_key => 'sk-test-hw')" \
     >/dev/null
 check_eq "Unknown without shared_preload_libraries" \
     "Unknown: health checks are off: pg_inference is not in shared_preload_libraries" \
     "$(np -c "SELECT status || ': ' || status_message FROM inference.list_models()")"
-check_eq "no worker without shared_preload_libraries" "0|off|" \
-    "$(np -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_inference health worker'")|$(np -c "SELECT state, pid FROM inference.health_worker_status()")"
+check_eq "no worker without shared_preload_libraries" "0|off||" \
+    "$(np -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_inference health worker'")|$(np -c "SELECT state, pid, database FROM inference.health_worker_status()")"
 cluster_stop "$NP_DIR"
 
 check_eq "no key in the health worker cluster's log" "0" "$(grep -c 'sk-test' "$HW_DIR/server.log")"

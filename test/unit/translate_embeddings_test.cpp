@@ -202,6 +202,9 @@ TEST(TranslateEmbeddings, OpenAiBadResponses) {
          "embedding 1 holds a non-number"},
         {R"({"data": [{"index": 0, "embedding": [1]}, {"index": 1}]})", "embedding 1 is missing"},
         {R"({"object": "list"})", "the body has no \"data\" array"},
+        {R"({"data": [{"index": 0, "embedding": [1]}, {"index": 1, "embedding": [nan]}]})",
+         "the body is not JSON: {\"data\": [{\"index\": 0, \"embedding\": [1]}, {\"index\": 1, "
+         "\"embedding\": [nan]}]}"},
     };
     for (const auto &[body, detail] : cases) {
         auto e = error_of([&] { tr::embeddings_response(kOpenAi, body, 2); });

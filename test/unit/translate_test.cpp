@@ -38,9 +38,29 @@ TEST(Translate, UsageFromOpenAiEmbeddingsBody) {
     EXPECT_EQ(u.total_tokens, 8);
 }
 
+TEST(Translate, UsageFoundWhereverItIsAtTopLevel) {
+    // OpenAI puts members after usage; vLLM and embeddings bodies end with it.
+    const char *bodies[] = {
+        R"({"id":"x","usage":{"prompt_tokens":4,"completion_tokens":6,"total_tokens":10},
+            "service_tier":"default","system_fingerprint":"fp"})",
+        R"({"id":"x","choices":[],"usage" : {"prompt_tokens":4,"completion_tokens":6,"total_tokens":10}}
+           )",
+        R"({"usage":{"prompt_tokens":4,"completion_tokens":6,"total_tokens":10}})",
+        R"({"a":"tail \",\"usage\":{\"prompt_tokens\":99}}","usage":{"prompt_tokens":4,
+            "completion_tokens":6,"total_tokens":10},"b":"\",\"usage\":{}}"})",
+    };
+    for (const char *body : bodies) {
+        auto u = tr::usage_from_openai_body(body);
+        EXPECT_TRUE(u.present) << body;
+        EXPECT_EQ(u.total_tokens, 10) << body;
+    }
+}
+
 TEST(Translate, UsageOnlyAtTopLevel) {
     EXPECT_FALSE(
         tr::usage_from_openai_body(R"({"choices":[{"usage":{"prompt_tokens":1}}]})").present);
+    EXPECT_FALSE(tr::usage_from_openai_body(R"({"a":{"usage":{"prompt_tokens":1}}})").present);
+    EXPECT_FALSE(tr::usage_from_openai_body(R"({"a":["usage"]})").present);
     EXPECT_FALSE(tr::usage_from_openai_body(R"({"usage":null})").present);
     EXPECT_FALSE(tr::usage_from_openai_body("not json").present);
     EXPECT_FALSE(tr::usage_from_openai_body("").present);

@@ -1,0 +1,154 @@
+// ANY /inferenceservices/{name}/{path...}: the request goes to the service's base_url/{path...}
+// as it came, with the caller's credentials replaced by the service's, and the answer comes back
+// as it arrives. Nothing is parsed; only hop-by-hop headers and credentials are filtered.
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+
+#include "gateway_internal.h"
+
+namespace pgi::gateway {
+
+namespace {
+
+bool iequals(std::string_view a, std::string_view b) {
+    return a.size() == b.size() &&
+           std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+               return std::tolower(static_cast<unsigned char>(x)) ==
+                      std::tolower(static_cast<unsigned char>(y));
+           });
+}
+
+bool in_list(std::string_view name, std::initializer_list<std::string_view> list) {
+    return std::any_of(list.begin(), list.end(), [&](std::string_view n) { return iequals(n, name); });
+}
+
+// Hop-by-hop headers (RFC 9110 §7.6.1) and the ones curl computes itself.
+bool hop_by_hop(std::string_view name) {
+    return in_list(name, {"connection", "keep-alive", "proxy-connection", "proxy-authenticate",
+                          "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"});
+}
+
+// Caller headers that never reach the upstream: the caller's own credentials (in whatever
+// header a provider uses), and what the transfer sets itself.
+bool dropped_request_header(std::string_view name) {
+    return hop_by_hop(name) ||
+           in_list(name, {"host", "content-length", "expect", "authorization", "x-api-key",
+                          "x-goog-api-key", "api-key"});
+}
+
+std::string_view header_name(std::string_view line) { return line.substr(0, line.find(':')); }
+
+// The upstream's answer headers for the caller. With keep_length the upstream's Content-Length
+// goes along (the body is streamed as is); without it libevent computes one for the body sent.
+std::vector<std::pair<std::string, std::string>> answer_headers(const http::Response &r,
+                                                                bool keep_length) {
+    std::vector<std::pair<std::string, std::string>> out;
+    bool chunked = !r.header("transfer-encoding").empty();
+    for (const auto &h : r.headers) {
+        if (hop_by_hop(h.first))
+            continue;
+        if (h.first == "content-length" && (!keep_length || chunked))
+            continue;
+        out.push_back(h);
+    }
+    return out;
+}
+
+struct PassthroughExchange : Exchange {
+    using Exchange::Exchange;
+
+    bool head = false;  // HEAD: the upstream's Content-Length describes a body never sent
+
+    bool on_body(const http::Response &r, const char *data, std::size_t size) override {
+        if (!streaming)
+            server.start_stream(*this, static_cast<int>(r.status), answer_headers(r, true));
+        server.send_chunk(*this, data, size);
+        return true;
+    }
+
+    void on_done(http::Response &r) override {
+        if (streaming) {
+            if (r.curl_code == 0)
+                server.end_stream(*this, static_cast<int>(r.status));
+            else
+                server.abort_stream(*this, 502);
+            return;
+        }
+        if (r.curl_code != 0) {
+            server.respond_upstream_failure(*this, r);
+            return;
+        }
+        // Not streamed: an error status (kept whole for a retry), or an answer without a body.
+        std::string body = std::move(r.body);
+        const std::string &key = context.service->api_key;
+        if ((r.status < 200 || r.status > 299) && !key.empty()) {
+            // Providers sometimes quote the rejected key back.
+            for (size_t at = body.find(key); at != std::string::npos; at = body.find(key, at))
+                body.replace(at, key.size(), "[redacted]");
+        }
+        for (auto &h : answer_headers(r, head))
+            context.headers.push_back(std::move(h));
+        server.respond(*this, static_cast<int>(r.status), std::move(body), nullptr);
+    }
+};
+
+}  // namespace
+
+void start_passthrough(Server::Impl &server, RequestContext &&context, const Route &route) {
+    auto &ex = static_cast<PassthroughExchange &>(
+        server.adopt(std::make_unique<PassthroughExchange>(server, std::move(context))));
+    try {
+        evhttp_request *req = ex.req;
+        const ServiceEndpoint &service = *ex.context.service;
+        unsigned method = static_cast<unsigned>(evhttp_request_get_command(req));
+        ex.head = method == kHead;
+
+        http::Request request;
+        request.method = method_name(method);
+        request.url = service.base_url + route.rest;
+        const evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+        const char *query = uri != nullptr ? evhttp_uri_get_query(uri) : nullptr;
+        if (query != nullptr) {
+            request.url += '?';
+            request.url += query;
+        }
+
+        std::vector<std::string> auth = auth_headers(service);
+        bool has_type = false;
+        evkeyvalq *in = evhttp_request_get_input_headers(req);
+        for (evkeyval *h = in->tqh_first; h != nullptr; h = h->next.tqe_next) {
+            std::string_view name = h->key;
+            if (dropped_request_header(name) || h->value == nullptr || h->value[0] == '\0')
+                continue;
+            if (std::any_of(auth.begin(), auth.end(),
+                            [&](const std::string &a) { return iequals(header_name(a), name); }))
+                continue;
+            if (iequals(name, "content-type"))
+                has_type = true;
+            request.headers.emplace_back(std::string(name) + ": " + h->value);
+        }
+        for (std::string &a : auth)
+            request.headers.push_back(std::move(a));
+        // Without this curl would label a body the caller left untyped as a form.
+        if (!has_type)
+            request.headers.emplace_back("Content-Type:");
+
+        evbuffer *input = evhttp_request_get_input_buffer(req);
+        size_t size = evbuffer_get_length(input);
+        if (size > 0) {
+            request.body.resize(size);
+            evbuffer_copyout(input, request.body.data(), size);
+        }
+        server.call_upstream(ex, std::move(request), true);
+    } catch (const std::exception &e) {
+        server.respond_error(ex, 500, std::string("internal gateway error: ") + e.what(),
+                             "internal_error");
+    }
+}
+
+}  // namespace pgi::gateway

@@ -1,0 +1,133 @@
+#include "gateway_snapshot.h"
+
+#include "crypto.h"
+#include "error.h"
+
+namespace pgi::gateway {
+
+namespace {
+
+using json = nlohmann::json;
+
+[[noreturn]] void bad(const std::string &where, const std::string &what) {
+    throw Error(sqlstate::kInvalidParameterValue, "invalid snapshot: " + where + ": " + what);
+}
+
+std::string text(const json &entry, const char *field, const std::string &where, bool required) {
+    auto it = entry.find(field);
+    if (it == entry.end() || it->is_null()) {
+        if (required)
+            bad(where, std::string("\"") + field + "\" is required");
+        return {};
+    }
+    if (!it->is_string())
+        bad(where, std::string("\"") + field + "\" must be a string");
+    return it->get<std::string>();
+}
+
+template <class T>
+std::optional<T> number(const json &entry, const char *field, const std::string &where) {
+    auto it = entry.find(field);
+    if (it == entry.end() || it->is_null())
+        return std::nullopt;
+    if (!it->is_number_integer())
+        bad(where, std::string("\"") + field + "\" must be an integer");
+    return it->get<T>();
+}
+
+bool flag(const json &entry, const char *field, const std::string &where) {
+    auto it = entry.find(field);
+    if (it == entry.end() || it->is_null())
+        return false;
+    if (!it->is_boolean())
+        bad(where, std::string("\"") + field + "\" must be true or false");
+    return it->get<bool>();
+}
+
+}  // namespace
+
+Snapshot snapshot_from_json(const json &document) {
+    if (!document.is_object())
+        bad("document", "must be a JSON object");
+    Snapshot snapshot;
+    const json &services = document.value("services", json::array());
+    if (!services.is_array())
+        bad("services", "must be an array");
+    for (size_t i = 0; i < services.size(); i++) {
+        const json &entry = services[i];
+        std::string where = "services[" + std::to_string(i) + "]";
+        if (!entry.is_object())
+            bad(where, "must be an object");
+        ServiceEndpoint s;
+        s.name = text(entry, "name", where, true);
+        s.model = text(entry, "model", where, true);
+        s.base_url = text(entry, "base_url", where, true);
+        while (!s.base_url.empty() && s.base_url.back() == '/')
+            s.base_url.pop_back();
+        std::string protocol = text(entry, "protocol", where, false);
+        if (!protocol.empty()) {
+            std::optional<Protocol> p = parse_protocol(protocol);
+            if (!p)
+                bad(where, "unknown protocol \"" + protocol + "\"");
+            s.protocol = *p;
+        }
+        s.api_key = text(entry, "api_key", where, false);
+        s.allow_insecure = flag(entry, "allow_insecure", where);
+        std::string route = text(entry, "rerank_route", where, false);
+        if (!route.empty()) {
+            if (route != "ranking" && route != "rerank")
+                bad(where, "\"rerank_route\" must be \"ranking\" or \"rerank\"");
+            snapshot.rerank_routes[s.name] = route;
+        }
+        std::string name = s.name;
+        if (!snapshot.services.emplace(name, std::move(s)).second)
+            bad(where, "duplicate service \"" + name + "\"");
+    }
+
+    const json &keys = document.value("keys", json::array());
+    if (!keys.is_array())
+        bad("keys", "must be an array");
+    for (size_t i = 0; i < keys.size(); i++) {
+        const json &entry = keys[i];
+        std::string where = "keys[" + std::to_string(i) + "]";
+        if (!entry.is_object())
+            bad(where, "must be an object");
+        AccessKey k;
+        k.name = text(entry, "name", where, true);
+        k.tenant = text(entry, "tenant", where, false);
+        std::string plain = text(entry, "key", where, false);
+        std::string hex = text(entry, "key_hash", where, false);
+        if (!plain.empty()) {
+            k.key_hash = crypto::sha256(plain);
+        } else {
+            std::optional<std::string> raw = crypto::from_hex(hex);
+            if (!raw || raw->size() != 32)
+                bad(where, "needs \"key\" (plain text) or \"key_hash\" (64 hex characters)");
+            k.key_hash = std::move(*raw);
+        }
+        auto allowed = entry.find("services");
+        if (allowed != entry.end() && !allowed->is_null()) {
+            if (!allowed->is_array())
+                bad(where, "\"services\" must be an array or null");
+            std::vector<std::string> names;
+            for (const json &n : *allowed) {
+                if (!n.is_string())
+                    bad(where, "\"services\" must hold service names");
+                names.push_back(n.get<std::string>());
+            }
+            k.services = std::move(names);
+        }
+        k.expires_at_ms = number<int64_t>(entry, "expires_at_ms", where);
+        k.revoked = flag(entry, "revoked", where);
+        k.rpm = number<int>(entry, "requests_per_minute", where);
+        k.rph = number<int>(entry, "requests_per_hour", where);
+        k.burst = number<int>(entry, "burst", where);
+        k.tokens_per_hour = number<int64_t>(entry, "tokens_per_hour", where);
+        std::string hash = k.key_hash;
+        if (!snapshot.keys.emplace(hash, std::move(k)).second)
+            bad(where, "duplicate key");
+    }
+    return snapshot;
+}
+
+}  // namespace pgi::gateway

@@ -1,0 +1,297 @@
+#include "gateway_worker.h"
+
+#include "cpp_wall.h"
+
+extern "C" {
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/pmsignal.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+PGDLLEXPORT void pgi_gateway_worker_main(Datum arg);
+}
+
+#include <event2/event.h>
+
+#include <memory>
+#include <sstream>
+
+#include "catalog_generation.h"
+#include "gateway.h"
+#include "service_catalog.h"
+#include "settings.h"
+
+namespace pgi::pg {
+
+namespace {
+
+int setting_gateway_port = 8765;
+char *setting_listen_addresses = nullptr;
+int setting_gateway_workers = 2;
+char *setting_tls_cert_file = nullptr;
+char *setting_tls_key_file = nullptr;
+bool setting_require_key = true;
+int setting_max_body_kb = 16 * 1024;
+int setting_client_timeout_s = 60;
+
+// How often a listener looks at the catalog generation, signals and the postmaster: the bound on
+// how long a committed change takes to reach it.
+constexpr int kHousekeepingMs = 100;
+
+std::vector<std::string> split_addresses(const char *list) {
+    std::vector<std::string> out;
+    std::stringstream ss(list ? list : "");
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+        size_t b = item.find_first_not_of(" \t");
+        size_t e = item.find_last_not_of(" \t");
+        if (b != std::string::npos) out.push_back(item.substr(b, e - b + 1));
+    }
+    return out;
+}
+
+bool extension_installed() {
+    return pg_guard([]() {
+        return OidIsValid(get_extension_oid("pg_inference", true));
+    });
+}
+
+// Reads services (with their keys) and access keys in one short transaction. A service whose key
+// cannot be opened is left out (with a WARNING) rather than failing the whole snapshot.
+std::shared_ptr<gateway::Snapshot> load_snapshot(uint64_t generation) {
+    auto snapshot = std::make_shared<gateway::Snapshot>();
+    snapshot->generation = generation;
+    pg_guard_void([]() {
+        SetCurrentStatementStartTimestamp();
+        StartTransactionCommand();
+        PushActiveSnapshot(GetTransactionSnapshot());
+        pgstat_report_activity(STATE_RUNNING, "pg_inference gateway: loading the catalog");
+    });
+    try {
+        if (extension_installed()) {
+            for (const ServiceRow &row : all_services()) {
+                try {
+                    snapshot->services.emplace(row.name, endpoint_of(row));
+                    if (row.rerank_route) snapshot->rerank_routes[row.name] = *row.rerank_route;
+                } catch (const pgi::Error &e) {
+                    std::string msg = e.what();
+                    pg_guard_void([&]() {
+                        ereport(WARNING,
+                                (errmsg("pg_inference gateway: service \"%s\" left out: %s",
+                                        row.name.c_str(), msg.c_str())));
+                    });
+                }
+            }
+            for (auto &key : all_access_keys()) snapshot->keys.emplace(key.key_hash, std::move(key));
+        }
+    } catch (...) {
+        pg_guard_void([]() { AbortCurrentTransaction(); });
+        throw;
+    }
+    pg_guard_void([]() {
+        PopActiveSnapshot();
+        CommitTransactionCommand();
+        pgstat_report_activity(STATE_IDLE, nullptr);
+    });
+    return snapshot;
+}
+
+// Everything a listener keeps between housekeeping ticks.
+struct Listener {
+    event_base *base = nullptr;
+    std::unique_ptr<gateway::Server> server;
+    gateway::Governor governor;
+    uint64_t loaded_generation = 0;
+    TimestampTz last_failure_log = 0;
+};
+
+void reload_if_changed(Listener &l) {
+    uint64_t generation = catalog_generation();
+    if (generation == l.loaded_generation) return;
+    try {
+        l.server->set_snapshot(load_snapshot(generation));
+        l.loaded_generation = generation;
+    } catch (const std::exception &e) {
+        // A failing database must not turn into 401s for everyone: keep serving from the last
+        // snapshot and try again on the next tick (logging at most every 10 s).
+        TimestampTz now = GetCurrentTimestamp();
+        if (TimestampDifferenceExceeds(l.last_failure_log, now, 10000)) {
+            l.last_failure_log = now;
+            std::string msg = e.what();
+            pg_guard_void([&]() {
+                ereport(WARNING, (errmsg("pg_inference gateway: could not reload the catalog: %s",
+                                         msg.c_str()),
+                                  errdetail("Serving from the previous snapshot.")));
+            });
+        }
+    }
+}
+
+void housekeeping(evutil_socket_t, short, void *arg) {
+    auto &l = *static_cast<Listener *>(arg);
+    try {
+        // SIGTERM (die) and pg_terminate_backend end the process here with PostgreSQL's FATAL.
+        check_for_interrupts();
+        if (!PostmasterIsAlive()) proc_exit(1);
+        if (ConfigReloadPending) {
+            ConfigReloadPending = false;
+            pg_guard_void([]() { ProcessConfigFile(PGC_SIGHUP); });
+        }
+        reload_if_changed(l);
+    } catch (const std::exception &e) {
+        std::string msg = e.what();
+        pg_guard_void([&]() { ereport(LOG, (errmsg("pg_inference gateway: %s", msg.c_str()))); });
+    }
+}
+
+gateway::Config listener_config() {
+    gateway::Config c;
+    c.listen_addresses = split_addresses(setting_listen_addresses);
+    c.port = setting_gateway_port;
+    c.tls_cert_file = setting_tls_cert_file ? setting_tls_cert_file : "";
+    c.tls_key_file = setting_tls_key_file ? setting_tls_key_file : "";
+    c.require_key = setting_require_key;
+    c.max_body_size = static_cast<size_t>(setting_max_body_kb) * 1024;
+    c.max_response_size = static_cast<size_t>(setting_max_response_size_kb) * 1024;
+    c.connect_timeout_ms = setting_connect_timeout_ms;
+    c.request_timeout_ms = setting_request_timeout_ms;
+    c.client_timeout_s = setting_client_timeout_s;
+    c.default_max_tokens = setting_default_max_tokens;
+    c.max_retries = setting_max_retries;
+    return c;
+}
+
+void run_listener(int index) {
+    Listener l;
+    l.base = event_base_new();
+    if (!l.base) throw pgi::Error(sqlstate::kInternalError, "could not create an event base");
+    gateway::Config config = listener_config();
+    l.server = std::make_unique<gateway::Server>(l.base, config, l.governor);
+    l.server->set_snapshot(load_snapshot(catalog_generation()));
+    l.loaded_generation = catalog_generation();
+    l.server->listen();
+    pg_guard_void([&]() {
+        ereport(LOG, (errmsg("pg_inference gateway listener %d serving on port %d", index,
+                             l.server->port())));
+    });
+
+    event *tick = event_new(l.base, -1, EV_PERSIST, housekeeping, &l);
+    timeval interval{0, kHousekeepingMs * 1000};
+    event_add(tick, &interval);
+    event_base_dispatch(l.base);
+    event_free(tick);
+    l.server.reset();
+    event_base_free(l.base);
+}
+
+}  // namespace
+
+void gateway_define_settings() {
+    if (process_shared_preload_libraries_in_progress) {
+        DefineCustomIntVariable("inference.gateway_port",
+                                "TCP port of the OpenAI-compatible gateway; 0 turns it off.",
+                                nullptr, &setting_gateway_port, 8765, 0, 65535, PGC_POSTMASTER, 0,
+                                nullptr, nullptr, nullptr);
+        DefineCustomStringVariable("inference.gateway_listen_addresses",
+                                   "Addresses the gateway listens on (comma-separated, * for all).",
+                                   nullptr, &setting_listen_addresses, "localhost",
+                                   PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+        DefineCustomIntVariable("inference.gateway_workers",
+                                "Listener processes sharing the gateway port.", nullptr,
+                                &setting_gateway_workers, 2, 1, 64, PGC_POSTMASTER, 0, nullptr,
+                                nullptr, nullptr);
+        DefineCustomStringVariable("inference.gateway_tls_cert_file",
+                                   "Certificate of the gateway's HTTPS listener.", nullptr,
+                                   &setting_tls_cert_file, "", PGC_POSTMASTER, 0, nullptr,
+                                   nullptr, nullptr);
+        DefineCustomStringVariable("inference.gateway_tls_key_file",
+                                   "Private key of the gateway's HTTPS listener.", nullptr,
+                                   &setting_tls_key_file, "", PGC_POSTMASTER, GUC_SUPERUSER_ONLY,
+                                   nullptr, nullptr, nullptr);
+        DefineCustomBoolVariable("inference.gateway_require_key",
+                                 "Whether gateway callers must present an access key.", nullptr,
+                                 &setting_require_key, true, PGC_POSTMASTER, 0, nullptr, nullptr,
+                                 nullptr);
+        DefineCustomIntVariable("inference.gateway_max_body_size",
+                                "Largest request body the gateway accepts.", nullptr,
+                                &setting_max_body_kb, 16 * 1024, 1, 1024 * 1024, PGC_POSTMASTER,
+                                GUC_UNIT_KB, nullptr, nullptr, nullptr);
+        DefineCustomIntVariable("inference.gateway_client_timeout",
+                                "Time a gateway client may stay idle, send a request slowly or "
+                                "stall a response before it is disconnected.",
+                                nullptr, &setting_client_timeout_s, 60, 1, 3600, PGC_POSTMASTER,
+                                GUC_UNIT_S, nullptr, nullptr, nullptr);
+    }
+}
+
+void gateway_workers_register() {
+    if (setting_gateway_port == 0) return;
+    for (int i = 0; i < setting_gateway_workers; i++) {
+        BackgroundWorker worker;
+        memset(&worker, 0, sizeof(worker));
+        worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+        worker.bgw_start_time = BgWorkerStart_ConsistentState;
+        worker.bgw_restart_time = 1;
+        snprintf(worker.bgw_library_name, BGW_MAXLEN, "pg_inference");
+        snprintf(worker.bgw_function_name, BGW_MAXLEN, "pgi_gateway_worker_main");
+        snprintf(worker.bgw_name, BGW_MAXLEN, "pg_inference gateway listener %d", i + 1);
+        snprintf(worker.bgw_type, BGW_MAXLEN, "pg_inference gateway");
+        worker.bgw_main_arg = Int32GetDatum(i + 1);
+        RegisterBackgroundWorker(&worker);
+    }
+}
+
+std::string gateway_base_url() {
+    if (!loaded_at_startup || setting_gateway_port == 0) return "";
+    auto addresses = split_addresses(setting_listen_addresses);
+    std::string host = addresses.empty() ? "localhost" : addresses.front();
+    if (host == "*" || host == "0.0.0.0" || host == "::") host = "localhost";
+    if (host.find(':') != std::string::npos) host = "[" + host + "]";
+    bool tls = setting_tls_cert_file && *setting_tls_cert_file && setting_tls_key_file &&
+               *setting_tls_key_file;
+    return std::string(tls ? "https" : "http") + "://" + host + ":" +
+           std::to_string(setting_gateway_port);
+}
+
+}  // namespace pgi::pg
+
+void pgi_gateway_worker_main(Datum arg) {
+    using namespace pgi::pg;
+    int index = DatumGetInt32(arg);
+    pqsignal(SIGHUP, SignalHandlerForConfigReload);
+    pqsignal(SIGTERM, die);
+    BackgroundWorkerUnblockSignals();
+    BackgroundWorkerInitializeConnection(setting_database, nullptr, 0);
+    ErrorData *pg_error = nullptr;
+    char *message = nullptr;
+    try {
+        run_listener(index);
+    } catch (const PgError &e) {
+        pg_error = e.data();
+    } catch (const std::exception &e) {
+        message = pstrdup(e.what());
+    }
+    // Outside the catch blocks: an ERROR in a background worker ends it with exit code 1, and
+    // the postmaster starts it again after bgw_restart_time without touching the others.
+    if (pg_error) ReThrowError(pg_error);
+    if (message)
+        ereport(ERROR, (errmsg("pg_inference gateway listener %d stopped: %s", index, message)));
+    proc_exit(0);
+}
+
+// inference._gateway_base_url() RETURNS text: NULL when the gateway is off.
+PGI_FUNCTION(pgi_gateway_base_url) {
+    std::string url = pgi::pg::gateway_base_url();
+    if (url.empty()) PG_RETURN_NULL();
+    return pgi::pg::text_datum(url);
+}

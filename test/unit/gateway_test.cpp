@@ -1,0 +1,1534 @@
+// The gateway engine end to end inside one process: a Server and a fake upstream (libevent
+// evhttp imitating OpenAI, Anthropic, Gemini, NIM and vLLM) share an event_base running on a
+// thread of the test, and the test thread calls the gateway with libcurl or raw sockets, as any
+// client would. The same upstream also drives AsyncClient's own tests.
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <functional>
+#include <future>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base64.h"
+#include "crypto.h"
+#include "gateway.h"
+#include "http_async.h"
+
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+using pgi::gateway::AccessKey;
+using pgi::gateway::Admission;
+using pgi::gateway::Config;
+using pgi::gateway::Governor;
+using pgi::gateway::Server;
+using pgi::gateway::Snapshot;
+
+constexpr const char *kUpstreamKey = "sk-up-secret-4711";
+constexpr const char *kGatewayKey = "gw-key-1";
+
+// ------------------------------------------------------------------------------------------------
+// The event loop on its own thread. Everything libevent-side happens on that thread; the test
+// thread reaches it only through run(), which wakes the loop through a socketpair.
+
+class LoopThread {
+  public:
+    LoopThread() {
+        base_ = event_base_new();
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, wake_) != 0)
+            std::abort();
+        evutil_make_socket_nonblocking(wake_[0]);
+        wake_event_ = event_new(base_, wake_[0], EV_READ | EV_PERSIST, &LoopThread::on_wake, this);
+        event_add(wake_event_, nullptr);
+    }
+    ~LoopThread() {
+        stop();
+        event_free(wake_event_);
+        event_base_free(base_);
+        close(wake_[0]);
+        close(wake_[1]);
+    }
+
+    event_base *base() { return base_; }
+
+    void start() {
+        thread_ = std::thread([this] { event_base_loop(base_, EVLOOP_NO_EXIT_ON_EMPTY); });
+    }
+
+    void stop() {
+        if (!thread_.joinable())
+            return;
+        run([this] { event_base_loopbreak(base_); });
+        thread_.join();
+    }
+
+    // Runs f on the loop thread and waits for it.
+    template <class F>
+    auto run(F f) -> decltype(f()) {
+        using R = decltype(f());
+        if (!thread_.joinable())
+            return f();
+        auto task = std::make_shared<std::packaged_task<R()>>(std::move(f));
+        std::future<R> result = task->get_future();
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            queue_.push_back([task] { (*task)(); });
+        }
+        char byte = 1;
+        if (write(wake_[1], &byte, 1) != 1)
+            std::abort();
+        return result.get();
+    }
+
+  private:
+    static void on_wake(evutil_socket_t fd, short, void *arg) {
+        auto *self = static_cast<LoopThread *>(arg);
+        char buf[64];
+        while (read(fd, buf, sizeof(buf)) > 0) {
+        }
+        std::vector<std::function<void()>> tasks;
+        {
+            std::lock_guard<std::mutex> lock(self->mu_);
+            tasks.swap(self->queue_);
+        }
+        for (auto &t : tasks)
+            t();
+    }
+
+    event_base *base_;
+    int wake_[2];
+    event *wake_event_;
+    std::thread thread_;
+    std::mutex mu_;
+    std::vector<std::function<void()>> queue_;
+};
+
+// ------------------------------------------------------------------------------------------------
+// The fake upstream. A base URL http://127.0.0.1:PORT/s/<label> selects behaviour by label:
+//   ok (anything unknown), e429 / e503 (Retry-After: 0), e401 (echoes the key it got), e400,
+//   flaky (503 twice, then ok), midfail (streams break off after two events), slow (stream events
+//   every 100 ms for 10 s), floats (embeddings ignore encoding_format), rejectb64 (400 for
+//   base64), vllm (no /v1/ranking), hang (never answers).
+
+struct Recorded {
+    std::string method;
+    std::string path;   // without /s/<label>
+    std::string label;
+    std::string query;
+    std::map<std::string, std::string> headers;  // names lowercased
+    std::string body;
+    int peer_port = 0;
+
+    std::string header(const std::string &name) const {
+        auto it = headers.find(name);
+        return it == headers.end() ? std::string() : it->second;
+    }
+};
+
+std::string lower(std::string s) {
+    for (char &c : s)
+        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+}
+
+class FakeUpstream {
+  public:
+    explicit FakeUpstream(event_base *base) : base_(base) {
+        http_ = evhttp_new(base);
+        evhttp_set_allowed_methods(http_, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                              EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                              EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
+        evhttp_set_gencb(http_, &FakeUpstream::on_request, this);
+        evhttp_bound_socket *socket = evhttp_bind_socket_with_handle(http_, "127.0.0.1", 0);
+        if (socket == nullptr)
+            std::abort();
+        sockaddr_in addr{};
+        socklen_t len = sizeof(addr);
+        getsockname(evhttp_bound_socket_get_fd(socket), reinterpret_cast<sockaddr *>(&addr), &len);
+        port_ = ntohs(addr.sin_port);
+    }
+    ~FakeUpstream() {
+        for (Stream *s : streams_)
+            delete s;
+        evhttp_free(http_);
+    }
+
+    int port() const { return port_; }
+    std::string url(const std::string &label) const {
+        return "http://127.0.0.1:" + std::to_string(port_) + "/s/" + label;
+    }
+
+    std::vector<Recorded> requests() {
+        std::lock_guard<std::mutex> lock(mu_);
+        return recorded_;
+    }
+    std::vector<Recorded> requests(const std::string &label) {
+        std::vector<Recorded> out;
+        for (auto &r : requests())
+            if (r.label == label)
+                out.push_back(r);
+        return out;
+    }
+    Recorded last() {
+        std::lock_guard<std::mutex> lock(mu_);
+        return recorded_.empty() ? Recorded() : recorded_.back();
+    }
+    int streams_closed_by_peer() const { return closed_by_peer_.load(); }
+
+  private:
+    // A chunked answer sent piece by piece on a timer.
+    struct Stream {
+        FakeUpstream *owner;
+        evhttp_request *req;
+        evhttp_connection *conn;
+        std::vector<std::string> pieces;
+        size_t next = 0;
+        int interval_ms = 0;
+        bool break_off = false;  // drop the connection after two pieces
+        event *timer = nullptr;
+        ~Stream() {
+            if (timer != nullptr)
+                event_free(timer);
+        }
+    };
+
+    static void on_request(evhttp_request *req, void *arg) {
+        static_cast<FakeUpstream *>(arg)->handle(req);
+    }
+
+    static void on_stream_timer(evutil_socket_t, short, void *arg) {
+        auto *s = static_cast<Stream *>(arg);
+        FakeUpstream *self = s->owner;
+        if (s->break_off && s->next == 2) {
+            evhttp_connection_set_closecb(s->conn, nullptr, nullptr);
+            self->forget(s);
+            evhttp_connection_free(s->conn);  // the request goes with it
+            return;
+        }
+        if (s->next < s->pieces.size()) {
+            evbuffer *b = evbuffer_new();
+            evbuffer_add(b, s->pieces[s->next].data(), s->pieces[s->next].size());
+            evhttp_send_reply_chunk(s->req, b);
+            evbuffer_free(b);
+            s->next++;
+            timeval tv = {s->interval_ms / 1000, (s->interval_ms % 1000) * 1000};
+            evtimer_add(s->timer, &tv);
+            return;
+        }
+        evhttp_connection_set_closecb(s->conn, nullptr, nullptr);
+        evhttp_send_reply_end(s->req);
+        self->forget(s);
+    }
+
+    static void on_stream_close(evhttp_connection *, void *arg) {
+        auto *s = static_cast<Stream *>(arg);
+        FakeUpstream *self = s->owner;
+        self->closed_by_peer_++;
+        if (evhttp_request_get_connection(s->req) == nullptr)
+            evhttp_request_free(s->req);
+        self->forget(s);
+    }
+
+    void forget(Stream *s) {
+        streams_.erase(s);
+        delete s;
+    }
+
+    void stream(evhttp_request *req, const char *type, std::vector<std::string> pieces,
+                int interval_ms = 0, bool break_off = false) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", type);
+        evhttp_send_reply_start(req, 200, "OK");
+        auto *s = new Stream{this, req, evhttp_request_get_connection(req), std::move(pieces)};
+        s->interval_ms = interval_ms;
+        s->break_off = break_off;
+        s->timer = evtimer_new(base_, &FakeUpstream::on_stream_timer, s);
+        streams_.insert(s);
+        evhttp_connection_set_closecb(s->conn, &FakeUpstream::on_stream_close, s);
+        timeval zero = {0, 0};
+        evtimer_add(s->timer, &zero);
+    }
+
+    static void send(evhttp_request *req, int status, const std::string &body,
+                     const char *type = "application/json",
+                     std::vector<std::pair<std::string, std::string>> headers = {}) {
+        evkeyvalq *out = evhttp_request_get_output_headers(req);
+        evhttp_add_header(out, "Content-Type", type);
+        for (auto &h : headers)
+            evhttp_add_header(out, h.first.c_str(), h.second.c_str());
+        evbuffer *b = evbuffer_new();
+        evbuffer_add(b, body.data(), body.size());
+        evhttp_send_reply(req, status, nullptr, b);
+        evbuffer_free(b);
+    }
+
+    static std::string sse(const json &j) { return "data: " + j.dump() + "\n\n"; }
+    static std::string sse(const char *event, const json &j) {
+        return std::string("event: ") + event + "\ndata: " + j.dump() + "\n\n";
+    }
+
+    void handle(evhttp_request *req) {
+        Recorded r;
+        r.method = std::to_string(evhttp_request_get_command(req));
+        switch (evhttp_request_get_command(req)) {
+            case EVHTTP_REQ_GET: r.method = "GET"; break;
+            case EVHTTP_REQ_POST: r.method = "POST"; break;
+            case EVHTTP_REQ_HEAD: r.method = "HEAD"; break;
+            case EVHTTP_REQ_PUT: r.method = "PUT"; break;
+            case EVHTTP_REQ_DELETE: r.method = "DELETE"; break;
+            case EVHTTP_REQ_PATCH: r.method = "PATCH"; break;
+            default: break;
+        }
+        const evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+        std::string path = evhttp_uri_get_path(uri);
+        if (const char *q = evhttp_uri_get_query(uri))
+            r.query = q;
+        if (path.rfind("/s/", 0) == 0) {
+            size_t slash = path.find('/', 3);
+            r.label = path.substr(3, slash == std::string::npos ? std::string::npos : slash - 3);
+            path = slash == std::string::npos ? "/" : path.substr(slash);
+        }
+        r.path = path;
+        evkeyvalq *in = evhttp_request_get_input_headers(req);
+        for (evkeyval *h = in->tqh_first; h != nullptr; h = h->next.tqe_next)
+            r.headers[lower(h->key)] = h->value;
+        evbuffer *body = evhttp_request_get_input_buffer(req);
+        r.body.resize(evbuffer_get_length(body));
+        evbuffer_copyout(body, r.body.data(), r.body.size());
+        char *peer = nullptr;
+        ev_uint16_t peer_port = 0;
+        evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &peer_port);
+        r.peer_port = peer_port;
+        int seen;
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            recorded_.push_back(r);
+            seen = ++per_label_[r.label];
+        }
+        answer(req, r, seen);
+    }
+
+    void answer(evhttp_request *req, const Recorded &r, int seen) {
+        const std::string &label = r.label;
+        if (label == "hang") {
+            hanging_.push_back(req);
+            return;
+        }
+        if (r.path.rfind("/echo", 0) == 0) {
+            json h = json::object();
+            for (auto &kv : r.headers)
+                h[kv.first] = kv.second;
+            send(req, 200,
+                 json{{"method", r.method}, {"path", r.path}, {"query", r.query}, {"headers", h},
+                      {"body", r.body}}
+                     .dump(),
+                 "application/json", {{"X-Upstream", "yes"}, {"Connection", "keep-alive"}});
+            return;
+        }
+        if (r.path == "/stream") {
+            std::vector<std::string> pieces;
+            for (int i = 1; i <= 3; i++)
+                pieces.push_back("data: " + std::to_string(i) + "\n\n");
+            stream(req, "text/event-stream", pieces, 150);
+            return;
+        }
+        if (label == "e429" || label == "e503" || (label == "flaky" && seen <= 2)) {
+            int status = label == "e429" ? 429 : 503;
+            send(req, status,
+                 json{{"error", {{"message", "slow down"}, {"type", "requests"}, {"code", "rate_limit_exceeded"}}}}.dump(),
+                 "application/json", {{"Retry-After", "0"}});
+            return;
+        }
+        if (label == "e400") {
+            send(req, 400, json{{"error", {{"message", "bad thing"}, {"type", "invalid_request_error"}}}}.dump());
+            return;
+        }
+
+        json body = json::parse(r.body.empty() ? "null" : r.body, nullptr, false);
+        bool stream_asked = body.is_object() && body.value("stream", false);
+        bool gemini_stream = r.path.find(":streamGenerateContent") != std::string::npos;
+
+        // Each provider's own auth check; a wrong key is echoed back, as some providers do.
+        if (r.path == "/v1/messages") {
+            std::string key = r.header("x-api-key");
+            if (key != kUpstreamKey || label == "e401" || r.header("anthropic-version").empty()) {
+                send(req, 401, json{{"type", "error"}, {"error", {{"type", "authentication_error"}, {"message", "invalid x-api-key " + key}}}}.dump());
+                return;
+            }
+        } else if (r.path.rfind("/v1beta/", 0) == 0) {
+            if (r.header("x-goog-api-key") != kUpstreamKey || label == "e401") {
+                send(req, 400, json{{"error", {{"code", 400}, {"message", "API key not valid."}, {"status", "INVALID_ARGUMENT"},
+                                               {"details", {{{"reason", "API_KEY_INVALID"}}}}}}}.dump());
+                return;
+            }
+        } else {
+            std::string auth = r.header("authorization");
+            if (auth != std::string("Bearer ") + kUpstreamKey || label == "e401") {
+                send(req, 401, json{{"error", {{"message", "Incorrect API key provided: " + auth.substr(std::min<size_t>(7, auth.size()))},
+                                               {"type", "invalid_request_error"}, {"code", "invalid_api_key"}}}}.dump());
+                return;
+            }
+        }
+
+        bool break_off = label == "midfail";
+        int interval = label == "slow" ? 100 : 0;
+        int repeat = label == "slow" ? 100 : 1;
+
+        if (r.path == "/v1/chat/completions") {
+            std::string model = body.value("model", "");
+            if (stream_asked) {
+                auto chunk = [&](json delta, json finish) {
+                    return sse(json{{"id", "chatcmpl-up"}, {"object", "chat.completion.chunk"}, {"created", 1},
+                                    {"model", model}, {"choices", {{{"index", 0}, {"delta", delta}, {"finish_reason", finish}}}}});
+                };
+                std::vector<std::string> pieces = {chunk({{"role", "assistant"}, {"content", ""}}, nullptr)};
+                for (int i = 0; i < repeat; i++) {
+                    pieces.push_back(chunk({{"content", "hello"}}, nullptr));
+                    pieces.push_back(chunk({{"content", " world"}}, nullptr));
+                }
+                pieces.push_back(chunk(json::object(), "stop"));
+                if (body.contains("stream_options") && body["stream_options"].value("include_usage", false)) {
+                    pieces.push_back(sse(json{{"id", "chatcmpl-up"}, {"object", "chat.completion.chunk"}, {"created", 1}, {"model", model},
+                                              {"choices", json::array()}, {"usage", {{"prompt_tokens", 3}, {"completion_tokens", 2}, {"total_tokens", 5}}}}));
+                }
+                pieces.push_back("data: [DONE]\n\n");
+                stream(req, "text/event-stream", pieces, interval, break_off);
+                return;
+            }
+            send(req, 200, json{{"id", "chatcmpl-up"}, {"object", "chat.completion"}, {"created", 1}, {"model", model},
+                                {"choices", {{{"index", 0}, {"message", {{"role", "assistant"}, {"content", "hello world"}}}, {"finish_reason", "stop"}}}},
+                                {"usage", {{"prompt_tokens", 3}, {"completion_tokens", 2}, {"total_tokens", 5}}}}.dump());
+            return;
+        }
+        if (r.path == "/v1/messages") {
+            std::string model = body.value("model", "");
+            if (stream_asked) {
+                std::vector<std::string> pieces = {
+                    sse("message_start", {{"type", "message_start"}, {"message", {{"id", "msg_up"}, {"type", "message"}, {"role", "assistant"}, {"model", model},
+                                                                                  {"content", json::array()}, {"usage", {{"input_tokens", 3}, {"output_tokens", 0}}}}}}),
+                    sse("content_block_start", {{"type", "content_block_start"}, {"index", 0}, {"content_block", {{"type", "text"}, {"text", ""}}}}),
+                    "event: ping\ndata: {\"type\":\"ping\"}\n\n",
+                };
+                for (int i = 0; i < repeat; i++) {
+                    pieces.push_back(sse("content_block_delta", {{"type", "content_block_delta"}, {"index", 0}, {"delta", {{"type", "text_delta"}, {"text", "hello"}}}}));
+                    pieces.push_back(sse("content_block_delta", {{"type", "content_block_delta"}, {"index", 0}, {"delta", {{"type", "text_delta"}, {"text", " world"}}}}));
+                }
+                pieces.push_back(sse("content_block_stop", {{"type", "content_block_stop"}, {"index", 0}}));
+                pieces.push_back(sse("message_delta", {{"type", "message_delta"}, {"delta", {{"stop_reason", "end_turn"}}}, {"usage", {{"output_tokens", 2}}}}));
+                pieces.push_back(sse("message_stop", {{"type", "message_stop"}}));
+                stream(req, "text/event-stream", pieces, interval, break_off);
+                return;
+            }
+            send(req, 200, json{{"id", "msg_up"}, {"type", "message"}, {"role", "assistant"}, {"model", model},
+                                {"content", {{{"type", "text"}, {"text", "hello world"}}}}, {"stop_reason", "end_turn"},
+                                {"usage", {{"input_tokens", 3}, {"output_tokens", 2}}}}.dump());
+            return;
+        }
+        if (r.path.rfind("/v1beta/models/", 0) == 0 && r.path.find(":generateContent") != std::string::npos) {
+            send(req, 200, json{{"candidates", {{{"content", {{"role", "model"}, {"parts", {{{"text", "hello world"}}}}}}, {"finishReason", "STOP"}, {"index", 0}}}},
+                                {"usageMetadata", {{"promptTokenCount", 3}, {"candidatesTokenCount", 2}, {"totalTokenCount", 5}}},
+                                {"modelVersion", "gemini-up"}, {"responseId", "resp-up"}}.dump());
+            return;
+        }
+        if (gemini_stream) {
+            auto event = [](const char *text, bool last) {
+                json j = {{"candidates", {{{"content", {{"role", "model"}, {"parts", {{{"text", text}}}}}}, {"index", 0}}}},
+                          {"modelVersion", "gemini-up"}, {"responseId", "resp-up"}};
+                if (last) {
+                    j["candidates"][0]["finishReason"] = "STOP";
+                    j["usageMetadata"] = {{"promptTokenCount", 3}, {"candidatesTokenCount", 2}, {"totalTokenCount", 5}};
+                }
+                return "data: " + j.dump() + "\r\n\r\n";
+            };
+            std::vector<std::string> pieces;
+            for (int i = 0; i < repeat; i++)
+                pieces.push_back(event("hello", false));
+            pieces.push_back(event(" world", true));
+            stream(req, "text/event-stream", pieces, interval, break_off);
+            return;
+        }
+        if (r.path == "/v1/embeddings") {
+            std::string format = body.value("encoding_format", "float");
+            if (format == "base64" && label == "rejectb64") {
+                send(req, 400, json{{"error", {{"message", "Invalid value for 'encoding_format': 'base64'"}, {"type", "invalid_request_error"},
+                                               {"param", "encoding_format"}}}}.dump());
+                return;
+            }
+            bool base64 = format == "base64" && label != "floats";
+            json data = json::array();
+            size_t n = body["input"].is_array() ? body["input"].size() : 1;
+            for (size_t i = 0; i < n; i++) {
+                std::vector<float> v = {static_cast<float>(i) + 0.5f, 1.0f, -2.25f};
+                json e = base64 ? json(pgi::base64::encode_floats(v)) : json(v);
+                data.push_back({{"object", "embedding"}, {"index", i}, {"embedding", e}});
+            }
+            send(req, 200, json{{"object", "list"}, {"data", data}, {"model", body.value("model", "")},
+                                {"usage", {{"prompt_tokens", 4}, {"total_tokens", 4}}}}.dump());
+            return;
+        }
+        if (r.path.find(":batchEmbedContents") != std::string::npos) {
+            json out = json::array();
+            for (size_t i = 0; i < body["requests"].size(); i++)
+                out.push_back({{"values", {static_cast<float>(i) + 0.5f, 1.0f, -2.25f}}});
+            send(req, 200, json{{"embeddings", out}}.dump());
+            return;
+        }
+        if (r.path == "/v1/ranking") {
+            if (label == "vllm") {
+                send(req, 404, "{\"detail\":\"Not Found\"}");
+                return;
+            }
+            send(req, 200, json{{"rankings", {{{"index", 1}, {"logit", 2.0}}, {{"index", 0}, {"logit", -1.0}}}}}.dump());
+            return;
+        }
+        if (r.path == "/v1/rerank") {
+            send(req, 200, json{{"id", "rr-up"}, {"results", {{{"index", 1}, {"relevance_score", 0.9}}, {{"index", 0}, {"relevance_score", 0.1}}}},
+                                {"usage", {{"total_tokens", 7}}}}.dump());
+            return;
+        }
+        send(req, 404, "{\"error\":{\"message\":\"no route " + r.path + "\"}}");
+    }
+
+    event_base *base_;
+    evhttp *http_;
+    int port_ = 0;
+    std::mutex mu_;
+    std::vector<Recorded> recorded_;
+    std::map<std::string, int> per_label_;
+    std::set<Stream *> streams_;
+    std::vector<evhttp_request *> hanging_;
+    std::atomic<int> closed_by_peer_{0};
+};
+
+// ------------------------------------------------------------------------------------------------
+// A Governor that records what the gateway tells it and can refuse a service.
+
+struct Finished {
+    std::string key;
+    std::string service;
+    int status;
+    pgi::translate::Usage usage;
+    bool rate_limited;
+};
+
+class RecordingGovernor : public Governor {
+  public:
+    Admission admit(const AccessKey *, const std::string &service) override {
+        Admission a;
+        a.headers.emplace_back("x-ratelimit-remaining-requests", "99");
+        if (service == refuse) {
+            a.allowed = false;
+            a.status = 429;
+            a.message = "Rate limit reached for requests";
+            a.headers.emplace_back("retry-after", "7");
+        }
+        return a;
+    }
+    void finished(const AccessKey *key, const std::string &service, int status,
+                  const pgi::translate::Usage &usage, double, double, bool rate_limited) override {
+        std::lock_guard<std::mutex> lock(mu);
+        done.push_back({key != nullptr ? key->name : "", service, status, usage, rate_limited});
+    }
+    std::string metrics_text() override { return "pg_inference_test 1\n"; }
+    void rerank_route_learned(const std::string &service, pgi::translate::RerankRoute route) override {
+        std::lock_guard<std::mutex> lock(mu);
+        learned.emplace_back(service, route);
+    }
+    std::vector<Finished> all() {
+        std::lock_guard<std::mutex> lock(mu);
+        return done;
+    }
+
+    std::string refuse;
+    std::mutex mu;
+    std::vector<Finished> done;
+    std::vector<std::pair<std::string, pgi::translate::RerankRoute>> learned;
+};
+
+// ------------------------------------------------------------------------------------------------
+// The client side.
+
+struct Reply {
+    long status = 0;
+    std::map<std::string, std::string> headers;
+    std::string body;
+    double first_byte_ms = -1;
+    double total_ms = 0;
+    std::string error;
+
+    json js() const { return json::parse(body, nullptr, false); }
+    std::string header(const std::string &name) const {
+        auto it = headers.find(name);
+        return it == headers.end() ? std::string() : it->second;
+    }
+};
+
+struct CallOptions {
+    std::string method = "GET";
+    std::string body;
+    std::vector<std::string> headers;
+    bool key = true;  // send the gateway key as a Bearer token
+    bool https = false;
+    bool path_as_is = false;
+};
+
+size_t collect_body(char *data, size_t size, size_t n, void *arg) {
+    auto *state = static_cast<std::pair<Reply *, Clock::time_point> *>(arg);
+    if (state->first->first_byte_ms < 0 && size * n > 0) {
+        state->first->first_byte_ms =
+            std::chrono::duration<double, std::milli>(Clock::now() - state->second).count();
+    }
+    state->first->body.append(data, size * n);
+    return size * n;
+}
+
+size_t collect_header(char *data, size_t size, size_t n, void *arg) {
+    auto *reply = static_cast<Reply *>(arg);
+    std::string line(data, size * n);
+    size_t colon = line.find(':');
+    if (colon != std::string::npos) {
+        std::string value = line.substr(colon + 1);
+        while (!value.empty() && (value.front() == ' '))
+            value.erase(0, 1);
+        while (!value.empty() && (value.back() == '\r' || value.back() == '\n'))
+            value.pop_back();
+        reply->headers[lower(line.substr(0, colon))] = value;
+    }
+    return size * n;
+}
+
+Reply call(int port, const std::string &path, CallOptions o = {}) {
+    Reply reply;
+    CURL *easy = curl_easy_init();
+    std::string url = std::string(o.https ? "https" : "http") + "://127.0.0.1:" +
+                      std::to_string(port) + path;
+    curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, 15000L);
+    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 0L);
+    if (o.path_as_is)
+        curl_easy_setopt(easy, CURLOPT_PATH_AS_IS, 1L);
+    curl_slist *headers = nullptr;
+    if (o.key)
+        headers = curl_slist_append(headers, (std::string("Authorization: Bearer ") + kGatewayKey).c_str());
+    for (auto &h : o.headers)
+        headers = curl_slist_append(headers, h.c_str());
+    headers = curl_slist_append(headers, "Expect:");
+    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
+    if (o.method == "HEAD") {
+        curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
+    } else if (o.method != "GET" || !o.body.empty()) {
+        curl_easy_setopt(easy, CURLOPT_POSTFIELDS, o.body.c_str());
+        curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(o.body.size()));
+        if (o.method != "POST")
+            curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, o.method.c_str());
+    }
+    auto start = Clock::now();
+    std::pair<Reply *, Clock::time_point> state{&reply, start};
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, collect_body);
+    curl_easy_setopt(easy, CURLOPT_WRITEDATA, &state);
+    curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, collect_header);
+    curl_easy_setopt(easy, CURLOPT_HEADERDATA, &reply);
+    CURLcode rc = curl_easy_perform(easy);
+    reply.total_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+    if (rc != CURLE_OK)
+        reply.error = curl_easy_strerror(rc);
+    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &reply.status);
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(easy);
+    return reply;
+}
+
+Reply post(int port, const std::string &path, const json &body, std::vector<std::string> headers = {}) {
+    CallOptions o;
+    o.method = "POST";
+    o.body = body.dump();
+    o.headers = std::move(headers);
+    o.headers.push_back("Content-Type: application/json");
+    return call(port, path, o);
+}
+
+// The data: payloads of an SSE body.
+std::vector<std::string> sse_data(const std::string &body) {
+    std::vector<std::string> out;
+    size_t at = 0;
+    while ((at = body.find("data: ", at)) != std::string::npos) {
+        size_t end = body.find("\n\n", at);
+        out.push_back(body.substr(at + 6, end - at - 6));
+        at = end;
+    }
+    return out;
+}
+
+// The content deltas of an OpenAI SSE body, joined.
+std::string sse_text(const std::string &body) {
+    std::string text;
+    for (const std::string &d : sse_data(body)) {
+        json j = json::parse(d, nullptr, false);
+        if (!j.is_object() || !j.contains("choices"))
+            continue;
+        for (auto &c : j["choices"]) {
+            if (c.contains("delta") && c["delta"].contains("content") && c["delta"]["content"].is_string())
+                text += c["delta"]["content"].get<std::string>();
+        }
+    }
+    return text;
+}
+
+bool eventually(const std::function<bool()> &condition, std::chrono::milliseconds limit = 3000ms) {
+    auto until = Clock::now() + limit;
+    while (Clock::now() < until) {
+        if (condition())
+            return true;
+        std::this_thread::sleep_for(10ms);
+    }
+    return condition();
+}
+
+// ------------------------------------------------------------------------------------------------
+// The fixture: upstream and gateway on one loop, a catalog pointing at the upstream.
+
+class GatewayTest : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        signal(SIGPIPE, SIG_IGN);
+        upstream = std::make_unique<FakeUpstream>(loop.base());
+        config.listen_addresses = {"127.0.0.1"};
+        config.port = 0;
+        config.max_retries = 2;
+        config.max_body_size = 64 * 1024;
+        config.request_timeout_ms = 5000;
+    }
+
+    void start() {
+        server = std::make_unique<Server>(loop.base(), config, governor);
+        server->set_snapshot(std::make_shared<Snapshot>(catalog()));
+        server->listen();
+        port = server->port();
+        loop.start();
+    }
+
+    void TearDown() override {
+        loop.stop();
+        server.reset();
+        upstream.reset();
+    }
+
+    void add_service(Snapshot &s, const std::string &name, const std::string &model,
+                     const std::string &label, pgi::Protocol protocol = pgi::Protocol::kOpenAiV1) {
+        pgi::ServiceEndpoint e;
+        e.name = name;
+        e.model = model;
+        e.base_url = upstream->url(label);
+        e.protocol = protocol;
+        e.api_key = kUpstreamKey;
+        s.services[name] = e;
+    }
+
+    void add_key(Snapshot &s, const std::string &name, const std::string &plain,
+                 std::optional<std::vector<std::string>> services = std::nullopt) {
+        AccessKey k;
+        k.name = name;
+        k.key_hash = pgi::crypto::sha256(plain);
+        k.services = std::move(services);
+        s.keys[k.key_hash] = k;
+    }
+
+    Snapshot catalog() {
+        Snapshot s;
+        add_service(s, "chat", "gpt-up", "ok");
+        add_service(s, "claude", "claude-up", "ok", pgi::Protocol::kAnthropicV1);
+        add_service(s, "gemini", "gemini-up", "ok", pgi::Protocol::kGeminiV1Beta);
+        add_service(s, "emb", "emb-up", "ok");
+        add_service(s, "emb-floats", "emb-up", "floats");
+        add_service(s, "emb-nob64", "emb-up", "rejectb64");
+        add_service(s, "gemb", "gemb-up", "ok", pgi::Protocol::kGeminiV1Beta);
+        add_service(s, "nim", "rank-up", "ok");
+        add_service(s, "vllm", "rank-up", "vllm");
+        add_service(s, "vllm-known", "rank-up", "vllm");
+        s.rerank_routes["vllm-known"] = "rerank";
+        add_service(s, "chat429", "gpt-up", "e429");
+        add_service(s, "flaky", "gpt-up", "flaky");
+        add_service(s, "badkey", "gpt-up", "e401");
+        add_service(s, "gbadkey", "gemini-up", "e401", pgi::Protocol::kGeminiV1Beta);
+        add_service(s, "midfail", "gpt-up", "midfail");
+        add_service(s, "amidfail", "claude-up", "midfail", pgi::Protocol::kAnthropicV1);
+        add_service(s, "slow", "gpt-up", "slow");
+        add_service(s, "hang", "gpt-up", "hang");
+        add_service(s, "down", "gpt-up", "ok");
+        s.services["down"].base_url = "http://127.0.0.1:1";
+        add_key(s, "full", kGatewayKey);
+        add_key(s, "limited", "gw-limited", std::vector<std::string>{"chat"});
+        add_key(s, "revoked", "gw-revoked");
+        s.keys[pgi::crypto::sha256("gw-revoked")].revoked = true;
+        add_key(s, "expired", "gw-expired");
+        s.keys[pgi::crypto::sha256("gw-expired")].expires_at_ms = 1000;
+        return s;
+    }
+
+    json chat_body(const std::string &model, bool stream = false) {
+        json b = {{"model", model}, {"messages", {{{"role", "user"}, {"content", "hi"}}}}};
+        if (stream)
+            b["stream"] = true;
+        return b;
+    }
+
+    LoopThread loop;
+    std::unique_ptr<FakeUpstream> upstream;
+    RecordingGovernor governor;
+    Config config;
+    std::unique_ptr<Server> server;
+    int port = 0;
+};
+
+// ------------------------------------------------------------------------------------------------
+
+TEST_F(GatewayTest, HealthAndMetricsNeedNoKey) {
+    start();
+    CallOptions o;
+    o.key = false;
+    Reply r = call(port, "/health", o);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "{\"status\":\"ok\"}");
+    EXPECT_EQ(r.header("content-type"), "application/json");
+    o.method = "HEAD";
+    EXPECT_EQ(call(port, "/health", o).status, 200);
+    o.method = "POST";
+    r = call(port, "/health", o);
+    EXPECT_EQ(r.status, 405);
+    EXPECT_EQ(r.header("allow"), "GET, HEAD");
+    o.method = "GET";
+    r = call(port, "/metrics", o);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "pg_inference_test 1\n");
+    EXPECT_EQ(r.header("content-type"), "text/plain; version=0.0.4; charset=utf-8");
+    EXPECT_TRUE(governor.all().empty());  // neither is a request the ledger counts
+}
+
+TEST_F(GatewayTest, AccessKeys) {
+    start();
+    auto code = [](const Reply &r) { return r.js()["error"]["code"]; };
+    CallOptions o;
+    o.key = false;
+    Reply r = call(port, "/v1/models", o);
+    EXPECT_EQ(r.status, 401);
+    EXPECT_EQ(code(r), "invalid_api_key");
+    EXPECT_EQ(r.js()["error"]["type"], "invalid_request_error");
+    for (const char *bad : {"Authorization: Bearer nope", "Authorization: Bearer gw-revoked",
+                            "Authorization: Bearer gw-expired", "X-API-Key: nope",
+                            "Authorization: Basic Z3ctazE="}) {
+        o.headers = {bad};
+        r = call(port, "/v1/models", o);
+        EXPECT_EQ(r.status, 401) << bad;
+        EXPECT_EQ(code(r), "invalid_api_key") << bad;
+    }
+    o.headers = {std::string("X-API-Key: ") + kGatewayKey};
+    EXPECT_EQ(call(port, "/v1/models", o).status, 200);
+    o.headers = {std::string("authorization: bearer ") + kGatewayKey};
+    EXPECT_EQ(call(port, "/v1/models", o).status, 200);
+
+    // A key limited to other services.
+    r = post(port, "/v1/chat/completions", chat_body("claude"), {"X-API-Key: gw-limited"});
+    CallOptions limited;
+    limited.key = false;
+    EXPECT_EQ(r.status, 401);  // both headers: the Bearer one wins, and it is absent here
+    limited.method = "POST";
+    limited.body = chat_body("claude").dump();
+    limited.headers = {"Authorization: Bearer gw-limited"};
+    r = call(port, "/v1/chat/completions", limited);
+    EXPECT_EQ(r.status, 403);
+    EXPECT_EQ(code(r), "model_not_allowed");
+    limited.body = chat_body("chat").dump();
+    EXPECT_EQ(call(port, "/v1/chat/completions", limited).status, 200);
+    // The caller's key never reaches the upstream.
+    for (const Recorded &rec : upstream->requests()) {
+        for (auto &h : rec.headers) {
+            EXPECT_EQ(h.second.find("gw-"), std::string::npos) << h.first;
+        }
+    }
+    auto done = governor.all();
+    ASSERT_FALSE(done.empty());
+    EXPECT_EQ(done.back().key, "limited");
+    EXPECT_EQ(done.back().service, "chat");
+}
+
+TEST_F(GatewayTest, NoKeyRequired) {
+    config.require_key = false;
+    start();
+    CallOptions o;
+    o.key = false;
+    EXPECT_EQ(call(port, "/v1/models", o).status, 200);
+    o.headers = {"Authorization: Bearer not-a-key"};
+    EXPECT_EQ(call(port, "/v1/models", o).status, 200);
+    // A valid key still counts, restrictions included.
+    o.headers = {"Authorization: Bearer gw-limited"};
+    json list = call(port, "/v1/models", o).js();
+    ASSERT_EQ(list["data"].size(), 1u);
+    EXPECT_EQ(list["data"][0]["id"], "chat");
+}
+
+TEST_F(GatewayTest, Models) {
+    start();
+    json list = call(port, "/v1/models").js();
+    EXPECT_EQ(list["object"], "list");
+    ASSERT_EQ(list["data"].size(), catalog().services.size());
+    EXPECT_EQ(list["data"][0]["id"], "amidfail");  // sorted by name
+    EXPECT_EQ(list["data"][0]["object"], "model");
+    EXPECT_EQ(list["data"][0]["owned_by"], "pg_inference");
+    EXPECT_TRUE(list["data"][0]["created"].is_number_integer());
+
+    Reply r = call(port, "/v1/models/claude");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.js()["id"], "claude");
+    EXPECT_EQ(call(port, "/v1/models/%63laude").js()["id"], "claude");
+    r = call(port, "/v1/models/nope");
+    EXPECT_EQ(r.status, 404);
+    EXPECT_EQ(r.js()["error"]["code"], "model_not_found");
+    CallOptions limited;
+    limited.key = false;
+    limited.headers = {"Authorization: Bearer gw-limited"};
+    EXPECT_EQ(call(port, "/v1/models/claude", limited).status, 404);
+    EXPECT_EQ(call(port, "/v1/models/chat", limited).status, 200);
+    EXPECT_EQ(call(port, "/v1/models", limited).js()["data"].size(), 1u);
+}
+
+TEST_F(GatewayTest, ChatOpenAiIsPassedThrough) {
+    start();
+    Reply r = post(port, "/v1/chat/completions", chat_body("chat"));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.header("content-type"), "application/json");
+    EXPECT_EQ(r.header("x-ratelimit-remaining-requests"), "99");
+    json j = r.js();
+    EXPECT_EQ(j["id"], "chatcmpl-up");
+    EXPECT_EQ(j["model"], "gpt-up");
+    EXPECT_EQ(j["choices"][0]["message"]["content"], "hello world");
+    Recorded up = upstream->last();
+    EXPECT_EQ(up.path, "/v1/chat/completions");
+    EXPECT_EQ(up.header("authorization"), std::string("Bearer ") + kUpstreamKey);
+    EXPECT_EQ(json::parse(up.body)["model"], "gpt-up");
+    auto done = governor.all();
+    ASSERT_EQ(done.size(), 1u);
+    EXPECT_EQ(done[0].status, 200);
+    EXPECT_TRUE(done[0].usage.present);
+    EXPECT_EQ(done[0].usage.total_tokens, 5);
+}
+
+TEST_F(GatewayTest, ChatAnthropicAndGeminiAreTranslated) {
+    start();
+    Reply r = post(port, "/v1/chat/completions", chat_body("claude"));
+    ASSERT_EQ(r.status, 200) << r.body;
+    json j = r.js();
+    EXPECT_EQ(j["object"], "chat.completion");
+    EXPECT_EQ(j["choices"][0]["message"]["content"], "hello world");
+    EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
+    EXPECT_EQ(j["usage"]["total_tokens"], 5);
+    Recorded up = upstream->last();
+    EXPECT_EQ(up.path, "/v1/messages");
+    EXPECT_EQ(up.header("x-api-key"), kUpstreamKey);
+    EXPECT_EQ(up.header("anthropic-version"), "2023-06-01");
+    EXPECT_EQ(up.header("authorization"), "");
+    EXPECT_EQ(json::parse(up.body)["max_tokens"], 1024);
+
+    r = post(port, "/v1/chat/completions", chat_body("gemini"));
+    ASSERT_EQ(r.status, 200) << r.body;
+    j = r.js();
+    EXPECT_EQ(j["choices"][0]["message"]["content"], "hello world");
+    EXPECT_EQ(j["model"], "gemini-up");
+    up = upstream->last();
+    EXPECT_EQ(up.path, "/v1beta/models/gemini-up:generateContent");
+    EXPECT_EQ(up.header("x-goog-api-key"), kUpstreamKey);
+    auto done = governor.all();
+    ASSERT_EQ(done.size(), 2u);
+    EXPECT_EQ(done[1].usage.prompt_tokens, 3);
+}
+
+TEST_F(GatewayTest, ChatStreamsForAllProtocols) {
+    start();
+    for (const char *model : {"chat", "claude", "gemini"}) {
+        Reply r = post(port, "/v1/chat/completions", chat_body(model, true));
+        ASSERT_EQ(r.status, 200) << model << r.body;
+        EXPECT_EQ(r.header("content-type"), "text/event-stream") << model;
+        EXPECT_EQ(r.header("transfer-encoding"), "chunked") << model;
+        std::vector<std::string> data = sse_data(r.body);
+        ASSERT_FALSE(data.empty()) << model;
+        EXPECT_EQ(data.back(), "[DONE]") << model;
+        EXPECT_EQ(sse_text(r.body), "hello world") << model;
+        // The usage chunk the gateway asked for is not passed to a caller who did not.
+        EXPECT_EQ(r.body.find("\"usage\":{"), std::string::npos) << model << r.body;
+    }
+    Recorded up = upstream->requests()[0];
+    EXPECT_EQ(json::parse(up.body)["stream_options"]["include_usage"], true);
+    EXPECT_EQ(upstream->last().path, "/v1beta/models/gemini-up:streamGenerateContent");
+    EXPECT_EQ(upstream->last().query, "alt=sse");
+    auto done = governor.all();
+    ASSERT_EQ(done.size(), 3u);
+    for (auto &d : done) {
+        EXPECT_EQ(d.status, 200);
+        EXPECT_TRUE(d.usage.present) << d.service;
+        EXPECT_EQ(d.usage.total_tokens, 5) << d.service;
+    }
+    // Asked for, the usage chunk comes along.
+    json body = chat_body("claude", true);
+    body["stream_options"] = {{"include_usage", true}};
+    Reply r = post(port, "/v1/chat/completions", body);
+    EXPECT_NE(r.body.find("\"usage\":{"), std::string::npos);
+}
+
+TEST_F(GatewayTest, UpstreamErrorsBeforeTheStream) {
+    config.max_retries = 1;
+    start();
+    // 429 with Retry-After: 0 is retried once, then answered with the upstream's status.
+    Reply r = post(port, "/v1/chat/completions", chat_body("chat429", true));
+    EXPECT_EQ(r.status, 429);
+    EXPECT_EQ(r.header("content-type"), "application/json");
+    EXPECT_EQ(r.header("retry-after"), "0");
+    json e = r.js()["error"];
+    EXPECT_EQ(e["code"], "rate_limit_exceeded");
+    EXPECT_NE(e["message"].get<std::string>().find("slow down"), std::string::npos);
+    EXPECT_EQ(upstream->requests("e429").size(), 2u);
+
+    // The upstream's key, refused and quoted back, never reaches the caller.
+    r = post(port, "/v1/chat/completions", chat_body("badkey"));
+    EXPECT_EQ(r.status, 502);
+    EXPECT_EQ(r.js()["error"]["code"], "upstream_auth_failed");
+    EXPECT_EQ(r.body.find(kUpstreamKey), std::string::npos) << r.body;
+    EXPECT_NE(r.body.find("[redacted]"), std::string::npos) << r.body;
+    r = post(port, "/v1/chat/completions", chat_body("gbadkey"));
+    EXPECT_EQ(r.status, 502);  // Gemini's 400 API_KEY_INVALID is an auth failure too
+
+    // Unreachable and silent upstreams.
+    r = post(port, "/v1/chat/completions", chat_body("down"));
+    EXPECT_EQ(r.status, 502);
+    EXPECT_EQ(r.js()["error"]["code"], "upstream_unreachable");
+}
+
+TEST_F(GatewayTest, RetriesUntilTheUpstreamRecovers) {
+    start();
+    Reply r = post(port, "/v1/chat/completions", chat_body("flaky"));
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(upstream->requests("flaky").size(), 3u);
+}
+
+TEST_F(GatewayTest, UpstreamTimeout) {
+    config.request_timeout_ms = 300;
+    start();
+    Reply r = post(port, "/v1/chat/completions", chat_body("hang"));
+    EXPECT_EQ(r.status, 504);
+    EXPECT_EQ(r.js()["error"]["code"], "upstream_timeout");
+    r = post(port, "/v1/chat/completions", chat_body("hang", true));
+    EXPECT_EQ(r.status, 504);
+}
+
+TEST_F(GatewayTest, UpstreamBreaksOffMidStream) {
+    start();
+    for (const char *model : {"midfail", "amidfail"}) {
+        Reply r = post(port, "/v1/chat/completions", chat_body(model, true));
+        EXPECT_EQ(r.status, 200) << model;
+        EXPECT_TRUE(r.error.empty()) << r.error;  // the stream itself ends cleanly
+        std::vector<std::string> data = sse_data(r.body);
+        ASSERT_FALSE(data.empty()) << model;
+        json last = json::parse(data.back(), nullptr, false);
+        ASSERT_TRUE(last.contains("error")) << model << r.body;
+        EXPECT_EQ(r.body.find("[DONE]"), std::string::npos) << model;
+    }
+    auto done = governor.all();
+    ASSERT_EQ(done.size(), 2u);
+    EXPECT_EQ(done[0].status, 502);
+    EXPECT_EQ(server->in_flight(), 0u);
+}
+
+TEST_F(GatewayTest, ClientLeavingMidStreamStopsTheUpstream) {
+    start();
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)), 0);
+    std::string body = chat_body("slow", true).dump();
+    std::string request = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                          std::string(kGatewayKey) + "\r\nContent-Type: application/json\r\n" +
+                          "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+    ASSERT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
+    std::string got;
+    auto until = Clock::now() + 5s;
+    while (got.find("hello") == std::string::npos && Clock::now() < until) {
+        pollfd p{fd, POLLIN, 0};
+        if (poll(&p, 1, 100) > 0) {
+            char buf[4096];
+            ssize_t n = read(fd, buf, sizeof(buf));
+            if (n <= 0)
+                break;
+            got.append(buf, n);
+        }
+    }
+    ASSERT_NE(got.find("hello"), std::string::npos) << got;
+    EXPECT_EQ(loop.run([&] { return server->in_flight(); }), 1u);
+    close(fd);
+    EXPECT_TRUE(eventually([&] { return upstream->streams_closed_by_peer() == 1; }));
+    EXPECT_TRUE(eventually([&] { return loop.run([&] { return server->in_flight(); }) == 0; }));
+    auto done = governor.all();
+    ASSERT_EQ(done.size(), 1u);
+    EXPECT_EQ(done[0].status, 499);
+    // And the gateway goes on serving.
+    EXPECT_EQ(post(port, "/v1/chat/completions", chat_body("chat")).status, 200);
+}
+
+TEST_F(GatewayTest, Embeddings) {
+    start();
+    json body = {{"model", "emb"}, {"input", {"a", "b"}}, {"encoding_format", "base64"}};
+    Reply r = post(port, "/v1/embeddings", body);
+    ASSERT_EQ(r.status, 200) << r.body;
+    json j = r.js();
+    std::string first = j["data"][0]["embedding"];
+    EXPECT_EQ(pgi::base64::decode_floats(first).value(), (std::vector<float>{0.5f, 1.0f, -2.25f}));
+    EXPECT_EQ(json::parse(upstream->last().body)["encoding_format"], "base64");
+    EXPECT_EQ(j["model"], "emb-up");  // the upstream's body, as it was
+
+    body["encoding_format"] = "float";
+    j = post(port, "/v1/embeddings", body).js();
+    EXPECT_EQ(j["data"][1]["embedding"], json({1.5, 1.0, -2.25}));
+
+    // Upstreams that only give floats still serve base64 callers.
+    for (const char *model : {"emb-floats", "emb-nob64", "gemb"}) {
+        body = {{"model", model}, {"input", {"a", "b"}}, {"encoding_format", "base64"}};
+        r = post(port, "/v1/embeddings", body);
+        ASSERT_EQ(r.status, 200) << model << r.body;
+        j = r.js();
+        ASSERT_EQ(j["data"].size(), 2u) << model;
+        std::string second = j["data"][1]["embedding"];
+        EXPECT_EQ(pgi::base64::decode_floats(second).value(), (std::vector<float>{1.5f, 1.0f, -2.25f}))
+            << model;
+    }
+    EXPECT_EQ(upstream->requests("rejectb64").size(), 2u);
+    EXPECT_EQ(upstream->last().path, "/v1beta/models/gemb-up:batchEmbedContents");
+
+    // Anthropic has no embeddings: the caller's mistake, said clearly.
+    r = post(port, "/v1/embeddings", json{{"model", "claude"}, {"input", "x"}});
+    EXPECT_EQ(r.status, 400);
+    EXPECT_EQ(r.js()["error"]["type"], "invalid_request_error");
+    r = post(port, "/v1/embeddings", json{{"model", "emb"}, {"input", 5}});
+    EXPECT_EQ(r.status, 400);
+}
+
+TEST_F(GatewayTest, RerankInBothShapesWithRouteDiscovery) {
+    start();
+    json rerank = {{"model", "nim"}, {"query", "q"}, {"documents", {"d0", "d1"}}, {"top_n", 2}};
+    Reply r = post(port, "/v1/rerank", rerank);
+    ASSERT_EQ(r.status, 200) << r.body;
+    json j = r.js();
+    ASSERT_EQ(j["results"].size(), 2u);
+    EXPECT_EQ(j["results"][0]["index"], 1);
+    EXPECT_EQ(upstream->last().path, "/v1/ranking");
+
+    // NIM's shape against an upstream that only serves /v1/rerank: probed, then remembered.
+    json ranking = {{"model", "vllm"}, {"query", {{"text", "q"}}}, {"passages", {{{"text", "d0"}}, {{"text", "d1"}}}}};
+    r = post(port, "/v1/ranking", ranking);
+    ASSERT_EQ(r.status, 200) << r.body;
+    j = r.js();
+    ASSERT_EQ(j["rankings"].size(), 2u);
+    EXPECT_EQ(j["rankings"][0]["index"], 1);
+    auto vllm = upstream->requests("vllm");
+    ASSERT_EQ(vllm.size(), 2u);
+    EXPECT_EQ(vllm[0].path, "/v1/ranking");
+    EXPECT_EQ(vllm[1].path, "/v1/rerank");
+    r = post(port, "/v1/rerank", json{{"model", "vllm"}, {"query", "q"}, {"documents", {"a", "b"}}});
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(upstream->requests("vllm").size(), 3u);
+    EXPECT_EQ(upstream->last().path, "/v1/rerank");
+    ASSERT_EQ(governor.learned.size(), 1u);
+    EXPECT_EQ(governor.learned[0].first, "vllm");
+
+    // A route known from the catalog is used straight away.
+    r = post(port, "/v1/rerank", json{{"model", "vllm-known"}, {"query", "q"}, {"documents", {"a", "b"}}});
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(upstream->requests("vllm").size(), 4u);
+    EXPECT_EQ(upstream->last().path, "/v1/rerank");
+}
+
+TEST_F(GatewayTest, PassThrough) {
+    start();
+    CallOptions o;
+    o.method = "POST";
+    o.body = "raw body";
+    o.headers = {"X-Custom: yes", std::string("X-API-Key: ") + kGatewayKey, "Content-Type: text/plain"};
+    Reply r = call(port, "/inferenceservices/chat/echo/a%20b?x=1&y=2", o);
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.header("x-upstream"), "yes");
+    EXPECT_EQ(r.header("content-type"), "application/json");
+    json j = r.js();
+    EXPECT_EQ(j["method"], "POST");
+    EXPECT_EQ(j["path"], "/echo/a%20b");
+    EXPECT_EQ(j["query"], "x=1&y=2");
+    EXPECT_EQ(j["body"], "raw body");
+    EXPECT_EQ(j["headers"]["x-custom"], "yes");
+    EXPECT_EQ(j["headers"]["content-type"], "text/plain");
+    EXPECT_EQ(j["headers"]["authorization"], std::string("Bearer ") + kUpstreamKey);
+    EXPECT_FALSE(j["headers"].contains("x-api-key"));
+
+    // An Anthropic service: the caller's own x-api-key is replaced, not forwarded.
+    o.method = "GET";
+    o.body.clear();
+    o.headers = {"x-api-key: gw-key-1", "anthropic-version: 1999-01-01"};
+    o.key = false;
+    j = call(port, "/inferenceservices/claude/echo", o).js();
+    EXPECT_EQ(j["headers"]["x-api-key"], kUpstreamKey);
+    EXPECT_EQ(j["headers"]["anthropic-version"], "2023-06-01");
+
+    // Upstream errors come back as they are.
+    o.key = true;
+    o.headers.clear();
+    r = call(port, "/inferenceservices/chat/nothing-here", o);
+    EXPECT_EQ(r.status, 404);
+    EXPECT_NE(r.body.find("no route /nothing-here"), std::string::npos);
+
+    // Refused paths and services.
+    o.path_as_is = true;
+    for (const char *bad : {"/inferenceservices/chat/../emb/x", "/inferenceservices/chat/%2e%2e/x",
+                            "/inferenceservices/chat/a%2Fb"}) {
+        r = call(port, bad, o);
+        EXPECT_EQ(r.status, 400) << bad;
+        EXPECT_EQ(r.js()["error"]["code"], "invalid_path") << bad;
+    }
+    EXPECT_EQ(call(port, "/inferenceservices/nope/x", o).status, 404);
+    CallOptions limited;
+    limited.key = false;
+    limited.headers = {"Authorization: Bearer gw-limited"};
+    EXPECT_EQ(call(port, "/inferenceservices/claude/echo", limited).status, 403);
+}
+
+TEST_F(GatewayTest, PassThroughStreamsAsItArrives) {
+    start();
+    Reply r = call(port, "/inferenceservices/chat/stream");
+    ASSERT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "data: 1\n\ndata: 2\n\ndata: 3\n\n");
+    EXPECT_EQ(r.header("content-type"), "text/event-stream");
+    // Three events 150 ms apart: the first arrives long before the last.
+    EXPECT_LT(r.first_byte_ms + 200, r.total_ms) << r.first_byte_ms << " " << r.total_ms;
+}
+
+TEST_F(GatewayTest, BadRequests) {
+    start();
+    auto error = [](const Reply &r) { return r.js()["error"]; };
+    Reply r = call(port, "/v1/nothing");
+    EXPECT_EQ(r.status, 404);
+    EXPECT_EQ(r.header("content-type"), "application/json");
+    EXPECT_EQ(error(r)["type"], "invalid_request_error");
+    r = call(port, "/v1/chat/completions");
+    EXPECT_EQ(r.status, 405);
+    EXPECT_EQ(r.header("allow"), "POST");
+    CallOptions o;
+    o.method = "POST";
+    o.body = "{\"model\":";
+    r = call(port, "/v1/chat/completions", o);
+    EXPECT_EQ(r.status, 400);
+    EXPECT_EQ(error(r)["code"], "invalid_json");
+    o.body = "[1]";
+    EXPECT_EQ(call(port, "/v1/chat/completions", o).status, 400);
+    o.body = "{\"messages\":[]}";
+    r = call(port, "/v1/chat/completions", o);
+    EXPECT_EQ(r.status, 400);
+    EXPECT_EQ(error(r)["param"], "model");
+    o.body = chat_body("nope").dump();
+    r = call(port, "/v1/chat/completions", o);
+    EXPECT_EQ(r.status, 404);
+    EXPECT_EQ(error(r)["code"], "model_not_found");
+    o.body = "{\"model\":\"chat\",\"messages\":\"x\"}";
+    r = call(port, "/v1/chat/completions", o);
+    EXPECT_EQ(r.status, 400);
+    EXPECT_EQ(error(r)["code"], "invalid_value");
+    o.body = "<xml/>";
+    o.headers = {"Content-Type: application/xml"};
+    EXPECT_EQ(call(port, "/v1/chat/completions", o).status, 415);
+    // Over the body limit: 413, still OpenAI-shaped.
+    o.headers.clear();
+    o.body = "{\"model\":\"chat\",\"x\":\"" + std::string(70000, 'a') + "\"}";
+    r = call(port, "/v1/chat/completions", o);
+    EXPECT_EQ(r.status, 413);
+    EXPECT_EQ(r.header("content-type"), "application/json");
+    EXPECT_EQ(error(r)["code"], "request_too_large");
+    EXPECT_TRUE(upstream->requests().empty());
+    // Garbage on the wire does not hurt the server.
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)), 0);
+    std::string junk = "\x01\x02 GARBAGE\r\n\r\n";
+    ASSERT_GT(write(fd, junk.data(), junk.size()), 0);
+    char buf[1024];
+    ssize_t n = read(fd, buf, sizeof(buf));
+    close(fd);
+    EXPECT_GT(n, 0);
+    EXPECT_NE(std::string(buf, n > 0 ? n : 0).find("400"), std::string::npos);
+    EXPECT_EQ(call(port, "/health").status, 200);
+}
+
+TEST_F(GatewayTest, GovernorRefusal) {
+    governor.refuse = "chat";
+    start();
+    Reply r = post(port, "/v1/chat/completions", chat_body("chat"));
+    EXPECT_EQ(r.status, 429);
+    EXPECT_EQ(r.header("retry-after"), "7");
+    EXPECT_EQ(r.header("x-ratelimit-remaining-requests"), "99");
+    EXPECT_EQ(r.js()["error"]["code"], "rate_limit_exceeded");
+    EXPECT_TRUE(upstream->requests().empty());
+    auto done = governor.all();
+    ASSERT_EQ(done.size(), 1u);
+    EXPECT_TRUE(done[0].rate_limited);
+}
+
+TEST_F(GatewayTest, SnapshotReloadAndConnectionReuse) {
+    start();
+    for (int i = 0; i < 5; i++)
+        EXPECT_EQ(post(port, "/v1/chat/completions", chat_body("chat")).status, 200);
+    std::set<int> peers;
+    for (auto &r : upstream->requests())
+        peers.insert(r.peer_port);
+    EXPECT_EQ(peers.size(), 1u);  // one kept-alive upstream connection
+
+    Snapshot next;
+    add_service(next, "fresh", "gpt-up", "ok");
+    add_key(next, "full", kGatewayKey);
+    loop.run([&] { server->set_snapshot(std::make_shared<Snapshot>(next)); });
+    EXPECT_EQ(call(port, "/v1/models").js()["data"].size(), 1u);
+    EXPECT_EQ(post(port, "/v1/chat/completions", chat_body("chat")).status, 404);
+    EXPECT_EQ(post(port, "/v1/chat/completions", chat_body("fresh")).status, 200);
+}
+
+// A throwaway self-signed certificate for the TLS test.
+void write_certificate(const std::string &cert_path, const std::string &key_path) {
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *cert = X509_new();
+    ASN1_INTEGER_set(X509_get_serialNumber(cert), 1);
+    X509_gmtime_adj(X509_getm_notBefore(cert), 0);
+    X509_gmtime_adj(X509_getm_notAfter(cert), 3600);
+    X509_set_pubkey(cert, key);
+    X509_NAME *name = X509_get_subject_name(cert);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                               reinterpret_cast<const unsigned char *>("127.0.0.1"), -1, -1, 0);
+    X509_set_issuer_name(cert, name);
+    X509_sign(cert, key, EVP_sha256());
+    FILE *f = fopen(cert_path.c_str(), "w");
+    PEM_write_X509(f, cert);
+    fclose(f);
+    f = fopen(key_path.c_str(), "w");
+    PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr);
+    fclose(f);
+    X509_free(cert);
+    EVP_PKEY_free(key);
+}
+
+TEST_F(GatewayTest, Https) {
+    char dir[] = "/tmp/gateway_tls_XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    config.tls_cert_file = std::string(dir) + "/cert.pem";
+    config.tls_key_file = std::string(dir) + "/key.pem";
+    write_certificate(config.tls_cert_file, config.tls_key_file);
+    start();
+    CallOptions o;
+    o.https = true;
+    Reply r = call(port, "/health", o);
+    EXPECT_EQ(r.status, 200) << r.error;
+    o.method = "POST";
+    o.body = chat_body("claude", true).dump();
+    r = call(port, "/v1/chat/completions", o);
+    EXPECT_EQ(r.status, 200) << r.error;
+    EXPECT_EQ(sse_text(r.body), "hello world");
+    o.https = false;
+    o.method = "GET";
+    o.body.clear();
+    EXPECT_NE(call(port, "/health", o).status, 200);  // plain HTTP on a TLS port
+    unlink(config.tls_cert_file.c_str());
+    unlink(config.tls_key_file.c_str());
+    rmdir(dir);
+}
+
+TEST_F(GatewayTest, ListenErrors) {
+    Config bad = config;
+    bad.tls_cert_file = "/nonexistent/cert.pem";
+    bad.tls_key_file = "/nonexistent/key.pem";
+    Server tls(loop.base(), bad, governor);
+    EXPECT_THROW(tls.listen(), pgi::Error);
+    start();
+    // Two servers on one port (SO_REUSEPORT) is the design; a port held without it is an error.
+    Config same = config;
+    same.port = port;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)), 0);
+    ASSERT_EQ(listen(fd, 1), 0);
+    socklen_t len = sizeof(addr);
+    getsockname(fd, reinterpret_cast<sockaddr *>(&addr), &len);
+    Config taken = config;
+    taken.port = ntohs(addr.sin_port);
+    loop.run([&] {
+        Server second(loop.base(), same, governor);
+        EXPECT_NO_THROW(second.listen());
+        Server third(loop.base(), taken, governor);
+        EXPECT_THROW(third.listen(), pgi::Error);
+        return 0;
+    });
+    close(fd);
+}
+
+// ------------------------------------------------------------------------------------------------
+// AsyncClient on its own.
+
+class AsyncClientTest : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        base = event_base_new();
+        upstream = std::make_unique<FakeUpstream>(base);
+        client = std::make_unique<pgi::http::AsyncClient>(base);
+    }
+    void TearDown() override {
+        client.reset();
+        upstream.reset();
+        event_base_free(base);
+    }
+    pgi::http::Request chat_request(const std::string &label, bool stream = false) {
+        pgi::http::Request r;
+        r.method = "POST";
+        r.url = upstream->url(label) + "/v1/chat/completions";
+        r.headers = {std::string("Authorization: Bearer ") + kUpstreamKey};
+        r.body = json{{"model", "m"}, {"stream", stream}}.dump();
+        return r;
+    }
+    // Runs the loop until done() or a time limit.
+    void run_until(const std::function<bool()> &done) {
+        auto until = Clock::now() + 5s;
+        while (!done() && Clock::now() < until)
+            event_base_loop(base, EVLOOP_ONCE);
+    }
+
+    event_base *base;
+    std::unique_ptr<FakeUpstream> upstream;
+    std::unique_ptr<pgi::http::AsyncClient> client;
+};
+
+TEST_F(AsyncClientTest, ConcurrentCallsShareConnections) {
+    int finished = 0;
+    bool synchronous = true;
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 4; i++) {
+            client->start(chat_request("ok"), {nullptr, [&](pgi::http::Response &r) {
+                              EXPECT_FALSE(synchronous);
+                              EXPECT_EQ(r.status, 200);
+                              EXPECT_NE(r.body.find("hello world"), std::string::npos);
+                              finished++;
+                          }});
+        }
+        synchronous = false;
+        run_until([&] { return finished == 4 * (round + 1); });
+        synchronous = true;
+    }
+    EXPECT_EQ(finished, 12);
+    EXPECT_EQ(client->active(), 0u);
+    EXPECT_LE(client->connections_opened(), 4);  // later rounds reuse the first round's
+}
+
+TEST_F(AsyncClientTest, StreamsRetriesAndCancels) {
+    // Body pieces as they come.
+    std::string streamed;
+    bool done = false;
+    client->start(chat_request("ok", true),
+                  {[&](const pgi::http::Response &head, const char *d, size_t n) {
+                       EXPECT_EQ(head.status, 200);
+                       streamed.append(d, n);
+                       return true;
+                   },
+                   [&](pgi::http::Response &r) {
+                       EXPECT_EQ(r.curl_code, 0);
+                       EXPECT_TRUE(r.body.empty());
+                       done = true;
+                   }});
+    run_until([&] { return done; });
+    EXPECT_NE(streamed.find("[DONE]"), std::string::npos);
+
+    // Retryable statuses are retried on timers; the error body is kept for the caller.
+    pgi::http::AsyncClient::Options options;
+    options.retry.max_retries = 3;
+    done = false;
+    client->start(chat_request("flaky"), {nullptr, [&](pgi::http::Response &r) {
+                                              EXPECT_EQ(r.status, 200);
+                                              EXPECT_EQ(r.attempts, 3);
+                                              done = true;
+                                          }},
+                  options);
+    run_until([&] { return done; });
+    EXPECT_TRUE(done);
+    options.retry.max_retries = 1;
+    done = false;
+    client->start(chat_request("e503", true), {[&](const pgi::http::Response &, const char *, size_t) {
+                                                   ADD_FAILURE() << "error bodies are not streamed";
+                                                   return true;
+                                               },
+                                               [&](pgi::http::Response &r) {
+                                                   EXPECT_EQ(r.status, 503);
+                                                   EXPECT_EQ(r.attempts, 2);
+                                                   EXPECT_NE(r.body.find("slow down"), std::string::npos);
+                                                   done = true;
+                                               }},
+                  options);
+    run_until([&] { return done; });
+    EXPECT_TRUE(done);
+
+    // Cancelled from its own body callback: no completion, the upstream sees the close.
+    pgi::http::AsyncClient::Id id = 0;
+    int pieces = 0;
+    id = client->start(chat_request("slow", true),
+                       {[&](const pgi::http::Response &, const char *, size_t) {
+                            if (++pieces == 2)
+                                client->cancel(id);
+                            return true;
+                        },
+                        [&](pgi::http::Response &) { ADD_FAILURE() << "cancelled call completed"; }});
+    run_until([&] { return upstream->streams_closed_by_peer() == 1; });
+    EXPECT_EQ(upstream->streams_closed_by_peer(), 1);
+    EXPECT_EQ(client->active(), 0u);
+
+    // A hanging call cancelled from outside; an unreachable one reports on the loop.
+    id = client->start(chat_request("hang"), {nullptr, [&](pgi::http::Response &) { ADD_FAILURE(); }});
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    client->cancel(id);
+    pgi::http::Request down = chat_request("ok");
+    down.url = "http://127.0.0.1:1/x";
+    done = false;
+    client->start(down, {nullptr, [&](pgi::http::Response &r) {
+                             EXPECT_EQ(r.status, 0);
+                             EXPECT_EQ(r.curl_code, CURLE_COULDNT_CONNECT);
+                             done = true;
+                         }});
+    run_until([&] { return done; });
+    EXPECT_TRUE(done);
+    EXPECT_EQ(client->active(), 0u);
+}
+
+}  // namespace
