@@ -35,6 +35,8 @@ SHLIB_LINK = -lcurl -lssl -lcrypto -levent -levent_openssl -lstdc++
 # Debian's server is built with LLVM JIT; PGXS would then compile bitcode with clang for every
 # object. The extension has nothing worth inlining into JIT-compiled expressions.
 override with_llvm = no
+# Track header dependencies (.deps/*.Po), so a changed header rebuilds what includes it.
+override autodepend = yes
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)

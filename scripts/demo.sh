@@ -17,6 +17,7 @@ chmod 755 "$WORK"
 PG_DIR="$WORK/pg" PG_PORT="${DEMO_PG_PORT:-55431}"
 MOCK_PORT="${DEMO_MOCK_PORT:-18281}" MOCK_TLS_PORT="${DEMO_MOCK_TLS_PORT:-18282}"
 MOCK="http://127.0.0.1:$MOCK_PORT"
+GATEWAY_PORT="${DEMO_GATEWAY_PORT:-8765}" GATEWAY="http://127.0.0.1:${DEMO_GATEWAY_PORT:-8765}"
 
 stop_all() {
     cluster_stop "$PG_DIR"
@@ -27,7 +28,7 @@ stop_all() {
 
 echo "== starting the mock upstream on $MOCK and a cluster on port $PG_PORT"
 mock_start "$WORK" "$MOCK_PORT" "$MOCK_TLS_PORT"
-cluster_start "$PG_DIR" "$PG_PORT"
+cluster_start "$PG_DIR" "$PG_PORT" "inference.gateway_port = $GATEWAY_PORT"
 
 run() {
     echo
@@ -93,8 +94,43 @@ run "keys are sealed (AES-256-GCM); only the owner can read this table" \
     "SELECT service, length(api_key_sealed) AS sealed_bytes FROM inference.service_secrets"
 
 echo
+echo "== the gateway: an OpenAI-compatible API on $GATEWAY, served by PostgreSQL's own workers"
+KEY="$(cluster_psql "$PG_DIR" "$PG_PORT" -At -c "SELECT inference.create_access_key('demo-app', requests_per_minute => 600)")"
+echo "-- an access key, shown once: ${KEY:0:12}... (stored as its SHA-256)"
+for _ in $(seq 1 30); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $KEY" "$GATEWAY/v1/models")" = 200 ] && break
+    sleep 0.1
+done
+show() {
+    echo
+    echo "-- $1"
+    shift
+    curl -s "$@"
+    echo
+}
+show "GET /v1/models" -H "Authorization: Bearer $KEY" "$GATEWAY/v1/models"
+show "POST /v1/chat/completions, model = an Anthropic service (translated both ways)" \
+    -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' "$GATEWAY/v1/chat/completions" \
+    -d '{"model": "claude", "messages": [{"role": "user", "content": "hello through the gateway"}]}'
+show "the same, streamed (SSE translated event by event)" -N \
+    -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' "$GATEWAY/v1/chat/completions" \
+    -d '{"model": "claude", "stream": true, "messages": [{"role": "user", "content": "stream me"}]}'
+show "POST /v1/embeddings to a Gemini service" \
+    -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' "$GATEWAY/v1/embeddings" \
+    -d '{"model": "gemini-embed", "input": ["PostgreSQL"], "dimensions": 4}'
+show "POST /v1/rerank, answered by NIM's /v1/ranking" \
+    -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' "$GATEWAY/v1/rerank" \
+    -d '{"model": "nim-rerank", "query": "postgres", "documents": ["a recipe", "postgres docs"]}'
+show "pass-through: /inferenceservices/openai-chat/v1/models, the upstream key injected" \
+    -H "Authorization: Bearer $KEY" "$GATEWAY/inferenceservices/openai-chat/v1/models"
+cluster_psql "$PG_DIR" "$PG_PORT" -c "SELECT inference.revoke_access_key('demo-app')" >/dev/null
+sleep 0.5
+show "after revoke_access_key('demo-app'), the same key is refused" -w ' (HTTP %{http_code})' \
+    -H "Authorization: Bearer $KEY" "$GATEWAY/v1/models"
+
+echo
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
-    echo "Left running. Connect: psql -h $PG_DIR -p $PG_PORT -U postgres"
+    echo "Left running. Connect: psql -h $PG_DIR -p $PG_PORT -U postgres; gateway: $GATEWAY"
     echo "Stop: kill $(cluster_pid "$PG_DIR") $MOCK_PID; rm -rf $WORK"
 else
     echo "== demo done; stopping the cluster and the mock"

@@ -286,6 +286,11 @@ Server::Impl::~Impl() {
     // Exchanges first: their upstream calls stop and their close callbacks go, so freeing the
     // connections below calls nothing of ours.
     for (Exchange *ex : exchanges) {
+        if (!ex->done) {
+            governor.finished(ex->context.key,
+                              ex->context.service != nullptr ? ex->context.service->name : kNoService,
+                              503, ex->usage, ms_since(ex->context.started), ex->upstream_ms, false);
+        }
         if (ex->upstream != 0)
             client.cancel(ex->upstream);
         if (ex->conn != nullptr)
@@ -532,8 +537,26 @@ Exchange &Server::Impl::adopt(std::unique_ptr<Exchange> exchange) {
     Exchange *ex = exchange.get();
     exchanges.insert(ex);
     exchange.release();
-    if (ex->conn != nullptr)
+    if (ex->conn != nullptr) {
         evhttp_connection_set_closecb(ex->conn, on_close, ex);
+        // libevent stops reading a connection while its request is served, so a caller who
+        // leaves before the answer starts would go unnoticed and the upstream call (an LLM
+        // generating for a minute, say) would run on for nobody. Reading is turned back on with
+        // no read callback, as libevent itself does while it writes an answer: data waits in the
+        // buffer, and EOF reaches libevent's error callback, which drops the connection and so
+        // calls on_close. The read timeout goes meanwhile (a waiting caller sends nothing); the
+        // write timeout stays, and both are restored when the answer is complete.
+        bufferevent *bev = evhttp_connection_get_bufferevent(ex->conn);
+        bufferevent_data_cb read_cb = nullptr, write_cb = nullptr;
+        bufferevent_event_cb event_cb = nullptr;
+        void *cb_arg = nullptr;
+        bufferevent_getcb(bev, &read_cb, &write_cb, &event_cb, &cb_arg);
+        bufferevent_setcb(bev, nullptr, write_cb, event_cb, cb_arg);
+        timeval write_timeout = {config.client_timeout_s, 0};
+        bufferevent_set_timeouts(bev, nullptr, &write_timeout);
+        bufferevent_enable(bev, EV_READ);
+        evhttp_request_set_on_complete_cb(ex->req, restore_timeouts, this);
+    }
     return *ex;
 }
 
@@ -678,15 +701,9 @@ void Server::Impl::start_stream(Exchange &ex, int status,
         return;
     add_headers(ex.req, ex.context.headers);
     add_headers(ex.req, headers);
+    // The read timeout is already off (adopt): a caller listening to a stream sends nothing.
     evhttp_send_reply_start(ex.req, status, nullptr);
     ex.streaming = true;
-    // A caller listening to a stream sends nothing: only stalled writes time out meanwhile.
-    if (ex.conn != nullptr) {
-        timeval write_timeout = {config.client_timeout_s, 0};
-        bufferevent_set_timeouts(evhttp_connection_get_bufferevent(ex.conn), nullptr,
-                                 &write_timeout);
-        evhttp_request_set_on_complete_cb(ex.req, restore_timeouts, this);
-    }
 }
 
 void Server::Impl::send_chunk(Exchange &ex, const char *data, std::size_t size) {

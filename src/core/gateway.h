@@ -87,8 +87,9 @@ class Governor {
     virtual Admission admit(const AccessKey *key, const std::string &service);
     // Once per request except /health and /metrics, when the answer is complete. service is ""
     // when the request never resolved to one (unknown path or model, missing key). status is
-    // what the caller got; a stream that the upstream broke counts as 502 and one the caller
-    // abandoned as 499. upstream_ms is 0 when no upstream call was made.
+    // what the caller got; a stream that the upstream broke counts as 502, a request the caller
+    // abandoned as 499 and one cut off by the Server's destruction as 503. upstream_ms is 0
+    // when no upstream call was made.
     virtual void finished(const AccessKey *key, const std::string &service, int status,
                           const translate::Usage &usage, double total_ms, double upstream_ms,
                           bool rate_limited);
@@ -102,7 +103,9 @@ class Server {
   public:
     // The event_base, config and governor must outlive the Server.
     Server(event_base *base, Config config, Governor &governor);
-    // Closes the listening sockets and client connections and aborts upstream transfers.
+    // Closes the listening sockets and client connections and aborts upstream transfers. For a
+    // graceful stop, call stop_listening() first and keep the loop running until in_flight()
+    // is 0 (or a deadline passes).
     ~Server();
     Server(const Server &) = delete;
     Server &operator=(const Server &) = delete;

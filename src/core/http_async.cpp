@@ -47,6 +47,7 @@ struct AsyncClient::Call {
     CURL *easy = nullptr;  // null while waiting to retry
     Transfer transfer;
     event *timer = nullptr;  // backoff, or a completion that must not run inside start()
+    event *idle = nullptr;   // options.idle_timeout_ms: re-armed whenever data arrives
     bool streamed = false;   // body bytes went to on_body: no retry from here on
     bool cancelled = false;
     int pending_code = 0;    // the CURLcode a deferred completion reports
@@ -54,6 +55,15 @@ struct AsyncClient::Call {
     ~Call() {
         if (timer != nullptr)
             event_free(timer);
+        if (idle != nullptr)
+            event_free(idle);
+    }
+
+    void arm_idle() {
+        if (idle == nullptr)
+            return;
+        timeval tv = to_timeval(options.idle_timeout_ms);
+        evtimer_add(idle, &tv);
     }
 };
 
@@ -103,6 +113,11 @@ AsyncClient::Id AsyncClient::start(Request request, Handlers handlers, const Opt
     call->timer = evtimer_new(base_, &AsyncClient::on_call_timer, call.get());
     if (call->timer == nullptr)
         throw std::bad_alloc();
+    if (options.idle_timeout_ms > 0) {
+        call->idle = evtimer_new(base_, &AsyncClient::on_idle_timer, call.get());
+        if (call->idle == nullptr)
+            throw std::bad_alloc();
+    }
     Call &ref = *call;
     calls_.emplace(ref.id, std::move(call));
     launch(ref);
@@ -124,21 +139,22 @@ void AsyncClient::launch(Call &call) {
     if (easy != nullptr) {
         call.easy = easy;
         apply_request(easy, call.request, call.transfer);
-        if (call.options.idle_timeout_ms > 0) {
+        if (call.idle != nullptr) {
+            // Silence is bounded by the idle timer instead (curl's low-speed check averages
+            // over seconds and counts the upload, so it cannot say "nothing for N ms").
             curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, 0L);
-            curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-            curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME,
-                             std::max(1L, (call.options.idle_timeout_ms + 999) / 1000));
+            call.arm_idle();
         }
         // The streaming sink only ever sees 2xx bodies: an error body is kept whole for the
         // caller's error message, and a retry stays possible until the first byte goes out.
-        if (call.handlers.on_body) {
+        if (call.handlers.on_body || call.idle != nullptr) {
             Call *c = &call;
             call.transfer.on_body = [c](const char *data, size_t size) -> bool {
                 if (c->cancelled)
                     return false;
+                c->arm_idle();
                 Response &r = c->transfer.response;
-                if (r.status < 200 || r.status > 299) {
+                if (!c->handlers.on_body || r.status < 200 || r.status > 299) {
                     r.body.append(data, size);
                     return true;
                 }
@@ -287,7 +303,24 @@ void AsyncClient::read_messages() {
     }
 }
 
+void AsyncClient::on_idle_timer(int, short, void *call_p) {
+    auto *call = static_cast<Call *>(call_p);
+    AsyncClient *client = call->client;
+    if (call->easy == nullptr || call->cancelled)
+        return;
+    // From the loop, not from inside libcurl: the handle may go at once.
+    finish_transfer(call->easy, CURLE_OPERATION_TIMEDOUT, call->transfer);
+    call->transfer.response.transport_error =
+        "no data from the upstream for " + std::to_string(call->options.idle_timeout_ms) + " ms";
+    call->transfer.response.attempts = call->attempts;
+    client->release_easy(call->easy);
+    call->easy = nullptr;
+    client->complete(call->id);
+}
+
 void AsyncClient::finished(Call &call, int curl_code) {
+    if (call.idle != nullptr)
+        evtimer_del(call.idle);
     CURL *easy = call.easy;
     finish_transfer(easy, static_cast<CURLcode>(curl_code), call.transfer);
     long connects = 0;

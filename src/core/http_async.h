@@ -37,8 +37,9 @@ class AsyncClient {
 
     struct Options {
         RetryPolicy retry;
-        // When positive, the request's total timeout is lifted and the call fails after this long
-        // without receiving data instead: streams may last minutes, silence may not.
+        // When positive, the request's total timeout is lifted and the call fails (with
+        // CURLE_OPERATION_TIMEDOUT) after this long without receiving data instead: streams may
+        // last minutes, silence may not. Connecting is still bounded by connect_timeout_ms.
         long idle_timeout_ms = 0;
     };
 
@@ -76,6 +77,7 @@ class AsyncClient {
     static void on_socket_event(int fd, short events, void *client);
     static void on_timer(int fd, short events, void *client);
     static void on_call_timer(int fd, short events, void *call);
+    static void on_idle_timer(int fd, short events, void *call);
 
     void launch(Call &call);
     void socket_action(int fd, int flags);

@@ -75,7 +75,7 @@ IFS='|' read -r warm_ms _ warm_failed <<<"$warm"
 ready="$(q -c "SELECT count(*) FROM inference.list_models() WHERE status = 'Ready'")"
 
 # Baseline: the same requests from curl, same concurrency, new connections (like the cold round).
-for i in $(seq 1 "$SERVICES"); do
+for _ in $(seq 1 "$SERVICES"); do
     printf 'url = "%s/s/bench/v1/models/gpt-4o-mini"\noutput = "/dev/null"\n' "$MOCK"
 done >"$WORK/curl.cfg"
 start_ns="$(date +%s%N)"

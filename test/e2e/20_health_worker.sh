@@ -65,10 +65,11 @@ poll_match() {
     shift 3
     while :; do
         got="$("$@" 2>&1)"
-        # shellcheck disable=SC2053
+        # shellcheck disable=SC2053 # a pattern on purpose
         [[ "$got" == $pattern ]] || [ $SECONDS -ge "$deadline" ] && break
         sleep 0.2
     done
+    # shellcheck disable=SC2053
     if [[ "$got" == $pattern ]]; then pass "$name"; else fail "$name" "expected [$pattern], got [$got]"; fi
 }
 # A pid that differs from $1 and is not empty.
