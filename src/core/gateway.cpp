@@ -1,6 +1,10 @@
 #include "gateway.h"
 
+#include <algorithm>
 #include <arpa/inet.h>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -14,11 +18,6 @@
 #include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <algorithm>
-#include <cerrno>
-#include <cstdlib>
-#include <cstring>
 
 #include "crypto.h"
 #include "gateway_internal.h"
@@ -42,7 +41,9 @@ int64_t unix_ms_now() {
         .count();
 }
 
-void free_string(const void *, size_t, void *string) { delete static_cast<std::string *>(string); }
+void free_string(const void *, size_t, void *string) {
+    delete static_cast<std::string *>(string);
+}
 
 // Moves the body into the request's output buffer: small bodies are copied, large ones are handed
 // over without a copy.
@@ -108,11 +109,14 @@ void on_close(evhttp_connection *conn, void *arg) {
 
 void restore_timeouts(evhttp_request *req, void *arg) {
     auto *impl = static_cast<Server::Impl *>(arg);
-    if (evhttp_connection *conn = evhttp_request_get_connection(req))
+    evhttp_connection *conn = evhttp_request_get_connection(req);
+    if (conn != nullptr && impl->config.client_timeout_s > 0)
         evhttp_connection_set_timeout(conn, impl->config.client_timeout_s);
 }
 
-void on_request(evhttp_request *req, void *arg) { static_cast<Server::Impl *>(arg)->handle(req); }
+void on_request(evhttp_request *req, void *arg) {
+    static_cast<Server::Impl *>(arg)->handle(req);
+}
 
 // libevent answers some requests itself, before any callback of ours runs: bodies over the limit
 // (413), malformed requests (400), unknown methods (501). Its answer is an HTML page; the
@@ -127,15 +131,30 @@ void rewrite_error_page(evbuffer *buffer, const evbuffer_cb_info *info, void *ar
     size_t length = evbuffer_get_length(buffer);
     if (length < 32 || length > 4096)
         return;
+    // A socket bufferevent keeps the front of its output frozen except while it writes, which
+    // makes reading and draining the front fail; thaw it for the rewrite, and freeze it again.
+    struct Thaw {
+        evbuffer *buffer = nullptr;
+        ~Thaw() {
+            if (buffer != nullptr)
+                evbuffer_freeze(buffer, 1);
+        }
+    } thaw;
     char head[10];
-    evbuffer_copyout(buffer, head, sizeof(head));
+    if (evbuffer_copyout(buffer, head, sizeof(head)) != static_cast<ev_ssize_t>(sizeof(head))) {
+        evbuffer_unfreeze(buffer, 1);
+        thaw.buffer = buffer;
+        if (evbuffer_copyout(buffer, head, sizeof(head)) != static_cast<ev_ssize_t>(sizeof(head)))
+            return;
+    }
     if (std::memcmp(head, "HTTP/1.", 7) != 0 || (head[9] != '4' && head[9] != '5'))
         return;
     evbuffer_ptr end = evbuffer_search(buffer, kPageEnd, kPageEndSize, nullptr);
     if (end.pos < 0 || static_cast<size_t>(end.pos) + kPageEndSize != length)
         return;
     std::string page(length, '\0');
-    evbuffer_copyout(buffer, page.data(), length);
+    if (evbuffer_copyout(buffer, page.data(), length) != static_cast<ev_ssize_t>(length))
+        return;
     if (page.find("\r\nContent-Type: text/html\r\n") == std::string::npos)
         return;
     size_t line_end = page.find("\r\n");
@@ -232,12 +251,16 @@ int local_port(int fd) {
 
 Governor::~Governor() = default;
 
-Admission Governor::admit(const AccessKey *, const std::string &) { return {}; }
+Admission Governor::admit(const AccessKey *, const std::string &) {
+    return {};
+}
 
 void Governor::finished(const AccessKey *, const std::string &, int, const translate::Usage &,
                         double, double, bool) {}
 
-std::string Governor::metrics_text() { return {}; }
+std::string Governor::metrics_text() {
+    return {};
+}
 
 void Governor::rerank_route_learned(const std::string &, translate::RerankRoute) {}
 
@@ -251,16 +274,22 @@ bool AccessKey::allows(const std::string &service) const {
 // Exchange
 
 Exchange::Exchange(Server::Impl &s, RequestContext &&c)
-    : server(s), context(std::move(c)), req(context.req),
+    : server(s),
+      context(std::move(c)),
+      req(context.req),
       conn(evhttp_request_get_connection(context.req)) {
     chunk = evbuffer_new();
     if (chunk == nullptr)
         throw std::bad_alloc();
 }
 
-Exchange::~Exchange() { evbuffer_free(chunk); }
+Exchange::~Exchange() {
+    evbuffer_free(chunk);
+}
 
-bool Exchange::on_body(const http::Response &, const char *, std::size_t) { return true; }
+bool Exchange::on_body(const http::Response &, const char *, std::size_t) {
+    return true;
+}
 
 // ------------------------------------------------------------------------------------------------
 // Server::Impl
@@ -273,7 +302,8 @@ Server::Impl::Impl(event_base *b, Config c, Governor &g)
     evhttp_set_allowed_methods(http, kGet | kPost | kHead | kPut | kDelete | kOptions | kPatch);
     evhttp_set_max_body_size(http, static_cast<ev_ssize_t>(config.max_body_size));
     evhttp_set_max_headers_size(http, 64 * 1024);
-    evhttp_set_timeout(http, config.client_timeout_s);
+    if (config.client_timeout_s > 0)
+        evhttp_set_timeout(http, config.client_timeout_s);
     evhttp_set_gencb(http, on_request, this);
     evhttp_set_bevcb(http, make_bufferevent, this);
     // Over-long bodies are read to their end before the 413, so the caller can read it rather
@@ -287,9 +317,10 @@ Server::Impl::~Impl() {
     // connections below calls nothing of ours.
     for (Exchange *ex : exchanges) {
         if (!ex->done) {
-            governor.finished(ex->context.key,
-                              ex->context.service != nullptr ? ex->context.service->name : kNoService,
-                              503, ex->usage, ms_since(ex->context.started), ex->upstream_ms, false);
+            governor.finished(
+                ex->context.key,
+                ex->context.service != nullptr ? ex->context.service->name : kNoService, 503,
+                ex->usage, ms_since(ex->context.started), ex->upstream_ms, false);
         }
         if (ex->upstream != 0)
             client.cancel(ex->upstream);
@@ -337,7 +368,8 @@ void Server::Impl::handle(evhttp_request *req) {
         }
         if (r.endpoint == Endpoint::kMetrics) {
             context.ledger = false;
-            reply(context, 200, governor.metrics_text(), "text/plain; version=0.0.4; charset=utf-8");
+            reply(context, 200, governor.metrics_text(),
+                  "text/plain; version=0.0.4; charset=utf-8");
             return;
         }
         if (r.endpoint == Endpoint::kPassthrough && r.bad_path) {
@@ -350,12 +382,13 @@ void Server::Impl::handle(evhttp_request *req) {
 
         // The caller's access key.
         evkeyvalq *in = evhttp_request_get_input_headers(req);
-        std::string_view presented =
-            access_key(evhttp_find_header(in, "Authorization"), evhttp_find_header(in, "X-API-Key"));
+        std::string_view presented = access_key(evhttp_find_header(in, "Authorization"),
+                                                evhttp_find_header(in, "X-API-Key"));
         const char *refusal = nullptr;
         if (presented.empty()) {
-            refusal = "You didn't provide an access key. Send it as 'Authorization: Bearer "
-                      "<key>' or 'X-API-Key: <key>'.";
+            refusal =
+                "You didn't provide an access key. Send it as 'Authorization: Bearer "
+                "<key>' or 'X-API-Key: <key>'.";
         } else {
             std::string hash = crypto::sha256(std::string(presented));
             auto it = context.snapshot->keys.find(hash);
@@ -401,11 +434,12 @@ void Server::Impl::handle_models(RequestContext &context, const Route &r) {
     const Snapshot &snap = *context.snapshot;
     if (r.endpoint == Endpoint::kModel) {
         auto it = snap.services.find(r.model_id);
-        if (it == snap.services.end() || (context.key != nullptr && !context.key->allows(it->first))) {
-            reply_error(context, 404,
-                        "The model '" + r.model_id +
-                            "' does not exist or you do not have access to it.",
-                        "model_not_found", "model");
+        if (it == snap.services.end() ||
+            (context.key != nullptr && !context.key->allows(it->first))) {
+            reply_error(
+                context, 404,
+                "The model '" + r.model_id + "' does not exist or you do not have access to it.",
+                "model_not_found", "model");
             return;
         }
         context.service = &it->second;
@@ -455,7 +489,8 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
             return;
         }
         auto model = body.find("model");
-        if (model == body.end() || !model->is_string() || model->get_ref<const std::string &>().empty()) {
+        if (model == body.end() || !model->is_string() ||
+            model->get_ref<const std::string &>().empty()) {
             reply_error(context, 400, "You must provide a model parameter (a service name).",
                         "missing_required_parameter", "model");
             return;
@@ -472,8 +507,8 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
     }
     context.service = &it->second;
     if (context.key != nullptr && !context.key->allows(name)) {
-        reply_error(context, 403,
-                    "This access key may not use the model '" + name + "'.", "model_not_allowed");
+        reply_error(context, 403, "This access key may not use the model '" + name + "'.",
+                    "model_not_allowed");
         return;
     }
     Admission admission = governor.admit(context.key, name);
@@ -510,8 +545,9 @@ void Server::Impl::reply(RequestContext &context, int status, std::string body,
     context.req = nullptr;
     send_response(req, status, std::move(body), content_type, context.headers);
     if (context.ledger) {
-        governor.finished(context.key, context.service != nullptr ? context.service->name : kNoService,
-                          status, translate::Usage(), ms_since(context.started), 0, rate_limited);
+        governor.finished(context.key,
+                          context.service != nullptr ? context.service->name : kNoService, status,
+                          translate::Usage(), ms_since(context.started), 0, rate_limited);
     }
 }
 
@@ -553,7 +589,8 @@ Exchange &Server::Impl::adopt(std::unique_ptr<Exchange> exchange) {
         bufferevent_getcb(bev, &read_cb, &write_cb, &event_cb, &cb_arg);
         bufferevent_setcb(bev, nullptr, write_cb, event_cb, cb_arg);
         timeval write_timeout = {config.client_timeout_s, 0};
-        bufferevent_set_timeouts(bev, nullptr, &write_timeout);
+        bufferevent_set_timeouts(bev, nullptr,
+                                 config.client_timeout_s > 0 ? &write_timeout : nullptr);
         bufferevent_enable(bev, EV_READ);
         evhttp_request_set_on_complete_cb(ex->req, restore_timeouts, this);
     }
@@ -776,7 +813,8 @@ void Server::listen() {
     if (!c.tls_cert_file.empty() && !c.tls_key_file.empty()) {
         SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
         if (ctx == nullptr)
-            throw Error(sqlstate::kInternalError, "could not create a TLS context: " + openssl_error());
+            throw Error(sqlstate::kInternalError,
+                        "could not create a TLS context: " + openssl_error());
         SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
         SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
         if (SSL_CTX_use_certificate_chain_file(ctx, c.tls_cert_file.c_str()) != 1) {
@@ -812,10 +850,10 @@ void Server::listen() {
         const char *host = address == "*" || address.empty() ? nullptr : address.c_str();
         int rc = getaddrinfo(host, port_text.c_str(), &hints, &found);
         if (rc != 0) {
-            throw Error(sqlstate::kConfigFileError,
-                        "could not resolve gateway listen address \"" + address + "\": " +
-                            gai_strerror(rc),
-                        "Check inference.gateway_listen_addresses.");
+            throw Error(
+                sqlstate::kConfigFileError,
+                "could not resolve gateway listen address \"" + address + "\": " + gai_strerror(rc),
+                "Check inference.gateway_listen_addresses.");
         }
         int bound_here = 0;
         std::string error;
@@ -848,11 +886,11 @@ void Server::listen() {
         }
         freeaddrinfo(found);
         if (bound_here == 0) {
-            throw Error(sqlstate::kConfigFileError,
-                        "could not listen on " + address + " port " + std::to_string(port) + ": " +
-                            error,
-                        "Another program may hold the port; check inference.gateway_port and "
-                        "inference.gateway_listen_addresses.");
+            throw Error(
+                sqlstate::kConfigFileError,
+                "could not listen on " + address + " port " + std::to_string(port) + ": " + error,
+                "Another program may hold the port; check inference.gateway_port and "
+                "inference.gateway_listen_addresses.");
         }
     }
 }
@@ -863,13 +901,17 @@ void Server::stop_listening() {
     impl_->bound.clear();
 }
 
-int Server::port() const { return impl_->bound_port; }
+int Server::port() const {
+    return impl_->bound_port;
+}
 
 void Server::set_snapshot(std::shared_ptr<const Snapshot> snapshot) {
     if (snapshot)
         impl_->snapshot = std::move(snapshot);
 }
 
-std::size_t Server::in_flight() const { return impl_->exchanges.size(); }
+std::size_t Server::in_flight() const {
+    return impl_->exchanges.size();
+}
 
 }  // namespace pgi::gateway

@@ -28,9 +28,9 @@ namespace pgi::gateway {
 struct AccessKey {
     std::string name;
     std::string tenant;
-    std::string key_hash;  // raw SHA-256 of the key (32 bytes)
+    std::string key_hash;                              // raw SHA-256 of the key (32 bytes)
     std::optional<std::vector<std::string>> services;  // nullopt: every service
-    std::optional<int64_t> expires_at_ms;               // unix milliseconds
+    std::optional<int64_t> expires_at_ms;              // unix milliseconds
     bool revoked = false;
     // Limits, enforced by the Governor (issue 6); the engine only carries them.
     std::optional<int> rpm, rph, burst;
@@ -53,18 +53,18 @@ struct Snapshot {
 struct Config {
     // "localhost", "*" (every IPv4 and IPv6 address), or literal addresses / host names.
     std::vector<std::string> listen_addresses = {"localhost"};
-    int port = 8765;  // 0: an ephemeral port (tests), see Server::port()
+    int port = 8765;                          // 0: an ephemeral port (tests), see Server::port()
     std::string tls_cert_file, tls_key_file;  // HTTPS when both are set
     bool require_key = true;
     std::size_t max_body_size = 16u << 20;
     std::size_t max_response_size = 64u << 20;  // per upstream answer
     long connect_timeout_ms = 10000;
     // Non-streaming upstream calls: the whole call. Streams and pass-through: the longest the
-    // upstream may stay silent (curl's low-speed limit), since an LLM stream may last minutes.
+    // upstream may stay silent (an idle timer), since an LLM stream may last minutes.
     long request_timeout_ms = 120000;
-    int client_timeout_s = 60;  // idle keep-alive, slow request and stalled writes
+    int client_timeout_s = 60;       // idle keep-alive, slow request and stalled writes
     long default_max_tokens = 1024;  // Anthropic needs max_tokens (inference.default_max_tokens)
-    int max_retries = 2;  // non-streamed upstream failures (SPEC §2.1 statuses)
+    int max_retries = 2;             // non-streamed upstream failures (SPEC §2.1 statuses)
 };
 
 // A governance decision for one request (issue 6). headers go on the response in every case
@@ -85,11 +85,12 @@ class Governor {
     // Before the upstream call of a request that named an existing service it may use. key is
     // null when the gateway runs without keys and the caller sent none.
     virtual Admission admit(const AccessKey *key, const std::string &service);
-    // Once per request except /health and /metrics, when the answer is complete. service is ""
-    // when the request never resolved to one (unknown path or model, missing key). status is
-    // what the caller got; a stream that the upstream broke counts as 502, a request the caller
-    // abandoned as 499 and one cut off by the Server's destruction as 503. upstream_ms is 0
-    // when no upstream call was made.
+    // Once per request except /health and /metrics, when the answer is complete (requests
+    // libevent refuses before the gateway sees them, oversized or malformed, are not reported).
+    // service is "" when the request never resolved to one (unknown path or model, missing
+    // key). status is what the caller got; a stream that the upstream broke counts as 502, a
+    // request the caller abandoned as 499 and one cut off by the Server's destruction as 503.
+    // upstream_ms is 0 when no upstream call was made.
     virtual void finished(const AccessKey *key, const std::string &service, int status,
                           const translate::Usage &usage, double total_ms, double upstream_ms,
                           bool rate_limited);

@@ -23,7 +23,9 @@ const std::vector<std::pair<std::string, std::string>> kSseHeaders = {
     {"X-Accel-Buffering", "no"},
 };
 
-bool ok(const http::Response &r) { return r.curl_code == 0 && r.status >= 200 && r.status <= 299; }
+bool ok(const http::Response &r) {
+    return r.curl_code == 0 && r.status >= 200 && r.status <= 299;
+}
 
 long long int_member(const json &object, const char *key) {
     auto it = object.find(key);
@@ -152,10 +154,10 @@ struct EmbeddingsExchange : Exchange {
 
     void send(bool base64) {
         asked_base64 = base64;
-        server.call_upstream(
-            *this,
-            to_http(translate::embeddings_request(*context.service, call.inputs, call.options, base64)),
-            false);
+        server.call_upstream(*this,
+                             to_http(translate::embeddings_request(*context.service, call.inputs,
+                                                                   call.options, base64)),
+                             false);
     }
 
     void on_done(http::Response &r) override {
@@ -183,8 +185,9 @@ struct EmbeddingsExchange : Exchange {
         translate::Embeddings embeddings =
             translate::embeddings_response(service, r.body, call.inputs.size());
         usage = embeddings.usage;
-        server.respond(*this, 200,
-                       translate::embeddings_openai_response(embeddings, call.base64_out, service.model));
+        server.respond(
+            *this, 200,
+            translate::embeddings_openai_response(embeddings, call.base64_out, service.model));
     }
 };
 
@@ -221,8 +224,8 @@ struct RerankExchange : Exchange {
             server.learned_routes[service.name] = route;
             server.governor.rerank_route_learned(service.name, route);
         }
-        translate::Ranking ranking = translate::rerank_response(
-            service, route, r.body, call.documents.size(), call.top_n);
+        translate::Ranking ranking =
+            translate::rerank_response(service, route, r.body, call.documents.size(), call.top_n);
         usage = ranking.usage;
         server.respond(*this, 200, translate::rerank_caller_response(call, ranking, service.model));
     }
@@ -236,7 +239,8 @@ void start_chat(Server::Impl &server, RequestContext &&context, json body) {
     guarded_start(server, ex, [&] {
         translate::ChatDefaults defaults;
         defaults.default_max_tokens = server.config.default_max_tokens;
-        translate::ChatCall call = translate::chat_request(*ex.context.service, std::move(body), defaults);
+        translate::ChatCall call =
+            translate::chat_request(*ex.context.service, std::move(body), defaults);
         if (call.stream) {
             ex.stream = std::make_unique<translate::ChatStream>(*ex.context.service,
                                                                 call.caller_wants_usage);

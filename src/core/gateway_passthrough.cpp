@@ -1,13 +1,12 @@
 // ANY /inferenceservices/{name}/{path...}: the request goes to the service's base_url/{path...}
 // as it came, with the caller's credentials replaced by the service's, and the answer comes back
 // as it arrives. Nothing is parsed; only hop-by-hop headers and credentials are filtered.
-#include <event2/buffer.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
-
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 
 #include "gateway_internal.h"
 
@@ -16,15 +15,15 @@ namespace pgi::gateway {
 namespace {
 
 bool iequals(std::string_view a, std::string_view b) {
-    return a.size() == b.size() &&
-           std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
                return std::tolower(static_cast<unsigned char>(x)) ==
                       std::tolower(static_cast<unsigned char>(y));
            });
 }
 
 bool in_list(std::string_view name, std::initializer_list<std::string_view> list) {
-    return std::any_of(list.begin(), list.end(), [&](std::string_view n) { return iequals(n, name); });
+    return std::any_of(list.begin(), list.end(),
+                       [&](std::string_view n) { return iequals(n, name); });
 }
 
 // Hop-by-hop headers (RFC 9110 §7.6.1) and the ones curl computes itself.
@@ -36,12 +35,13 @@ bool hop_by_hop(std::string_view name) {
 // Caller headers that never reach the upstream: the caller's own credentials (in whatever
 // header a provider uses), and what the transfer sets itself.
 bool dropped_request_header(std::string_view name) {
-    return hop_by_hop(name) ||
-           in_list(name, {"host", "content-length", "expect", "authorization", "x-api-key",
-                          "x-goog-api-key", "api-key"});
+    return hop_by_hop(name) || in_list(name, {"host", "content-length", "expect", "authorization",
+                                              "x-api-key", "x-goog-api-key", "api-key"});
 }
 
-std::string_view header_name(std::string_view line) { return line.substr(0, line.find(':')); }
+std::string_view header_name(std::string_view line) {
+    return line.substr(0, line.find(':'));
+}
 
 // The upstream's answer headers for the caller. With keep_length the upstream's Content-Length
 // goes along (the body is streamed as is); without it libevent computes one for the body sent.

@@ -51,7 +51,8 @@ Route route(std::string_view path) {
     } else if (path == "/v1/models") {
         r.endpoint = Endpoint::kModels;
         r.allowed = kGet | kHead;
-    } else if (path.size() > kModelPrefix.size() && path.substr(0, kModelPrefix.size()) == kModelPrefix) {
+    } else if (path.size() > kModelPrefix.size() &&
+               path.substr(0, kModelPrefix.size()) == kModelPrefix) {
         std::optional<std::string> id = percent_decode(path.substr(kModelPrefix.size()));
         r.endpoint = Endpoint::kModel;
         r.allowed = kGet | kHead;
@@ -83,7 +84,8 @@ Route route(std::string_view path) {
         } else {
             r.service = std::move(*decoded);
         }
-        r.rest = slash == std::string_view::npos ? std::string("/") : std::string(tail.substr(slash));
+        r.rest =
+            slash == std::string_view::npos ? std::string("/") : std::string(tail.substr(slash));
         if (!safe_subpath(r.rest))
             r.bad_path = true;
     }

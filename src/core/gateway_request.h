@@ -37,11 +37,11 @@ enum Method : unsigned {
 
 struct Route {
     Endpoint endpoint = Endpoint::kUnknown;
-    unsigned allowed = 0;    // methods the endpoint serves (for 405 and Allow)
-    std::string model_id;    // kModel: the percent-decoded id
-    std::string service;     // kPassthrough: the percent-decoded service name
-    std::string rest;        // kPassthrough: the path after the name, still encoded, "/" at least
-    bool bad_path = false;   // kPassthrough: rest leads out of the service, or is not decodable
+    unsigned allowed = 0;   // methods the endpoint serves (for 405 and Allow)
+    std::string model_id;   // kModel: the percent-decoded id
+    std::string service;    // kPassthrough: the percent-decoded service name
+    std::string rest;       // kPassthrough: the path after the name, still encoded, "/" at least
+    bool bad_path = false;  // kPassthrough: rest leads out of the service, or is not decodable
 };
 
 // Routes a raw (still percent-encoded) path without its query string.

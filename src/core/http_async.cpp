@@ -1,8 +1,7 @@
 #include "http_async.h"
 
-#include <event2/event.h>
-
 #include <algorithm>
+#include <event2/event.h>
 #include <mutex>
 #include <new>
 
@@ -50,7 +49,7 @@ struct AsyncClient::Call {
     event *idle = nullptr;   // options.idle_timeout_ms: re-armed whenever data arrives
     bool streamed = false;   // body bytes went to on_body: no retry from here on
     bool cancelled = false;
-    int pending_code = 0;    // the CURLcode a deferred completion reports
+    int pending_code = 0;  // the CURLcode a deferred completion reports
 
     ~Call() {
         if (timer != nullptr)
@@ -370,8 +369,7 @@ void AsyncClient::complete(Id id) {
         call->handlers.on_done(call->transfer.response);
 }
 
-long AsyncClient::backoff_ms(const Response &response, int retry_number,
-                             const RetryPolicy &retry) {
+long AsyncClient::backoff_ms(const Response &response, int retry_number, const RetryPolicy &retry) {
     long after = retry_after_ms(response);
     if (after >= 0)
         return after;

@@ -71,8 +71,7 @@ class AsyncClient {
     struct Call;
     struct Socket;
 
-    static int socket_callback(CURL *easy, curl_socket_t fd, int what, void *client,
-                               void *socket);
+    static int socket_callback(CURL *easy, curl_socket_t fd, int what, void *client, void *socket);
     static int timer_callback(CURLM *multi, long timeout_ms, void *client);
     static void on_socket_event(int fd, short events, void *client);
     static void on_timer(int fd, short events, void *client);
@@ -94,8 +93,8 @@ class AsyncClient {
     std::unordered_map<Id, std::unique_ptr<Call>> calls_;
     std::vector<CURL *> idle_easy_;  // reset handles kept for reuse
     std::unordered_map<curl_socket_t, std::unique_ptr<Socket>> sockets_;
-    std::vector<Id> to_cancel_;      // cancels asked for from inside libcurl
-    int in_curl_ = 0;                // depth of curl_multi_socket_action calls
+    std::vector<Id> to_cancel_;  // cancels asked for from inside libcurl
+    int in_curl_ = 0;            // depth of curl_multi_socket_action calls
     Id next_id_ = 1;
     long connections_opened_ = 0;
     std::minstd_rand jitter_;

@@ -71,7 +71,9 @@ check_eq "the error names the missing param" "model" \
 check_eq "unknown model is 404 model_not_found" "404" \
     "$(gw_status "${AUTH[@]}" "${JSON[@]}" "$GATEWAY_URL/v1/chat/completions" -d '{"model": "nope", "messages": [{"role": "user", "content": "x"}]}')"
 check_eq "a non-JSON content type is 415" "415" \
-    "$(gw_status "${AUTH[@]}" -H 'Content-Type: text/plain' "$GATEWAY_URL/v1/chat/completions" -d 'hello')"
+    "$(gw_status "${AUTH[@]}" -H 'Content-Type: application/xml' "$GATEWAY_URL/v1/chat/completions" -d '<chat/>')"
+check_eq "a mislabelled text/plain JSON body is still read" "200" \
+    "$(gw_status "${AUTH[@]}" -H 'Content-Type: text/plain' "$GATEWAY_URL/v1/chat/completions" -d '{"model": "gw-openai", "messages": [{"role": "user", "content": "x"}]}')"
 head -c $((17 * 1024 * 1024)) /dev/zero | tr '\0' 'a' >"$TEST_WORK/big.body"
 check_eq "a body over inference.gateway_max_body_size is 413" "413" \
     "$(gw_status "${AUTH[@]}" "${JSON[@]}" "$GATEWAY_URL/v1/chat/completions" --data-binary @"$TEST_WORK/big.body")"

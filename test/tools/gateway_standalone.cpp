@@ -7,18 +7,17 @@
 // FILE is a snapshot in gateway_snapshot.h's format (access keys in plain text are hashed when
 // loaded). --workers N forks N listener processes sharing the port (SO_REUSEPORT), as
 // inference.gateway_workers does. SIGHUP reloads the snapshot; SIGTERM or SIGINT stops.
-#include <event2/event.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <event2/event.h>
 #include <fstream>
 #include <iostream>
+#include <signal.h>
 #include <sstream>
 #include <string>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <vector>
 
 #include "error.h"
@@ -132,7 +131,12 @@ void on_reload(evutil_socket_t, short, void *arg) {
 }
 
 int serve(const Options &o, bool announce) {
-    event_base *base = event_base_new();
+    // The changelist folds the enable/disable pairs libevent and libcurl make within one loop
+    // turn into at most one epoll_ctl per socket.
+    event_config *cfg = event_config_new();
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    event_base *base = event_base_new_with_config(cfg);
+    event_config_free(cfg);
     if (base == nullptr) {
         std::cerr << "gateway_standalone: cannot create an event base\n";
         return 1;

@@ -1,10 +1,11 @@
 // The gateway's request rules as pure functions: routes, paths that must stay inside a service,
 // access-key headers, content types, upstream status mapping; and snapshots from JSON.
+#include "gateway_request.h"
+
 #include <gtest/gtest.h>
 
 #include "crypto.h"
 #include "error.h"
-#include "gateway_request.h"
 #include "gateway_snapshot.h"
 
 namespace {

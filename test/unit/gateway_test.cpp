@@ -2,37 +2,37 @@
 // evhttp imitating OpenAI, Anthropic, Gemini, NIM and vLLM) share an event_base running on a
 // thread of the test, and the test thread calls the gateway with libcurl or raw sockets, as any
 // client would. The same upstream also drives AsyncClient's own tests.
+#include "gateway.h"
+
 #include <arpa/inet.h>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <functional>
+#include <future>
 #include <gtest/gtest.h>
+#include <map>
+#include <mutex>
 #include <netinet/in.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <poll.h>
-#include <signal.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <atomic>
-#include <chrono>
-#include <condition_variable>
-#include <cstdio>
-#include <functional>
-#include <future>
-#include <map>
-#include <mutex>
 #include <set>
+#include <signal.h>
 #include <string>
+#include <sys/socket.h>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 #include "base64.h"
 #include "crypto.h"
-#include "gateway.h"
 #include "http_async.h"
 
 namespace {
@@ -135,7 +135,7 @@ class LoopThread {
 
 struct Recorded {
     std::string method;
-    std::string path;   // without /s/<label>
+    std::string path;  // without /s/<label>
     std::string label;
     std::string query;
     std::map<std::string, std::string> headers;  // names lowercased
@@ -223,9 +223,10 @@ class FakeUpstream {
         auto *s = static_cast<Stream *>(arg);
         FakeUpstream *self = s->owner;
         if (s->break_off && s->next == 2) {
-            evhttp_connection_set_closecb(s->conn, nullptr, nullptr);
+            evhttp_connection *conn = s->conn;
+            evhttp_connection_set_closecb(conn, nullptr, nullptr);
             self->forget(s);
-            evhttp_connection_free(s->conn);  // the request goes with it
+            evhttp_connection_free(conn);  // the request goes with it
             return;
         }
         if (s->next < s->pieces.size()) {
@@ -293,13 +294,26 @@ class FakeUpstream {
         Recorded r;
         r.method = std::to_string(evhttp_request_get_command(req));
         switch (evhttp_request_get_command(req)) {
-            case EVHTTP_REQ_GET: r.method = "GET"; break;
-            case EVHTTP_REQ_POST: r.method = "POST"; break;
-            case EVHTTP_REQ_HEAD: r.method = "HEAD"; break;
-            case EVHTTP_REQ_PUT: r.method = "PUT"; break;
-            case EVHTTP_REQ_DELETE: r.method = "DELETE"; break;
-            case EVHTTP_REQ_PATCH: r.method = "PATCH"; break;
-            default: break;
+            case EVHTTP_REQ_GET:
+                r.method = "GET";
+                break;
+            case EVHTTP_REQ_POST:
+                r.method = "POST";
+                break;
+            case EVHTTP_REQ_HEAD:
+                r.method = "HEAD";
+                break;
+            case EVHTTP_REQ_PUT:
+                r.method = "PUT";
+                break;
+            case EVHTTP_REQ_DELETE:
+                r.method = "DELETE";
+                break;
+            case EVHTTP_REQ_PATCH:
+                r.method = "PATCH";
+                break;
+            default:
+                break;
         }
         const evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
         std::string path = evhttp_uri_get_path(uri);
@@ -341,7 +355,10 @@ class FakeUpstream {
             for (auto &kv : r.headers)
                 h[kv.first] = kv.second;
             send(req, 200,
-                 json{{"method", r.method}, {"path", r.path}, {"query", r.query}, {"headers", h},
+                 json{{"method", r.method},
+                      {"path", r.path},
+                      {"query", r.query},
+                      {"headers", h},
                       {"body", r.body}}
                      .dump(),
                  "application/json", {{"X-Upstream", "yes"}, {"Connection", "keep-alive"}});
@@ -357,12 +374,18 @@ class FakeUpstream {
         if (label == "e429" || label == "e503" || (label == "flaky" && seen <= 2)) {
             int status = label == "e429" ? 429 : 503;
             send(req, status,
-                 json{{"error", {{"message", "slow down"}, {"type", "requests"}, {"code", "rate_limit_exceeded"}}}}.dump(),
+                 json{{"error",
+                       {{"message", "slow down"},
+                        {"type", "requests"},
+                        {"code", "rate_limit_exceeded"}}}}
+                     .dump(),
                  "application/json", {{"Retry-After", "0"}});
             return;
         }
         if (label == "e400") {
-            send(req, 400, json{{"error", {{"message", "bad thing"}, {"type", "invalid_request_error"}}}}.dump());
+            send(req, 400,
+                 json{{"error", {{"message", "bad thing"}, {"type", "invalid_request_error"}}}}
+                     .dump());
             return;
         }
 
@@ -374,20 +397,35 @@ class FakeUpstream {
         if (r.path == "/v1/messages") {
             std::string key = r.header("x-api-key");
             if (key != kUpstreamKey || label == "e401" || r.header("anthropic-version").empty()) {
-                send(req, 401, json{{"type", "error"}, {"error", {{"type", "authentication_error"}, {"message", "invalid x-api-key " + key}}}}.dump());
+                send(req, 401,
+                     json{{"type", "error"},
+                          {"error",
+                           {{"type", "authentication_error"},
+                            {"message", "invalid x-api-key " + key}}}}
+                         .dump());
                 return;
             }
         } else if (r.path.rfind("/v1beta/", 0) == 0) {
             if (r.header("x-goog-api-key") != kUpstreamKey || label == "e401") {
-                send(req, 400, json{{"error", {{"code", 400}, {"message", "API key not valid."}, {"status", "INVALID_ARGUMENT"},
-                                               {"details", {{{"reason", "API_KEY_INVALID"}}}}}}}.dump());
+                send(req, 400,
+                     json{{"error",
+                           {{"code", 400},
+                            {"message", "API key not valid."},
+                            {"status", "INVALID_ARGUMENT"},
+                            {"details", {{{"reason", "API_KEY_INVALID"}}}}}}}
+                         .dump());
                 return;
             }
         } else {
             std::string auth = r.header("authorization");
             if (auth != std::string("Bearer ") + kUpstreamKey || label == "e401") {
-                send(req, 401, json{{"error", {{"message", "Incorrect API key provided: " + auth.substr(std::min<size_t>(7, auth.size()))},
-                                               {"type", "invalid_request_error"}, {"code", "invalid_api_key"}}}}.dump());
+                send(req, 401,
+                     json{{"error",
+                           {{"message", "Incorrect API key provided: " +
+                                            auth.substr(std::min<size_t>(7, auth.size()))},
+                            {"type", "invalid_request_error"},
+                            {"code", "invalid_api_key"}}}}
+                         .dump());
                 return;
             }
         }
@@ -400,65 +438,128 @@ class FakeUpstream {
             std::string model = body.value("model", "");
             if (stream_asked) {
                 auto chunk = [&](json delta, json finish) {
-                    return sse(json{{"id", "chatcmpl-up"}, {"object", "chat.completion.chunk"}, {"created", 1},
-                                    {"model", model}, {"choices", {{{"index", 0}, {"delta", delta}, {"finish_reason", finish}}}}});
+                    return sse(
+                        json{{"id", "chatcmpl-up"},
+                             {"object", "chat.completion.chunk"},
+                             {"created", 1},
+                             {"model", model},
+                             {"choices",
+                              {{{"index", 0}, {"delta", delta}, {"finish_reason", finish}}}}});
                 };
-                std::vector<std::string> pieces = {chunk({{"role", "assistant"}, {"content", ""}}, nullptr)};
+                std::vector<std::string> pieces = {
+                    chunk({{"role", "assistant"}, {"content", ""}}, nullptr)};
                 for (int i = 0; i < repeat; i++) {
                     pieces.push_back(chunk({{"content", "hello"}}, nullptr));
                     pieces.push_back(chunk({{"content", " world"}}, nullptr));
                 }
                 pieces.push_back(chunk(json::object(), "stop"));
-                if (body.contains("stream_options") && body["stream_options"].value("include_usage", false)) {
-                    pieces.push_back(sse(json{{"id", "chatcmpl-up"}, {"object", "chat.completion.chunk"}, {"created", 1}, {"model", model},
-                                              {"choices", json::array()}, {"usage", {{"prompt_tokens", 3}, {"completion_tokens", 2}, {"total_tokens", 5}}}}));
+                if (body.contains("stream_options") &&
+                    body["stream_options"].value("include_usage", false)) {
+                    pieces.push_back(sse(json{
+                        {"id", "chatcmpl-up"},
+                        {"object", "chat.completion.chunk"},
+                        {"created", 1},
+                        {"model", model},
+                        {"choices", json::array()},
+                        {"usage",
+                         {{"prompt_tokens", 3}, {"completion_tokens", 2}, {"total_tokens", 5}}}}));
                 }
                 pieces.push_back("data: [DONE]\n\n");
                 stream(req, "text/event-stream", pieces, interval, break_off);
                 return;
             }
-            send(req, 200, json{{"id", "chatcmpl-up"}, {"object", "chat.completion"}, {"created", 1}, {"model", model},
-                                {"choices", {{{"index", 0}, {"message", {{"role", "assistant"}, {"content", "hello world"}}}, {"finish_reason", "stop"}}}},
-                                {"usage", {{"prompt_tokens", 3}, {"completion_tokens", 2}, {"total_tokens", 5}}}}.dump());
+            send(req, 200,
+                 json{{"id", "chatcmpl-up"},
+                      {"object", "chat.completion"},
+                      {"created", 1},
+                      {"model", model},
+                      {"choices",
+                       {{{"index", 0},
+                         {"message", {{"role", "assistant"}, {"content", "hello world"}}},
+                         {"finish_reason", "stop"}}}},
+                      {"usage",
+                       {{"prompt_tokens", 3}, {"completion_tokens", 2}, {"total_tokens", 5}}}}
+                     .dump());
             return;
         }
         if (r.path == "/v1/messages") {
             std::string model = body.value("model", "");
             if (stream_asked) {
                 std::vector<std::string> pieces = {
-                    sse("message_start", {{"type", "message_start"}, {"message", {{"id", "msg_up"}, {"type", "message"}, {"role", "assistant"}, {"model", model},
-                                                                                  {"content", json::array()}, {"usage", {{"input_tokens", 3}, {"output_tokens", 0}}}}}}),
-                    sse("content_block_start", {{"type", "content_block_start"}, {"index", 0}, {"content_block", {{"type", "text"}, {"text", ""}}}}),
+                    sse("message_start",
+                        {{"type", "message_start"},
+                         {"message",
+                          {{"id", "msg_up"},
+                           {"type", "message"},
+                           {"role", "assistant"},
+                           {"model", model},
+                           {"content", json::array()},
+                           {"usage", {{"input_tokens", 3}, {"output_tokens", 0}}}}}}),
+                    sse("content_block_start",
+                        {{"type", "content_block_start"},
+                         {"index", 0},
+                         {"content_block", {{"type", "text"}, {"text", ""}}}}),
                     "event: ping\ndata: {\"type\":\"ping\"}\n\n",
                 };
                 for (int i = 0; i < repeat; i++) {
-                    pieces.push_back(sse("content_block_delta", {{"type", "content_block_delta"}, {"index", 0}, {"delta", {{"type", "text_delta"}, {"text", "hello"}}}}));
-                    pieces.push_back(sse("content_block_delta", {{"type", "content_block_delta"}, {"index", 0}, {"delta", {{"type", "text_delta"}, {"text", " world"}}}}));
+                    pieces.push_back(sse("content_block_delta",
+                                         {{"type", "content_block_delta"},
+                                          {"index", 0},
+                                          {"delta", {{"type", "text_delta"}, {"text", "hello"}}}}));
+                    pieces.push_back(
+                        sse("content_block_delta",
+                            {{"type", "content_block_delta"},
+                             {"index", 0},
+                             {"delta", {{"type", "text_delta"}, {"text", " world"}}}}));
                 }
-                pieces.push_back(sse("content_block_stop", {{"type", "content_block_stop"}, {"index", 0}}));
-                pieces.push_back(sse("message_delta", {{"type", "message_delta"}, {"delta", {{"stop_reason", "end_turn"}}}, {"usage", {{"output_tokens", 2}}}}));
+                pieces.push_back(
+                    sse("content_block_stop", {{"type", "content_block_stop"}, {"index", 0}}));
+                pieces.push_back(sse("message_delta", {{"type", "message_delta"},
+                                                       {"delta", {{"stop_reason", "end_turn"}}},
+                                                       {"usage", {{"output_tokens", 2}}}}));
                 pieces.push_back(sse("message_stop", {{"type", "message_stop"}}));
                 stream(req, "text/event-stream", pieces, interval, break_off);
                 return;
             }
-            send(req, 200, json{{"id", "msg_up"}, {"type", "message"}, {"role", "assistant"}, {"model", model},
-                                {"content", {{{"type", "text"}, {"text", "hello world"}}}}, {"stop_reason", "end_turn"},
-                                {"usage", {{"input_tokens", 3}, {"output_tokens", 2}}}}.dump());
+            send(req, 200,
+                 json{{"id", "msg_up"},
+                      {"type", "message"},
+                      {"role", "assistant"},
+                      {"model", model},
+                      {"content", {{{"type", "text"}, {"text", "hello world"}}}},
+                      {"stop_reason", "end_turn"},
+                      {"usage", {{"input_tokens", 3}, {"output_tokens", 2}}}}
+                     .dump());
             return;
         }
-        if (r.path.rfind("/v1beta/models/", 0) == 0 && r.path.find(":generateContent") != std::string::npos) {
-            send(req, 200, json{{"candidates", {{{"content", {{"role", "model"}, {"parts", {{{"text", "hello world"}}}}}}, {"finishReason", "STOP"}, {"index", 0}}}},
-                                {"usageMetadata", {{"promptTokenCount", 3}, {"candidatesTokenCount", 2}, {"totalTokenCount", 5}}},
-                                {"modelVersion", "gemini-up"}, {"responseId", "resp-up"}}.dump());
+        if (r.path.rfind("/v1beta/models/", 0) == 0 &&
+            r.path.find(":generateContent") != std::string::npos) {
+            send(req, 200,
+                 json{{"candidates",
+                       {{{"content", {{"role", "model"}, {"parts", {{{"text", "hello world"}}}}}},
+                         {"finishReason", "STOP"},
+                         {"index", 0}}}},
+                      {"usageMetadata",
+                       {{"promptTokenCount", 3},
+                        {"candidatesTokenCount", 2},
+                        {"totalTokenCount", 5}}},
+                      {"modelVersion", "gemini-up"},
+                      {"responseId", "resp-up"}}
+                     .dump());
             return;
         }
         if (gemini_stream) {
             auto event = [](const char *text, bool last) {
-                json j = {{"candidates", {{{"content", {{"role", "model"}, {"parts", {{{"text", text}}}}}}, {"index", 0}}}},
-                          {"modelVersion", "gemini-up"}, {"responseId", "resp-up"}};
+                json j = {{"candidates",
+                           {{{"content", {{"role", "model"}, {"parts", {{{"text", text}}}}}},
+                             {"index", 0}}}},
+                          {"modelVersion", "gemini-up"},
+                          {"responseId", "resp-up"}};
                 if (last) {
                     j["candidates"][0]["finishReason"] = "STOP";
-                    j["usageMetadata"] = {{"promptTokenCount", 3}, {"candidatesTokenCount", 2}, {"totalTokenCount", 5}};
+                    j["usageMetadata"] = {{"promptTokenCount", 3},
+                                          {"candidatesTokenCount", 2},
+                                          {"totalTokenCount", 5}};
                 }
                 return "data: " + j.dump() + "\r\n\r\n";
             };
@@ -472,8 +573,12 @@ class FakeUpstream {
         if (r.path == "/v1/embeddings") {
             std::string format = body.value("encoding_format", "float");
             if (format == "base64" && label == "rejectb64") {
-                send(req, 400, json{{"error", {{"message", "Invalid value for 'encoding_format': 'base64'"}, {"type", "invalid_request_error"},
-                                               {"param", "encoding_format"}}}}.dump());
+                send(req, 400,
+                     json{{"error",
+                           {{"message", "Invalid value for 'encoding_format': 'base64'"},
+                            {"type", "invalid_request_error"},
+                            {"param", "encoding_format"}}}}
+                         .dump());
                 return;
             }
             bool base64 = format == "base64" && label != "floats";
@@ -484,8 +589,12 @@ class FakeUpstream {
                 json e = base64 ? json(pgi::base64::encode_floats(v)) : json(v);
                 data.push_back({{"object", "embedding"}, {"index", i}, {"embedding", e}});
             }
-            send(req, 200, json{{"object", "list"}, {"data", data}, {"model", body.value("model", "")},
-                                {"usage", {{"prompt_tokens", 4}, {"total_tokens", 4}}}}.dump());
+            send(req, 200,
+                 json{{"object", "list"},
+                      {"data", data},
+                      {"model", body.value("model", "")},
+                      {"usage", {{"prompt_tokens", 4}, {"total_tokens", 4}}}}
+                     .dump());
             return;
         }
         if (r.path.find(":batchEmbedContents") != std::string::npos) {
@@ -500,12 +609,20 @@ class FakeUpstream {
                 send(req, 404, "{\"detail\":\"Not Found\"}");
                 return;
             }
-            send(req, 200, json{{"rankings", {{{"index", 1}, {"logit", 2.0}}, {{"index", 0}, {"logit", -1.0}}}}}.dump());
+            send(req, 200,
+                 json{{"rankings",
+                       {{{"index", 1}, {"logit", 2.0}}, {{"index", 0}, {"logit", -1.0}}}}}
+                     .dump());
             return;
         }
         if (r.path == "/v1/rerank") {
-            send(req, 200, json{{"id", "rr-up"}, {"results", {{{"index", 1}, {"relevance_score", 0.9}}, {{"index", 0}, {"relevance_score", 0.1}}}},
-                                {"usage", {{"total_tokens", 7}}}}.dump());
+            send(req, 200,
+                 json{{"id", "rr-up"},
+                      {"results",
+                       {{{"index", 1}, {"relevance_score", 0.9}},
+                        {{"index", 0}, {"relevance_score", 0.1}}}},
+                      {"usage", {{"total_tokens", 7}}}}
+                     .dump());
             return;
         }
         send(req, 404, "{\"error\":{\"message\":\"no route " + r.path + "\"}}");
@@ -552,7 +669,8 @@ class RecordingGovernor : public Governor {
         done.push_back({key != nullptr ? key->name : "", service, status, usage, rate_limited});
     }
     std::string metrics_text() override { return "pg_inference_test 1\n"; }
-    void rerank_route_learned(const std::string &service, pgi::translate::RerankRoute route) override {
+    void rerank_route_learned(const std::string &service,
+                              pgi::translate::RerankRoute route) override {
         std::lock_guard<std::mutex> lock(mu);
         learned.emplace_back(service, route);
     }
@@ -622,8 +740,8 @@ size_t collect_header(char *data, size_t size, size_t n, void *arg) {
 Reply call(int port, const std::string &path, CallOptions o = {}) {
     Reply reply;
     CURL *easy = curl_easy_init();
-    std::string url = std::string(o.https ? "https" : "http") + "://127.0.0.1:" +
-                      std::to_string(port) + path;
+    std::string url =
+        std::string(o.https ? "https" : "http") + "://127.0.0.1:" + std::to_string(port) + path;
     curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, 15000L);
@@ -633,7 +751,8 @@ Reply call(int port, const std::string &path, CallOptions o = {}) {
         curl_easy_setopt(easy, CURLOPT_PATH_AS_IS, 1L);
     curl_slist *headers = nullptr;
     if (o.key)
-        headers = curl_slist_append(headers, (std::string("Authorization: Bearer ") + kGatewayKey).c_str());
+        headers = curl_slist_append(headers,
+                                    (std::string("Authorization: Bearer ") + kGatewayKey).c_str());
     for (auto &h : o.headers)
         headers = curl_slist_append(headers, h.c_str());
     headers = curl_slist_append(headers, "Expect:");
@@ -662,7 +781,8 @@ Reply call(int port, const std::string &path, CallOptions o = {}) {
     return reply;
 }
 
-Reply post(int port, const std::string &path, const json &body, std::vector<std::string> headers = {}) {
+Reply post(int port, const std::string &path, const json &body,
+           std::vector<std::string> headers = {}) {
     CallOptions o;
     o.method = "POST";
     o.body = body.dump();
@@ -691,7 +811,8 @@ std::string sse_text(const std::string &body) {
         if (!j.is_object() || !j.contains("choices"))
             continue;
         for (auto &c : j["choices"]) {
-            if (c.contains("delta") && c["delta"].contains("content") && c["delta"]["content"].is_string())
+            if (c.contains("delta") && c["delta"].contains("content") &&
+                c["delta"]["content"].is_string())
                 text += c["delta"]["content"].get<std::string>();
         }
     }
@@ -841,9 +962,9 @@ TEST_F(GatewayTest, AccessKeys) {
     EXPECT_EQ(r.status, 401);
     EXPECT_EQ(code(r), "invalid_api_key");
     EXPECT_EQ(r.js()["error"]["type"], "invalid_request_error");
-    for (const char *bad : {"Authorization: Bearer nope", "Authorization: Bearer gw-revoked",
-                            "Authorization: Bearer gw-expired", "X-API-Key: nope",
-                            "Authorization: Basic Z3ctazE="}) {
+    for (const char *bad :
+         {"Authorization: Bearer nope", "Authorization: Bearer gw-revoked",
+          "Authorization: Bearer gw-expired", "X-API-Key: nope", "Authorization: Basic Z3ctazE="}) {
         o.headers = {bad};
         r = call(port, "/v1/models", o);
         EXPECT_EQ(r.status, 401) << bad;
@@ -1076,9 +1197,10 @@ TEST_F(GatewayTest, ClientLeavingMidStreamStopsTheUpstream) {
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)), 0);
     std::string body = chat_body("slow", true).dump();
-    std::string request = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
-                          std::string(kGatewayKey) + "\r\nContent-Type: application/json\r\n" +
-                          "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+    std::string request =
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+        std::string(kGatewayKey) + "\r\nContent-Type: application/json\r\n" +
+        "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
     ASSERT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
     std::string got;
     auto until = Clock::now() + 5s;
@@ -1113,9 +1235,10 @@ TEST_F(GatewayTest, ClientLeavingBeforeTheAnswerStopsTheUpstream) {
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)), 0);
     std::string body = chat_body("hang").dump();
-    std::string request = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
-                          std::string(kGatewayKey) + "\r\nContent-Type: application/json\r\n" +
-                          "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+    std::string request =
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+        std::string(kGatewayKey) + "\r\nContent-Type: application/json\r\n" +
+        "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
     ASSERT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
     ASSERT_TRUE(eventually([&] { return upstream->requests("hang").size() == 1; }));
     EXPECT_EQ(loop.run([&] { return server->in_flight(); }), 1u);
@@ -1156,7 +1279,8 @@ TEST_F(GatewayTest, KeepAliveAndPipelining) {
             got.append(buf, n);
         }
         answers = 0;
-        for (size_t at = got.find("hello world"); at != std::string::npos; at = got.find("hello world", at + 1))
+        for (size_t at = got.find("hello world"); at != std::string::npos;
+             at = got.find("hello world", at + 1))
             answers++;
     }
     close(fd);
@@ -1187,7 +1311,8 @@ TEST_F(GatewayTest, Embeddings) {
         j = r.js();
         ASSERT_EQ(j["data"].size(), 2u) << model;
         std::string second = j["data"][1]["embedding"];
-        EXPECT_EQ(pgi::base64::decode_floats(second).value(), (std::vector<float>{1.5f, 1.0f, -2.25f}))
+        EXPECT_EQ(pgi::base64::decode_floats(second).value(),
+                  (std::vector<float>{1.5f, 1.0f, -2.25f}))
             << model;
     }
     EXPECT_EQ(upstream->requests("rejectb64").size(), 2u);
@@ -1212,7 +1337,9 @@ TEST_F(GatewayTest, RerankInBothShapesWithRouteDiscovery) {
     EXPECT_EQ(upstream->last().path, "/v1/ranking");
 
     // NIM's shape against an upstream that only serves /v1/rerank: probed, then remembered.
-    json ranking = {{"model", "vllm"}, {"query", {{"text", "q"}}}, {"passages", {{{"text", "d0"}}, {{"text", "d1"}}}}};
+    json ranking = {{"model", "vllm"},
+                    {"query", {{"text", "q"}}},
+                    {"passages", {{{"text", "d0"}}, {{"text", "d1"}}}}};
     r = post(port, "/v1/ranking", ranking);
     ASSERT_EQ(r.status, 200) << r.body;
     j = r.js();
@@ -1222,7 +1349,8 @@ TEST_F(GatewayTest, RerankInBothShapesWithRouteDiscovery) {
     ASSERT_EQ(vllm.size(), 2u);
     EXPECT_EQ(vllm[0].path, "/v1/ranking");
     EXPECT_EQ(vllm[1].path, "/v1/rerank");
-    r = post(port, "/v1/rerank", json{{"model", "vllm"}, {"query", "q"}, {"documents", {"a", "b"}}});
+    r = post(port, "/v1/rerank",
+             json{{"model", "vllm"}, {"query", "q"}, {"documents", {"a", "b"}}});
     EXPECT_EQ(r.status, 200);
     EXPECT_EQ(upstream->requests("vllm").size(), 3u);
     EXPECT_EQ(upstream->last().path, "/v1/rerank");
@@ -1233,7 +1361,8 @@ TEST_F(GatewayTest, RerankInBothShapesWithRouteDiscovery) {
     EXPECT_EQ(governor.learned[1].second, pgi::translate::RerankRoute::kRerank);
 
     // A route known from the catalog is used straight away.
-    r = post(port, "/v1/rerank", json{{"model", "vllm-known"}, {"query", "q"}, {"documents", {"a", "b"}}});
+    r = post(port, "/v1/rerank",
+             json{{"model", "vllm-known"}, {"query", "q"}, {"documents", {"a", "b"}}});
     EXPECT_EQ(r.status, 200);
     EXPECT_EQ(upstream->requests("vllm").size(), 4u);
     EXPECT_EQ(upstream->last().path, "/v1/rerank");
@@ -1244,7 +1373,8 @@ TEST_F(GatewayTest, PassThrough) {
     CallOptions o;
     o.method = "POST";
     o.body = "raw body";
-    o.headers = {"X-Custom: yes", std::string("X-API-Key: ") + kGatewayKey, "Content-Type: text/plain"};
+    o.headers = {"X-Custom: yes", std::string("X-API-Key: ") + kGatewayKey,
+                 "Content-Type: text/plain"};
     Reply r = call(port, "/inferenceservices/chat/echo/a%20b?x=1&y=2", o);
     ASSERT_EQ(r.status, 200) << r.body;
     EXPECT_EQ(r.header("x-upstream"), "yes");
@@ -1357,6 +1487,57 @@ TEST_F(GatewayTest, BadRequests) {
     EXPECT_GT(n, 0);
     EXPECT_NE(std::string(buf, n > 0 ? n : 0).find("400"), std::string::npos);
     EXPECT_EQ(call(port, "/health").status, 200);
+}
+
+TEST_F(GatewayTest, TooLargeOnAKeptAliveConnection) {
+    start();
+    // libevent writes its own 413 on a connection that served a request before; it must be
+    // OpenAI-shaped all the same.
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)), 0);
+    auto exchange = [&](const std::string &body) {
+        std::string request =
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+            std::string(kGatewayKey) + "\r\nContent-Type: application/json\r\n" +
+            "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n";
+        EXPECT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
+        size_t sent = 0;
+        while (sent < body.size()) {
+            ssize_t n = write(fd, body.data() + sent, body.size() - sent);
+            if (n <= 0)
+                break;
+            sent += static_cast<size_t>(n);
+        }
+        std::string got;
+        auto until = Clock::now() + 5s;
+        while (Clock::now() < until) {
+            pollfd p{fd, POLLIN, 0};
+            if (poll(&p, 1, 100) <= 0)
+                continue;
+            char buf[8192];
+            ssize_t n = read(fd, buf, sizeof(buf));
+            if (n <= 0)
+                break;
+            got.append(buf, n);
+            size_t head = got.find("\r\n\r\n");
+            size_t length_at = got.find("Content-Length: ");
+            if (head != std::string::npos && length_at != std::string::npos &&
+                got.size() >= head + 4 + std::stoul(got.substr(length_at + 16)))
+                break;
+        }
+        return got;
+    };
+    std::string first = exchange(chat_body("chat").dump());
+    EXPECT_EQ(first.rfind("HTTP/1.1 200", 0), 0u) << first;
+    std::string second = exchange("{\"model\":\"chat\",\"x\":\"" + std::string(70000, 'a') + "\"}");
+    close(fd);
+    EXPECT_EQ(second.rfind("HTTP/1.1 413", 0), 0u) << second;
+    EXPECT_NE(second.find("Content-Type: application/json"), std::string::npos) << second;
+    EXPECT_NE(second.find("\"code\":\"request_too_large\""), std::string::npos) << second;
 }
 
 TEST_F(GatewayTest, GovernorRefusal) {
@@ -1510,11 +1691,12 @@ TEST_F(AsyncClientTest, ConcurrentCallsShareConnections) {
     for (int round = 0; round < 3; round++) {
         for (int i = 0; i < 4; i++) {
             client->start(chat_request("ok"), {nullptr, [&](pgi::http::Response &r) {
-                              EXPECT_FALSE(synchronous);
-                              EXPECT_EQ(r.status, 200);
-                              EXPECT_NE(r.body.find("hello world"), std::string::npos);
-                              finished++;
-                          }});
+                                                   EXPECT_FALSE(synchronous);
+                                                   EXPECT_EQ(r.status, 200);
+                                                   EXPECT_NE(r.body.find("hello world"),
+                                                             std::string::npos);
+                                                   finished++;
+                                               }});
         }
         synchronous = false;
         run_until([&] { return finished == 4 * (round + 1); });
@@ -1547,26 +1729,29 @@ TEST_F(AsyncClientTest, StreamsRetriesAndCancels) {
     pgi::http::AsyncClient::Options options;
     options.retry.max_retries = 3;
     done = false;
-    client->start(chat_request("flaky"), {nullptr, [&](pgi::http::Response &r) {
-                                              EXPECT_EQ(r.status, 200);
-                                              EXPECT_EQ(r.attempts, 3);
-                                              done = true;
-                                          }},
+    client->start(chat_request("flaky"),
+                  {nullptr,
+                   [&](pgi::http::Response &r) {
+                       EXPECT_EQ(r.status, 200);
+                       EXPECT_EQ(r.attempts, 3);
+                       done = true;
+                   }},
                   options);
     run_until([&] { return done; });
     EXPECT_TRUE(done);
     options.retry.max_retries = 1;
     done = false;
-    client->start(chat_request("e503", true), {[&](const pgi::http::Response &, const char *, size_t) {
-                                                   ADD_FAILURE() << "error bodies are not streamed";
-                                                   return true;
-                                               },
-                                               [&](pgi::http::Response &r) {
-                                                   EXPECT_EQ(r.status, 503);
-                                                   EXPECT_EQ(r.attempts, 2);
-                                                   EXPECT_NE(r.body.find("slow down"), std::string::npos);
-                                                   done = true;
-                                               }},
+    client->start(chat_request("e503", true),
+                  {[&](const pgi::http::Response &, const char *, size_t) {
+                       ADD_FAILURE() << "error bodies are not streamed";
+                       return true;
+                   },
+                   [&](pgi::http::Response &r) {
+                       EXPECT_EQ(r.status, 503);
+                       EXPECT_EQ(r.attempts, 2);
+                       EXPECT_NE(r.body.find("slow down"), std::string::npos);
+                       done = true;
+                   }},
                   options);
     run_until([&] { return done; });
     EXPECT_TRUE(done);
@@ -1574,19 +1759,21 @@ TEST_F(AsyncClientTest, StreamsRetriesAndCancels) {
     // Cancelled from its own body callback: no completion, the upstream sees the close.
     pgi::http::AsyncClient::Id id = 0;
     int pieces = 0;
-    id = client->start(chat_request("slow", true),
-                       {[&](const pgi::http::Response &, const char *, size_t) {
-                            if (++pieces == 2)
-                                client->cancel(id);
-                            return true;
-                        },
-                        [&](pgi::http::Response &) { ADD_FAILURE() << "cancelled call completed"; }});
+    id = client->start(
+        chat_request("slow", true),
+        {[&](const pgi::http::Response &, const char *, size_t) {
+             if (++pieces == 2)
+                 client->cancel(id);
+             return true;
+         },
+         [&](pgi::http::Response &) { ADD_FAILURE() << "cancelled call completed"; }});
     run_until([&] { return upstream->streams_closed_by_peer() == 1; });
     EXPECT_EQ(upstream->streams_closed_by_peer(), 1);
     EXPECT_EQ(client->active(), 0u);
 
     // A hanging call cancelled from outside; an unreachable one reports on the loop.
-    id = client->start(chat_request("hang"), {nullptr, [&](pgi::http::Response &) { ADD_FAILURE(); }});
+    id = client->start(chat_request("hang"),
+                       {nullptr, [&](pgi::http::Response &) { ADD_FAILURE(); }});
     event_base_loop(base, EVLOOP_NONBLOCK);
     client->cancel(id);
     pgi::http::Request down = chat_request("ok");
