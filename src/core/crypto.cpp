@@ -39,15 +39,6 @@ CipherCtx new_cipher_ctx() {
     return ctx;
 }
 
-int hex_value(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 }  // namespace
 
@@ -72,6 +63,16 @@ std::string sha256(const std::string &data) {
     return digest;
 }
 
+int hex_digit(char c) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 std::string to_hex(const std::string &bytes_in) {
     static const char kHex[] = "0123456789abcdef";
     std::string out(bytes_in.size() * 2, '\0');
@@ -88,8 +89,8 @@ std::optional<std::string> from_hex(const std::string &hex) {
         return std::nullopt;
     std::string out(hex.size() / 2, '\0');
     for (std::size_t i = 0; i < out.size(); ++i) {
-        const int hi = hex_value(hex[2 * i]);
-        const int lo = hex_value(hex[2 * i + 1]);
+        const int hi = hex_digit(hex[2 * i]);
+        const int lo = hex_digit(hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return std::nullopt;
         out[i] = static_cast<char>((hi << 4) | lo);

@@ -23,6 +23,9 @@ std::string random_bytes(std::size_t n);
 std::string sha256(const std::string &data);
 
 // Lowercase hex. from_hex accepts either case and gives nullopt for odd lengths or non-hex.
+// The value of one hexadecimal digit (either case), -1 for any other character.
+int hex_digit(char c);
+
 std::string to_hex(const std::string &bytes);
 std::optional<std::string> from_hex(const std::string &hex);
 

@@ -1,5 +1,7 @@
 #include "gateway_request.h"
 
+#include "crypto.h"
+
 #include <cctype>
 
 namespace pgi::gateway {
@@ -9,15 +11,6 @@ namespace {
 constexpr std::string_view kPassthroughPrefix = "/inferenceservices/";
 constexpr std::string_view kModelPrefix = "/v1/models/";
 
-int hex_value(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 bool iequals(std::string_view a, std::string_view b) {
     if (a.size() != b.size())
@@ -137,8 +130,8 @@ std::optional<std::string> percent_decode(std::string_view text) {
         if (c == '%') {
             if (i + 2 >= text.size())
                 return std::nullopt;
-            int hi = hex_value(text[i + 1]);
-            int lo = hex_value(text[i + 2]);
+            int hi = crypto::hex_digit(text[i + 1]);
+            int lo = crypto::hex_digit(text[i + 2]);
             if (hi < 0 || lo < 0)
                 return std::nullopt;
             c = static_cast<char>(hi * 16 + lo);

@@ -335,7 +335,7 @@ void AsyncClient::finished(Call &call, int curl_code) {
     r.attempts = call.attempts;
     const RetryPolicy &retry = call.options.retry;
     if (!call.streamed && call.attempts <= retry.max_retries && is_retryable(r)) {
-        long delay = backoff_ms(r, call.attempts - 1, retry);
+        long delay = backoff_ms(r, call.attempts - 1, retry, jitter_);
         auto now = std::chrono::steady_clock::now();
         if (delay <= kMaxRetryAfterMs && retry.deadline - now > std::chrono::milliseconds(delay)) {
             call.pending_code = -1;  // the timer relaunches rather than completes
@@ -369,16 +369,5 @@ void AsyncClient::complete(Id id) {
         call->handlers.on_done(call->transfer.response);
 }
 
-long AsyncClient::backoff_ms(const Response &response, int retry_number, const RetryPolicy &retry) {
-    long after = retry_after_ms(response);
-    if (after >= 0)
-        return after;
-    long cap = std::max(0L, retry.base_backoff_ms);
-    for (int i = 0; i < retry_number && cap < retry.max_backoff_ms; i++)
-        cap *= 2;
-    cap = std::min(cap, std::max(0L, retry.max_backoff_ms));
-    // Full jitter: callers that failed together should not come back together.
-    return std::uniform_int_distribution<long>(0, cap)(jitter_);
-}
 
 }  // namespace pgi::http

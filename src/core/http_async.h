@@ -85,7 +85,6 @@ class AsyncClient {
     void complete(Id id);
     void release_easy(CURL *easy);
     void cancel_deferred();
-    long backoff_ms(const Response &response, int retry_number, const RetryPolicy &retry);
 
     event_base *base_;
     CURLM *multi_ = nullptr;

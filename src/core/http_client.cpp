@@ -357,7 +357,8 @@ void Client::release_easy(CURL *easy) {
     }
 }
 
-long Client::backoff_ms(const Response &response, int retry_number, const RetryPolicy &retry) {
+long backoff_ms(const Response &response, int retry_number, const RetryPolicy &retry,
+                std::minstd_rand &jitter) {
     long after = retry_after_ms(response);
     if (after >= 0)
         return after;
@@ -366,7 +367,7 @@ long Client::backoff_ms(const Response &response, int retry_number, const RetryP
         cap *= 2;
     cap = std::min(cap, std::max(0L, retry.max_backoff_ms));
     // Full jitter: clients that failed together should not come back together.
-    return std::uniform_int_distribution<long>(0, cap)(jitter_);
+    return std::uniform_int_distribution<long>(0, cap)(jitter);
 }
 
 std::vector<Response> Client::perform(const std::vector<Request> &requests, size_t max_concurrency,
@@ -436,7 +437,7 @@ std::vector<Response> Client::run(const std::vector<const Request *> &requests,
 
         if (attempts[index] > retry.max_retries || !is_retryable(results[index]))
             return;
-        long delay = backoff_ms(results[index], attempts[index] - 1, retry);
+        long delay = backoff_ms(results[index], attempts[index] - 1, retry, jitter_);
         if (delay > kMaxRetryAfterMs)
             return;
         Clock::time_point now = Clock::now();

@@ -99,6 +99,12 @@ bool is_retryable(const Response &response);
 // invalid; more than 60000 when the upstream asks for longer than a call should wait.
 long retry_after_ms(const Response &response);
 
+// How long to wait before retry number retry_number (0 = the first retry): Retry-After when the
+// upstream sent one, else exponential backoff from retry.base_backoff_ms with full jitter, capped
+// at retry.max_backoff_ms. Shared by the blocking Client and the event-driven AsyncClient.
+long backoff_ms(const Response &response, int retry_number, const RetryPolicy &retry,
+                std::minstd_rand &jitter);
+
 class Client {
   public:
     Client();
@@ -125,7 +131,6 @@ class Client {
                               const WaitHook &wait, const RetryPolicy &retry);
     CURL *acquire_easy();
     void release_easy(CURL *easy);
-    long backoff_ms(const Response &response, int retry_number, const RetryPolicy &retry);
 
     CURLM *multi_ = nullptr;
     std::vector<CURL *> idle_easy_;  // reset handles kept for reuse
