@@ -13,6 +13,7 @@ cd "$ROOT"
 # show the mock's URLs) and installs the extension system-wide.
 exec 9>/tmp/pg_inference-tests.lock
 flock 9
+export PGI_TESTS_LOCK_HELD=1
 
 bash scripts/install-deps.sh || exit 1
 bash scripts/build-install.sh || exit 1
