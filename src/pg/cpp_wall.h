@@ -36,6 +36,32 @@ extern "C" {
 #include <string>
 #include <vector>
 
+#if PG_VERSION_NUM < 150000
+// PostgreSQL 14 compatibility: InitMaterializedSRF and MarkGUCPrefixReserved arrived in 15.
+extern "C" {
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+#include "utils/tuplestore.h"
+}
+inline void InitMaterializedSRF(FunctionCallInfo fcinfo, bits32) {
+    auto *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
+    if (rsinfo == nullptr || !IsA(rsinfo, ReturnSetInfo) ||
+        !(rsinfo->allowedModes & SFRM_Materialize))
+        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                        errmsg("set-valued function called in context that cannot accept a set")));
+    MemoryContext old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+    TupleDesc desc;
+    if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
+        elog(ERROR, "return type must be a row type");
+    rsinfo->returnMode = SFRM_Materialize;
+    rsinfo->setResult = tuplestore_begin_heap(true, false, work_mem);
+    rsinfo->setDesc = desc;
+    MemoryContextSwitchTo(old);
+}
+inline void MarkGUCPrefixReserved(const char *prefix) { EmitWarningsOnPlaceholders(prefix); }
+#endif
+
 namespace pgi::pg {
 
 // A PostgreSQL error caught by pg_guard, travelling as a C++ exception.
@@ -91,6 +117,8 @@ std::string required_text_arg(FunctionCallInfo fcinfo, int n, const char *name);
 std::optional<std::vector<std::optional<std::string>>> text_array_arg(FunctionCallInfo fcinfo, int n);
 std::optional<bool> bool_arg(FunctionCallInfo fcinfo, int n);
 Datum text_datum(const std::string &s);
+// One row of the function's composite result type.
+Datum composite_datum(FunctionCallInfo fcinfo, Datum *values, bool *nulls);
 Datum text_array_datum(const std::vector<std::string> &items);
 
 }  // namespace pgi::pg
