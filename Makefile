@@ -13,6 +13,7 @@ PG_OBJS = \
 	src/pg/catalog_generation.o \
 	src/pg/cpp_wall.o \
 	src/pg/gateway_worker.o \
+	src/pg/governance.o \
 	src/pg/health_worker.o \
 	src/pg/model_calls.o \
 	src/pg/pg_inference.o \

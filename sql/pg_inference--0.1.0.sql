@@ -476,3 +476,40 @@ CREATE TRIGGER catalog_changed_update
     AFTER UPDATE OF name, key_hash, tenant, services, requests_per_minute, requests_per_hour,
                     tokens_per_hour, burst, expires_at, revoked_at
     ON inference.access_key_store FOR EACH STATEMENT EXECUTE FUNCTION inference._catalog_changed();
+
+-------------------------------------------------------------------------------------------------
+-- Gateway usage ledger (SPEC §4.3) — begin. The listeners count usage in shared memory and add
+-- it here in batches (every inference.gateway_usage_flush_interval, and when each listener
+-- exits), so the ledger lags live traffic by at most that interval. One row per access key,
+-- service and UTC day:
+--   key_name       '' for requests without a key (inference.gateway_require_key = off)
+--   service        '' for requests that named no known service
+--   requests       every request, failed and rate-limited ones included
+--   errors         answers with status >= 400, except the gateway's own 429s
+--   rate_limited   the gateway's own 429s (the key was over one of its limits)
+--   *_tokens       as the upstream reported them (a total-only count is prompt tokens)
+-- No foreign key to the access keys: the ledger outlives the keys it names.
+
+CREATE TABLE inference.usage_ledger (
+    key_name          text NOT NULL,
+    service           text NOT NULL,
+    day               date NOT NULL,
+    requests          bigint NOT NULL DEFAULT 0,
+    prompt_tokens     bigint NOT NULL DEFAULT 0,
+    completion_tokens bigint NOT NULL DEFAULT 0,
+    total_tokens      bigint NOT NULL DEFAULT 0,
+    errors            bigint NOT NULL DEFAULT 0,
+    rate_limited      bigint NOT NULL DEFAULT 0,
+    last_access_at    timestamptz,
+    PRIMARY KEY (key_name, service, day)
+);
+REVOKE ALL ON inference.usage_ledger FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('inference.usage_ledger', '');
+
+CREATE VIEW inference.usage AS
+    SELECT key_name, service, day, requests, prompt_tokens, completion_tokens, total_tokens,
+           errors, rate_limited, last_access_at
+      FROM inference.usage_ledger;
+REVOKE ALL ON inference.usage FROM PUBLIC;
+GRANT SELECT ON inference.usage TO inference_admin;
+-- Gateway usage ledger — end.

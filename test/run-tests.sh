@@ -26,7 +26,7 @@ export RESULTS="$TEST_WORK/results.txt"
 source test/lib/cluster.sh
 source test/lib/mock.sh
 
-export PG_DIR="$TEST_WORK/pg" PG_PORT="${PGI_TEST_PG_PORT:-55432}"
+export PG_DIR="$TEST_WORK/pg" PG_PORT="${PGI_TEST_PG_PORT:-25432}"
 export MOCK_PORT=18181 MOCK_TLS_PORT=18182 MOCK_URL="http://127.0.0.1:18181"
 export GATEWAY_PORT=18765 GATEWAY_URL="http://127.0.0.1:18765"
 

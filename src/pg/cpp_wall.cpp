@@ -1,7 +1,9 @@
 #include "cpp_wall.h"
 
 extern "C" {
+#include "access/htup_details.h"
 #include "catalog/pg_type.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/lsyscache.h"
@@ -109,6 +111,16 @@ std::optional<bool> bool_arg(FunctionCallInfo fcinfo, int n) {
 
 Datum text_datum(const std::string &s) {
     return pg_guard([&]() { return PointerGetDatum(cstring_to_text_with_len(s.data(), s.size())); });
+}
+
+Datum composite_datum(FunctionCallInfo fcinfo, Datum *values, bool *nulls) {
+    return pg_guard([&]() {
+        TupleDesc desc;
+        if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
+            elog(ERROR, "return type must be a row type");
+        desc = BlessTupleDesc(desc);
+        return HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
+    });
 }
 
 Datum text_array_datum(const std::vector<std::string> &items) {

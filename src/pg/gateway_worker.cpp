@@ -28,6 +28,7 @@ PGDLLEXPORT void pgi_gateway_worker_main(Datum arg);
 
 #include "catalog_generation.h"
 #include "gateway.h"
+#include "governance.h"
 #include "service_catalog.h"
 #include "settings.h"
 
@@ -110,7 +111,7 @@ std::shared_ptr<gateway::Snapshot> load_snapshot(uint64_t generation) {
 struct Listener {
     event_base *base = nullptr;
     std::unique_ptr<gateway::Server> server;
-    gateway::Governor governor;
+    Governance governor;  // rate limits, usage and metrics in shared memory
     uint64_t loaded_generation = 0;
     TimestampTz last_failure_log = 0;
 };
@@ -121,6 +122,7 @@ void reload_if_changed(Listener &l) {
     try {
         l.server->set_snapshot(load_snapshot(generation));
         l.loaded_generation = generation;
+        l.governor.snapshot_loaded();
     } catch (const std::exception &e) {
         // A failing database must not turn into 401s for everyone: keep serving from the last
         // snapshot and try again on the next tick (logging at most every 10 s).
@@ -148,6 +150,7 @@ void housekeeping(evutil_socket_t, short, void *arg) {
             pg_guard_void([]() { ProcessConfigFile(PGC_SIGHUP); });
         }
         reload_if_changed(l);
+        l.governor.housekeeping(l.server->in_flight());
     } catch (const std::exception &e) {
         std::string msg = e.what();
         pg_guard_void([&]() { ereport(LOG, (errmsg("pg_inference gateway: %s", msg.c_str()))); });
@@ -176,9 +179,11 @@ void run_listener(int index) {
     l.base = event_base_new();
     if (!l.base) throw pgi::Error(sqlstate::kInternalError, "could not create an event base");
     gateway::Config config = listener_config();
+    l.governor.start(index);
     l.server = std::make_unique<gateway::Server>(l.base, config, l.governor);
     l.server->set_snapshot(load_snapshot(catalog_generation()));
     l.loaded_generation = catalog_generation();
+    l.governor.snapshot_loaded();
     l.server->listen();
     pg_guard_void([&]() {
         ereport(LOG, (errmsg("pg_inference gateway listener %d serving on port %d", index,

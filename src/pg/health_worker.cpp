@@ -91,22 +91,12 @@ struct WorkerShared {
 };
 
 WorkerShared *worker_shared = nullptr;
-shmem_startup_hook_type prev_shmem_startup_hook = nullptr;
-#if PG_VERSION_NUM >= 150000
-shmem_request_hook_type prev_shmem_request_hook = nullptr;
-#endif
 
-void request_shmem() {
-#if PG_VERSION_NUM >= 150000
-    if (prev_shmem_request_hook)
-        prev_shmem_request_hook();
-#endif
-    RequestAddinShmemSpace(MAXALIGN(sizeof(WorkerShared)));
-}
+}  // namespace
 
-void startup_shmem() {
-    if (prev_shmem_startup_hook)
-        prev_shmem_startup_hook();
+void health_worker_request_shmem() { RequestAddinShmemSpace(MAXALIGN(sizeof(WorkerShared))); }
+
+void health_worker_init_shmem() {
     bool found = false;
     LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
     worker_shared = static_cast<WorkerShared *>(
@@ -117,6 +107,8 @@ void startup_shmem() {
     }
     LWLockRelease(AddinShmemInitLock);
 }
+
+namespace {
 
 // f only assigns fields: nothing that can fail may run under a spinlock.
 template <typename F>
@@ -379,15 +371,6 @@ void record_statuses(const std::vector<ServiceRow> &rows,
 }
 
 void health_worker_register() {
-#if PG_VERSION_NUM >= 150000
-    prev_shmem_request_hook = shmem_request_hook;
-    shmem_request_hook = request_shmem;
-#else
-    request_shmem();
-#endif
-    prev_shmem_startup_hook = shmem_startup_hook;
-    shmem_startup_hook = startup_shmem;
-
     BackgroundWorker worker;
     memset(&worker, 0, sizeof(worker));
     worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -461,11 +444,5 @@ PGI_FUNCTION(pgi_health_worker_status) {
     nulls[4] = nulls[5] = nulls[6] = nulls[7] = !ran;
     values[8] = copy.last_error[0] ? text_datum(copy.last_error) : 0;
     nulls[8] = copy.last_error[0] == '\0';
-    return pg_guard([&]() {
-        TupleDesc desc;
-        if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
-            elog(ERROR, "return type must be a row type");
-        desc = BlessTupleDesc(desc);
-        return HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
-    });
+    return composite_datum(fcinfo, values, nulls);
 }

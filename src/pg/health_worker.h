@@ -12,8 +12,11 @@
 
 namespace pgi::pg {
 
-// From _PG_init when preloaded: the worker and the shared memory that reports on it.
+// From _PG_init when preloaded: the worker, and the shared memory that reports on it (requested
+// and initialised through the module's shared-memory hooks).
 void health_worker_register();
+void health_worker_request_shmem();
+void health_worker_init_shmem();
 
 // Probes the services concurrently and turns each result into the status to record: Ready, or
 // Failed with the §3.2 diagnosis (a hint joins the message: a status has no field of its own for

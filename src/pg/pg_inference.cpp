@@ -13,6 +13,7 @@ void _PG_init(void);
 
 #include "catalog_generation.h"
 #include "gateway_worker.h"
+#include "governance.h"
 #include "health_worker.h"
 #include "settings.h"
 #include "status_store.h"
@@ -46,12 +47,16 @@ void request_shmem() {
 #endif
     status_store_request_shmem();
     catalog_generation_request_shmem();
+    health_worker_request_shmem();
+    governance_request_shmem();
 }
 
 void startup_shmem() {
     if (prev_shmem_startup_hook) prev_shmem_startup_hook();
     status_store_init_shmem();
     catalog_generation_init_shmem();
+    health_worker_init_shmem();
+    governance_init_shmem();
 }
 
 void define_settings() {
@@ -110,6 +115,7 @@ void define_settings() {
                             &setting_health_check_timeout_ms, 10000, 100, 600 * 1000,
                             PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
     gateway_define_settings();
+    governance_define_settings();
     MarkGUCPrefixReserved("inference");
 }
 

@@ -194,13 +194,7 @@ PGI_FUNCTION(pgi_live_status) {
     values[0] = text_datum(health_status_name(rec.status));
     values[1] = rec.message.empty() ? 0 : text_datum(rec.message);
     values[2] = rec.checked_at ? TimestampTzGetDatum(*rec.checked_at) : 0;
-    return pg_guard([&]() {
-        TupleDesc desc;
-        if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
-            elog(ERROR, "return type must be a row type");
-        desc = BlessTupleDesc(desc);
-        return HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
-    });
+    return composite_datum(fcinfo, values, nulls);
 }
 
 // inference._check_services(name) RETURNS SETOF record(name, status, status_message, checked_at)

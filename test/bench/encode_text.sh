@@ -16,7 +16,7 @@ source test/lib/mock.sh
 
 WORK="$(mktemp -d /tmp/pgi-bench.XXXXXX)"
 chmod 755 "$WORK"
-PG_DIR="$WORK/pg" PG_PORT=55781
+PG_DIR="$WORK/pg" PG_PORT=25781
 SLOW_PORT=18781 FAST_PORT=18783
 OUT="${BENCH_OUT:-$ROOT/test/bench/results/encode_text.json}"
 mkdir -p "$(dirname "$OUT")"

@@ -11,7 +11,7 @@
 # both by pid.
 #
 #   bash test/bench/health_check_round.sh [SERVICES]      (default 1000)
-# Ports: PGI_BENCH_PG_PORT (55470), PGI_BENCH_MOCK_PORT (18470; TLS on the next port).
+# Ports: PGI_BENCH_PG_PORT (25470), PGI_BENCH_MOCK_PORT (18470; TLS on the next port).
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 bash "$ROOT/scripts/build-install.sh" || exit 1
@@ -22,7 +22,7 @@ SERVICES="${1:-1000}"
 LATENCY_MS=200
 CONCURRENCY=256 # the worker's cap on probes in flight (health_worker.cpp)
 TARGET_MS=5000
-PG_PORT="${PGI_BENCH_PG_PORT:-55470}"
+PG_PORT="${PGI_BENCH_PG_PORT:-25470}"
 MOCK_PORT="${PGI_BENCH_MOCK_PORT:-18470}"
 WORK="$(mktemp -d /tmp/pgi-bench-health.XXXXXX)"
 chmod 755 "$WORK"

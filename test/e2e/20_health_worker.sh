@@ -12,7 +12,7 @@ source "$ROOT/test/lib/cluster.sh"
 source "$ROOT/test/lib/mock.sh"
 source "$ROOT/test/lib/check.sh"
 
-HW_PORT="${PGI_TEST_HW_PORT:-55441}"
+HW_PORT="${PGI_TEST_HW_PORT:-25441}"
 HW_DIR="$TEST_WORK/hw"
 SB_DIR="$TEST_WORK/hw_standby" SB_PORT=$((HW_PORT + 1))
 NP_DIR="$TEST_WORK/hw_nopreload" NP_PORT=$((HW_PORT + 2))

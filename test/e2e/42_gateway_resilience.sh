@@ -64,7 +64,7 @@ for _ in $(seq 1 50); do psql_gw -c "SELECT 1" >/dev/null 2>&1 && break; sleep 0
 psql_gw -c "SELECT inference.revoke_access_key('resilience-tests')" >/dev/null
 
 # HTTPS with a self-signed certificate, on a second cluster.
-TLS_DIR="$TEST_WORK/gwtls" TLS_PORT=55434 TLS_GW_PORT=18767
+TLS_DIR="$TEST_WORK/gwtls" TLS_PORT=25434 TLS_GW_PORT=18767
 bash "$ROOT/test/mock/make_cert.sh" "$TLS_DIR/certs" >/dev/null
 mkdir -p "$TLS_DIR/pgcerts"
 cp "$TLS_DIR/certs/mock_cert.pem" "$TLS_DIR/certs/mock_key.pem" "$TLS_DIR/pgcerts/"

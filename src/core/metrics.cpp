@@ -1,0 +1,214 @@
+#include "metrics.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "usage_counters.h"
+
+namespace pgi::governance {
+
+namespace {
+
+// The bucket bounds in microseconds, for comparing without floating point.
+constexpr int64_t kBoundsUs[kLatencyBuckets] = {
+    5'000,     10'000,    25'000,     50'000,     100'000,    250'000,     500'000,    1'000'000,
+    2'500'000, 5'000'000, 10'000'000, 30'000'000, 60'000'000, 120'000'000, 300'000'000};
+
+// A label value as the text format wants it: backslash, double quote and newline escaped.
+void append_label(std::string &out, const char *name, const std::string &value) {
+    out += name;
+    out += "=\"";
+    for (char c : value) {
+        if (c == '\\' || c == '"') {
+            out += '\\';
+            out += c;
+        } else if (c == '\n') {
+            out += "\\n";
+        } else {
+            out += c;
+        }
+    }
+    out += '"';
+}
+
+void family(std::string &out, const char *name, const char *type, const char *help) {
+    out += "# HELP ";
+    out += name;
+    out += ' ';
+    out += help;
+    out += "\n# TYPE ";
+    out += name;
+    out += ' ';
+    out += type;
+    out += '\n';
+}
+
+void sample(std::string &out, const std::string &name, const std::string &labels,
+            const std::string &value) {
+    out += name;
+    if (!labels.empty()) {
+        out += '{';
+        out += labels;
+        out += '}';
+    }
+    out += ' ';
+    out += value;
+    out += '\n';
+}
+
+std::string seconds(int64_t us) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%lld.%06lld", static_cast<long long>(us / 1'000'000),
+                  static_cast<long long>(us % 1'000'000));
+    return buf;
+}
+
+std::string service_label(const std::string &service) {
+    std::string s;
+    append_label(s, "service", service);
+    return s;
+}
+
+void histogram(std::string &out, const char *name, const std::string &labels, const Histogram &h) {
+    uint64_t cumulative = 0;
+    std::string base = name;
+    for (int i = 0; i <= kLatencyBuckets; i++) {
+        cumulative += h.counts[i];
+        std::string l =
+            labels + ",le=\"" + (i < kLatencyBuckets ? kLatencyBounds[i] : "+Inf") + "\"";
+        sample(out, base + "_bucket", l, std::to_string(cumulative));
+    }
+    sample(out, base + "_sum", labels, seconds(h.sum_us));
+    sample(out, base + "_count", labels, std::to_string(h.count));
+}
+
+}  // namespace
+
+void Histogram::observe(double ms) {
+    int64_t us = ms <= 0 ? 0 : static_cast<int64_t>(ms * 1000.0 + 0.5);
+    int i = 0;
+    while (i < kLatencyBuckets && us > kBoundsUs[i])
+        i++;
+    counts[i]++;
+    count++;
+    sum_us += us;
+}
+
+void ServiceMetrics::record(int status, bool limited, const translate::Usage &usage,
+                            double total_ms, double upstream_ms) {
+    int slot = -1;
+    for (int i = 0; i < kStatusSlots; i++) {
+        if (statuses[i].status == status || statuses[i].status == 0) {
+            slot = i;
+            break;
+        }
+    }
+    if (slot >= 0) {
+        statuses[slot].status = status;
+        statuses[slot].count++;
+    } else {
+        other_statuses++;
+    }
+    total.observe(total_ms);
+    if (upstream_ms > 0)
+        upstream.observe(upstream_ms);
+    Tokens t = tokens_of(usage);
+    prompt_tokens += static_cast<uint64_t>(t.prompt);
+    completion_tokens += static_cast<uint64_t>(t.completion);
+    if (limited)
+        rate_limited++;
+}
+
+std::string render_prometheus(const MetricsView &view) {
+    std::string out;
+    out.reserve(4096 + view.services.size() * 4096);
+    std::vector<std::string> labels;
+    labels.reserve(view.services.size());
+    for (const auto &s : view.services)
+        labels.push_back(service_label(s.first));
+
+    family(out, "pg_inference_gateway_requests_total", "counter",
+           "Requests answered by the gateway, by service and HTTP status.");
+    for (size_t i = 0; i < view.services.size(); i++) {
+        const ServiceMetrics &m = view.services[i].second;
+        std::vector<std::pair<int, uint64_t>> codes;
+        for (const auto &s : m.statuses)
+            if (s.status != 0)
+                codes.emplace_back(s.status, s.count);
+        std::sort(codes.begin(), codes.end());
+        for (const auto &c : codes)
+            sample(out, "pg_inference_gateway_requests_total",
+                   labels[i] + ",code=\"" + std::to_string(c.first) + "\"",
+                   std::to_string(c.second));
+        if (m.other_statuses > 0)
+            sample(out, "pg_inference_gateway_requests_total", labels[i] + ",code=\"other\"",
+                   std::to_string(m.other_statuses));
+    }
+
+    family(out, "pg_inference_gateway_rate_limited_total", "counter",
+           "Requests refused with 429 because their access key was over one of its limits.");
+    for (size_t i = 0; i < view.services.size(); i++)
+        sample(out, "pg_inference_gateway_rate_limited_total", labels[i],
+               std::to_string(view.services[i].second.rate_limited));
+
+    family(out, "pg_inference_gateway_tokens_total", "counter",
+           "Tokens the upstreams reported, by service and kind (prompt, completion).");
+    for (size_t i = 0; i < view.services.size(); i++) {
+        const ServiceMetrics &m = view.services[i].second;
+        sample(out, "pg_inference_gateway_tokens_total", labels[i] + ",kind=\"prompt\"",
+               std::to_string(m.prompt_tokens));
+        sample(out, "pg_inference_gateway_tokens_total", labels[i] + ",kind=\"completion\"",
+               std::to_string(m.completion_tokens));
+    }
+
+    family(out, "pg_inference_gateway_request_duration_seconds", "histogram",
+           "Time from a request's arrival to the end of its answer.");
+    for (size_t i = 0; i < view.services.size(); i++)
+        histogram(out, "pg_inference_gateway_request_duration_seconds", labels[i],
+                  view.services[i].second.total);
+
+    family(out, "pg_inference_gateway_upstream_duration_seconds", "histogram",
+           "Time spent in upstream calls, for requests that made one.");
+    for (size_t i = 0; i < view.services.size(); i++)
+        histogram(out, "pg_inference_gateway_upstream_duration_seconds", labels[i],
+                  view.services[i].second.upstream);
+
+    family(out, "pg_inference_gateway_in_flight_requests", "gauge",
+           "Requests a listener is serving now.");
+    for (size_t i = 0; i < view.listeners.size(); i++)
+        if (view.listeners[i].active)
+            sample(out, "pg_inference_gateway_in_flight_requests",
+                   "listener=\"" + std::to_string(i + 1) + "\"",
+                   std::to_string(view.listeners[i].in_flight));
+
+    family(out, "pg_inference_gateway_listener_requests_total", "counter",
+           "Requests each listener process finished.");
+    for (size_t i = 0; i < view.listeners.size(); i++)
+        if (view.listeners[i].active || view.listeners[i].requests > 0)
+            sample(out, "pg_inference_gateway_listener_requests_total",
+                   "listener=\"" + std::to_string(i + 1) + "\"",
+                   std::to_string(view.listeners[i].requests));
+
+    family(out, "pg_inference_gateway_catalog_snapshot_age_seconds", "gauge",
+           "Seconds since a listener loaded the catalog snapshot it serves from.");
+    for (size_t i = 0; i < view.listeners.size(); i++) {
+        const ListenerGauges &l = view.listeners[i];
+        if (l.active && l.snapshot_loaded_ms > 0)
+            sample(out, "pg_inference_gateway_catalog_snapshot_age_seconds",
+                   "listener=\"" + std::to_string(i + 1) + "\"",
+                   seconds(std::max<int64_t>(0, view.now_ms - l.snapshot_loaded_ms) * 1000));
+    }
+
+    family(out, "pg_inference_gateway_usage_dropped_total", "counter",
+           "Requests whose usage did not fit in shared memory (raise inference.gateway_max_keys).");
+    sample(out, "pg_inference_gateway_usage_dropped_total", "", std::to_string(view.usage_dropped));
+
+    family(out, "pg_inference_gateway_rate_limiter_full_total", "counter",
+           "Requests refused with 503 because the rate limiter could track no more keys "
+           "(raise inference.gateway_max_keys).");
+    sample(out, "pg_inference_gateway_rate_limiter_full_total", "",
+           std::to_string(view.limiter_full));
+    return out;
+}
+
+}  // namespace pgi::governance

@@ -1,0 +1,75 @@
+// The gateway's metrics (SPEC §4.2, GET /metrics): per-service counters and latency histograms
+// kept in plain structs that the host places in shared memory, so every listener reports the
+// same totals, and their rendering in the Prometheus text format 0.0.4.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "shared_table.h"
+#include "translate.h"
+
+namespace pgi::governance {
+
+// Upper bounds (seconds) of the latency buckets: from a cached embedding to a long generation.
+inline constexpr int kLatencyBuckets = 15;
+inline constexpr const char *kLatencyBounds[kLatencyBuckets] = {
+    "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1",
+    "2.5",   "5",    "10",    "30",   "60",  "120",  "300"};
+
+struct Histogram {
+    uint64_t counts[kLatencyBuckets + 1];  // per bucket, not cumulative; the last is +Inf
+    uint64_t count;
+    int64_t sum_us;
+
+    void observe(double ms);
+};
+
+// Distinct HTTP statuses counted per service; any beyond them count as code "other".
+inline constexpr int kStatusSlots = 16;
+
+struct ServiceMetrics {
+    struct StatusCount {
+        int32_t status;  // 0: slot free
+        uint64_t count;
+    } statuses[kStatusSlots];
+    uint64_t other_statuses;
+    Histogram total;     // whole request, as the caller saw it
+    Histogram upstream;  // time spent on upstream calls (requests that made one)
+    uint64_t prompt_tokens, completion_tokens;
+    uint64_t rate_limited;
+
+    void record(int status, bool rate_limited, const translate::Usage &usage, double total_ms,
+                double upstream_ms);
+};
+
+struct MetricsEntry {
+    bool used;
+    uint64_t hash;
+    Name key;  // the service ("" for requests that named no known service)
+    ServiceMetrics metrics;
+};
+using MetricsTable = FixedTable<MetricsEntry>;
+
+// What one listener process publishes about itself.
+struct ListenerGauges {
+    bool active;                 // running now
+    int64_t in_flight;           // requests being served
+    uint64_t requests;           // requests it finished since the server started
+    int64_t snapshot_loaded_ms;  // unix ms when it loaded its catalog snapshot
+};
+
+// A copy of everything /metrics shows, taken under the host's lock.
+struct MetricsView {
+    std::vector<std::pair<std::string, ServiceMetrics>> services;  // the overflow as "(other)"
+    std::vector<ListenerGauges> listeners;                         // index 0 is listener 1
+    uint64_t usage_dropped = 0;
+    uint64_t limiter_full = 0;
+    int64_t now_ms = 0;
+};
+
+std::string render_prometheus(const MetricsView &view);
+
+}  // namespace pgi::governance

@@ -1,0 +1,81 @@
+// The gateway's usage per (access key, service, UTC day) (SPEC §4.3): every finished request adds
+// its counts to an entry of a table in shared memory, and one flush at a time takes the entries'
+// counts out (leaving zeros) and adds them to inference.usage_ledger in one transaction. A flush
+// that fails gives its counts back, so counting never depends on the database being writable.
+//
+// Definitions (also in the README):
+//   requests        every request that named a known service or came with a valid key,
+//                   rate-limited and failed ones included
+//   errors          answers with a status >= 400, except the gateway's own 429s
+//   rate_limited    the gateway's own 429s (a key over its limits); an upstream's 429 passed on
+//                   to the caller is an error
+//   tokens          the upstream's usage; calls that report only a total (rerank) count it as
+//                   prompt tokens, and a missing total is prompt + completion
+//   day             the UTC day the request finished on
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "shared_table.h"
+#include "translate.h"
+
+namespace pgi::governance {
+
+struct UsageCounts {
+    int64_t requests;
+    int64_t prompt_tokens;
+    int64_t completion_tokens;
+    int64_t total_tokens;
+    int64_t errors;
+    int64_t rate_limited;
+    int64_t last_access_ms;  // unix milliseconds of the latest request counted; 0: none
+
+    void add(const UsageCounts &o);
+    bool empty() const { return requests == 0; }
+};
+
+// The upstream's usage as the ledger counts it (see the definitions above).
+struct Tokens {
+    int64_t prompt = 0, completion = 0, total = 0;
+};
+Tokens tokens_of(const translate::Usage &usage);
+
+// What one finished request adds.
+UsageCounts usage_of(int status, bool rate_limited, const translate::Usage &usage, int64_t unix_ms);
+
+// Days since 1970-01-01 (UTC) of a unix time in milliseconds.
+int32_t utc_day(int64_t unix_ms);
+
+struct UsageKey {
+    Name key;      // "" for requests without a key (inference.gateway_require_key = off)
+    Name service;  // "" for requests that named no known service
+    int32_t day;
+
+    bool operator==(const UsageKey &o) const {
+        return day == o.day && key == o.key && service == o.service;
+    }
+};
+
+struct UsageEntry {
+    bool used;
+    uint64_t hash;
+    UsageKey key;
+    UsageCounts counts;
+};
+using UsageTable = FixedTable<UsageEntry>;
+
+UsageKey usage_key(std::string_view key, std::string_view service, int32_t day);
+uint64_t hash_of(const UsageKey &k);
+
+// Adds counts to the entry of k (whose hash_of is hash: callers compute it before taking their
+// lock). False when k is new and the table is full.
+bool add_usage(UsageTable &table, const UsageKey &k, uint64_t hash, const UsageCounts &counts);
+// Appends every entry with counts to out and zeroes them; entries that had nothing to give
+// (no request since the previous take) are removed, so only pairs in use keep a slot. out must
+// have room (capacity) for table.count() more entries: nothing is allocated, since the host
+// calls this under its lock.
+void take_usage(UsageTable &table, std::vector<UsageEntry> &out);
+
+}  // namespace pgi::governance

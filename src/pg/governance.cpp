@@ -1,0 +1,573 @@
+#include "governance.h"
+
+#include "cpp_wall.h"
+
+extern "C" {
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/pmsignal.h"
+#include "storage/shmem.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+}
+
+#include <algorithm>
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <time.h>
+#include <vector>
+
+#include "metrics.h"
+#include "rate_limiter.h"
+#include "usage_counters.h"
+
+namespace pgi::pg {
+
+namespace {
+
+namespace gov = pgi::governance;
+
+int setting_max_keys = 1000;
+int setting_flush_interval_ms = 2000;
+
+constexpr int kMaxListeners = 64;  // inference.gateway_workers' maximum
+// Services with their own metrics series; any beyond share the series service="(other)".
+constexpr uint32_t kMetricServices = 512;
+// How long a flush waits for a lock (another flush, or someone holding ledger or key rows)
+// before giving its counts back for the next try: the listener's event loop waits meanwhile.
+constexpr int kFlushLockTimeoutMs = 1000;
+// At exit there is no next try.
+constexpr int kExitFlushLockTimeoutMs = 10000;
+// Listener 1 forgets the states of keys whose buckets are all full again this often.
+constexpr int64_t kReclaimIntervalMs = 60000;
+
+// Everything in one region after this header: the rate limiter's key states, the usage counters
+// (twice as many key-service-day entries as keys) and the per-service metrics. One LWLock guards
+// it all; every hot-path call takes it once, for well under a microsecond.
+struct GovernanceShared {
+    LWLock *lock;
+    uint32_t max_keys;
+    uint32_t max_usage;
+    Size limiter_offset;
+    Size usage_offset;
+    Size metrics_offset;
+    uint64_t usage_dropped;
+    uint64_t limiter_full;
+    gov::ServiceMetrics other_services;
+    gov::ListenerGauges listeners[kMaxListeners];
+};
+
+GovernanceShared *shared = nullptr;
+
+// Usage taken out of shared memory by this process and not committed yet. Static so that the
+// exit callback can give it back when a FATAL (a SIGTERM) cut the flush short.
+std::vector<gov::UsageEntry> batch;
+
+struct Layout {
+    uint32_t max_keys, max_usage;
+    Size limiter, usage, metrics, total;
+};
+
+Layout layout() {
+    Layout l;
+    l.max_keys = static_cast<uint32_t>(setting_max_keys);
+    l.max_usage = 2 * l.max_keys;
+    l.limiter = MAXALIGN(sizeof(GovernanceShared));
+    l.usage = l.limiter + MAXALIGN(gov::LimiterTable::bytes(l.max_keys));
+    l.metrics = l.usage + MAXALIGN(gov::UsageTable::bytes(l.max_usage));
+    l.total = l.metrics + MAXALIGN(gov::MetricsTable::bytes(kMetricServices));
+    return l;
+}
+
+void *at_offset(Size offset) {
+    return reinterpret_cast<char *>(shared) + offset;
+}
+gov::LimiterTable limiter_table() {
+    return gov::LimiterTable(at_offset(shared->limiter_offset));
+}
+gov::UsageTable usage_table() {
+    return gov::UsageTable(at_offset(shared->usage_offset));
+}
+gov::MetricsTable metrics_table() {
+    return gov::MetricsTable(at_offset(shared->metrics_offset));
+}
+
+// The region's LWLock for one scope. LWLockRelease cannot fail for a lock this process holds.
+class Locked {
+  public:
+    explicit Locked(bool exclusive) {
+        pg_guard_void([&]() { LWLockAcquire(shared->lock, exclusive ? LW_EXCLUSIVE : LW_SHARED); });
+    }
+    ~Locked() { LWLockRelease(shared->lock); }
+    Locked(const Locked &) = delete;
+    Locked &operator=(const Locked &) = delete;
+};
+
+// CLOCK_MONOTONIC is one clock for every process of the machine, so buckets updated by several
+// listeners agree on time.
+int64_t monotonic_us() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<int64_t>(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
+}
+
+int64_t unix_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+gov::Limits limits_of(const gateway::AccessKey &k) {
+    gov::Limits l;
+    l.requests_per_minute = k.rpm.value_or(0);
+    l.burst = k.burst.value_or(0);
+    l.requests_per_hour = k.rph.value_or(0);
+    l.tokens_per_hour = k.tokens_per_hour.value_or(0);
+    return l;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Flushing usage to inference.usage_ledger
+
+// Rows arrive as one jsonb array and are added in key order: with the advisory lock that
+// serialises flushes, no two flushes ever wait on each other's rows.
+constexpr const char *kUpsertUsage =
+    "INSERT INTO inference.usage_ledger AS u (key_name, service, day, requests, prompt_tokens, "
+    "       completion_tokens, total_tokens, errors, rate_limited, last_access_at) "
+    "SELECT x.k, x.s, date '1970-01-01' + x.d, x.r, x.p, x.c, x.t, x.e, x.l, "
+    "       to_timestamp(x.a / 1000.0) "
+    "  FROM jsonb_to_recordset($1::jsonb) AS x(k text, s text, d int, r bigint, p bigint, "
+    "       c bigint, t bigint, e bigint, l bigint, a bigint) "
+    " ORDER BY x.k, x.s, x.d "
+    "ON CONFLICT (key_name, service, day) DO UPDATE SET "
+    "       requests = u.requests + excluded.requests, "
+    "       prompt_tokens = u.prompt_tokens + excluded.prompt_tokens, "
+    "       completion_tokens = u.completion_tokens + excluded.completion_tokens, "
+    "       total_tokens = u.total_tokens + excluded.total_tokens, "
+    "       errors = u.errors + excluded.errors, "
+    "       rate_limited = u.rate_limited + excluded.rate_limited, "
+    "       last_access_at = greatest(u.last_access_at, excluded.last_access_at)";
+
+// last_used_at alone does not fire the catalog trigger, so this reloads no listener.
+constexpr const char *kUpdateLastUsed =
+    "UPDATE inference.access_key_store k SET last_used_at = v.at "
+    "  FROM (SELECT x.k AS name, max(to_timestamp(x.a / 1000.0)) AS at "
+    "          FROM jsonb_to_recordset($1::jsonb) AS x(k text, a bigint) "
+    "         WHERE x.k <> '' GROUP BY x.k) v "
+    " WHERE k.name = v.name AND (k.last_used_at IS NULL OR k.last_used_at < v.at)";
+
+// An arbitrary advisory lock key of pg_inference's ("pgi" and 1).
+constexpr const char *kFlushLock = "SELECT pg_catalog.pg_advisory_xact_lock(7366505, 1)";
+
+std::string batch_json() {
+    nlohmann::json rows = nlohmann::json::array();
+    for (const gov::UsageEntry &e : batch) {
+        const gov::UsageCounts &c = e.counts;
+        rows.push_back({{"k", e.key.key.view()},
+                        {"s", e.key.service.view()},
+                        {"d", e.key.day},
+                        {"r", c.requests},
+                        {"p", c.prompt_tokens},
+                        {"c", c.completion_tokens},
+                        {"t", c.total_tokens},
+                        {"e", c.errors},
+                        {"l", c.rate_limited},
+                        {"a", c.last_access_ms}});
+    }
+    return rows.dump();
+}
+
+void give_back() {
+    if (batch.empty())
+        return;
+    Locked lock(true);
+    gov::UsageTable table = usage_table();
+    for (const gov::UsageEntry &e : batch) {
+        if (!gov::add_usage(table, e.key, e.hash, e.counts))
+            shared->usage_dropped += static_cast<uint64_t>(e.counts.requests);
+    }
+    batch.clear();
+}
+
+// Writes the batch in one transaction. False when the ledger does not exist (the extension is
+// not installed in inference.database): there is nowhere to keep the counts.
+bool write_batch(const std::string &rows, int lock_timeout_ms) {
+    bool ledger_exists = false;
+    std::string set_timeout = "SET LOCAL lock_timeout = " + std::to_string(lock_timeout_ms);
+    try {
+        pg_guard_void([&]() {
+            SetCurrentStatementStartTimestamp();
+            StartTransactionCommand();
+            PushActiveSnapshot(GetTransactionSnapshot());
+            pgstat_report_activity(STATE_RUNNING, "pg_inference gateway: flushing usage");
+            Oid nsp = get_namespace_oid("inference", true);
+            ledger_exists = OidIsValid(nsp) && OidIsValid(get_relname_relid("usage_ledger", nsp));
+            if (ledger_exists) {
+                if (SPI_connect() != SPI_OK_CONNECT)
+                    elog(ERROR, "SPI_connect failed");
+                Oid type = TEXTOID;
+                Datum arg = CStringGetTextDatum(rows.c_str());
+                if (SPI_execute(set_timeout.c_str(), false, 0) != SPI_OK_UTILITY ||
+                    SPI_execute(kFlushLock, false, 0) != SPI_OK_SELECT ||
+                    SPI_execute_with_args(kUpsertUsage, 1, &type, &arg, nullptr, false, 0) !=
+                        SPI_OK_INSERT ||
+                    SPI_execute_with_args(kUpdateLastUsed, 1, &type, &arg, nullptr, false, 0) !=
+                        SPI_OK_UPDATE)
+                    elog(ERROR, "could not write the usage ledger");
+                SPI_finish();
+            }
+            PopActiveSnapshot();
+            CommitTransactionCommand();
+            pgstat_report_activity(STATE_IDLE, nullptr);
+        });
+    } catch (...) {
+        pg_guard_void([]() {
+            AbortCurrentTransaction();
+            pgstat_report_activity(STATE_IDLE, nullptr);
+        });
+        throw;
+    }
+    return ledger_exists;
+}
+
+// Takes every count out of shared memory and adds it to the ledger. On failure the counts go
+// back to shared memory and the error is thrown.
+void flush_usage(int lock_timeout_ms) {
+    // Room for everything the table can hold, reserved before taking the lock: nothing is
+    // allocated under it.
+    batch.reserve(batch.size() + shared->max_usage);
+    {
+        Locked lock(true);
+        gov::UsageTable table = usage_table();
+        gov::take_usage(table, batch);
+    }
+    if (batch.empty())
+        return;
+    try {
+        std::string rows = batch_json();
+        bool written = write_batch(rows, lock_timeout_ms);
+        uint64_t requests = 0;
+        for (const auto &e : batch)
+            requests += static_cast<uint64_t>(e.counts.requests);
+        batch.clear();
+        if (!written) {
+            pg_guard_void([&]() {
+                ereport(LOG, (errmsg("pg_inference gateway: usage of %llu requests not recorded: "
+                                     "inference.usage_ledger does not exist",
+                                     static_cast<unsigned long long>(requests))));
+            });
+        }
+    } catch (...) {
+        give_back();
+        throw;
+    }
+}
+
+// Nothing may escape an exit callback: PostgreSQL's C code called it.
+void warn_at_exit(int index, const char *why) noexcept {
+    try {
+        std::string msg = why;
+        pg_guard_void([&]() {
+            ereport(WARNING,
+                    (errmsg("pg_inference gateway listener %d could not flush usage at exit: %s",
+                            index, msg.c_str())));
+        });
+    } catch (...) {
+    }
+}
+
+// The last flush of a listener, from before_shmem_exit: it runs on every exit (SIGTERM at
+// shutdown, an ERROR, pg_terminate_backend) while the process can still run transactions. Every
+// listener flushes what is in shared memory when it exits, whichever one exits last: a request
+// a listener finished is counted before that listener's own last flush.
+void flush_at_exit(int, Datum arg) {
+    int index = DatumGetInt32(arg);
+    try {
+        // A FATAL may have cut a transaction (a flush, a catalog reload) short, and after an
+        // ERROR the background worker's handler exits with the error still stacked and
+        // ErrorContext current.
+        MemoryContextSwitchTo(TopMemoryContext);
+        pg_guard_void([]() {
+            FlushErrorState();
+            AbortOutOfAnyTransaction();
+            LWLockReleaseAll();
+        });
+        {
+            Locked lock(true);
+            gov::ListenerGauges &g = shared->listeners[index - 1];
+            g.active = false;
+            g.in_flight = 0;
+        }
+        give_back();
+        if (PostmasterIsAlive())
+            flush_usage(kExitFlushLockTimeoutMs);
+    } catch (const std::exception &e) {
+        warn_at_exit(index, e.what());
+    } catch (...) {
+        warn_at_exit(index, "unknown error");
+    }
+}
+
+void reclaim_idle(gov::LimiterTable &table, int64_t now_us) {
+    table.remove_if([&](const gov::LimiterEntry &e) { return gov::idle(e.buckets, now_us); });
+}
+
+}  // namespace
+
+void governance_define_settings() {
+    if (process_shared_preload_libraries_in_progress) {
+        DefineCustomIntVariable(
+            "inference.gateway_max_keys",
+            "Access keys whose rate limits shared memory tracks at once.",
+            "Usage counters hold twice as many key-service pairs between two flushes.",
+            &setting_max_keys, 1000, 16, 100000, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+    }
+    DefineCustomIntVariable("inference.gateway_usage_flush_interval",
+                            "Time between two flushes of the gateway's usage counters to "
+                            "inference.usage_ledger.",
+                            nullptr, &setting_flush_interval_ms, 2000, 100, 3600 * 1000, PGC_SIGHUP,
+                            GUC_UNIT_MS, nullptr, nullptr, nullptr);
+}
+
+void governance_request_shmem() {
+    RequestAddinShmemSpace(layout().total);
+    RequestNamedLWLockTranche("pg_inference_governance", 1);
+}
+
+void governance_init_shmem() {
+    Layout l = layout();
+    bool found = false;
+    LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+    shared = static_cast<GovernanceShared *>(
+        ShmemInitStruct("pg_inference governance", l.total, &found));
+    if (!found) {
+        memset(shared, 0, sizeof(GovernanceShared));
+        shared->lock = &(GetNamedLWLockTranche("pg_inference_governance"))->lock;
+        shared->max_keys = l.max_keys;
+        shared->max_usage = l.max_usage;
+        shared->limiter_offset = l.limiter;
+        shared->usage_offset = l.usage;
+        shared->metrics_offset = l.metrics;
+        gov::LimiterTable::format(at_offset(l.limiter), l.max_keys);
+        gov::UsageTable::format(at_offset(l.usage), l.max_usage);
+        gov::MetricsTable::format(at_offset(l.metrics), kMetricServices);
+    }
+    LWLockRelease(AddinShmemInitLock);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Governance
+
+void Governance::start(int index) {
+    index_ = index;
+    index_text_ = std::to_string(index);
+    if (shared == nullptr || index < 1 || index > kMaxListeners)
+        return;
+    {
+        Locked lock(true);
+        gov::ListenerGauges &g = shared->listeners[index - 1];
+        g.active = true;
+        g.in_flight = 0;
+    }
+    last_flush_ms_ = unix_ms();
+    next_reclaim_ms_ = unix_ms() + kReclaimIntervalMs;
+    pg_guard_void([&]() { before_shmem_exit(flush_at_exit, Int32GetDatum(index)); });
+}
+
+void Governance::snapshot_loaded() {
+    if (shared == nullptr || index_ < 1)
+        return;
+    int64_t now = unix_ms();
+    Locked lock(true);
+    shared->listeners[index_ - 1].snapshot_loaded_ms = now;
+}
+
+void Governance::housekeeping(std::size_t in_flight) {
+    if (shared == nullptr || index_ < 1)
+        return;
+    bool filling = false;
+    {
+        Locked lock(true);
+        shared->listeners[index_ - 1].in_flight = static_cast<int64_t>(in_flight);
+        filling = usage_table().count() * 2 > shared->max_usage;
+    }
+    if (index_ != 1)
+        return;
+    int64_t now = unix_ms();
+    // Measured from the last flush, so that a changed interval applies at once. Early when the
+    // counters fill up, so that busy periods drop nothing.
+    if (now - last_flush_ms_ >= setting_flush_interval_ms || filling) {
+        last_flush_ms_ = now;
+        try {
+            flush_usage(kFlushLockTimeoutMs);
+        } catch (const std::exception &e) {
+            // The counts are back in shared memory for the next flush; say so at most every 10 s.
+            if (now - last_warning_ms_ >= 10000) {
+                last_warning_ms_ = now;
+                std::string msg = e.what();
+                pg_guard_void([&]() {
+                    ereport(
+                        WARNING,
+                        (errmsg("pg_inference gateway: could not flush usage: %s", msg.c_str()),
+                         errdetail("The counts stay in shared memory until a flush succeeds.")));
+                });
+            }
+        }
+        uint64_t dropped = 0;
+        {
+            Locked lock(false);
+            dropped = shared->usage_dropped;
+        }
+        if (dropped > reported_dropped_) {
+            pg_guard_void([&]() {
+                ereport(WARNING,
+                        (errmsg("pg_inference gateway: usage of %llu requests did not fit in "
+                                "shared memory and was not recorded",
+                                static_cast<unsigned long long>(dropped - reported_dropped_)),
+                         errhint("Raise inference.gateway_max_keys and restart the server.")));
+            });
+            reported_dropped_ = dropped;
+        }
+    }
+    if (now >= next_reclaim_ms_) {
+        next_reclaim_ms_ = now + kReclaimIntervalMs;
+        int64_t now_us = monotonic_us();
+        Locked lock(true);
+        gov::LimiterTable table = limiter_table();
+        reclaim_idle(table, now_us);
+    }
+}
+
+gateway::Admission Governance::admit(const gateway::AccessKey *key, const std::string &) {
+    gateway::Admission a;
+    a.headers.reserve(8);
+    // Which listener answered: both share the port, and the limits hold across them.
+    a.headers.emplace_back("x-pg-inference-listener", index_text_);
+    if (key == nullptr || shared == nullptr)
+        return a;
+    gov::Limits limits = limits_of(*key);
+    if (!limits.any())
+        return a;
+    gov::Name name = gov::Name::of(key->name);
+    uint64_t hash = gov::hash_of(name);
+    int64_t now = monotonic_us();
+    gov::Decision d;
+    bool tracked = true;
+    {
+        Locked lock(true);
+        gov::LimiterTable table = limiter_table();
+        gov::LimiterEntry *e = table.find_or_insert(name, hash);
+        if (e == nullptr) {
+            reclaim_idle(table, now);
+            e = table.find_or_insert(name, hash);
+        }
+        if (e != nullptr) {
+            d = gov::admit(e->buckets, limits, now);
+        } else {
+            tracked = false;
+            shared->limiter_full++;
+        }
+    }
+    if (!tracked) {
+        // Refusing is the safe side: letting the key in would ignore its limits.
+        a.allowed = false;
+        a.status = 503;
+        a.code = "rate_limiter_full";
+        a.message =
+            "The gateway cannot track the limits of more access keys right now "
+            "(inference.gateway_max_keys). Please try again later.";
+        a.headers.emplace_back("retry-after", "1");
+        return a;
+    }
+    gov::append_rate_limit_headers(d, a.headers);
+    if (!d.allowed) {
+        a.allowed = false;
+        a.status = 429;
+        a.code = "rate_limit_exceeded";
+        a.message = gov::refusal_message(d, limits, key->name);
+    }
+    return a;
+}
+
+void Governance::finished(const gateway::AccessKey *key, const std::string &service, int status,
+                          const translate::Usage &usage, double total_ms, double upstream_ms,
+                          bool rate_limited) {
+    if (shared == nullptr || index_ < 1)
+        return;
+    // Only the 429s of the limits are "rate limited"; the 503 of a full limiter is an error.
+    bool limited = rate_limited && status == 429;
+    int64_t now_ms = unix_ms();
+    gov::Name service_name = gov::Name::of(service);
+    uint64_t service_hash = gov::hash_of(service_name);
+    // Requests with neither a key nor a service (a 401, an unknown path) belong to nobody's
+    // usage; /metrics still counts them.
+    bool ledger = key != nullptr || !service.empty();
+    gov::UsageKey usage_key =
+        gov::usage_key(key != nullptr ? key->name : std::string(), service, gov::utc_day(now_ms));
+    uint64_t usage_hash = gov::hash_of(usage_key);
+    gov::UsageCounts counts = gov::usage_of(status, limited, usage, now_ms);
+    gov::Limits limits;
+    gov::Name key_name{};
+    uint64_t key_hash = 0;
+    if (key != nullptr && key->tokens_per_hour && counts.total_tokens > 0) {
+        limits = limits_of(*key);
+        key_name = gov::Name::of(key->name);
+        key_hash = gov::hash_of(key_name);
+    }
+    int64_t now_us = limits.tokens_per_hour > 0 ? monotonic_us() : 0;
+
+    Locked lock(true);
+    gov::MetricsTable metrics = metrics_table();
+    gov::MetricsEntry *m = metrics.find_or_insert(service_name, service_hash);
+    (m != nullptr ? m->metrics : shared->other_services)
+        .record(status, limited, usage, total_ms, upstream_ms);
+    shared->listeners[index_ - 1].requests++;
+    if (ledger) {
+        gov::UsageTable table = usage_table();
+        if (!gov::add_usage(table, usage_key, usage_hash, counts))
+            shared->usage_dropped++;
+    }
+    if (limits.tokens_per_hour > 0) {
+        gov::LimiterTable table = limiter_table();
+        if (gov::LimiterEntry *e = table.find_or_insert(key_name, key_hash))
+            gov::charge_tokens(e->buckets, limits, counts.total_tokens, now_us);
+    }
+}
+
+std::string Governance::metrics_text() {
+    gov::MetricsView view;
+    if (shared == nullptr)
+        return gov::render_prometheus(view);
+    view.services.reserve(kMetricServices + 1);
+    gov::ServiceMetrics other;
+    {
+        Locked lock(false);
+        metrics_table().for_each([&](const gov::MetricsEntry &e) {
+            view.services.emplace_back(std::string(e.key.view()), e.metrics);
+        });
+        other = shared->other_services;
+        view.listeners.assign(shared->listeners, shared->listeners + kMaxListeners);
+        view.usage_dropped = shared->usage_dropped;
+        view.limiter_full = shared->limiter_full;
+    }
+    std::sort(view.services.begin(), view.services.end(),
+              [](const auto &a, const auto &b) { return a.first < b.first; });
+    if (other.total.count > 0)
+        view.services.emplace_back("(other)", other);
+    while (!view.listeners.empty() && !view.listeners.back().active &&
+           view.listeners.back().requests == 0)
+        view.listeners.pop_back();
+    view.now_ms = unix_ms();
+    return gov::render_prometheus(view);
+}
+
+}  // namespace pgi::pg

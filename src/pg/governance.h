@@ -1,0 +1,47 @@
+// Gateway governance in shared memory (SPEC §4.3, §4.2 /metrics): per-key rate limits, usage
+// counters flushed to inference.usage_ledger, and the metrics every listener reports. The logic
+// is the core's (rate_limiter.h, usage_counters.h, metrics.h); this file places its tables in
+// shared memory under one LWLock and writes the ledger.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "gateway.h"
+
+namespace pgi::pg {
+
+// Defines inference.gateway_max_keys (when preloading) and inference.gateway_usage_flush_interval.
+void governance_define_settings();
+void governance_request_shmem();  // from the shmem_request_hook
+void governance_init_shmem();     // from the shmem_startup_hook
+
+// The Governor of one listener worker.
+class Governance : public gateway::Governor {
+  public:
+    // Attaches listener `index` (1-based) to the shared tables and arranges a last flush of the
+    // usage counters when the process exits. Call once the worker is connected to its database.
+    void start(int index);
+    // The listener now serves from a snapshot loaded just now (for the snapshot-age gauge).
+    void snapshot_loaded();
+    // From the listener's housekeeping tick: publishes its in-flight count; listener 1 also
+    // flushes the usage counters every inference.gateway_usage_flush_interval.
+    void housekeeping(std::size_t in_flight);
+
+    gateway::Admission admit(const gateway::AccessKey *key, const std::string &service) override;
+    void finished(const gateway::AccessKey *key, const std::string &service, int status,
+                  const translate::Usage &usage, double total_ms, double upstream_ms,
+                  bool rate_limited) override;
+    std::string metrics_text() override;
+
+  private:
+    int index_ = 0;
+    std::string index_text_;
+    int64_t last_flush_ms_ = 0;
+    int64_t next_reclaim_ms_ = 0;
+    int64_t last_warning_ms_ = 0;
+    uint64_t reported_dropped_ = 0;
+};
+
+}  // namespace pgi::pg

@@ -1,0 +1,397 @@
+// Gateway governance end to end (issue 6), driven by test/e2e/50_governance.sh:
+//   node governance.mjs run     rate limits across both listeners, token budgets counted from
+//                               streams of all three protocols, a mixed run whose usage and
+//                               metrics are predicted exactly; the predictions go to $GOV_STATE
+//   node governance.mjs verify  after a clean restart: the ledger holds exactly the predicted
+//                               usage, and the periodic flush works
+// Every request goes on a new connection, so the kernel spreads them over both listeners
+// (SO_REUSEPORT); each answer that reached the limiter says which listener gave it. Prints one
+// PASS/FAIL line per check, like test/lib/check.sh.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import parsePrometheusTextFormat from 'parse-prometheus-text-format';
+
+const GATEWAY = new URL(process.env.GATEWAY_URL);
+const STATE = process.env.GOV_STATE;
+const MODE = process.argv[2];
+let failures = 0;
+
+function check(name, ok, detail = '') {
+  console.log(`${ok ? 'PASS' : 'FAIL'} ${name}`);
+  if (!ok) {
+    failures++;
+    if (detail) console.log(`     ${detail}`);
+  }
+}
+function checkEq(name, expected, actual) {
+  const e = JSON.stringify(expected), a = JSON.stringify(actual);
+  check(name, e === a, `expected ${e}, got ${a}`);
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const words = (s) => s.split(/\s+/).filter(Boolean).length;
+
+function sql(query) {
+  return execFileSync('psql', ['-X', '-At', '-v', 'ON_ERROR_STOP=1', '-h', process.env.PG_DIR,
+    '-p', process.env.PG_PORT, '-U', 'postgres', '-d', 'postgres', '-c', query]).toString().trim();
+}
+
+// One HTTP request on its own connection.
+function call(method, path, { key, body, raw } = {}) {
+  return new Promise((resolve, reject) => {
+    const headers = {};
+    if (key) headers.authorization = `Bearer ${key}`;
+    let data;
+    if (body !== undefined || raw !== undefined) {
+      data = raw ?? JSON.stringify(body);
+      headers['content-type'] = 'application/json';
+      headers['content-length'] = Buffer.byteLength(data);
+    }
+    const req = http.request({ host: GATEWAY.hostname, port: GATEWAY.port, path, method, headers,
+                               agent: false }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, text, at: Date.now() }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    if (data !== undefined) req.write(data);
+    req.end();
+  });
+}
+
+const json = (r) => { try { return JSON.parse(r.text); } catch { return null; } };
+// The data events of an SSE body, parsed (the final [DONE] left out).
+const events = (r) => r.text.split('\n').filter((l) => l.startsWith('data: ') && l !== 'data: [DONE]')
+  .map((l) => JSON.parse(l.slice(6)));
+
+// The upstream usage as the ledger counts it: a total-only count is prompt tokens, a missing
+// total is prompt + completion (src/core/usage_counters.h).
+function normalise(u) {
+  if (!u) return { prompt: 0, completion: 0, total: 0 };
+  let prompt = u.prompt_tokens ?? 0, completion = u.completion_tokens ?? 0, total = u.total_tokens ?? 0;
+  if (prompt === 0 && completion === 0) prompt = total;
+  if (total === 0) total = prompt + completion;
+  return { prompt, completion, total };
+}
+// The mock's usage for a chat (test/mock/README.md): words of every message, words of the reply.
+function mockChatUsage(messages) {
+  const prompt = messages.reduce((n, m) => n + words(m.content), 0);
+  const completion = words(`echo: ${messages[messages.length - 1].content}`);
+  return { prompt, completion, total: prompt + completion };
+}
+
+const chatBody = (model, text, extra = {}) => ({ model, messages: [{ role: 'user', content: text }], ...extra });
+
+async function waitForKey(key) {
+  for (let i = 0; i < 100; i++) {
+    if ((await call('GET', '/v1/models', { key })).status === 200) return true;
+    await sleep(50);
+  }
+  return false;
+}
+
+async function newKey(name, options = '') {
+  const key = sql(`SELECT inference.create_access_key('${name}'${options})`);
+  check(`key ${name} reaches the gateway`, await waitForKey(key));
+  // One listener has it; the other reloads within its next 100 ms tick.
+  await sleep(300);
+  return key;
+}
+
+async function metrics() {
+  const r = await call('GET', '/metrics');
+  return { status: r.status, type: r.headers['content-type'], text: r.text,
+           families: parsePrometheusTextFormat(r.text) };
+}
+// One service's series of a histogram family. The parser flattens the series of a labelled
+// histogram into one, so each series goes through it alone, its service label taken off.
+function histogram(text, name, service) {
+  const tag = `service="${service.replace(/["\\]/g, '\\$&')}"`;
+  const lines = text.split('\n')
+    .filter((l) => l.startsWith(`# TYPE ${name} `) || (l.startsWith(`${name}_`) && l.includes(`{${tag}`)))
+    .map((l) => l.replace(`{${tag},`, '{').replace(`{${tag}}`, ''));
+  const family = parsePrometheusTextFormat(`${lines.join('\n')}\n`)[0];
+  return family?.metrics[0] ?? { buckets: {}, count: '0', sum: '0' };
+}
+function sample(families, name, labels) {
+  const f = families.find((x) => x.name === name);
+  const m = f?.metrics.find((x) => Object.entries(labels).every(([k, v]) => (x.labels ?? {})[k] === v));
+  if (!m) return 0;
+  return Number(m.value ?? m.count);
+}
+
+// ------------------------------------------------------------------------------------------------
+
+async function run() {
+  const state = { keys: {}, expected: {} };
+  const expect = (key, service, add) => {
+    const e = ((state.expected[key] ??= {})[service] ??=
+      { requests: 0, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, errors: 0, rate_limited: 0 });
+    for (const [k, v] of Object.entries(add)) e[k] += v;
+  };
+
+  // --- requests per minute: 5, burst 5 ------------------------------------------------------
+  const rpmKey = await newKey('gov-rpm', ', requests_per_minute => 5, burst => 5');
+  expect('gov-rpm', '', { requests: 1 });
+  const replies = [];
+  for (let i = 0; i < 20; i++) replies.push(await call('POST', '/v1/chat/completions', { key: rpmKey, body: chatBody('gw-openai', 'one two') }));
+  checkEq('rpm 5, burst 5: exactly 5 successes, then 429s',
+          [...Array(5).fill(200), ...Array(15).fill(429)], replies.map((r) => r.status));
+  const served = {};
+  for (const r of replies) {
+    const l = r.headers['x-pg-inference-listener'];
+    served[l] = served[l] ?? { 200: 0, 429: 0 };
+    served[l][r.status]++;
+  }
+  check(`both listeners served the key and enforced one shared limit (${JSON.stringify(served)})`,
+        Object.keys(served).sort().join() === '1,2');
+  checkEq('successes carry x-ratelimit-remaining-requests, counting down',
+          ['4', '3', '2', '1', '0'], replies.slice(0, 5).map((r) => r.headers['x-ratelimit-remaining-requests']));
+  checkEq('successes carry x-ratelimit-limit-requests', '5', replies[0].headers['x-ratelimit-limit-requests']);
+  checkEq('the first reset is when the bucket is full again', '12s', replies[0].headers['x-ratelimit-reset-requests']);
+  const refused = replies[5];
+  checkEq('a 429 is an OpenAI error with code rate_limit_exceeded', ['rate_limit_exceeded', 'rate_limit_error'],
+          [json(refused)?.error?.code, json(refused)?.error?.type]);
+  check('its message names the limit and the key', /requests per minute \(limit 5\) on access key "gov-rpm"/.test(json(refused)?.error?.message ?? ''), refused.text);
+  checkEq('its x-ratelimit headers', ['5', '0', '1m0s'],
+          ['limit', 'remaining', 'reset'].map((h) => refused.headers[`x-ratelimit-${h}-requests`]));
+  const retryAfter = Number(refused.headers['retry-after']);
+  check(`its retry-after is when one request is allowed again (${retryAfter} s)`, retryAfter >= 11 && retryAfter <= 12);
+  check('no token headers without a token limit', refused.headers['x-ratelimit-limit-tokens'] === undefined);
+  expect('gov-rpm', 'gw-openai', { requests: 20, rate_limited: 15 });
+  for (const r of replies.slice(0, 5)) {
+    const u = normalise(json(r)?.usage);
+    expect('gov-rpm', 'gw-openai', { prompt_tokens: u.prompt, completion_tokens: u.completion, total_tokens: u.total });
+  }
+  // Waiting what the last 429 announced lets exactly one more request in.
+  const last = replies[replies.length - 1];
+  await sleep(Math.max(0, last.at + Number(last.headers['retry-after']) * 1000 + 100 - Date.now()));
+  const again = await call('POST', '/v1/chat/completions', { key: rpmKey, body: chatBody('gw-openai', 'one two') });
+  const after = await call('POST', '/v1/chat/completions', { key: rpmKey, body: chatBody('gw-openai', 'one two') });
+  checkEq(`after the announced ${last.headers['retry-after']} s: one success, then 429 again`, [200, 429], [again.status, after.status]);
+  const ua = normalise(json(again)?.usage);
+  expect('gov-rpm', 'gw-openai', { requests: 2, rate_limited: 1, prompt_tokens: ua.prompt, completion_tokens: ua.completion, total_tokens: ua.total });
+
+  // The same limit hit by 20 requests at once, all on their own connections.
+  const burstKey = await newKey('gov-burst', ', requests_per_minute => 5');
+  expect('gov-burst', '', { requests: 1 });
+  const together = await Promise.all(Array.from({ length: 20 }, () =>
+    call('POST', '/v1/embeddings', { key: burstKey, body: { model: 'gw-embed', input: 'a b c', encoding_format: 'float' } })));
+  checkEq('20 concurrent requests against burst 5: exactly 5 get through',
+          { 200: 5, 429: 15 }, together.reduce((m, r) => ({ ...m, [r.status]: (m[r.status] ?? 0) + 1 }), {}));
+  check(`the concurrent requests were spread over both listeners`,
+        new Set(together.map((r) => r.headers['x-pg-inference-listener'])).size === 2);
+  expect('gov-burst', 'gw-embed', { requests: 20, rate_limited: 15, prompt_tokens: 15, total_tokens: 15 });
+
+  // --- tokens per hour, counted from streams of all three protocols --------------------------
+  const prompt = 'alpha beta gamma';  // 3 prompt tokens, "echo: alpha beta gamma" 4 completion
+  const budget = 3 * 7;
+  const tokensKey = await newKey('gov-tokens', `, tokens_per_hour => ${budget}`);
+  expect('gov-tokens', '', { requests: 1 });
+  let left = budget;
+  for (const service of ['gw-openai', 'gw-claude', 'gw-gemini']) {
+    const r = await call('POST', '/v1/chat/completions', { key: tokensKey, body: chatBody(service, prompt, { stream: true }) });
+    const evs = events(r);
+    checkEq(`${service} stream admitted with ${left} tokens left`, [200, String(budget), String(left)],
+            [r.status, r.headers['x-ratelimit-limit-tokens'], r.headers['x-ratelimit-remaining-tokens']]);
+    check(`${service} stream: no usage chunk for a caller who did not ask`, evs.every((e) => !e.usage));
+    expect('gov-tokens', service, { requests: 1, prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 });
+    left -= 7;
+  }
+  for (const service of ['gw-openai', 'gw-claude']) {
+    const r = await call('POST', '/v1/chat/completions', { key: tokensKey, body: chatBody(service, prompt, { stream: true }) });
+    checkEq(`a spent token budget refuses ${service} with 429`, [429, 'rate_limit_exceeded'], [r.status, json(r)?.error?.code]);
+    checkEq(`  with the token headers`, [String(budget), '0'],
+            [r.headers['x-ratelimit-limit-tokens'], r.headers['x-ratelimit-remaining-tokens']]);
+    check(`  and retry-after until a token is back (${r.headers['retry-after']} s)`,
+          Number(r.headers['retry-after']) >= 170 && Number(r.headers['retry-after']) <= 172);
+    check('  and says which limit', /tokens per hour \(limit 21\)/.test(json(r)?.error?.message ?? ''), r.text);
+    expect('gov-tokens', service, { requests: 1, rate_limited: 1 });
+  }
+
+  // --- a mixed run: every protocol, streamed and not, upstream errors, 429s -------------------
+  const admitted = 15;
+  const mixedKey = await newKey('gov-mixed', `, requests_per_hour => ${admitted}`);
+  expect('gov-mixed', '', { requests: 1 });
+  const before = await metrics();
+  const sent = [];  // [service, ledger status, tokens, reached the upstream, rate limited]
+  const record = (service, r, tokens, { ledgerStatus = r.status, upstream = true } = {}) => {
+    const limited = r.status === 429 && !upstream;
+    sent.push({ service, status: ledgerStatus, tokens, upstream, limited });
+    expect('gov-mixed', service, { requests: 1, prompt_tokens: tokens.prompt, completion_tokens: tokens.completion,
+      total_tokens: tokens.total, errors: !limited && ledgerStatus >= 400 ? 1 : 0, rate_limited: limited ? 1 : 0 });
+  };
+  // A chat call and the tokens the upstream reported for it: from the answer, from the stream's
+  // usage chunk, or (a stream without one) from the mock's formula.
+  const chatCase = async (service, text, opts = {}) => {
+    const messages = [...(opts.system ? [{ role: 'system', content: opts.system }] : []), { role: 'user', content: text }];
+    const body = { model: service, messages, ...(opts.stream ? { stream: true } : {}),
+                   ...(opts.usage ? { stream_options: { include_usage: true } } : {}) };
+    const r = await call('POST', '/v1/chat/completions', { key: mixedKey, body });
+    let tokens = normalise(null);
+    if (r.status === 200 && !opts.stream) tokens = normalise(json(r).usage);
+    else if (r.status === 200 && opts.usage) tokens = normalise(events(r).find((e) => e.usage)?.usage);
+    else if (r.status === 200) tokens = mockChatUsage(messages);
+    return { r, tokens };
+  };
+  for (const [service, text, opts] of [
+    ['gw-openai', 'the quick brown fox', { system: 'be brief' }],
+    ['gw-openai', 'streamed with usage please', { stream: true, usage: true }],
+    ['gw-openai', 'streamed without usage', { stream: true }],
+    ['gw-claude', 'hello claude how are you', { system: 'answer in one line' }],
+    ['gw-claude', 'a streamed claude answer', { stream: true, usage: true }],
+    ['gw-claude', 'another streamed one', { stream: true }],
+    ['gw-gemini', 'hello gemini', {}],
+    ['gw-gemini', 'gemini streamed without usage', { stream: true }],
+    ['gw-gemini', 'gemini streamed with usage', { stream: true, usage: true }],
+  ]) {
+    const { r, tokens } = await chatCase(service, text, opts);
+    check(`mixed: ${service} ${opts.stream ? 'streamed' : 'plain'} chat answers 200`, r.status === 200, r.text.slice(0, 300));
+    if (opts.usage) check(`mixed: ${service} stream carries the usage asked for`, tokens.total > 0);
+    record(service, r, tokens);
+  }
+  for (const [service, input] of [['gw-embed', ['first text here', 'second']], ['gw-gembed', ['gemini embeds this']]]) {
+    const r = await call('POST', '/v1/embeddings', { key: mixedKey, body: { model: service, input, encoding_format: 'float' } });
+    check(`mixed: ${service} embeddings answer 200`, r.status === 200, r.text.slice(0, 300));
+    record(service, r, normalise(json(r)?.usage));
+  }
+  {
+    const r = await call('POST', '/v1/rerank', { key: mixedKey, body: { model: 'gw-cohere', query: 'postgres extension', documents: ['a recipe', 'a postgres extension'] } });
+    check('mixed: rerank answers 200', r.status === 200, r.text.slice(0, 300));
+    record('gw-cohere', r, normalise(json(r)?.usage));
+  }
+  {
+    const { r } = await chatCase('gov-err', 'this upstream fails');
+    check(`mixed: a failing upstream is an error (${r.status})`, r.status >= 500, r.text.slice(0, 300));
+    record('gov-err', r, normalise(null));
+    const nf = await chatCase('gov-404', 'this upstream has no such model');
+    check(`mixed: an upstream 404 is passed on (${nf.r.status})`, nf.r.status === 404, nf.r.text.slice(0, 300));
+    record('gov-404', nf.r, normalise(null));
+    // A stream the upstream breaks: the caller got 200 and an error event; the ledger says 502.
+    const broken = await chatCase('gov-broken-stream', 'one two three four', { stream: true });
+    check('mixed: a broken stream ends in an error event', broken.r.status === 200 && broken.r.text.includes('"error"'));
+    record('gov-broken-stream', broken.r, normalise(null), { ledgerStatus: 502 });
+  }
+  checkEq('mixed: the run made exactly as many admitted calls as the hourly limit', admitted, sent.length);
+  for (let i = 0; i < 3; i++) {
+    const { r } = await chatCase('gw-openai', 'over the hourly limit');
+    checkEq(`mixed: request ${admitted + i + 1} is over requests_per_hour`, [429, String(admitted)],
+            [r.status, r.headers['x-ratelimit-limit-requests']]);
+    record('gw-openai', r, normalise(null), { upstream: false });
+  }
+  {
+    const r = await call('POST', '/v1/chat/completions', { key: mixedKey, body: chatBody('no-such-service', 'x') });
+    checkEq('mixed: an unknown model is 404', 404, r.status);
+    record('', r, normalise(null), { upstream: false });
+    const bad = await call('POST', '/v1/chat/completions', { key: mixedKey, raw: '{"model": ' });
+    checkEq('mixed: malformed JSON is 400', 400, bad.status);
+    record('', bad, normalise(null), { upstream: false });
+  }
+
+  // --- /metrics ---------------------------------------------------------------------------------
+  const afterRun = await metrics();
+  checkEq('/metrics answers 200 in the text format 0.0.4', [200, 'text/plain; version=0.0.4; charset=utf-8'],
+          [afterRun.status, afterRun.type]);
+  check('/metrics parses with a Prometheus text parser', afterRun.families.length >= 9);
+  const d = (name, labels) => sample(afterRun.families, name, labels) - sample(before.families, name, labels);
+  const hd = (name, service) => Number(histogram(afterRun.text, name, service).count) -
+                                Number(histogram(before.text, name, service).count);
+  const byService = {};
+  for (const s of sent) {
+    const b = (byService[s.service] ??= { codes: {}, prompt: 0, completion: 0, limited: 0, count: 0, upstream: 0 });
+    b.codes[s.status] = (b.codes[s.status] ?? 0) + 1;
+    b.prompt += s.tokens.prompt;
+    b.completion += s.tokens.completion;
+    b.limited += s.limited ? 1 : 0;
+    b.count++;
+    b.upstream += s.upstream ? 1 : 0;
+  }
+  const expectedCounters = {}, actualCounters = {};
+  for (const [service, b] of Object.entries(byService)) {
+    for (const [code, n] of Object.entries(b.codes)) {
+      expectedCounters[`requests ${service} ${code}`] = n;
+      actualCounters[`requests ${service} ${code}`] = d('pg_inference_gateway_requests_total', { service, code });
+    }
+    expectedCounters[`prompt ${service}`] = b.prompt;
+    actualCounters[`prompt ${service}`] = d('pg_inference_gateway_tokens_total', { service, kind: 'prompt' });
+    expectedCounters[`completion ${service}`] = b.completion;
+    actualCounters[`completion ${service}`] = d('pg_inference_gateway_tokens_total', { service, kind: 'completion' });
+    expectedCounters[`rate limited ${service}`] = b.limited;
+    actualCounters[`rate limited ${service}`] = d('pg_inference_gateway_rate_limited_total', { service });
+    expectedCounters[`latency count ${service}`] = b.count;
+    actualCounters[`latency count ${service}`] = hd('pg_inference_gateway_request_duration_seconds', service);
+    expectedCounters[`upstream latency count ${service}`] = b.upstream;
+    actualCounters[`upstream latency count ${service}`] = hd('pg_inference_gateway_upstream_duration_seconds', service);
+  }
+  checkEq('/metrics counters moved by exactly the traffic sent (requests by service and code, tokens, 429s, histogram counts)',
+          expectedCounters, actualCounters);
+  const listenerDelta = d('pg_inference_gateway_listener_requests_total', { listener: '1' }) +
+                        d('pg_inference_gateway_listener_requests_total', { listener: '2' });
+  checkEq('the listeners together finished every request of the run', sent.length, listenerDelta);
+  const h = histogram(afterRun.text, 'pg_inference_gateway_request_duration_seconds', 'gw-openai');
+  const le = Object.entries(h.buckets).sort(([a], [b]) => (a === '+Inf' ? 1 : b === '+Inf' ? -1 : a - b));
+  check('latency histograms have cumulative buckets up to +Inf = count, and a sum in seconds',
+        le.length >= 10 && le.every(([, v], i) => i === 0 || Number(v) >= Number(le[i - 1][1])) &&
+        Number(h.buckets['+Inf']) === Number(h.count) && Number(h.sum) > 0 && Number(h.sum) < 60, JSON.stringify(h));
+  // Both listeners report the same totals: the counters come from shared memory.
+  const counters = (m) => m.text.split('\n').filter((l) => /^pg_inference_gateway_(requests|tokens|rate_limited)_total/.test(l)).join('\n');
+  const views = [];
+  for (let i = 0; i < 8; i++) views.push(counters(await metrics()));
+  check('every /metrics answer (both listeners) shows the same counters', views.every((v) => v === views[0]));
+
+  // In flight: a slow call is visible while it runs.
+  const freeKey = await newKey('gov-free');
+  const slow = call('POST', '/v1/chat/completions', { key: freeKey, body: chatBody('gov-slow', 'take your time') });
+  await sleep(500);
+  const during = await metrics();
+  const inFlight = (m) => ['1', '2'].reduce((n, l) => n + sample(m.families, 'pg_inference_gateway_in_flight_requests', { listener: l }), 0);
+  checkEq('in_flight_requests counts a slow call while it runs', 1, inFlight(during));
+  checkEq('the slow call answers', 200, (await slow).status);
+  await sleep(300);
+  checkEq('in_flight_requests is 0 once it is done', 0, inFlight(await metrics()));
+  const ages = ['1', '2'].map((l) => sample(during.families, 'pg_inference_gateway_catalog_snapshot_age_seconds', { listener: l }));
+  check(`catalog_snapshot_age_seconds per listener, fresh after a key change (${ages})`,
+        ages.every((a) => a >= 0 && a < 2) && during.text.includes('catalog_snapshot_age_seconds{listener="2"}'));
+
+  // Nothing reached the ledger yet (the flush interval is 1 h): the restart must flush it all.
+  checkEq('usage waits in shared memory (no flush during the run)', '0',
+          sql("SELECT count(*) FROM inference.usage WHERE key_name LIKE 'gov-%'"));
+  state.keys = { rpm: rpmKey, burst: burstKey, tokens: tokensKey, mixed: mixedKey, free: freeKey };
+  expect('gov-free', '', { requests: 1 });
+  expect('gov-free', 'gov-slow', { requests: 1, ...(() => { const u = mockChatUsage([{ content: 'take your time' }]);
+    return { prompt_tokens: u.prompt, completion_tokens: u.completion, total_tokens: u.total }; })() });
+  fs.writeFileSync(STATE, JSON.stringify(state));
+}
+
+async function verify() {
+  const state = JSON.parse(fs.readFileSync(STATE, 'utf8'));
+  for (const [key, services] of Object.entries(state.expected)) {
+    const rows = sql(`SELECT coalesce(json_object_agg(service, json_build_object('requests', requests,
+        'prompt_tokens', prompt_tokens, 'completion_tokens', completion_tokens, 'total_tokens', total_tokens,
+        'errors', errors, 'rate_limited', rate_limited) ORDER BY service), '{}')
+        FROM inference.usage WHERE key_name = '${key}'`);
+    const sorted = Object.fromEntries(Object.entries(services).sort(([a], [b]) => (a < b ? -1 : 1)));
+    checkEq(`after a clean restart inference.usage of ${key} is exactly what was sent`, sorted, JSON.parse(rows));
+  }
+  checkEq('last_used_at of every key is its latest usage', '0', sql(`SELECT count(*) FROM inference.access_keys k
+      WHERE k.name LIKE 'gov-%' AND k.last_used_at IS DISTINCT FROM
+            (SELECT max(last_access_at) FROM inference.usage u WHERE u.key_name = k.name)`));
+  checkEq('usage is kept per UTC day', '0', sql(`SELECT count(*) FROM inference.usage WHERE key_name LIKE 'gov-%'
+      AND day NOT IN ((now() AT TIME ZONE 'UTC')::date, (now() AT TIME ZONE 'UTC')::date - 1)`));
+
+  // The periodic flush (default interval) adds new usage within a few seconds.
+  const count = () => Number(sql(`SELECT coalesce(sum(requests), 0) FROM inference.usage WHERE key_name = 'gov-free'`));
+  const start = count();
+  check('the key works after the restart', await waitForKey(state.keys.free));
+  const t0 = Date.now();
+  let flushed = false;
+  while (Date.now() - t0 < 8000 && !(flushed = count() === start + 1)) await sleep(100);
+  check(`the periodic flush recorded new usage (${Date.now() - t0} ms)`, flushed);
+}
+
+if (MODE === 'run') await run();
+else if (MODE === 'verify') await verify();
+else throw new Error(`unknown mode ${MODE}`);
+process.exit(failures ? 1 : 0);
