@@ -4,6 +4,8 @@
 #include <event2/event.h>
 #include <mutex>
 #include <new>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "error.h"
 
@@ -28,8 +30,17 @@ timeval to_timeval(long ms) {
 
 }  // namespace
 
+// What the loop watches on one socket. A connection libcurl keeps alive between transfers stays
+// registered for EV_READ while idle ("parked"), instead of being removed when libcurl says
+// CURL_POLL_REMOVE and added again for its next transfer: two epoll_ctl calls fewer per request.
+// Only sockets libcurl opened through open_socket are parked, because close_socket tells when they
+// go; any other socket (a resolver's) is dropped at CURL_POLL_REMOVE as before, since its fd
+// number could be reused for a socket the loop would then wrongly believe it watches.
 struct AsyncClient::Socket {
     event *ev = nullptr;
+    short kind = 0;           // EV_READ / EV_WRITE that ev is added with; 0 when not added
+    bool connection = false;  // opened by open_socket: close_socket will report its end
+    bool parked = false;      // libcurl has no transfer on it (CURL_POLL_REMOVE)
     ~Socket() {
         if (ev != nullptr)
             event_free(ev);
@@ -95,8 +106,7 @@ AsyncClient::~AsyncClient() {
         }
     }
     calls_.clear();
-    for (CURL *easy : idle_easy_)
-        curl_easy_cleanup(easy);
+    easy_pool_.clear();
     curl_multi_cleanup(multi_);
     sockets_.clear();
     event_free(timer_);
@@ -124,13 +134,7 @@ AsyncClient::Id AsyncClient::start(Request request, Handlers handlers, const Opt
 }
 
 void AsyncClient::launch(Call &call) {
-    CURL *easy;
-    if (!idle_easy_.empty()) {
-        easy = idle_easy_.back();
-        idle_easy_.pop_back();
-    } else {
-        easy = curl_easy_init();
-    }
+    CURL *easy = easy_pool_.acquire();
     call.attempts++;
     call.transfer.response = Response();
     call.transfer.owner = &call;
@@ -138,6 +142,10 @@ void AsyncClient::launch(Call &call) {
     if (easy != nullptr) {
         call.easy = easy;
         apply_request(easy, call.request, call.transfer);
+        curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, &AsyncClient::open_socket);
+        curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, this);
+        curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, &AsyncClient::close_socket);
+        curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, this);
         if (call.idle != nullptr) {
             // Silence is bounded by the idle timer instead (curl's low-speed check averages
             // over seconds and counts the upload, so it cannot say "nothing for N ms").
@@ -167,7 +175,7 @@ void AsyncClient::launch(Call &call) {
     }
     if (mc != CURLM_OK) {
         if (easy != nullptr)
-            release_easy(easy);
+            easy_pool_.release(multi_, easy);
         call.easy = nullptr;
         call.transfer.response.curl_code = CURLE_FAILED_INIT;
         call.transfer.response.transport_error = curl_multi_strerror(mc);
@@ -175,18 +183,6 @@ void AsyncClient::launch(Call &call) {
         call.pending_code = CURLE_FAILED_INIT;
         timeval zero = {0, 0};
         evtimer_add(call.timer, &zero);
-    }
-}
-
-void AsyncClient::release_easy(CURL *easy) {
-    curl_multi_remove_handle(multi_, easy);
-    // Reset drops every pointer into the finished Transfer; the connection stays in the multi
-    // handle's cache for the next call.
-    curl_easy_reset(easy);
-    try {
-        idle_easy_.push_back(easy);
-    } catch (...) {
-        curl_easy_cleanup(easy);
     }
 }
 
@@ -205,7 +201,7 @@ void AsyncClient::cancel(Id id) {
         return;
     }
     if (call.easy != nullptr) {
-        release_easy(call.easy);
+        easy_pool_.release(multi_, call.easy);
         call.easy = nullptr;
     }
     calls_.erase(it);
@@ -219,18 +215,51 @@ void AsyncClient::cancel_deferred() {
     }
 }
 
-int AsyncClient::socket_callback(CURL *, curl_socket_t fd, int what, void *client_p,
-                                 void *socket_p) {
+curl_socket_t AsyncClient::open_socket(void *client_p, curlsocktype purpose,
+                                       curl_sockaddr *address) {
+    curl_socket_t fd =
+        ::socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+    if (fd == CURL_SOCKET_BAD || purpose != CURLSOCKTYPE_IPCXN)
+        return fd;
     auto *client = static_cast<AsyncClient *>(client_p);
-    auto *socket = static_cast<Socket *>(socket_p);
+    try {
+        auto socket = std::make_unique<Socket>();
+        socket->connection = true;
+        client->sockets_[fd] = std::move(socket);
+    } catch (...) {
+        ::close(fd);
+        return CURL_SOCKET_BAD;
+    }
+    return fd;
+}
+
+int AsyncClient::close_socket(void *client_p, curl_socket_t fd) {
+    // The event goes before the fd, so the loop never watches a number that may be reused.
+    static_cast<AsyncClient *>(client_p)->sockets_.erase(fd);
+    return ::close(fd);
+}
+
+int AsyncClient::socket_callback(CURL *, curl_socket_t fd, int what, void *client_p, void *) {
+    auto *client = static_cast<AsyncClient *>(client_p);
+    auto found = client->sockets_.find(fd);
+    Socket *socket = found != client->sockets_.end() ? found->second.get() : nullptr;
     if (what == CURL_POLL_REMOVE) {
-        if (socket != nullptr) {
-            curl_multi_assign(client->multi_, fd, nullptr);
-            client->sockets_.erase(fd);
+        if (socket == nullptr)
+            return 0;
+        if (!socket->connection) {
+            client->sockets_.erase(found);
+            return 0;
+        }
+        socket->parked = true;
+        // An idle connection is watched for reading only (the upstream closing it); one that was
+        // waiting to write is not watched until libcurl uses it again.
+        if (socket->kind != EV_READ && socket->kind != 0) {
+            event_del(socket->ev);
+            socket->kind = 0;
         }
         return 0;
     }
-    short kind = EV_PERSIST;
+    short kind = 0;
     if (what & CURL_POLL_IN)
         kind |= EV_READ;
     if (what & CURL_POLL_OUT)
@@ -240,18 +269,27 @@ int AsyncClient::socket_callback(CURL *, curl_socket_t fd, int what, void *clien
             auto fresh = std::make_unique<Socket>();
             socket = fresh.get();
             client->sockets_[fd] = std::move(fresh);
-            curl_multi_assign(client->multi_, fd, socket);
         }
+        socket->parked = false;
+        if (socket->kind == kind)
+            return 0;
         if (socket->ev == nullptr) {
-            socket->ev = event_new(client->base_, fd, kind, &AsyncClient::on_socket_event, client);
+            socket->ev = event_new(client->base_, fd, kind | EV_PERSIST,
+                                   &AsyncClient::on_socket_event, client);
             if (socket->ev == nullptr)
                 return -1;
         } else {
-            event_del(socket->ev);
-            event_assign(socket->ev, client->base_, fd, kind, &AsyncClient::on_socket_event,
-                         client);
+            if (socket->kind != 0)
+                event_del(socket->ev);
+            event_assign(socket->ev, client->base_, fd, kind | EV_PERSIST,
+                         &AsyncClient::on_socket_event, client);
         }
-        return event_add(socket->ev, nullptr) == 0 ? 0 : -1;
+        if (event_add(socket->ev, nullptr) != 0) {
+            socket->kind = 0;
+            return -1;
+        }
+        socket->kind = kind;
+        return 0;
     } catch (...) {
         return -1;
     }
@@ -263,22 +301,44 @@ int AsyncClient::timer_callback(CURLM *, long timeout_ms, void *client_p) {
         evtimer_del(client->timer_);
         return 0;
     }
-    // Zero means "as soon as possible", which must still be from the loop, not from here.
+    if (timeout_ms == 0 && !client->in_timer_) {
+        // "As soon as possible" (a new transfer, say) runs in this loop turn, once the current
+        // callback has returned, rather than after another epoll_wait. From on_timer itself it
+        // waits for the next turn, so that libcurl cannot keep the loop from its sockets.
+        evtimer_del(client->timer_);
+        event_active(client->timer_, EV_TIMEOUT, 0);
+        return 0;
+    }
+    // Never from here: libcurl does not allow it to be called back from inside itself.
     timeval tv = to_timeval(timeout_ms);
     return evtimer_add(client->timer_, &tv) == 0 ? 0 : -1;
 }
 
 void AsyncClient::on_socket_event(int fd, short events, void *client_p) {
+    auto *client = static_cast<AsyncClient *>(client_p);
+    auto found = client->sockets_.find(fd);
+    if (found != client->sockets_.end() && found->second->parked) {
+        // An idle connection became readable: the upstream closed it (or sent what it should
+        // not). libcurl checks a connection before reusing it and will close this one; until
+        // then it must not keep the loop busy.
+        Socket &socket = *found->second;
+        event_del(socket.ev);
+        socket.kind = 0;
+        return;
+    }
     int flags = 0;
     if (events & EV_READ)
         flags |= CURL_CSELECT_IN;
     if (events & EV_WRITE)
         flags |= CURL_CSELECT_OUT;
-    static_cast<AsyncClient *>(client_p)->socket_action(fd, flags);
+    client->socket_action(fd, flags);
 }
 
 void AsyncClient::on_timer(int, short, void *client_p) {
-    static_cast<AsyncClient *>(client_p)->socket_action(CURL_SOCKET_TIMEOUT, 0);
+    auto *client = static_cast<AsyncClient *>(client_p);
+    client->in_timer_ = true;
+    client->socket_action(CURL_SOCKET_TIMEOUT, 0);
+    client->in_timer_ = false;
 }
 
 void AsyncClient::socket_action(int fd, int flags) {
@@ -312,7 +372,7 @@ void AsyncClient::on_idle_timer(int, short, void *call_p) {
     call->transfer.response.transport_error =
         "no data from the upstream for " + std::to_string(call->options.idle_timeout_ms) + " ms";
     call->transfer.response.attempts = call->attempts;
-    client->release_easy(call->easy);
+    client->easy_pool_.release(client->multi_, call->easy);
     call->easy = nullptr;
     client->complete(call->id);
 }
@@ -325,7 +385,7 @@ void AsyncClient::finished(Call &call, int curl_code) {
     long connects = 0;
     if (curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK)
         connections_opened_ += connects;
-    release_easy(easy);
+    easy_pool_.release(multi_, easy);
     call.easy = nullptr;
     if (call.cancelled) {
         calls_.erase(call.id);
@@ -368,6 +428,5 @@ void AsyncClient::complete(Id id) {
     if (call->handlers.on_done)
         call->handlers.on_done(call->transfer.response);
 }
-
 
 }  // namespace pgi::http

@@ -73,6 +73,8 @@ class AsyncClient {
 
     static int socket_callback(CURL *easy, curl_socket_t fd, int what, void *client, void *socket);
     static int timer_callback(CURLM *multi, long timeout_ms, void *client);
+    static curl_socket_t open_socket(void *client, curlsocktype purpose, curl_sockaddr *address);
+    static int close_socket(void *client, curl_socket_t fd);
     static void on_socket_event(int fd, short events, void *client);
     static void on_timer(int fd, short events, void *client);
     static void on_call_timer(int fd, short events, void *call);
@@ -83,17 +85,19 @@ class AsyncClient {
     void read_messages();
     void finished(Call &call, int curl_code);
     void complete(Id id);
-    void release_easy(CURL *easy);
     void cancel_deferred();
 
     event_base *base_;
     CURLM *multi_ = nullptr;
     event *timer_ = nullptr;
     std::unordered_map<Id, std::unique_ptr<Call>> calls_;
-    std::vector<CURL *> idle_easy_;  // reset handles kept for reuse
+    EasyPool easy_pool_;
+    // Every socket libcurl opened for a connection (open_socket) until it closes it
+    // (close_socket), including kept-alive connections it has no transfer on.
     std::unordered_map<curl_socket_t, std::unique_ptr<Socket>> sockets_;
     std::vector<Id> to_cancel_;  // cancels asked for from inside libcurl
     int in_curl_ = 0;            // depth of curl_multi_socket_action calls
+    bool in_timer_ = false;      // on_timer is running
     Id next_id_ = 1;
     long connections_opened_ = 0;
     std::minstd_rand jitter_;

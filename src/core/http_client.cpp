@@ -288,7 +288,7 @@ class Client::ActiveSet {
     explicit ActiveSet(Client &client) : client_(client) {}
     ~ActiveSet() {
         for (auto &a : items_)
-            client_.release_easy(a->easy);
+            client_.easy_pool_.release(client_.multi_, a->easy);
     }
     ActiveSet(const ActiveSet &) = delete;
     ActiveSet &operator=(const ActiveSet &) = delete;
@@ -307,7 +307,7 @@ class Client::ActiveSet {
     // Releases the handle, then destroys the record, in that order: curl may still point into
     // the Transfer until the handle is reset.
     void remove(Active &active) {
-        client_.release_easy(active.easy);
+        client_.easy_pool_.release(client_.multi_, active.easy);
         auto it = std::find_if(items_.begin(), items_.end(), [&](const std::unique_ptr<Active> &p) {
             return p.get() == &active;
         });
@@ -328,33 +328,40 @@ Client::Client() : jitter_(std::random_device{}()) {
 }
 
 Client::~Client() {
-    for (CURL *easy : idle_easy_)
-        curl_easy_cleanup(easy);
+    easy_pool_.clear();
     curl_multi_cleanup(multi_);
 }
 
-CURL *Client::acquire_easy() {
-    if (!idle_easy_.empty()) {
-        CURL *easy = idle_easy_.back();
-        idle_easy_.pop_back();
+CURL *EasyPool::acquire() {
+    if (!idle_.empty()) {
+        CURL *easy = idle_.back();
+        idle_.pop_back();
         return easy;
     }
-    CURL *easy = curl_easy_init();
-    if (easy == nullptr)
-        throw Error(sqlstate::kInternalError, "could not initialize a libcurl easy handle");
-    return easy;
+    return curl_easy_init();
 }
 
-void Client::release_easy(CURL *easy) {
-    curl_multi_remove_handle(multi_, easy);
-    // Reset drops every pointer into the finished Transfer; the connection stays in the multi
-    // handle's cache, which is what makes the next call reuse it.
+void EasyPool::release(CURLM *multi, CURL *easy) {
+    curl_multi_remove_handle(multi, easy);
     curl_easy_reset(easy);
     try {
-        idle_easy_.push_back(easy);
+        idle_.push_back(easy);
     } catch (...) {
         curl_easy_cleanup(easy);
     }
+}
+
+void EasyPool::clear() {
+    for (CURL *easy : idle_)
+        curl_easy_cleanup(easy);
+    idle_.clear();
+}
+
+CURL *Client::acquire_easy() {
+    CURL *easy = easy_pool_.acquire();
+    if (easy == nullptr)
+        throw Error(sqlstate::kInternalError, "could not initialize a libcurl easy handle");
+    return easy;
 }
 
 long backoff_ms(const Response &response, int retry_number, const RetryPolicy &retry,
@@ -406,7 +413,7 @@ std::vector<Response> Client::run(const std::vector<const Request *> &requests,
         try {
             a = &active.add(index, easy);
         } catch (...) {
-            release_easy(easy);
+            easy_pool_.release(multi_, easy);
             throw;
         }
         a->transfer.owner = a;

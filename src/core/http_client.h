@@ -105,6 +105,27 @@ long retry_after_ms(const Response &response);
 long backoff_ms(const Response &response, int retry_number, const RetryPolicy &retry,
                 std::minstd_rand &jitter);
 
+// Reset easy handles kept for reuse by one multi handle. curl_easy_reset drops every pointer
+// into the finished Transfer, while the connection itself stays in the multi handle's cache:
+// that is what makes the next call reuse it. Shared by Client and AsyncClient.
+class EasyPool {
+  public:
+    EasyPool() = default;
+    ~EasyPool() { clear(); }
+    EasyPool(const EasyPool &) = delete;
+    EasyPool &operator=(const EasyPool &) = delete;
+
+    // A reset handle, or a new one; nullptr when libcurl cannot make one.
+    CURL *acquire();
+    // Detaches the handle from multi and keeps it (or frees it if the pool cannot grow).
+    void release(CURLM *multi, CURL *easy);
+    // Frees every kept handle; call before curl_multi_cleanup.
+    void clear();
+
+  private:
+    std::vector<CURL *> idle_;
+};
+
 class Client {
   public:
     Client();
@@ -130,10 +151,9 @@ class Client {
     std::vector<Response> run(const std::vector<const Request *> &requests, size_t max_concurrency,
                               const WaitHook &wait, const RetryPolicy &retry);
     CURL *acquire_easy();
-    void release_easy(CURL *easy);
 
     CURLM *multi_ = nullptr;
-    std::vector<CURL *> idle_easy_;  // reset handles kept for reuse
+    EasyPool easy_pool_;
     long connections_opened_ = 0;
     std::minstd_rand jitter_;
 };
