@@ -5,8 +5,30 @@ EXTENSION = pg_inference
 MODULE_big = pg_inference
 DATA = sql/pg_inference--0.1.0.sql
 
-# The pure C++ core (src/core: every file) and the PostgreSQL shell (src/pg, listed explicitly).
-CORE_OBJS = $(patsubst %.cpp,%.o,$(sort $(wildcard src/core/*.cpp)))
+# The pure C++ core (src/core) and the PostgreSQL shell (src/pg), listed explicitly.
+CORE_OBJS = \
+	src/core/base64.o \
+	src/core/crypto.o \
+	src/core/gateway.o \
+	src/core/gateway_openai.o \
+	src/core/gateway_passthrough.o \
+	src/core/gateway_request.o \
+	src/core/gateway_snapshot.o \
+	src/core/http_async.o \
+	src/core/http_client.o \
+	src/core/metrics.o \
+	src/core/probe.o \
+	src/core/protocol.o \
+	src/core/rate_limiter.o \
+	src/core/sse.o \
+	src/core/translate.o \
+	src/core/translate_chat.o \
+	src/core/translate_embeddings.o \
+	src/core/translate_rerank.o \
+	src/core/translate_stream.o \
+	src/core/upstream_error.o \
+	src/core/usage_counters.o \
+	src/core/validation.o
 PG_OBJS = \
 	src/pg/access_keys.o \
 	src/pg/backend_http.o \
