@@ -118,6 +118,10 @@ void on_request(evhttp_request *req, void *arg) {
     static_cast<Server::Impl *>(arg)->handle(req);
 }
 
+void on_flush(evutil_socket_t, short, void *arg) {
+    static_cast<Server::Impl *>(arg)->flush_chunks();
+}
+
 // libevent answers some requests itself, before any callback of ours runs: bodies over the limit
 // (413), malformed requests (400), unknown methods (501). Its answer is an HTML page; the
 // gateway's errors are always OpenAI-shaped, so the page is rewritten in the connection's output
@@ -309,6 +313,11 @@ Server::Impl::Impl(event_base *b, Config c, Governor &g)
     // Over-long bodies are read to their end before the 413, so the caller can read it rather
     // than meet a reset connection while still sending.
     evhttp_set_flags(http, EVHTTP_SERVER_LINGERING_CLOSE);
+    flush_event = event_new(base, -1, 0, on_flush, this);
+    if (flush_event == nullptr) {
+        evhttp_free(http);
+        throw Error(sqlstate::kInternalError, "could not create the gateway's flush event");
+    }
     snapshot = std::make_shared<Snapshot>();
 }
 
@@ -329,6 +338,7 @@ Server::Impl::~Impl() {
         delete ex;
     }
     exchanges.clear();
+    event_free(flush_event);
     evhttp_free(http);
     if (ssl_ctx != nullptr)
         SSL_CTX_free(ssl_ctx);
@@ -747,7 +757,31 @@ void Server::Impl::send_chunk(Exchange &ex, const char *data, std::size_t size) 
     if (ex.req == nullptr || size == 0)
         return;
     evbuffer_add(ex.chunk, data, size);
-    evhttp_send_reply_chunk(ex.req, ex.chunk);
+    // What one upstream read produced goes out as one chunk when the current callbacks are done
+    // (same loop turn, no added latency): libcurl hands a stream over one upstream chunk (an SSE
+    // event) at a time, and a chunk each cost evhttp a formatted size line and a callback round.
+    if (!ex.chunk_pending) {
+        ex.chunk_pending = true;
+        to_flush.push_back(&ex);
+        event_active(flush_event, EV_TIMEOUT, 0);
+    }
+}
+
+void Server::Impl::flush_chunk(Exchange &ex) {
+    if (!ex.chunk_pending)
+        return;
+    ex.chunk_pending = false;
+    if (ex.req != nullptr)
+        evhttp_send_reply_chunk(ex.req, ex.chunk);
+}
+
+void Server::Impl::flush_chunks() {
+    flushing.swap(to_flush);
+    for (Exchange *ex : flushing) {
+        if (exchanges.count(ex) != 0)  // not reaped since
+            flush_chunk(*ex);
+    }
+    flushing.clear();
 }
 
 void Server::Impl::end_stream(Exchange &ex, int ledger_status) {
@@ -756,6 +790,7 @@ void Server::Impl::end_stream(Exchange &ex, int ledger_status) {
     if (ex.req != nullptr) {
         if (ex.conn != nullptr)
             evhttp_connection_set_closecb(ex.conn, nullptr, nullptr);
+        flush_chunk(ex);
         evhttp_request *req = ex.req;
         ex.req = nullptr;
         evhttp_send_reply_end(req);
@@ -767,6 +802,7 @@ void Server::Impl::abort_stream(Exchange &ex, int ledger_status) {
     if (ex.done)
         return;
     // A body cut short must not look complete: drop the connection instead of ending it.
+    ex.chunk_pending = false;
     if (ex.req != nullptr && ex.conn != nullptr) {
         evhttp_connection_set_closecb(ex.conn, nullptr, nullptr);
         evhttp_connection *conn = ex.conn;
@@ -801,6 +837,16 @@ void Server::Impl::reap(Exchange *ex) {
 
 // ------------------------------------------------------------------------------------------------
 // Server
+
+event_base *new_event_base() {
+    event_config *cfg = event_config_new();
+    if (cfg == nullptr)
+        return nullptr;
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    event_base *base = event_base_new_with_config(cfg);
+    event_config_free(cfg);
+    return base;
+}
 
 Server::Server(event_base *base, Config config, Governor &governor)
     : impl_(std::make_unique<Impl>(base, std::move(config), governor)) {}

@@ -100,6 +100,11 @@ class Governor {
     virtual void rerank_route_learned(const std::string &service, translate::RerankRoute route);
 };
 
+// A new event_base for a listener's loop (null on failure). It uses epoll's changelist, which
+// folds the disable/enable pairs that evhttp and libcurl make on one socket within a loop turn
+// into at most one epoll_ctl: two system calls fewer per request.
+event_base *new_event_base();
+
 class Server {
   public:
     // The event_base, config and governor must outlive the Server.

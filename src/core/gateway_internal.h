@@ -17,6 +17,7 @@
 #include "gateway_request.h"
 #include "http_async.h"
 
+struct event;
 struct evbuffer;
 struct evhttp;
 struct evhttp_bound_socket;
@@ -64,8 +65,9 @@ struct Exchange {
     bool streaming = false;  // the reply's status line and headers are sent
     bool done = false;
     int busy = 0;
-    evbuffer *chunk = nullptr;  // reused for streamed chunks
-    std::string out;            // reused for translated stream output
+    evbuffer *chunk = nullptr;   // reused for streamed chunks
+    bool chunk_pending = false;  // chunk holds bytes for the end of this loop turn
+    std::string out;             // reused for translated stream output
 };
 
 // The endpoints' starters (gateway_openai.cpp, gateway_passthrough.cpp): each builds its exchange,
@@ -111,6 +113,8 @@ struct Server::Impl {
     void start_stream(Exchange &ex, int status,
                       const std::vector<std::pair<std::string, std::string>> &headers);
     void send_chunk(Exchange &ex, const char *data, std::size_t size);
+    void flush_chunk(Exchange &ex);
+    void flush_chunks();
     void end_stream(Exchange &ex, int ledger_status);
     void abort_stream(Exchange &ex, int ledger_status);
     void finish(Exchange &ex, int status, bool rate_limited = false);
@@ -126,6 +130,8 @@ struct Server::Impl {
     std::shared_ptr<const Snapshot> snapshot;
     http::AsyncClient client;
     std::unordered_set<Exchange *> exchanges;
+    event *flush_event = nullptr;  // runs flush_chunks once the current callbacks are done
+    std::vector<Exchange *> to_flush, flushing;
     std::unordered_map<std::string, translate::RerankRoute> learned_routes;
 };
 

@@ -1,6 +1,8 @@
 // The gateway's OpenAI endpoints: /v1/chat/completions (streamed or not), /v1/embeddings and
 // /v1/rerank, /v1/ranking. Translation is pgi::translate's; this file only moves bytes and
 // decides when an OpenAI upstream's answer can go to the caller untouched.
+#include <event2/buffer.h>
+#include <event2/http.h>
 #include <memory>
 #include <optional>
 
@@ -64,6 +66,18 @@ std::optional<bool> embeddings_are_base64(std::string_view body) {
         return std::nullopt;
     }
     return std::nullopt;
+}
+
+// The caller's body as it arrived (handle_service_call made it one contiguous piece to parse
+// it), for translations that pass it on rather than serialise the parsed document again.
+std::string_view raw_body(const Exchange &ex) {
+    if (ex.req == nullptr)
+        return {};
+    evbuffer *input = evhttp_request_get_input_buffer(ex.req);
+    std::size_t size = evbuffer_get_length(input);
+    if (size == 0)
+        return {};
+    return std::string_view(reinterpret_cast<const char *>(evbuffer_pullup(input, -1)), size);
 }
 
 // Runs an exchange's setup, answering the caller for whatever it throws.
@@ -240,7 +254,7 @@ void start_chat(Server::Impl &server, RequestContext &&context, json body) {
         translate::ChatDefaults defaults;
         defaults.default_max_tokens = server.config.default_max_tokens;
         translate::ChatCall call =
-            translate::chat_request(*ex.context.service, std::move(body), defaults);
+            translate::chat_request(*ex.context.service, std::move(body), defaults, raw_body(ex));
         if (call.stream) {
             ex.stream = std::make_unique<translate::ChatStream>(*ex.context.service,
                                                                 call.caller_wants_usage);

@@ -1,5 +1,7 @@
 #include "translate.h"
 
+#include <charconv>
+#include <cmath>
 #include <random>
 
 #include "translate_util.h"
@@ -146,6 +148,94 @@ bool top_level_members(std::string_view s, const std::string_view *keys, std::st
     }
 }
 
+std::optional<std::string> with_members(std::string_view s, const MemberEdit *edits,
+                                        std::size_t count) {
+    constexpr std::size_t kMaxEdits = 4;
+    if (count > kMaxEdits)
+        return std::nullopt;
+    std::size_t start[kMaxEdits] = {}, end[kMaxEdits] = {};
+    bool seen[kMaxEdits] = {};
+    std::size_t i = 0;
+    skip_space(s, i);
+    if (i >= s.size() || s[i] != '{')
+        return std::nullopt;
+    const std::size_t open = i;
+    ++i;
+    skip_space(s, i);
+    bool empty = i < s.size() && s[i] == '}';
+    while (!empty) {
+        if (i >= s.size() || s[i] != '"')
+            return std::nullopt;
+        std::size_t key_start = i + 1;
+        if (!skip_string(s, i))
+            return std::nullopt;
+        std::string_view key = s.substr(key_start, i - 1 - key_start);
+        if (key.find('\\') != std::string_view::npos)
+            return std::nullopt;
+        skip_space(s, i);
+        if (i >= s.size() || s[i] != ':')
+            return std::nullopt;
+        ++i;
+        skip_space(s, i);
+        std::size_t value_start = i;
+        if (!skip_value(s, i))
+            return std::nullopt;
+        for (std::size_t k = 0; k < count; ++k) {
+            if (edits[k].key != key)
+                continue;
+            if (seen[k])
+                return std::nullopt;
+            seen[k] = true;
+            start[k] = value_start;
+            end[k] = i;
+        }
+        skip_space(s, i);
+        if (i >= s.size())
+            return std::nullopt;
+        if (s[i] == '}')
+            break;
+        if (s[i] != ',')
+            return std::nullopt;
+        ++i;
+        skip_space(s, i);
+    }
+    std::string out;
+    out.reserve(s.size() + 64);
+    out.append(s.substr(0, open + 1));
+    bool first = true;
+    for (std::size_t k = 0; k < count; ++k) {
+        if (seen[k])
+            continue;
+        if (!first)
+            out += ',';
+        first = false;
+        append_json_string(out, edits[k].key);
+        out += ':';
+        out.append(edits[k].value);
+    }
+    if (!first && !empty)
+        out += ',';
+    std::size_t copied = open + 1;
+    // Replacements in the order they appear in the text.
+    for (;;) {
+        std::size_t next = s.size();
+        std::size_t which = count;
+        for (std::size_t k = 0; k < count; ++k) {
+            if (seen[k] && start[k] >= copied && start[k] < next) {
+                next = start[k];
+                which = k;
+            }
+        }
+        if (which == count)
+            break;
+        out.append(s.substr(copied, next - copied));
+        out.append(edits[which].value);
+        copied = end[which];
+    }
+    out.append(s.substr(copied));
+    return out;
+}
+
 bool array_elements(std::string_view s, std::vector<std::string_view> &elements) {
     std::size_t i = 0;
     skip_space(s, i);
@@ -269,6 +359,42 @@ Usage usage_from_openai(const nlohmann::json &usage) {
     u.total_tokens = member(usage, "total_tokens") != nullptr
                          ? int_member(usage, "total_tokens")
                          : u.prompt_tokens + u.completion_tokens;
+    return u;
+}
+
+namespace {
+
+// A JSON number as a token count, as usage_from_openai reads it (a fraction is cut off); 0 for
+// anything that is not a number.
+long long token_count(std::string_view text) {
+    const char *first = text.data(), *last = text.data() + text.size();
+    long long n = 0;
+    auto as_integer = std::from_chars(first, last, n);
+    if (as_integer.ec == std::errc() && as_integer.ptr == last)
+        return n;
+    double d = 0;
+    auto as_double = std::from_chars(first, last, d);
+    if (as_double.ec != std::errc() || as_double.ptr != last || !(std::fabs(d) < 9.0e18))
+        return 0;
+    return static_cast<long long>(d);
+}
+
+}  // namespace
+
+Usage usage_from_openai_text(std::string_view object) {
+    // Read in place rather than through a JSON document: building one for three numbers cost
+    // the gateway as much as the rest of a pass-through answer.
+    static constexpr std::string_view kCounts[] = {"prompt_tokens", "completion_tokens",
+                                                   "total_tokens"};
+    std::string_view counts[3];
+    if (object.empty() || object[0] != '{' || !top_level_members(object, kCounts, counts, 3))
+        return {};
+    Usage u;
+    u.present = true;
+    u.prompt_tokens = token_count(counts[0]);
+    u.completion_tokens = token_count(counts[1]);
+    u.total_tokens =
+        !counts[2].empty() ? token_count(counts[2]) : u.prompt_tokens + u.completion_tokens;
     return u;
 }
 
@@ -416,10 +542,7 @@ Usage usage_from_openai_body(std::string_view body) {
         if (!detail::top_level_members(body, kKeys, &value, 1))
             return {};
     }
-    if (value.empty() || value[0] != '{')
-        return {};
-    nlohmann::json usage = nlohmann::json::parse(value.begin(), value.end(), nullptr, false);
-    return detail::usage_from_openai(usage);
+    return detail::usage_from_openai_text(value);
 }
 
 namespace {

@@ -667,22 +667,37 @@ json gemini_response(const ServiceEndpoint &s, std::string_view body) {
 
 }  // namespace
 
-ChatCall chat_request(const ServiceEndpoint &s, json req, const ChatDefaults &defaults) {
+ChatCall chat_request(const ServiceEndpoint &s, json req, const ChatDefaults &defaults,
+                      std::string_view raw) {
     validate(req);
     ChatCall call;
     call.stream = streaming(req);
     switch (s.protocol) {
         case Protocol::kOpenAiV1: {
-            req["model"] = s.model;
-            if (call.stream) {
+            if (call.stream)
                 call.caller_wants_usage = stream_usage_asked(req);
-                json &options = req["stream_options"];
-                if (!options.is_object())
-                    options = json::object();
-                options["include_usage"] = true;
+            // The caller's bytes with the model set: serialising the document again would cost
+            // as much as parsing it. A caller's own stream_options is edited in the document.
+            std::optional<std::string> body;
+            if (!raw.empty() && (!call.stream || given(req, "stream_options") == nullptr)) {
+                std::string model;
+                detail::append_json_string(model, s.model);
+                const detail::MemberEdit edits[] = {{"model", model},
+                                                    {"stream_options", "{\"include_usage\":true}"}};
+                body = detail::with_members(raw, edits, call.stream ? 2 : 1);
+            }
+            if (!body) {
+                req["model"] = s.model;
+                if (call.stream) {
+                    json &options = req["stream_options"];
+                    if (!options.is_object())
+                        options = json::object();
+                    options["include_usage"] = true;
+                }
+                body = detail::serialise(req);
             }
             call.request =
-                detail::post_json(s, "/v1/chat/completions", call.stream, detail::serialise(req));
+                detail::post_json(s, "/v1/chat/completions", call.stream, std::move(*body));
             break;
         }
         case Protocol::kAnthropicV1:

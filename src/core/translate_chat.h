@@ -31,8 +31,11 @@ struct ChatCall {
 // a feature the protocol cannot express (n > 1 on Anthropic, non-text content parts on Anthropic
 // or Gemini) is 0A000. Fields a protocol has no counterpart for (seed or user on Anthropic, for
 // instance) are dropped. Taken by value so the OpenAI path can edit the caller's JSON in place.
+// raw is the request's own text when the caller has it (the gateway): an OpenAI upstream then
+// gets those bytes with only "model" (and for streams "stream_options") set, not a
+// re-serialisation of the document.
 ChatCall chat_request(const ServiceEndpoint &service, nlohmann::json openai_request,
-                      const ChatDefaults &defaults);
+                      const ChatDefaults &defaults, std::string_view raw = {});
 
 // Turns the upstream's 2xx body into an OpenAI chat.completion. OpenAI bodies come back as they
 // are. For the others, `model` is the model the upstream reports (Anthropic's model, Gemini's

@@ -1,5 +1,6 @@
 #include "translate_stream.h"
 
+#include <cstring>
 #include <ctime>
 #include <nlohmann/json.hpp>
 
@@ -127,6 +128,14 @@ void ChatStream::openai_event(const SseEvent &e, std::string &out) {
         done_ = true;
         return;
     }
+    // Most chunks carry neither member (a quoted "usage" or "error" in the content only sends a
+    // chunk the slow way): no need to walk their JSON. memmem, because std::string::find stops
+    // at every quote of the chunk to compare, which cost more than the walk it saves.
+    if (memmem(e.data.data(), e.data.size(), "\"usage\"", 7) == nullptr &&
+        memmem(e.data.data(), e.data.size(), "\"error\"", 7) == nullptr) {
+        forward(out, e.data);
+        return;
+    }
     static constexpr std::string_view kKeys[] = {"usage", "choices", "error"};
     std::string_view values[3];
     if (!detail::top_level_members(e.data, kKeys, values, 3)) {
@@ -140,9 +149,9 @@ void ChatStream::openai_event(const SseEvent &e, std::string &out) {
         return;
     }
     if (!usage.empty() && usage != "null") {
-        json u = json::parse(usage.begin(), usage.end(), nullptr, false);
-        if (u.is_object())
-            usage_ = detail::usage_from_openai(u);
+        Usage u = detail::usage_from_openai_text(usage);
+        if (u.present)
+            usage_ = u;
         bool usage_only = choices.empty() || choices == "null" || empty_array(choices);
         if (usage_only) {
             if (!caller_wants_usage_)

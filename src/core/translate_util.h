@@ -2,6 +2,7 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -22,6 +23,20 @@ UpstreamRequest post_json(const ServiceEndpoint &service, std::string_view path,
 // Returns false when the text is not a JSON object; the scan is not a full validation.
 bool top_level_members(std::string_view json, const std::string_view *keys,
                        std::string_view *values, std::size_t count);
+
+// A top-level member to set in a JSON object's text: the key and its new value as JSON text.
+struct MemberEdit {
+    std::string_view key;
+    std::string_view value;
+};
+
+// The JSON object's own text with the given top-level members replaced, or added at the front
+// when absent; everything else stays byte for byte as it was. Used to pass a caller's request to
+// an OpenAI upstream without re-serialising it. nullopt when the text cannot be edited safely in
+// place: not an object, an edited key present twice, or a top-level key written with escapes
+// (it might spell an edited key); the caller then serialises its document.
+std::optional<std::string> with_members(std::string_view json, const MemberEdit *edits,
+                                        std::size_t count);
 
 // The raw text of each element of a JSON array, in order, found the same way. False when the
 // text is not an array.
@@ -48,6 +63,9 @@ nlohmann::json parse_upstream_body(const ServiceEndpoint &service, std::string_v
 
 // OpenAI usage from a usage object in each provider's shape.
 Usage usage_from_openai(const nlohmann::json &usage);
+// The same from the usage object's JSON text, read in place (no document is built); present is
+// false when the text is not an object.
+Usage usage_from_openai_text(std::string_view object);
 Usage usage_from_anthropic(const nlohmann::json &usage);
 Usage usage_from_gemini(const nlohmann::json &usage_metadata);
 void append_usage_json(std::string &out, const Usage &usage);

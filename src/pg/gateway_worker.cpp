@@ -176,7 +176,7 @@ gateway::Config listener_config() {
 
 void run_listener(int index) {
     Listener l;
-    l.base = event_base_new();
+    l.base = gateway::new_event_base();
     if (!l.base) throw pgi::Error(sqlstate::kInternalError, "could not create an event base");
     gateway::Config config = listener_config();
     l.governor.start(index);

@@ -131,12 +131,7 @@ void on_reload(evutil_socket_t, short, void *arg) {
 }
 
 int serve(const Options &o, bool announce) {
-    // The changelist folds the enable/disable pairs libevent and libcurl make within one loop
-    // turn into at most one epoll_ctl per socket.
-    event_config *cfg = event_config_new();
-    event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
-    event_base *base = event_base_new_with_config(cfg);
-    event_config_free(cfg);
+    event_base *base = pgi::gateway::new_event_base();
     if (base == nullptr) {
         std::cerr << "gateway_standalone: cannot create an event base\n";
         return 1;

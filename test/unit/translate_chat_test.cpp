@@ -113,6 +113,45 @@ TEST(TranslateChat, OpenAiStreamAlwaysAsksForUsage) {
     EXPECT_EQ(body_of(call)["stream_options"], json({{"include_usage", true}}));
 }
 
+TEST(TranslateChat, OpenAiPassesTheCallersBytesOn) {
+    // The gateway hands in the caller's text: only the model changes, the rest stays as written.
+    std::string raw = R"( {"model" : "oa", "messages":[{"role":"user","content":"h\u00e9"}],
+        "temperature":0.50, "x_vendor":{"k":[1,2]}} )";
+    auto call = tr::chat_request(kOpenAi, json::parse(raw), tr::ChatDefaults{}, raw);
+    EXPECT_EQ(call.request.body,
+              R"( {"model" : "gpt-4o-mini", "messages":[{"role":"user","content":"h\u00e9"}],
+        "temperature":0.50, "x_vendor":{"k":[1,2]}} )");
+
+    // A stream gets stream_options added, the same way.
+    raw = R"({"model":"oa","stream":true,"messages":[{"role":"user","content":"hi"}]})";
+    call = tr::chat_request(kOpenAi, json::parse(raw), tr::ChatDefaults{}, raw);
+    EXPECT_EQ(call.request.body,
+              R"({"stream_options":{"include_usage":true},"model":"gpt-4o-mini","stream":true,)"
+              R"("messages":[{"role":"user","content":"hi"}]})");
+    EXPECT_FALSE(call.caller_wants_usage);
+}
+
+TEST(TranslateChat, OpenAiSerialisesWhatCannotBeEditedInPlace) {
+    // The caller's own stream_options, a model given twice, a key spelt with escapes: the
+    // document is serialised, so the upstream sees exactly one model, the service's.
+    const char *bodies[] = {
+        R"({"model":"oa","stream":true,"stream_options":{"include_usage":false,"x":1},)"
+        R"("messages":[{"role":"user","content":"hi"}]})",
+        R"({"model":"other","model":"oa","messages":[{"role":"user","content":"hi"}]})",
+        R"({"mod\u0065l":"oa","messages":[{"role":"user","content":"hi"}]})",
+    };
+    for (const char *raw : bodies) {
+        auto call = tr::chat_request(kOpenAi, json::parse(raw), tr::ChatDefaults{}, raw);
+        json body = body_of(call);
+        EXPECT_EQ(body["model"], "gpt-4o-mini") << raw;
+        EXPECT_EQ(call.request.body.find("\"oa\""), std::string::npos) << raw;
+        EXPECT_EQ(call.request.body.find("other"), std::string::npos) << raw;
+        if (call.stream) {
+            EXPECT_EQ(body["stream_options"], json({{"include_usage", true}, {"x", 1}}));
+        }
+    }
+}
+
 // ---------------------------------------------------------------- requests: Anthropic
 
 TEST(TranslateChat, AnthropicBasicRequest) {

@@ -56,6 +56,23 @@ TEST(Translate, UsageFoundWhereverItIsAtTopLevel) {
     }
 }
 
+TEST(Translate, UsageCountsReadAsNumbers) {
+    // Read in place: fractions are cut off and anything but a number counts 0, as the JSON
+    // document reading (usage_from_openai) does.
+    auto u = tr::usage_from_openai_body(
+        R"({"usage":{"prompt_tokens":12.0,"completion_tokens":"5","total_tokens":1.7e1,
+            "prompt_tokens_details":{"cached_tokens":3}}})");
+    EXPECT_TRUE(u.present);
+    EXPECT_EQ(u.prompt_tokens, 12);
+    EXPECT_EQ(u.completion_tokens, 0);
+    EXPECT_EQ(u.total_tokens, 17);
+    u = tr::usage_from_openai_body(R"({"usage":{"prompt_tokens":-1,"total_tokens":null}})");
+    EXPECT_TRUE(u.present);
+    EXPECT_EQ(u.prompt_tokens, -1);
+    EXPECT_EQ(u.total_tokens, 0);
+    EXPECT_TRUE(tr::usage_from_openai_body(R"({"usage":{}})").present);
+}
+
 TEST(Translate, UsageOnlyAtTopLevel) {
     EXPECT_FALSE(
         tr::usage_from_openai_body(R"({"choices":[{"usage":{"prompt_tokens":1}}]})").present);
@@ -69,6 +86,22 @@ TEST(Translate, UsageOnlyAtTopLevel) {
     EXPECT_EQ(tr::usage_from_openai_body(R"({"usage":{"prompt_tokens":2,"completion_tokens":3}})")
                   .total_tokens,
               5);
+}
+
+TEST(Translate, WithMembersEditsInPlace) {
+    using tr::detail::MemberEdit;
+    const MemberEdit model[] = {{"model", R"("m")"}};
+    EXPECT_EQ(
+        tr::detail::with_members(R"( { "a" : 1 , "model" : "x\"y", "b":[1, "model"]} )", model, 1),
+        R"( { "a" : 1 , "model" : "m", "b":[1, "model"]} )");
+    const MemberEdit two[] = {{"model", R"("m")"}, {"s", "{}"}};
+    EXPECT_EQ(tr::detail::with_members(R"({"model":"x","t":{"s":1}})", two, 2),
+              R"({"s":{},"model":"m","t":{"s":1}})");
+    EXPECT_EQ(tr::detail::with_members(" {} ", two, 2), R"( {"model":"m","s":{}} )");
+    EXPECT_EQ(tr::detail::with_members(R"({"model":1,"model":2})", model, 1), std::nullopt);
+    EXPECT_EQ(tr::detail::with_members(R"({"m\u006fdel":1})", model, 1), std::nullopt);
+    EXPECT_EQ(tr::detail::with_members(R"(["model"])", model, 1), std::nullopt);
+    EXPECT_EQ(tr::detail::with_members(R"({"model":)", model, 1), std::nullopt);
 }
 
 TEST(Translate, TopLevelMembers) {
