@@ -90,10 +90,10 @@ PG_DIR="$WORK/pg"
 FAST_MOCK_PID="" NGINX_PID="" PORTKEY_PID=""
 
 stop_pid() {
-    local pid="$1" i
+    local pid="$1" _
     [ -n "$pid" ] || return 0
     kill -TERM "$pid" 2>/dev/null || return 0
-    for i in $(seq 1 50); do
+    for _ in $(seq 1 50); do
         kill -0 "$pid" 2>/dev/null || return 0
         sleep 0.1
     done
@@ -110,9 +110,9 @@ stop_all() {
 trap stop_all EXIT
 
 wait_http() {
-    local what="$1" url="$2" i
+    local what="$1" url="$2" _
     shift 2
-    for i in $(seq 1 100); do
+    for _ in $(seq 1 100); do
         [ "$(curl -s -o /dev/null -w '%{http_code}' "$@" "$url")" = 200 ] && return 0
         sleep 0.1
     done
