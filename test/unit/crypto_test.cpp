@@ -16,27 +16,11 @@
 #include <vector>
 
 #include "error.h"
+#include "error_capture.h"
 
 namespace {
 
 namespace c = pgi::crypto;
-
-struct Failure {
-    std::string sqlstate;
-    std::string message;
-    std::string hint;
-    std::string detail;
-};
-
-template <typename F>
-Failure failure_of(F &&f) {
-    try {
-        f();
-    } catch (const pgi::Error &e) {
-        return {e.sqlstate(), e.what(), e.hint(), e.detail()};
-    }
-    return {"(none)", "(no error was thrown)", "", ""};
-}
 
 std::string hex(const std::string &bytes) {
     return c::to_hex(bytes);

@@ -5,27 +5,11 @@
 #include <vector>
 
 #include "error.h"
+#include "error_capture.h"
 
 namespace {
 
 namespace v = pgi::validate;
-
-struct Failure {
-    std::string sqlstate;
-    std::string message;
-    std::string hint;
-    std::string detail;
-};
-
-template <typename F>
-Failure failure_of(F &&f) {
-    try {
-        f();
-    } catch (const pgi::Error &e) {
-        return {e.sqlstate(), e.what(), e.hint(), e.detail()};
-    }
-    return {"(none)", "(no error was thrown)", "", ""};
-}
 
 // Every refusal here is invalid_parameter_value, and no message may carry a raw line break.
 void expect_refused(const Failure &f, const std::string &message, const std::string &hint) {
