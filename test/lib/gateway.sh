@@ -26,13 +26,16 @@ SQL
 gw_status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 
 # Waits (up to 3 s) until the gateway answers GET /v1/models with the given status for a key.
-# Prints the milliseconds it took.
+# Prints the milliseconds it took (until the first listener answered so).
 wait_for_status() {
     local key="$1" want="$2" t0 i
     t0="$(date +%s%3N)"
     for i in $(seq 1 60); do
         if [ "$(gw_status -H "Authorization: Bearer $key" "$GATEWAY_URL/v1/models")" = "$want" ]; then
             echo $(($(date +%s%3N) - t0))
+            # One listener answered; each listener reloads on its own 100 ms tick, so give the
+            # others that long before the caller's next request may land on them.
+            sleep 0.3
             return 0
         fi
         sleep 0.05
