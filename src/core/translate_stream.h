@@ -64,10 +64,11 @@ class ChatStream {
         int tool_calls = 0;  // OpenAI numbers tool calls per choice
     };
 
-    void event(const SseEvent &event, std::string &out);
-    void openai_event(const SseEvent &event, std::string &out);
-    void anthropic_event(const SseEvent &event, std::string &out);
-    void gemini_event(const SseEvent &event, std::string &out);
+    struct Sink;
+    void event(const SseEventView &event, std::string &out);
+    void openai_event(const SseEventView &event, std::string &out);
+    void anthropic_event(const SseEventView &event, std::string &out);
+    void gemini_event(const SseEventView &event, std::string &out);
 
     void start(std::string id, std::string_view model);
     Choice &choice(std::size_t index);
@@ -83,7 +84,6 @@ class ChatStream {
     std::string service_model_;
     bool caller_wants_usage_;
     SseParser parser_;
-    std::vector<SseEvent> events_;  // reused between feeds
     Usage usage_;
     bool failed_ = false;
     bool done_ = false;

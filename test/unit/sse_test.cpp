@@ -177,3 +177,36 @@ TEST(Sse, ManyEventsInOneFeed) {
     ASSERT_EQ(events.size(), 100u);
     EXPECT_EQ(events[99].data, "99");
 }
+
+// The sink form hands over single-line events without copying them, and copies whatever must
+// outlive the bytes of one feed (a data line whose blank line comes in the next piece).
+TEST(Sse, SinkSeesWholeEventsInPlaceAndCopiesWhatSpansPieces) {
+    struct Recorder final : pgi::SseSink {
+        std::string_view fed;
+        std::vector<std::pair<std::string, bool>> seen;  // data, and whether it was in place
+        void on_event(const pgi::SseEventView &e) override {
+            bool in_place = e.data.data() >= fed.data() &&
+                            e.data.data() + e.data.size() <= fed.data() + fed.size();
+            seen.emplace_back(std::string(e.data), in_place);
+        }
+    } recorder;
+    SseParser p;
+    std::string first = "data: one\n\ndata: two\n";
+    recorder.fed = first;
+    p.feed(first, recorder);
+    std::string second = "\ndata: three\ndata: four\n\n";
+    recorder.fed = second;
+    p.feed(second, recorder);
+    ASSERT_EQ(recorder.seen.size(), 3u);
+    EXPECT_EQ(recorder.seen[0], std::make_pair(std::string("one"), true));
+    EXPECT_EQ(recorder.seen[1], std::make_pair(std::string("two"), false));
+    EXPECT_EQ(recorder.seen[2], std::make_pair(std::string("three\nfour"), false));
+}
+
+TEST(Sse, EventsBeforeAnOversizedOneAreHandedOver) {
+    SseParser p(64);
+    std::vector<SseEvent> events;
+    EXPECT_THROW(p.feed("data: a\n\ndata: b\n\ndata: " + std::string(100, 'x') + "\n\n", events),
+                 pgi::Error);
+    EXPECT_EQ(convert(events), (std::vector<Ev>{{"", "a"}, {"", "b"}}));
+}

@@ -507,3 +507,20 @@ TEST(TranslateStream, EmptyUpstream) {
     ASSERT_EQ(list.size(), 2u);
     EXPECT_EQ(list[0]["usage"]["total_tokens"], 0);
 }
+
+// The check for a "usage" or "error" member scans 16 bytes at a time: the key must be found
+// wherever it falls in a block, and across two.
+TEST(TranslateStream, OpenAiUsageAndErrorFoundAtEveryOffset) {
+    for (int pad = 0; pad < 40; ++pad) {
+        std::string id(static_cast<std::size_t>(pad), 'x');
+        std::string usage = "data: {\"id\":\"" + id +
+                            "\",\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":"
+                            "{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}\n\n";
+        Result r = run(kOpenAi, false, std::string(kOpenAiStream) + usage + kDone);
+        EXPECT_EQ(r.out, normalised(std::string(kOpenAiStream) + kDone)) << "pad " << pad;
+        EXPECT_EQ(r.usage.total_tokens, 7) << "pad " << pad;
+        std::string error = "data: {\"id\":\"" + id + "\",\"error\":{\"message\":\"boom\"}}\n\n";
+        EXPECT_TRUE(run(kOpenAi, false, std::string(kOpenAiStream) + error).failed)
+            << "pad " << pad;
+    }
+}
