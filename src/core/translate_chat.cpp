@@ -269,6 +269,27 @@ void append_turn(json &turns, const char *role, const char *content_key, json co
     turns.push_back({{"role", role}, {content_key, std::move(content)}});
 }
 
+// Both Anthropic and Gemini take the system text apart from the turns: system and developer
+// messages join into it, in order, and every other message goes to `turn` as (index, message,
+// role, content or nullptr).
+template <typename Turn>
+std::string split_system(const ServiceEndpoint &s, const json &messages, Turn turn) {
+    std::string system;
+    for (std::size_t i = 0; i < messages.size(); ++i) {
+        const json &m = messages[i];
+        const std::string &role = m["role"].get_ref<const std::string &>();
+        const json *content = given(m, "content");
+        if (role == "system" || role == "developer") {
+            if (!system.empty())
+                system += "\n\n";
+            system += text_of(s, content);
+        } else {
+            turn(i, m, role, content);
+        }
+    }
+    return system;
+}
+
 // ---- Anthropic Messages ----
 
 json anthropic_content(const ServiceEndpoint &s, const json &content) {
@@ -286,47 +307,40 @@ json anthropic_content(const ServiceEndpoint &s, const json &content) {
 
 std::string anthropic_body(const ServiceEndpoint &s, const json &req, const ChatDefaults &d,
                            bool stream) {
-    std::string system;
     json turns = json::array();
-    const json &messages = req["messages"];
-    for (std::size_t i = 0; i < messages.size(); ++i) {
-        const json &m = messages[i];
-        const std::string &role = m["role"].get_ref<const std::string &>();
-        const json *content = given(m, "content");
-        if (role == "system" || role == "developer") {
-            if (!system.empty())
-                system += "\n\n";
-            system += text_of(s, content);
-        } else if (role == "user") {
-            append_turn(turns, "user", "content", anthropic_content(s, *content));
-        } else if (role == "assistant") {
-            const json *calls = given(m, "tool_calls");
-            if (calls == nullptr || calls->empty()) {
-                if (content != nullptr) {
-                    append_turn(turns, "assistant", "content", anthropic_content(s, *content));
+    std::string system = split_system(
+        s, req["messages"],
+        [&](std::size_t i, const json &m, const std::string &role, const json *content) {
+            if (role == "user") {
+                append_turn(turns, "user", "content", anthropic_content(s, *content));
+            } else if (role == "assistant") {
+                const json *calls = given(m, "tool_calls");
+                if (calls == nullptr || calls->empty()) {
+                    if (content != nullptr) {
+                        append_turn(turns, "assistant", "content", anthropic_content(s, *content));
+                    }
+                    return;
                 }
-                continue;
+                json blocks = json::array();
+                std::string text = text_of(s, content);
+                if (!text.empty())
+                    blocks.push_back({{"type", "text"}, {"text", std::move(text)}});
+                for (const json &call : *calls) {
+                    if (!is_function_call(call))
+                        unsupported(s, "tool calls that are not functions");
+                    blocks.push_back({{"type", "tool_use"},
+                                      {"id", call["id"]},
+                                      {"name", call["function"]["name"]},
+                                      {"input", arguments_object(call, i)}});
+                }
+                append_turn(turns, "assistant", "content", std::move(blocks));
+            } else {  // tool
+                json result = {{"type", "tool_result"},
+                               {"tool_use_id", m["tool_call_id"]},
+                               {"content", text_of(s, content)}};
+                append_turn(turns, "user", "content", json::array({std::move(result)}));
             }
-            json blocks = json::array();
-            std::string text = text_of(s, content);
-            if (!text.empty())
-                blocks.push_back({{"type", "text"}, {"text", std::move(text)}});
-            for (const json &call : *calls) {
-                if (!is_function_call(call))
-                    unsupported(s, "tool calls that are not functions");
-                blocks.push_back({{"type", "tool_use"},
-                                  {"id", call["id"]},
-                                  {"name", call["function"]["name"]},
-                                  {"input", arguments_object(call, i)}});
-            }
-            append_turn(turns, "assistant", "content", std::move(blocks));
-        } else {  // tool
-            json result = {{"type", "tool_result"},
-                           {"tool_use_id", m["tool_call_id"]},
-                           {"content", text_of(s, content)}};
-            append_turn(turns, "user", "content", json::array({std::move(result)}));
-        }
-    }
+        });
     if (turns.empty())
         invalid("the chat request has no user or assistant message");
 
@@ -409,67 +423,61 @@ void append_gemini_turn(json &contents, const char *role, json parts) {
 }
 
 std::string gemini_body(const ServiceEndpoint &s, const json &req) {
-    std::string system;
     json contents = json::array();
     // Gemini answers a function call by name, OpenAI by call id: remember which is which. A later
     // call with the same id (generated ids restart every response) replaces the earlier one.
     std::map<std::string, std::string> call_names;
-    const json &messages = req["messages"];
-    for (std::size_t i = 0; i < messages.size(); ++i) {
-        const json &m = messages[i];
-        const std::string &role = m["role"].get_ref<const std::string &>();
-        const json *content = given(m, "content");
-        if (role == "system" || role == "developer") {
-            if (!system.empty())
-                system += "\n\n";
-            system += text_of(s, content);
-        } else if (role == "user") {
-            append_gemini_turn(contents, "user", gemini_parts(s, *content));
-        } else if (role == "assistant") {
-            json parts = json::array();
-            std::string text = text_of(s, content);
-            if (!text.empty())
-                parts.push_back({{"text", std::move(text)}});
-            if (const json *calls = given(m, "tool_calls")) {
-                for (const json &call : *calls) {
-                    if (!is_function_call(call))
-                        unsupported(s, "tool calls that are not functions");
-                    const std::string &name =
-                        call["function"]["name"].get_ref<const std::string &>();
-                    call_names[call["id"].get<std::string>()] = name;
-                    json part = {
-                        {"functionCall", {{"name", name}, {"args", arguments_object(call, i)}}}};
-                    // Gemini refuses a replayed function call without the signature it issued;
-                    // chat_response hands it out where Google's own OpenAI layer does.
-                    const json *extra = given(call, "extra_content");
-                    const json *google = extra ? given(*extra, "google") : nullptr;
-                    const json *signature = google ? given(*google, "thought_signature") : nullptr;
-                    if (signature != nullptr && signature->is_string()) {
-                        part["thoughtSignature"] = *signature;
+    std::string system = split_system(
+        s, req["messages"],
+        [&](std::size_t i, const json &m, const std::string &role, const json *content) {
+            if (role == "user") {
+                append_gemini_turn(contents, "user", gemini_parts(s, *content));
+            } else if (role == "assistant") {
+                json parts = json::array();
+                std::string text = text_of(s, content);
+                if (!text.empty())
+                    parts.push_back({{"text", std::move(text)}});
+                if (const json *calls = given(m, "tool_calls")) {
+                    for (const json &call : *calls) {
+                        if (!is_function_call(call))
+                            unsupported(s, "tool calls that are not functions");
+                        const std::string &name =
+                            call["function"]["name"].get_ref<const std::string &>();
+                        call_names[call["id"].get<std::string>()] = name;
+                        json part = {{"functionCall",
+                                      {{"name", name}, {"args", arguments_object(call, i)}}}};
+                        // Gemini refuses a replayed function call without the signature it issued;
+                        // chat_response hands it out where Google's own OpenAI layer does.
+                        const json *extra = given(call, "extra_content");
+                        const json *google = extra ? given(*extra, "google") : nullptr;
+                        const json *signature =
+                            google ? given(*google, "thought_signature") : nullptr;
+                        if (signature != nullptr && signature->is_string()) {
+                            part["thoughtSignature"] = *signature;
+                        }
+                        parts.push_back(std::move(part));
                     }
-                    parts.push_back(std::move(part));
                 }
+                if (!parts.empty())
+                    append_gemini_turn(contents, "model", std::move(parts));
+            } else {  // tool
+                const std::string &id = m["tool_call_id"].get_ref<const std::string &>();
+                auto name = call_names.find(id);
+                if (name == call_names.end()) {
+                    invalid(where(i) + " answers tool_call_id \"" + id +
+                                "\", which no earlier assistant message called",
+                            "Each tool message must follow the assistant message whose tool_calls "
+                            "include its tool_call_id.");
+                }
+                std::string text = text_of(s, content);
+                json response = json::parse(text, nullptr, false);
+                if (!response.is_object())
+                    response = {{"content", std::move(text)}};
+                json part = {{"functionResponse",
+                              {{"name", name->second}, {"response", std::move(response)}}}};
+                append_gemini_turn(contents, "user", json::array({std::move(part)}));
             }
-            if (!parts.empty())
-                append_gemini_turn(contents, "model", std::move(parts));
-        } else {  // tool
-            const std::string &id = m["tool_call_id"].get_ref<const std::string &>();
-            auto name = call_names.find(id);
-            if (name == call_names.end()) {
-                invalid(where(i) + " answers tool_call_id \"" + id +
-                            "\", which no earlier assistant message called",
-                        "Each tool message must follow the assistant message whose tool_calls "
-                        "include its tool_call_id.");
-            }
-            std::string text = text_of(s, content);
-            json response = json::parse(text, nullptr, false);
-            if (!response.is_object())
-                response = {{"content", std::move(text)}};
-            json part = {
-                {"functionResponse", {{"name", name->second}, {"response", std::move(response)}}}};
-            append_gemini_turn(contents, "user", json::array({std::move(part)}));
-        }
-    }
+        });
     if (contents.empty())
         invalid("the chat request has no user or assistant message");
 
