@@ -917,6 +917,61 @@ class GatewayTest : public ::testing::Test {
         return b;
     }
 
+    // Raw sockets, for what libcurl will not do: leave mid-request, pipeline, send garbage.
+    // -1 when the gateway does not accept the connection.
+    int connect_raw() {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_port = htons(static_cast<uint16_t>(port));
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)) != 0) {
+            close(fd);
+            return -1;
+        }
+        return fd;
+    }
+
+    // The head of an authorised chat request; the caller sends the body after it.
+    static std::string chat_head(size_t body_size) {
+        return "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+               std::string(kGatewayKey) + "\r\nContent-Type: application/json\r\n" +
+               "Content-Length: " + std::to_string(body_size) + "\r\n\r\n";
+    }
+
+    // Reads until done() accepts what came so far, the gateway closes, or 5 s pass.
+    static std::string read_until(int fd, const std::function<bool(const std::string &)> &done) {
+        std::string got;
+        auto until = Clock::now() + 5s;
+        while (!done(got) && Clock::now() < until) {
+            pollfd p{fd, POLLIN, 0};
+            if (poll(&p, 1, 100) <= 0)
+                continue;
+            char buf[8192];
+            ssize_t n = read(fd, buf, sizeof(buf));
+            if (n <= 0)
+                break;
+            got.append(buf, n);
+        }
+        return got;
+    }
+
+    size_t in_flight() {
+        return loop.run([&] { return server->in_flight(); });
+    }
+
+    // The client on fd, with its one call in flight, goes away: the gateway must end the call,
+    // record it as 499 and go on serving.
+    void expect_abandoned(int fd) {
+        EXPECT_EQ(in_flight(), 1u);
+        close(fd);
+        EXPECT_TRUE(eventually([&] { return in_flight() == 0; }));
+        auto done = governor.all();
+        ASSERT_EQ(done.size(), 1u);
+        EXPECT_EQ(done[0].status, 499);
+        EXPECT_EQ(post(port, "/v1/chat/completions", chat_body("chat")).status, 200);
+    }
+
     LoopThread loop;
     std::unique_ptr<FakeUpstream> upstream;
     RecordingGovernor governor;
@@ -1190,99 +1245,49 @@ TEST_F(GatewayTest, UpstreamBreaksOffMidStream) {
 
 TEST_F(GatewayTest, ClientLeavingMidStreamStopsTheUpstream) {
     start();
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)), 0);
+    int fd = connect_raw();
+    ASSERT_GE(fd, 0);
     std::string body = chat_body("slow", true).dump();
-    std::string request =
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
-        std::string(kGatewayKey) + "\r\nContent-Type: application/json\r\n" +
-        "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+    std::string request = chat_head(body.size()) + body;
     ASSERT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
-    std::string got;
-    auto until = Clock::now() + 5s;
-    while (got.find("hello") == std::string::npos && Clock::now() < until) {
-        pollfd p{fd, POLLIN, 0};
-        if (poll(&p, 1, 100) > 0) {
-            char buf[4096];
-            ssize_t n = read(fd, buf, sizeof(buf));
-            if (n <= 0)
-                break;
-            got.append(buf, n);
-        }
-    }
+    std::string got = read_until(
+        fd, [](const std::string &text) { return text.find("hello") != std::string::npos; });
     ASSERT_NE(got.find("hello"), std::string::npos) << got;
-    EXPECT_EQ(loop.run([&] { return server->in_flight(); }), 1u);
-    close(fd);
+    expect_abandoned(fd);
     EXPECT_TRUE(eventually([&] { return upstream->streams_closed_by_peer() == 1; }));
-    EXPECT_TRUE(eventually([&] { return loop.run([&] { return server->in_flight(); }) == 0; }));
-    auto done = governor.all();
-    ASSERT_EQ(done.size(), 1u);
-    EXPECT_EQ(done[0].status, 499);
-    // And the gateway goes on serving.
-    EXPECT_EQ(post(port, "/v1/chat/completions", chat_body("chat")).status, 200);
 }
 
 TEST_F(GatewayTest, ClientLeavingBeforeTheAnswerStopsTheUpstream) {
     start();
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)), 0);
+    int fd = connect_raw();
+    ASSERT_GE(fd, 0);
     std::string body = chat_body("hang").dump();
-    std::string request =
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
-        std::string(kGatewayKey) + "\r\nContent-Type: application/json\r\n" +
-        "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+    std::string request = chat_head(body.size()) + body;
     ASSERT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
     ASSERT_TRUE(eventually([&] { return upstream->requests("hang").size() == 1; }));
-    EXPECT_EQ(loop.run([&] { return server->in_flight(); }), 1u);
-    close(fd);
-    EXPECT_TRUE(eventually([&] { return loop.run([&] { return server->in_flight(); }) == 0; }));
-    auto done = governor.all();
-    ASSERT_EQ(done.size(), 1u);
-    EXPECT_EQ(done[0].status, 499);
-    EXPECT_EQ(post(port, "/v1/chat/completions", chat_body("chat")).status, 200);
+    expect_abandoned(fd);
 }
 
 TEST_F(GatewayTest, KeepAliveAndPipelining) {
     start();
     // Two requests written at once on one connection: answered in order, and the second one,
     // arriving while the first waits on its upstream, must not upset the connection.
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)), 0);
+    int fd = connect_raw();
+    ASSERT_GE(fd, 0);
     std::string body = chat_body("claude").dump();
-    std::string one = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
-                      std::string(kGatewayKey) + "\r\nContent-Type: application/json\r\n" +
-                      "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+    std::string one = chat_head(body.size()) + body;
     std::string both = one + one;
     ASSERT_EQ(write(fd, both.data(), both.size()), static_cast<ssize_t>(both.size()));
-    std::string got;
-    auto until = Clock::now() + 5s;
-    size_t answers = 0;
-    while (Clock::now() < until && answers < 2) {
-        pollfd p{fd, POLLIN, 0};
-        if (poll(&p, 1, 100) > 0) {
-            char buf[8192];
-            ssize_t n = read(fd, buf, sizeof(buf));
-            if (n <= 0)
-                break;
-            got.append(buf, n);
-        }
-        answers = 0;
-        for (size_t at = got.find("hello world"); at != std::string::npos;
-             at = got.find("hello world", at + 1))
+    auto count_answers = [](const std::string &text) {
+        size_t answers = 0;
+        for (size_t at = text.find("hello world"); at != std::string::npos;
+             at = text.find("hello world", at + 1))
             answers++;
-    }
+        return answers;
+    };
+    std::string got =
+        read_until(fd, [&](const std::string &text) { return count_answers(text) >= 2; });
+    size_t answers = count_answers(got);
     close(fd);
     EXPECT_EQ(answers, 2u) << got;
     EXPECT_EQ(got.rfind("HTTP/1.1 200", 0), 0u);
@@ -1473,12 +1478,8 @@ TEST_F(GatewayTest, BadRequests) {
     EXPECT_EQ(error(r)["code"], "request_too_large");
     EXPECT_TRUE(upstream->requests().empty());
     // Garbage on the wire does not hurt the server.
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)), 0);
+    int fd = connect_raw();
+    ASSERT_GE(fd, 0);
     std::string junk = "\x01\x02 GARBAGE\r\n\r\n";
     ASSERT_GT(write(fd, junk.data(), junk.size()), 0);
     char buf[1024];
@@ -1493,17 +1494,10 @@ TEST_F(GatewayTest, TooLargeOnAKeptAliveConnection) {
     start();
     // libevent writes its own 413 on a connection that served a request before; it must be
     // OpenAI-shaped all the same.
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)), 0);
+    int fd = connect_raw();
+    ASSERT_GE(fd, 0);
     auto exchange = [&](const std::string &body) {
-        std::string request =
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
-            std::string(kGatewayKey) + "\r\nContent-Type: application/json\r\n" +
-            "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n";
+        std::string request = chat_head(body.size());
         EXPECT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
         size_t sent = 0;
         while (sent < body.size()) {
@@ -1512,24 +1506,13 @@ TEST_F(GatewayTest, TooLargeOnAKeptAliveConnection) {
                 break;
             sent += static_cast<size_t>(n);
         }
-        std::string got;
-        auto until = Clock::now() + 5s;
-        while (Clock::now() < until) {
-            pollfd p{fd, POLLIN, 0};
-            if (poll(&p, 1, 100) <= 0)
-                continue;
-            char buf[8192];
-            ssize_t n = read(fd, buf, sizeof(buf));
-            if (n <= 0)
-                break;
-            got.append(buf, n);
+        // One whole response: its head, and as much body as its Content-Length says.
+        return read_until(fd, [](const std::string &got) {
             size_t head = got.find("\r\n\r\n");
             size_t length_at = got.find("Content-Length: ");
-            if (head != std::string::npos && length_at != std::string::npos &&
-                got.size() >= head + 4 + std::stoul(got.substr(length_at + 16)))
-                break;
-        }
-        return got;
+            return head != std::string::npos && length_at != std::string::npos &&
+                   got.size() >= head + 4 + std::stoul(got.substr(length_at + 16));
+        });
     };
     std::string first = exchange(chat_body("chat").dump());
     EXPECT_EQ(first.rfind("HTTP/1.1 200", 0), 0u) << first;

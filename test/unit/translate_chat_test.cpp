@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "error.h"
+#include "translate_fixtures.h"
 
 namespace {
 
@@ -14,21 +14,8 @@ namespace tr = pgi::translate;
 
 const ServiceEndpoint kOpenAi{"oa",   "gpt-4o-mini", "http://up:1", Protocol::kOpenAiV1,
                               "sk-o", false};
-const ServiceEndpoint kAnthropic{
-    "claude", "claude-sonnet-4-5", "http://up:2", Protocol::kAnthropicV1, "sk-a", false};
 const ServiceEndpoint kGemini{
     "gem", "gemini-2.5-flash", "https://up:3", Protocol::kGeminiV1Beta, "g-key", false};
-
-template <class F>
-pgi::Error error_of(F &&f) {
-    try {
-        f();
-    } catch (const pgi::Error &e) {
-        return e;
-    }
-    ADD_FAILURE() << "no pgi::Error thrown";
-    return pgi::Error("", "");
-}
 
 json body_of(const tr::ChatCall &call) {
     return json::parse(call.request.body);

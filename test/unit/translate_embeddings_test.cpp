@@ -5,7 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base64.h"
-#include "error.h"
+#include "translate_fixtures.h"
 
 namespace {
 
@@ -16,21 +16,8 @@ namespace tr = pgi::translate;
 
 const ServiceEndpoint kOpenAi{
     "nim-embed", "nvidia/nv-embedqa-e5-v5", "http://up:1", Protocol::kOpenAiV1, "sk-o", false};
-const ServiceEndpoint kAnthropic{
-    "claude", "claude-sonnet-4-5", "http://up:2", Protocol::kAnthropicV1, "sk-a", false};
 const ServiceEndpoint kGemini{
     "gem-embed", "gemini-embedding-001", "https://up:3", Protocol::kGeminiV1Beta, "g-key", false};
-
-template <class F>
-pgi::Error error_of(F &&f) {
-    try {
-        f();
-    } catch (const pgi::Error &e) {
-        return e;
-    }
-    ADD_FAILURE() << "no pgi::Error thrown";
-    return pgi::Error("", "");
-}
 
 }  // namespace
 

@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "error.h"
+#include "translate_fixtures.h"
 
 namespace {
 
@@ -16,21 +16,9 @@ namespace tr = pgi::translate;
 const ServiceEndpoint kNim{"nim-rerank",  "nvidia/nv-rerankqa-mistral-4b-v3",
                            "http://up:1", Protocol::kOpenAiV1,
                            "sk-n",        false};
-const ServiceEndpoint kAnthropic{"claude", "c", "http://up:2", Protocol::kAnthropicV1, "", false};
 const ServiceEndpoint kGemini{"gem", "g", "http://up:3", Protocol::kGeminiV1Beta, "", false};
 
 const std::vector<std::string> kDocs = {"Paris is in France", "Rome \"eternal\"", "Berlin"};
-
-template <class F>
-pgi::Error error_of(F &&f) {
-    try {
-        f();
-    } catch (const pgi::Error &e) {
-        return e;
-    }
-    ADD_FAILURE() << "no pgi::Error thrown";
-    return pgi::Error("", "");
-}
 
 tr::RerankCall call_of(tr::RerankRoute shape, bool return_documents = false) {
     tr::RerankCall c;
