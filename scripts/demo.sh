@@ -12,8 +12,7 @@ bash scripts/build-install.sh
 
 source test/lib/cluster.sh
 source test/lib/mock.sh
-WORK="$(mktemp -d /tmp/pgi-demo.XXXXXX)"
-chmod 755 "$WORK"
+WORK="$(cluster_workdir pgi-demo)"
 PG_DIR="$WORK/pg" PG_PORT="${DEMO_PG_PORT:-25431}"
 MOCK_PORT="${DEMO_MOCK_PORT:-18281}" MOCK_TLS_PORT="${DEMO_MOCK_TLS_PORT:-18282}"
 MOCK="http://127.0.0.1:$MOCK_PORT"

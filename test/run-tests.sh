@@ -18,13 +18,12 @@ export PGI_TESTS_LOCK_HELD=1
 bash scripts/install-deps.sh || exit 1
 bash scripts/build-install.sh || exit 1
 
-export TEST_WORK
-TEST_WORK="$(mktemp -d /tmp/pgi-test.XXXXXX)"
-chmod 755 "$TEST_WORK"
-export RESULTS="$TEST_WORK/results.txt"
-: >"$RESULTS"
 source test/lib/cluster.sh
 source test/lib/mock.sh
+export TEST_WORK
+TEST_WORK="$(cluster_workdir pgi-test)"
+export RESULTS="$TEST_WORK/results.txt"
+: >"$RESULTS"
 
 export PG_DIR="$TEST_WORK/pg" PG_PORT="${PGI_TEST_PG_PORT:-25432}"
 export MOCK_PORT=18181 MOCK_TLS_PORT=18182 MOCK_URL="http://127.0.0.1:18181"

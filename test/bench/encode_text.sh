@@ -14,8 +14,7 @@ bash scripts/build-install.sh
 source test/lib/cluster.sh
 source test/lib/mock.sh
 
-WORK="$(mktemp -d /tmp/pgi-bench.XXXXXX)"
-chmod 755 "$WORK"
+WORK="$(cluster_workdir pgi-bench)"
 PG_DIR="$WORK/pg" PG_PORT=25781
 SLOW_PORT=18781 FAST_PORT=18783
 OUT="${BENCH_OUT:-$ROOT/test/bench/results/encode_text.json}"

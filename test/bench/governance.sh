@@ -19,8 +19,7 @@ bash scripts/build-install.sh
 source test/lib/cluster.sh
 source test/lib/mock.sh
 
-WORK="$(mktemp -d /tmp/pgi-bench.XXXXXX)"
-chmod 755 "$WORK"
+WORK="$(cluster_workdir pgi-bench)"
 PG_PORT="${PGI_BENCH_PG_PORT:-25760}" MOCK_PORT="${PGI_BENCH_MOCK_PORT:-18720}"
 GATEWAY_PORT="${PGI_BENCH_GATEWAY_PORT:-18760}"
 DURATION="${BENCH_DURATION:-4}" CONNECTIONS="${BENCH_CONNECTIONS:-32}" ROUNDS="${BENCH_ROUNDS:-9}"

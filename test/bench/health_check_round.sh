@@ -24,8 +24,7 @@ CONCURRENCY=256 # the worker's cap on probes in flight (health_worker.cpp)
 TARGET_MS=5000
 PG_PORT="${PGI_BENCH_PG_PORT:-25470}"
 MOCK_PORT="${PGI_BENCH_MOCK_PORT:-18470}"
-WORK="$(mktemp -d /tmp/pgi-bench-health.XXXXXX)"
-chmod 755 "$WORK"
+WORK="$(cluster_workdir pgi-bench-health)"
 PG_DIR="$WORK/pg"
 MOCK="http://127.0.0.1:$MOCK_PORT"
 OUT="${BENCH_OUT:-$ROOT/test/bench/results/health_check_round.json}"

@@ -12,6 +12,16 @@ as_pg() {
     fi
 }
 
+# cluster_workdir PREFIX: prints a new directory /tmp/PREFIX.XXXXXX to hold clusters, mocks and
+# logs. mktemp makes it private, but as root the server runs as postgres, which must reach the
+# cluster directories inside it.
+cluster_workdir() {
+    local dir
+    dir="$(mktemp -d "/tmp/$1.XXXXXX")" || return 1
+    chmod 755 "$dir"
+    echo "$dir"
+}
+
 # cluster_start DIR PORT [extra postgresql.conf lines...]
 cluster_start() {
     local dir="$1" port="$2"

@@ -4,22 +4,12 @@
 // PASS/FAIL line per check, like test/lib/check.sh.
 import OpenAI from 'openai';
 
+import { check, checkEq, finish, words } from './common.mjs';
+
 const GATEWAY = process.env.GATEWAY_URL;  // http://127.0.0.1:PORT
 const KEY = process.env.GATEWAY_KEY;
 const MOCK = process.env.MOCK_URL;
-let failures = 0;
 
-function check(name, ok, detail = '') {
-  console.log(`${ok ? 'PASS' : 'FAIL'} ${name}`);
-  if (!ok) {
-    failures++;
-    if (detail) console.log(`     ${detail}`);
-  }
-}
-function checkEq(name, expected, actual) {
-  const e = JSON.stringify(expected), a = JSON.stringify(actual);
-  check(name, e === a, `expected ${e}, got ${a}`);
-}
 async function mock(path) {
   return (await fetch(`${MOCK}${path}`)).json();
 }
@@ -27,7 +17,6 @@ async function lastRequest(label) {
   const all = await mock(`/_mock/requests?label=${label}`);
   return all[all.length - 1];
 }
-const words = (s) => s.split(/\s+/).filter(Boolean).length;
 
 const client = new OpenAI({ apiKey: KEY, baseURL: `${GATEWAY}/v1`, maxRetries: 0 });
 
@@ -136,4 +125,4 @@ try {
 } catch (e) {
   checkEq('an unknown model is 404', [404, 'model_not_found'], [e.status, e.code]);
 }
-process.exit(failures ? 1 : 0);
+finish();

@@ -12,24 +12,12 @@ import fs from 'node:fs';
 import http from 'node:http';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 
+import { check, checkEq, finish, words } from './common.mjs';
+
 const GATEWAY = new URL(process.env.GATEWAY_URL);
 const STATE = process.env.GOV_STATE;
 const MODE = process.argv[2];
-let failures = 0;
-
-function check(name, ok, detail = '') {
-  console.log(`${ok ? 'PASS' : 'FAIL'} ${name}`);
-  if (!ok) {
-    failures++;
-    if (detail) console.log(`     ${detail}`);
-  }
-}
-function checkEq(name, expected, actual) {
-  const e = JSON.stringify(expected), a = JSON.stringify(actual);
-  check(name, e === a, `expected ${e}, got ${a}`);
-}
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const words = (s) => s.split(/\s+/).filter(Boolean).length;
 
 function sql(query) {
   return execFileSync('psql', ['-X', '-At', '-v', 'ON_ERROR_STOP=1', '-h', process.env.PG_DIR,
@@ -394,4 +382,4 @@ async function verify() {
 if (MODE === 'run') await run();
 else if (MODE === 'verify') await verify();
 else throw new Error(`unknown mode ${MODE}`);
-process.exit(failures ? 1 : 0);
+finish();
