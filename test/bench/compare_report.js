@@ -29,7 +29,7 @@ const median = (values) => {
 };
 const ms = (us) => (us === null ? null : us / 1000);
 
-const TARGETS = ['direct', 'nginx', 'pg', 'portkey'];
+const TARGETS = ['direct', 'nginx', 'floor', 'pg', 'portkey'];
 const key = (r) => `${r.latency}|${r.endpoint}|${r.concurrency}`;
 const scenarios = [...new Set(runs.map(key))];
 
@@ -112,9 +112,23 @@ for (const e of ['chat', 'stream', 'embeddings']) {
               `${pg.added_ms_p99.toFixed(3)} vs ${pk.added_ms_p99.toFixed(3)} ms`);
     }
 }
+// Where the throughput goes: the floor (evhttp + curl multi doing nothing else) against nginx is
+// what the mandated parts allow; pg against the floor is what pg_inference's own work costs.
+const info = [];
+for (const e of ['chat', 'stream', 'embeddings']) {
+    const pg = row(0, e, 64, 'pg'), nginx = row(0, e, 64, 'nginx'), floor = row(0, e, 64, 'floor');
+    const pk = row(0, e, 64, 'portkey');
+    if (floor && nginx) {
+        info.push(`throughput c=64, 0 ms, ${e}: floor / nginx ${fmt3(ratio(floor.rps, nginx.rps))}` +
+                  (pk ? `, floor / Portkey ${fmt3(ratio(floor.rps, pk.rps))}` : '') +
+                  (pg ? `, pg / floor ${fmt3(ratio(pg.rps, floor.rps))}` : '') +
+                  `  (cpu us/req: nginx ${fmt3(nginx.proxy_cpu_us_per_request)}, floor ` +
+                  `${fmt3(floor.proxy_cpu_us_per_request)}` +
+                  (pg ? `, pg ${fmt3(pg.proxy_cpu_us_per_request)}` : '') + ')');
+    }
+}
 // Time to first byte is judged on the median; the p99 is shown beside nginx's, not judged: at
 // c=1 it is dominated by waking the proxy's idle core, which costs nginx the same.
-const info = [];
 for (const latency of [0, 20]) {
     const pg = row(latency, 'stream', 1, 'pg'), nginx = row(latency, 'stream', 1, 'nginx');
     if (pg) {

@@ -2,12 +2,15 @@
 # pg_inference's gateway side by side with the alternatives (issue 7), in one session:
 #   direct    the load generator straight to the mock upstream (the baseline)
 #   nginx     nginx (Debian package) as a plain keep-alive reverse proxy to the mock
+#   floor     test/bench/stack_floor.cpp: the least a proxy made of the gateway's mandated parts
+#             (libevent evhttp + libcurl multi, ARCHITECTURE.md, SPEC §2.1) can do, nothing else;
+#             what those libraries cost by themselves
 #   pg        the pg_inference gateway in a PostgreSQL cluster, with an access key (generous
 #             limits), rate limiting and usage counting on
 #   portkey   the Portkey AI gateway from npm (@portkey-ai/gateway, test/bench/node)
 # for POST /v1/chat/completions (plain and "stream": true) and /v1/embeddings, at concurrency 1, 16
 # and 64, against a C++ mock (test/bench/fast_mock.cpp) answering at once (0 ms) or after 20 ms.
-# Every scenario runs the four targets back to back, in an order that rotates from round to
+# Every scenario runs the targets back to back, in an order that rotates from round to
 # round, each run with its own warm-up; the rounds repeat the whole matrix. Then the gateway alone
 # serves a 60-second mixed load while its resident memory is sampled every second.
 #
@@ -21,8 +24,9 @@
 # Settings (environment): BENCH_ROUNDS (3), BENCH_SECONDS per run (3), BENCH_WARMUP_SECONDS per
 # run (0.5), BENCH_REQUESTS per run at most (300000), BENCH_RSS_SECONDS (60), BENCH_WORKERS
 # (processes of nginx and of the gateway: 2, inference.gateway_workers' default), BENCH_TARGETS
-# ("direct nginx pg portkey"), BENCH_QUICK=1 (one round of 1 s runs and a 10 s memory run).
-# Ports: PGI_BENCH_PORT_BASE (18810: mock, nginx +1, gateway +2, Portkey +3), PGI_BENCH_PG_PORT
+# ("direct nginx floor pg portkey"), BENCH_QUICK=1 (one round of 1 s runs and a 10 s memory run).
+# Ports: PGI_BENCH_PORT_BASE (18810: mock, nginx +1, gateway +2, Portkey +3, floor +4),
+# PGI_BENCH_PG_PORT
 # (55810).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -34,12 +38,13 @@ WARMUP="${BENCH_WARMUP_SECONDS:-0.5}"
 MAX_REQUESTS="${BENCH_REQUESTS:-300000}"
 RSS_SECONDS="${BENCH_RSS_SECONDS:-60}"
 WORKERS="${BENCH_WORKERS:-2}"
-TARGETS="${BENCH_TARGETS:-direct nginx pg portkey}"
+TARGETS="${BENCH_TARGETS:-direct nginx floor pg portkey}"
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     ROUNDS=1 SECONDS_PER_RUN=1 WARMUP=0.3 RSS_SECONDS=10
 fi
 BASE="${PGI_BENCH_PORT_BASE:-18810}"
 MOCK_PORT=$BASE NGINX_PORT=$((BASE + 1)) GATEWAY_PORT=$((BASE + 2)) PORTKEY_PORT=$((BASE + 3))
+FLOOR_PORT=$((BASE + 4))
 PG_PORT="${PGI_BENCH_PG_PORT:-55810}"
 OUT="${BENCH_OUT:-$ROOT/test/bench/results/gateway_compare.json}"
 LOAD_CPU=0 PROXY_CPU=1
@@ -69,7 +74,7 @@ fi
 
 bash scripts/build-install.sh
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build-bench -j2 --target fast_mock load_client >/tmp/pgi-bench-build.log 2>&1 ||
+cmake --build build-bench -j2 --target fast_mock load_client stack_floor >/tmp/pgi-bench-build.log 2>&1 ||
     { cat /tmp/pgi-bench-build.log; exit 1; }
 BIN="$ROOT/build-bench"
 NODE_DIR="$ROOT/test/bench/node"
@@ -80,14 +85,13 @@ fi
 
 source test/lib/cluster.sh
 source test/lib/mock.sh
-for port in $MOCK_PORT $NGINX_PORT $GATEWAY_PORT $PORTKEY_PORT $PG_PORT; do
+for port in $MOCK_PORT $NGINX_PORT $GATEWAY_PORT $PORTKEY_PORT $FLOOR_PORT $PG_PORT; do
     port_is_free "$port" || { echo "gateway_compare: port $port is in use" >&2; exit 1; }
 done
 
-WORK="$(mktemp -d /tmp/pgi-compare.XXXXXX)"
-chmod 755 "$WORK"
+WORK="$(cluster_workdir pgi-compare)"
 PG_DIR="$WORK/pg"
-FAST_MOCK_PID="" NGINX_PID="" PORTKEY_PID=""
+FAST_MOCK_PID="" NGINX_PID="" PORTKEY_PID="" FLOOR_PID=""
 
 stop_pid() {
     local pid="$1" _
@@ -101,6 +105,8 @@ stop_pid() {
 }
 stop_all() {
     stop_pid "$PORTKEY_PID"
+    # The floor's parent stops its workers and waits for them.
+    stop_pid "$FLOOR_PID"
     # nginx: TERM to the master is a fast shutdown of master and workers.
     stop_pid "$NGINX_PID"
     cluster_stop "$PG_DIR"
@@ -164,6 +170,11 @@ taskset -c $PROXY_CPU nginx -p "$WORK/nginx/" -c "$WORK/nginx/nginx.conf" \
 NGINX_PID=$!
 wait_http nginx "http://127.0.0.1:$NGINX_PORT/health"
 
+taskset -c $PROXY_CPU "$BIN/stack_floor" --port "$FLOOR_PORT" --workers "$WORKERS" \
+    --upstream "http://127.0.0.1:$MOCK_PORT" >"$WORK/floor.log" 2>&1 &
+FLOOR_PID=$!
+wait_http "the floor proxy" "http://127.0.0.1:$FLOOR_PORT/health"
+
 cluster_start "$PG_DIR" "$PG_PORT" "inference.gateway_port = $GATEWAY_PORT" \
     "inference.gateway_listen_addresses = '127.0.0.1'" "inference.gateway_workers = $WORKERS" \
     "log_min_messages = warning"
@@ -192,6 +203,7 @@ PORTKEY_PID=$!
 wait_http Portkey "http://127.0.0.1:$PORTKEY_PORT/"
 
 NGINX_PIDS="$NGINX_PID,$(pgrep -P "$NGINX_PID" | paste -sd,)"
+FLOOR_PIDS="$FLOOR_PID,$(pgrep -P "$FLOOR_PID" | paste -sd,)"
 
 # ------------------------------------------------------------------------------------------------
 # Requests: the same bytes for every target; only the URL and headers differ.
@@ -220,6 +232,8 @@ target_args() {
         nginx)
             ARGS=(--url "http://127.0.0.1:$NGINX_PORT$prefix$path"
                   --header "Authorization: Bearer sk-bench" --watch "proxy=$NGINX_PIDS") ;;
+        floor)
+            ARGS=(--url "http://127.0.0.1:$FLOOR_PORT$prefix$path" --watch "proxy=$FLOOR_PIDS") ;;
         pg)
             ARGS=(--url "http://127.0.0.1:$GATEWAY_PORT$path"
                   --header "Authorization: Bearer $KEY" --watch "proxy=$PG_PIDS") ;;
@@ -319,7 +333,7 @@ mkdir -p "$(dirname "$OUT")"
 status=0
 node test/bench/compare_report.js --runs "$RUNS" --rss "$RSS_RUNS" --out "$OUT" \
     --machine "$(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r)" \
-    --setup "load generator and mock on CPU $LOAD_CPU; proxy under test on CPU $PROXY_CPU; $WORKERS nginx workers, $WORKERS gateway listeners, 1 Portkey process" \
+    --setup "load generator and mock on CPU $LOAD_CPU; proxy under test on CPU $PROXY_CPU; $WORKERS nginx workers, $WORKERS floor workers, $WORKERS gateway listeners, 1 Portkey process" \
     --versions "nginx $(nginx -v 2>&1 | sed 's|.*/||'); Portkey $(node -p "require('$NODE_DIR/node_modules/@portkey-ai/gateway/package.json').version"); node $(node --version)" \
     --settings "rounds=$ROUNDS seconds=$SECONDS_PER_RUN warmup=$WARMUP rss_seconds=$RSS_SECONDS" \
     --ledger "$USAGE" || status=$?
