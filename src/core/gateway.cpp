@@ -304,10 +304,8 @@ Server::Impl::Impl(event_base *b, Config c, Governor &g)
     if (http == nullptr)
         throw Error(sqlstate::kInternalError, "could not create the gateway's HTTP server");
     evhttp_set_allowed_methods(http, kGet | kPost | kHead | kPut | kDelete | kOptions | kPatch);
-    evhttp_set_max_body_size(http, static_cast<ev_ssize_t>(config.max_body_size));
     evhttp_set_max_headers_size(http, 64 * 1024);
-    if (config.client_timeout_s > 0)
-        evhttp_set_timeout(http, config.client_timeout_s);
+    apply_http_limits();
     evhttp_set_gencb(http, on_request, this);
     evhttp_set_bevcb(http, make_bufferevent, this);
     // Over-long bodies are read to their end before the 413, so the caller can read it rather
@@ -949,6 +947,27 @@ void Server::stop_listening() {
 
 int Server::port() const {
     return impl_->bound_port;
+}
+
+void Server::Impl::apply_http_limits() {
+    evhttp_set_max_body_size(http, static_cast<ev_ssize_t>(config.max_body_size));
+    if (config.client_timeout_s > 0)
+        evhttp_set_timeout(http, config.client_timeout_s);
+    else
+        evhttp_set_timeout_tv(http, nullptr);
+}
+
+void Server::reconfigure(const Config &next) {
+    Config &c = impl_->config;
+    c.require_key = next.require_key;
+    c.max_body_size = next.max_body_size;
+    c.max_response_size = next.max_response_size;
+    c.connect_timeout_ms = next.connect_timeout_ms;
+    c.request_timeout_ms = next.request_timeout_ms;
+    c.client_timeout_s = next.client_timeout_s;
+    c.default_max_tokens = next.default_max_tokens;
+    c.max_retries = next.max_retries;
+    impl_->apply_http_limits();
 }
 
 void Server::set_snapshot(std::shared_ptr<const Snapshot> snapshot) {

@@ -126,6 +126,12 @@ class Server {
     // The port actually bound (useful with port 0), or 0 before listen().
     int port() const;
 
+    // Applies the settings that may change while serving (a configuration reload): require_key,
+    // max_body_size, client_timeout_s, the upstream timeouts, retries, response size cap and
+    // default_max_tokens. Requests that have started keep what they started with; connections
+    // already open keep their client timeout. Addresses, port and TLS files are read by listen()
+    // alone: a change to them needs a new Server.
+    void reconfigure(const Config &config);
     // Publishes a new catalog; requests already running keep the one they started with.
     void set_snapshot(std::shared_ptr<const Snapshot> snapshot);
     // Requests being served (waiting on or streaming from an upstream).

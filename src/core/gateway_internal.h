@@ -97,6 +97,9 @@ struct Server::Impl {
                      std::string_view code = {}, std::string_view param = {},
                      bool rate_limited = false);
 
+    // The evhttp side of config (body size cap, client timeout), at start and on reconfigure.
+    void apply_http_limits();
+
     // Exchange plumbing.
     Exchange &adopt(std::unique_ptr<Exchange> exchange);
     void call_upstream(Exchange &ex, http::Request request, bool streamed);

@@ -22,7 +22,6 @@ PGDLLEXPORT void pgi_gateway_worker_main(Datum arg);
 }
 
 #include <event2/event.h>
-
 #include <memory>
 #include <sstream>
 
@@ -56,15 +55,14 @@ std::vector<std::string> split_addresses(const char *list) {
     while (std::getline(ss, item, ',')) {
         size_t b = item.find_first_not_of(" \t");
         size_t e = item.find_last_not_of(" \t");
-        if (b != std::string::npos) out.push_back(item.substr(b, e - b + 1));
+        if (b != std::string::npos)
+            out.push_back(item.substr(b, e - b + 1));
     }
     return out;
 }
 
 bool extension_installed() {
-    return pg_guard([]() {
-        return OidIsValid(get_extension_oid("pg_inference", true));
-    });
+    return pg_guard([]() { return OidIsValid(get_extension_oid("pg_inference", true)); });
 }
 
 // Reads services (with their keys) and access keys in one short transaction. A service whose key
@@ -83,7 +81,8 @@ std::shared_ptr<gateway::Snapshot> load_snapshot(uint64_t generation) {
             for (const ServiceRow &row : all_services()) {
                 try {
                     snapshot->services.emplace(row.name, endpoint_of(row));
-                    if (row.rerank_route) snapshot->rerank_routes[row.name] = *row.rerank_route;
+                    if (row.rerank_route)
+                        snapshot->rerank_routes[row.name] = *row.rerank_route;
                 } catch (const pgi::Error &e) {
                     std::string msg = e.what();
                     pg_guard_void([&]() {
@@ -93,7 +92,8 @@ std::shared_ptr<gateway::Snapshot> load_snapshot(uint64_t generation) {
                     });
                 }
             }
-            for (auto &key : all_access_keys()) snapshot->keys.emplace(key.key_hash, std::move(key));
+            for (auto &key : all_access_keys())
+                snapshot->keys.emplace(key.key_hash, std::move(key));
         }
     } catch (...) {
         pg_guard_void([]() { AbortCurrentTransaction(); });
@@ -118,7 +118,8 @@ struct Listener {
 
 void reload_if_changed(Listener &l) {
     uint64_t generation = catalog_generation();
-    if (generation == l.loaded_generation) return;
+    if (generation == l.loaded_generation)
+        return;
     try {
         l.server->set_snapshot(load_snapshot(generation));
         l.loaded_generation = generation;
@@ -139,24 +140,6 @@ void reload_if_changed(Listener &l) {
     }
 }
 
-void housekeeping(evutil_socket_t, short, void *arg) {
-    auto &l = *static_cast<Listener *>(arg);
-    try {
-        // SIGTERM (die) and pg_terminate_backend end the process here with PostgreSQL's FATAL.
-        check_for_interrupts();
-        if (!PostmasterIsAlive()) proc_exit(1);
-        if (ConfigReloadPending) {
-            ConfigReloadPending = false;
-            pg_guard_void([]() { ProcessConfigFile(PGC_SIGHUP); });
-        }
-        reload_if_changed(l);
-        l.governor.housekeeping(l.server->in_flight());
-    } catch (const std::exception &e) {
-        std::string msg = e.what();
-        pg_guard_void([&]() { ereport(LOG, (errmsg("pg_inference gateway: %s", msg.c_str()))); });
-    }
-}
-
 gateway::Config listener_config() {
     gateway::Config c;
     c.listen_addresses = split_addresses(setting_listen_addresses);
@@ -174,10 +157,33 @@ gateway::Config listener_config() {
     return c;
 }
 
+void housekeeping(evutil_socket_t, short, void *arg) {
+    auto &l = *static_cast<Listener *>(arg);
+    try {
+        // SIGTERM (die) and pg_terminate_backend end the process here with PostgreSQL's FATAL.
+        check_for_interrupts();
+        if (!PostmasterIsAlive())
+            proc_exit(1);
+        if (ConfigReloadPending) {
+            ConfigReloadPending = false;
+            pg_guard_void([]() { ProcessConfigFile(PGC_SIGHUP); });
+            // Keys required or not, body size, client timeout and the upstream settings apply
+            // to the next request; addresses, port, TLS files and workers need a restart.
+            l.server->reconfigure(listener_config());
+        }
+        reload_if_changed(l);
+        l.governor.housekeeping(l.server->in_flight());
+    } catch (const std::exception &e) {
+        std::string msg = e.what();
+        pg_guard_void([&]() { ereport(LOG, (errmsg("pg_inference gateway: %s", msg.c_str()))); });
+    }
+}
+
 void run_listener(int index) {
     Listener l;
     l.base = gateway::new_event_base();
-    if (!l.base) throw pgi::Error(sqlstate::kInternalError, "could not create an event base");
+    if (!l.base)
+        throw pgi::Error(sqlstate::kInternalError, "could not create an event base");
     gateway::Config config = listener_config();
     l.governor.start(index);
     l.server = std::make_unique<gateway::Server>(l.base, config, l.governor);
@@ -209,38 +215,36 @@ void gateway_define_settings() {
                                 nullptr, nullptr, nullptr);
         DefineCustomStringVariable("inference.gateway_listen_addresses",
                                    "Addresses the gateway listens on (comma-separated, * for all).",
-                                   nullptr, &setting_listen_addresses, "localhost",
-                                   PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
-        DefineCustomIntVariable("inference.gateway_workers",
-                                "Listener processes sharing the gateway port.", nullptr,
-                                &setting_gateway_workers, 2, 1, 64, PGC_POSTMASTER, 0, nullptr,
-                                nullptr, nullptr);
-        DefineCustomStringVariable("inference.gateway_tls_cert_file",
-                                   "Certificate of the gateway's HTTPS listener.", nullptr,
-                                   &setting_tls_cert_file, "", PGC_POSTMASTER, 0, nullptr,
-                                   nullptr, nullptr);
+                                   nullptr, &setting_listen_addresses, "localhost", PGC_POSTMASTER,
+                                   0, nullptr, nullptr, nullptr);
+        DefineCustomIntVariable(
+            "inference.gateway_workers", "Listener processes sharing the gateway port.", nullptr,
+            &setting_gateway_workers, 2, 1, 64, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+        DefineCustomStringVariable(
+            "inference.gateway_tls_cert_file", "Certificate of the gateway's HTTPS listener.",
+            nullptr, &setting_tls_cert_file, "", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
         DefineCustomStringVariable("inference.gateway_tls_key_file",
                                    "Private key of the gateway's HTTPS listener.", nullptr,
                                    &setting_tls_key_file, "", PGC_POSTMASTER, GUC_SUPERUSER_ONLY,
                                    nullptr, nullptr, nullptr);
-        DefineCustomBoolVariable("inference.gateway_require_key",
-                                 "Whether gateway callers must present an access key.", nullptr,
-                                 &setting_require_key, true, PGC_POSTMASTER, 0, nullptr, nullptr,
-                                 nullptr);
+        DefineCustomBoolVariable(
+            "inference.gateway_require_key", "Whether gateway callers must present an access key.",
+            nullptr, &setting_require_key, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
         DefineCustomIntVariable("inference.gateway_max_body_size",
                                 "Largest request body the gateway accepts.", nullptr,
-                                &setting_max_body_kb, 16 * 1024, 1, 1024 * 1024, PGC_POSTMASTER,
+                                &setting_max_body_kb, 16 * 1024, 1, 1024 * 1024, PGC_SIGHUP,
                                 GUC_UNIT_KB, nullptr, nullptr, nullptr);
         DefineCustomIntVariable("inference.gateway_client_timeout",
                                 "Time a gateway client may stay idle, send a request slowly or "
                                 "stall a response before it is disconnected.",
-                                nullptr, &setting_client_timeout_s, 60, 1, 3600, PGC_POSTMASTER,
+                                nullptr, &setting_client_timeout_s, 60, 1, 3600, PGC_SIGHUP,
                                 GUC_UNIT_S, nullptr, nullptr, nullptr);
     }
 }
 
 void gateway_workers_register() {
-    if (setting_gateway_port == 0) return;
+    if (setting_gateway_port == 0)
+        return;
     for (int i = 0; i < setting_gateway_workers; i++) {
         BackgroundWorker worker;
         memset(&worker, 0, sizeof(worker));
@@ -257,11 +261,14 @@ void gateway_workers_register() {
 }
 
 std::string gateway_base_url() {
-    if (!loaded_at_startup || setting_gateway_port == 0) return "";
+    if (!loaded_at_startup || setting_gateway_port == 0)
+        return "";
     auto addresses = split_addresses(setting_listen_addresses);
     std::string host = addresses.empty() ? "localhost" : addresses.front();
-    if (host == "*" || host == "0.0.0.0" || host == "::") host = "localhost";
-    if (host.find(':') != std::string::npos) host = "[" + host + "]";
+    if (host == "*" || host == "0.0.0.0" || host == "::")
+        host = "localhost";
+    if (host.find(':') != std::string::npos)
+        host = "[" + host + "]";
     bool tls = setting_tls_cert_file && *setting_tls_cert_file && setting_tls_key_file &&
                *setting_tls_key_file;
     return std::string(tls ? "https" : "http") + "://" + host + ":" +
@@ -288,7 +295,8 @@ void pgi_gateway_worker_main(Datum arg) {
     }
     // Outside the catch blocks: an ERROR in a background worker ends it with exit code 1, and
     // the postmaster starts it again after bgw_restart_time without touching the others.
-    if (pg_error) ReThrowError(pg_error);
+    if (pg_error)
+        ReThrowError(pg_error);
     if (message)
         ereport(ERROR, (errmsg("pg_inference gateway listener %d stopped: %s", index, message)));
     proc_exit(0);
@@ -297,6 +305,7 @@ void pgi_gateway_worker_main(Datum arg) {
 // inference._gateway_base_url() RETURNS text: NULL when the gateway is off.
 PGI_FUNCTION(pgi_gateway_base_url) {
     std::string url = pgi::pg::gateway_base_url();
-    if (url.empty()) PG_RETURN_NULL();
+    if (url.empty())
+        PG_RETURN_NULL();
     return pgi::pg::text_datum(url);
 }

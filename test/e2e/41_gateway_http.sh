@@ -132,4 +132,21 @@ check_eq "the access_keys view shows the revocation" "t" \
     "$(psql_gw -At -c "SELECT revoked_at IS NOT NULL FROM inference.access_keys WHERE name = 'fresh'")"
 check_not_contains "the access_keys view shows no secret" "$ROTATED" "$(psql_gw -At -c "SELECT * FROM inference.access_keys")"
 
+# --- settings a reload changes ------------------------------------------------------------
+# gateway_require_key and gateway_max_body_size (and gateway_client_timeout) are SIGHUP settings:
+# the listeners apply them on their next tick, no restart.
+psql_gw -c "ALTER SYSTEM SET inference.gateway_require_key = off" \
+        -c "ALTER SYSTEM SET inference.gateway_max_body_size = '1kB'" -c "SELECT pg_reload_conf()" >/dev/null
+ms="$(wait_for_status not-a-key 200)"
+check "gateway_require_key = off applies after pg_reload_conf() (${ms:-never} ms)" test -n "$ms"
+filler="$(head -c 2048 /dev/zero | tr '\0' 'x')"
+check_eq "a lowered gateway_max_body_size applies after pg_reload_conf()" "413" \
+    "$(gw_status "${AUTH[@]}" "${JSON[@]}" "$GATEWAY_URL/v1/chat/completions" -d "{\"model\": \"gw-openai\", \"messages\": [{\"role\": \"user\", \"content\": \"$filler\"}]}")"
+psql_gw -c "ALTER SYSTEM RESET inference.gateway_require_key" \
+        -c "ALTER SYSTEM RESET inference.gateway_max_body_size" -c "SELECT pg_reload_conf()" >/dev/null
+ms="$(wait_for_status not-a-key 401)"
+check "gateway_require_key back on after pg_reload_conf() (${ms:-never} ms)" test -n "$ms"
+check_eq "the body size cap is back to its setting" "200" \
+    "$(gw_status "${AUTH[@]}" "${JSON[@]}" "$GATEWAY_URL/v1/chat/completions" -d "{\"model\": \"gw-openai\", \"messages\": [{\"role\": \"user\", \"content\": \"$filler\"}]}")"
+
 psql_gw -c "SELECT inference.revoke_access_key(n) FROM unnest(ARRAY['http-tests', 'only-openai', 'expiring']) n" >/dev/null

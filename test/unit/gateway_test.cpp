@@ -1071,6 +1071,37 @@ TEST_F(GatewayTest, NoKeyRequired) {
     EXPECT_EQ(list["data"][0]["id"], "chat");
 }
 
+// A configuration reload: keys required or not and the body cap change for the next request,
+// on the connections already open too; the port stays.
+TEST_F(GatewayTest, ReconfigureAppliesToTheNextRequest) {
+    start();
+    CallOptions o;
+    o.key = false;
+    EXPECT_EQ(call(port, "/v1/models", o).status, 401);
+    Config next = config;
+    next.require_key = false;
+    next.max_body_size = 1024;
+    next.listen_addresses = {"0.0.0.0"};  // ignored: addresses and port need a new Server
+    next.port = port + 1;
+    loop.run([&] {
+        server->reconfigure(next);
+        return 0;
+    });
+    EXPECT_EQ(server->port(), port);
+    EXPECT_EQ(call(port, "/v1/models", o).status, 200);
+    json big = chat_body("chat");
+    big["messages"][0]["content"] = std::string(2048, 'x');
+    EXPECT_EQ(post(port, "/v1/chat/completions", big).status, 413);
+    next.require_key = true;
+    next.max_body_size = 64 * 1024;
+    loop.run([&] {
+        server->reconfigure(next);
+        return 0;
+    });
+    EXPECT_EQ(call(port, "/v1/models", o).status, 401);
+    EXPECT_EQ(post(port, "/v1/chat/completions", big).status, 200);
+}
+
 TEST_F(GatewayTest, Models) {
     start();
     json list = call(port, "/v1/models").js();
