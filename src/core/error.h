@@ -21,16 +21,16 @@ inline constexpr const char *kConfigFileError = "F0000";
 // Upstream failures. 08001: the endpoint could not be reached at all (DNS, refused, timeout, TLS).
 inline constexpr const char *kUpstreamUnreachable = "08001";
 // Project-specific class "PI": the upstream answered, but with an error status.
-inline constexpr const char *kUpstreamAuth = "PI401";        // key missing or refused
-inline constexpr const char *kUpstreamForbidden = "PI403";   // key lacks permission
-inline constexpr const char *kUpstreamNotFound = "PI404";    // wrong base URL or model
-inline constexpr const char *kUpstreamRateLimit = "PI429";   // rate limited or quota exhausted
-inline constexpr const char *kUpstreamServer = "PI500";      // 5xx
-inline constexpr const char *kUpstreamBadResponse = "PI400"; // other status or unparsable body
+inline constexpr const char *kUpstreamAuth = "PI401";         // key missing or refused
+inline constexpr const char *kUpstreamForbidden = "PI403";    // key lacks permission
+inline constexpr const char *kUpstreamNotFound = "PI404";     // wrong base URL or model
+inline constexpr const char *kUpstreamRateLimit = "PI429";    // rate limited or quota exhausted
+inline constexpr const char *kUpstreamServer = "PI500";       // 5xx
+inline constexpr const char *kUpstreamBadResponse = "PI400";  // other status or unparsable body
 }  // namespace sqlstate
 
 class Error : public std::runtime_error {
-public:
+  public:
     Error(std::string sqlstate, std::string message, std::string hint = {}, std::string detail = {})
         : std::runtime_error(message),
           sqlstate_(std::move(sqlstate)),
@@ -41,7 +41,7 @@ public:
     const std::string &hint() const { return hint_; }
     const std::string &detail() const { return detail_; }
 
-private:
+  private:
     std::string sqlstate_;
     std::string hint_;
     std::string detail_;
@@ -50,7 +50,7 @@ private:
 // Thrown by a wait hook when the host (a PostgreSQL backend) has an interrupt pending. Code that
 // catches it must release network state and let the host raise its own error.
 class Interrupted : public std::exception {
-public:
+  public:
     const char *what() const noexcept override { return "interrupted"; }
 };
 

@@ -1,8 +1,8 @@
 #include "gateway_request.h"
 
-#include "crypto.h"
-
 #include <cctype>
+
+#include "crypto.h"
 
 namespace pgi::gateway {
 
@@ -10,7 +10,6 @@ namespace {
 
 constexpr std::string_view kPassthroughPrefix = "/inferenceservices/";
 constexpr std::string_view kModelPrefix = "/v1/models/";
-
 
 bool iequals(std::string_view a, std::string_view b) {
     if (a.size() != b.size())

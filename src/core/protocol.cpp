@@ -9,9 +9,12 @@ std::optional<Protocol> parse_protocol(const std::string &text) {
     std::string upper(text);
     std::transform(upper.begin(), upper.end(), upper.begin(),
                    [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
-    if (upper == "OPENAI_V1") return Protocol::kOpenAiV1;
-    if (upper == "GEMINI_V1_BETA") return Protocol::kGeminiV1Beta;
-    if (upper == "ANTHROPIC_V1") return Protocol::kAnthropicV1;
+    if (upper == "OPENAI_V1")
+        return Protocol::kOpenAiV1;
+    if (upper == "GEMINI_V1_BETA")
+        return Protocol::kGeminiV1Beta;
+    if (upper == "ANTHROPIC_V1")
+        return Protocol::kAnthropicV1;
     return std::nullopt;
 }
 
@@ -31,13 +34,16 @@ std::vector<std::string> auth_headers(const ServiceEndpoint &service) {
     std::vector<std::string> headers;
     switch (service.protocol) {
         case Protocol::kOpenAiV1:
-            if (!service.api_key.empty()) headers.push_back("Authorization: Bearer " + service.api_key);
+            if (!service.api_key.empty())
+                headers.push_back("Authorization: Bearer " + service.api_key);
             break;
         case Protocol::kGeminiV1Beta:
-            if (!service.api_key.empty()) headers.push_back("x-goog-api-key: " + service.api_key);
+            if (!service.api_key.empty())
+                headers.push_back("x-goog-api-key: " + service.api_key);
             break;
         case Protocol::kAnthropicV1:
-            if (!service.api_key.empty()) headers.push_back("x-api-key: " + service.api_key);
+            if (!service.api_key.empty())
+                headers.push_back("x-api-key: " + service.api_key);
             headers.push_back("anthropic-version: 2023-06-01");
             break;
     }

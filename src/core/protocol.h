@@ -21,7 +21,7 @@ struct ServiceEndpoint {
     std::string model;
     std::string base_url;  // validated, no trailing '/'
     Protocol protocol = Protocol::kOpenAiV1;
-    std::string api_key;   // empty: no auth header is sent
+    std::string api_key;  // empty: no auth header is sent
     bool allow_insecure = false;
 };
 

@@ -7,14 +7,17 @@ namespace pgi {
 namespace {
 
 std::string text_of(const nlohmann::json &j) {
-    if (j.is_string()) return j.get<std::string>();
-    if (j.is_number_integer()) return std::to_string(j.get<long long>());
+    if (j.is_string())
+        return j.get<std::string>();
+    if (j.is_number_integer())
+        return std::to_string(j.get<long long>());
     return {};
 }
 
 std::string first_chars(const std::string &body) {
     std::string out;
-    for (char c : body.substr(0, 200)) out.push_back((c == '\n' || c == '\r') ? ' ' : c);
+    for (char c : body.substr(0, 200))
+        out.push_back((c == '\n' || c == '\r') ? ' ' : c);
     return out;
 }
 
@@ -34,10 +37,14 @@ UpstreamError parse_upstream_error(const std::string &body) {
             return e;
         }
         if (err.is_object()) {
-            if (err.contains("message")) e.message = text_of(err["message"]);
-            if (err.contains("type")) e.type = text_of(err["type"]);
-            if (err.contains("status")) e.type = text_of(err["status"]);
-            if (err.contains("code")) e.code = text_of(err["code"]);
+            if (err.contains("message"))
+                e.message = text_of(err["message"]);
+            if (err.contains("type"))
+                e.type = text_of(err["type"]);
+            if (err.contains("status"))
+                e.type = text_of(err["status"]);
+            if (err.contains("code"))
+                e.code = text_of(err["code"]);
             if (err.contains("details") && err["details"].is_array()) {
                 for (const auto &d : err["details"]) {
                     if (d.is_object() && d.contains("reason")) {
@@ -53,8 +60,10 @@ UpstreamError parse_upstream_error(const std::string &body) {
         e.message = j["detail"].is_string() ? j["detail"].get<std::string>() : j["detail"].dump();
         return e;
     }
-    if (j.contains("message")) e.message = text_of(j["message"]);
-    if (e.message.empty()) e.message = first_chars(body);
+    if (j.contains("message"))
+        e.message = text_of(j["message"]);
+    if (e.message.empty())
+        e.message = first_chars(body);
     return e;
 }
 

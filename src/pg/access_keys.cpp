@@ -1,7 +1,6 @@
 // Gateway access keys (SPEC.md §4.3): the random part. Keys are shown once and stored as their
 // SHA-256; the SQL functions in the extension script keep the catalog rows.
 #include "cpp_wall.h"
-
 #include "crypto.h"
 
 // inference._new_access_key() RETURNS text: "pgi_" and 48 hex characters (192 random bits).

@@ -37,8 +37,8 @@ http::RetryPolicy retry_policy() {
     p.max_retries = setting_max_retries;
     if (StatementTimeout > 0) {
         // Time left before statement_timeout fires, measured from the statement's start.
-        TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentStatementStartTimestamp(),
-                                                      StatementTimeout);
+        TimestampTz end =
+            TimestampTzPlusMilliseconds(GetCurrentStatementStartTimestamp(), StatementTimeout);
         long left_ms = std::max<long>(0, (end - GetCurrentTimestamp()) / 1000);
         p.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(left_ms);
     }

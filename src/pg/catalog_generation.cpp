@@ -28,9 +28,11 @@ bool callback_registered = false;
 // The bump waits for commit: a listener that reloaded at statement time would read the old rows
 // and then never reload again.
 void on_xact_event(XactEvent event, void *) {
-    if (!bump_at_commit) return;
+    if (!bump_at_commit)
+        return;
     if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT) {
-        if (shared) pg_atomic_fetch_add_u64(&shared->generation, 1);
+        if (shared)
+            pg_atomic_fetch_add_u64(&shared->generation, 1);
         bump_at_commit = false;
     } else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT) {
         bump_at_commit = false;
@@ -39,18 +41,23 @@ void on_xact_event(XactEvent event, void *) {
 
 }  // namespace
 
-void catalog_generation_request_shmem() { RequestAddinShmemSpace(MAXALIGN(sizeof(GenerationShared))); }
+void catalog_generation_request_shmem() {
+    RequestAddinShmemSpace(MAXALIGN(sizeof(GenerationShared)));
+}
 
 void catalog_generation_init_shmem() {
     bool found = false;
     LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
     shared = static_cast<GenerationShared *>(
         ShmemInitStruct("pg_inference catalog generation", sizeof(GenerationShared), &found));
-    if (!found) pg_atomic_init_u64(&shared->generation, 1);
+    if (!found)
+        pg_atomic_init_u64(&shared->generation, 1);
     LWLockRelease(AddinShmemInitLock);
 }
 
-uint64_t catalog_generation() { return shared ? pg_atomic_read_u64(&shared->generation) : 0; }
+uint64_t catalog_generation() {
+    return shared ? pg_atomic_read_u64(&shared->generation) : 0;
+}
 
 }  // namespace pgi::pg
 

@@ -18,7 +18,8 @@ namespace pgi::pg {
 namespace {
 
 int sqlstate_code(const std::string &s) {
-    if (s.size() != 5) return ERRCODE_INTERNAL_ERROR;
+    if (s.size() != 5)
+        return ERRCODE_INTERNAL_ERROR;
     return MAKE_SQLSTATE(s[0], s[1], s[2], s[3], s[4]);
 }
 
@@ -40,8 +41,10 @@ Datum invoke_cpp(Datum (*body)(FunctionCallInfo), FunctionCallInfo fcinfo) {
     } catch (const pgi::Error &e) {
         code = sqlstate_code(e.sqlstate());
         message = pstrdup(e.what());
-        if (!e.hint().empty()) hint = pstrdup(e.hint().c_str());
-        if (!e.detail().empty()) detail = pstrdup(e.detail().c_str());
+        if (!e.hint().empty())
+            hint = pstrdup(e.hint().c_str());
+        if (!e.detail().empty())
+            detail = pstrdup(e.detail().c_str());
     } catch (const std::bad_alloc &) {
         code = ERRCODE_OUT_OF_MEMORY;
         message = pstrdup("out of memory");
@@ -56,9 +59,8 @@ Datum invoke_cpp(Datum (*body)(FunctionCallInfo), FunctionCallInfo fcinfo) {
         pg_error->hide_stmt = true;
         ReThrowError(pg_error);
     }
-    ereport(ERROR, (errcode(code), errmsg_internal("%s", message),
-                    hint ? errhint("%s", hint) : 0, detail ? errdetail_internal("%s", detail) : 0,
-                    errhidestmt(true)));
+    ereport(ERROR, (errcode(code), errmsg_internal("%s", message), hint ? errhint("%s", hint) : 0,
+                    detail ? errdetail_internal("%s", detail) : 0, errhidestmt(true)));
     pg_unreachable();
 }
 
@@ -67,20 +69,23 @@ void check_for_interrupts() {
 }
 
 std::optional<std::string> text_arg(FunctionCallInfo fcinfo, int n) {
-    if (PG_NARGS() <= n || PG_ARGISNULL(n)) return std::nullopt;
+    if (PG_NARGS() <= n || PG_ARGISNULL(n))
+        return std::nullopt;
     text *t = pg_guard([&]() { return PG_GETARG_TEXT_PP(n); });  // detoasting may fail
     return std::string(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 }
 
 std::string required_text_arg(FunctionCallInfo fcinfo, int n, const char *name) {
     auto v = text_arg(fcinfo, n);
-    if (!v) throw pgi::Error("22004", std::string(name) + " must not be NULL");
+    if (!v)
+        throw pgi::Error("22004", std::string(name) + " must not be NULL");
     return *v;
 }
 
 std::optional<std::vector<std::optional<std::string>>> text_array_arg(FunctionCallInfo fcinfo,
                                                                       int n) {
-    if (PG_NARGS() <= n || PG_ARGISNULL(n)) return std::nullopt;
+    if (PG_NARGS() <= n || PG_ARGISNULL(n))
+        return std::nullopt;
     Datum *elems = nullptr;
     bool *nulls = nullptr;
     int count = 0;
@@ -105,12 +110,14 @@ std::optional<std::vector<std::optional<std::string>>> text_array_arg(FunctionCa
 }
 
 std::optional<bool> bool_arg(FunctionCallInfo fcinfo, int n) {
-    if (PG_NARGS() <= n || PG_ARGISNULL(n)) return std::nullopt;
+    if (PG_NARGS() <= n || PG_ARGISNULL(n))
+        return std::nullopt;
     return PG_GETARG_BOOL(n);
 }
 
 Datum text_datum(const std::string &s) {
-    return pg_guard([&]() { return PointerGetDatum(cstring_to_text_with_len(s.data(), s.size())); });
+    return pg_guard(
+        [&]() { return PointerGetDatum(cstring_to_text_with_len(s.data(), s.size())); });
 }
 
 Datum composite_datum(FunctionCallInfo fcinfo, Datum *values, bool *nulls) {
@@ -126,7 +133,8 @@ Datum composite_datum(FunctionCallInfo fcinfo, Datum *values, bool *nulls) {
 Datum text_array_datum(const std::vector<std::string> &items) {
     std::vector<Datum> datums;
     datums.reserve(items.size());
-    for (const auto &s : items) datums.push_back(text_datum(s));
+    for (const auto &s : items)
+        datums.push_back(text_datum(s));
     return pg_guard([&]() {
         return PointerGetDatum(construct_array(datums.data(), static_cast<int>(datums.size()),
                                                TEXTOID, -1, false, TYPALIGN_INT));

@@ -59,19 +59,21 @@ inline void InitMaterializedSRF(FunctionCallInfo fcinfo, bits32) {
     rsinfo->setDesc = desc;
     MemoryContextSwitchTo(old);
 }
-inline void MarkGUCPrefixReserved(const char *prefix) { EmitWarningsOnPlaceholders(prefix); }
+inline void MarkGUCPrefixReserved(const char *prefix) {
+    EmitWarningsOnPlaceholders(prefix);
+}
 #endif
 
 namespace pgi::pg {
 
 // A PostgreSQL error caught by pg_guard, travelling as a C++ exception.
 class PgError : public std::exception {
-public:
+  public:
     explicit PgError(ErrorData *data) : data_(data) {}
     const char *what() const noexcept override { return data_->message ? data_->message : "error"; }
     ErrorData *data() const { return data_; }
 
-private:
+  private:
     ErrorData *data_;
 };
 
@@ -82,9 +84,7 @@ void pg_guard_void(F &&f) {
     MemoryContext cxt = CurrentMemoryContext;
     ErrorData *volatile caught = nullptr;
     PG_TRY();
-    {
-        f();
-    }
+    { f(); }
     PG_CATCH();
     {
         MemoryContextSwitchTo(cxt);
@@ -92,7 +92,8 @@ void pg_guard_void(F &&f) {
         FlushErrorState();
     }
     PG_END_TRY();
-    if (caught) throw PgError(caught);
+    if (caught)
+        throw PgError(caught);
 }
 
 template <typename F>
@@ -114,7 +115,8 @@ void check_for_interrupts();
 // PostgreSQL memory.
 std::optional<std::string> text_arg(FunctionCallInfo fcinfo, int n);
 std::string required_text_arg(FunctionCallInfo fcinfo, int n, const char *name);
-std::optional<std::vector<std::optional<std::string>>> text_array_arg(FunctionCallInfo fcinfo, int n);
+std::optional<std::vector<std::optional<std::string>>> text_array_arg(FunctionCallInfo fcinfo,
+                                                                      int n);
 std::optional<bool> bool_arg(FunctionCallInfo fcinfo, int n);
 Datum text_datum(const std::string &s);
 // One row of the function's composite result type.
@@ -124,12 +126,12 @@ Datum text_array_datum(const std::vector<std::string> &items);
 }  // namespace pgi::pg
 
 // Defines an SQL-callable function `fname` whose C++ body follows the macro.
-#define PGI_FUNCTION(fname)                                                    \
-    extern "C" {                                                               \
-    PG_FUNCTION_INFO_V1(fname);                                                \
-    }                                                                          \
-    static Datum fname##_body(FunctionCallInfo fcinfo);                        \
-    extern "C" Datum fname(PG_FUNCTION_ARGS) {                                 \
-        return pgi::pg::invoke_cpp(fname##_body, fcinfo);                      \
-    }                                                                          \
+#define PGI_FUNCTION(fname)                               \
+    extern "C" {                                          \
+    PG_FUNCTION_INFO_V1(fname);                           \
+    }                                                     \
+    static Datum fname##_body(FunctionCallInfo fcinfo);   \
+    extern "C" Datum fname(PG_FUNCTION_ARGS) {            \
+        return pgi::pg::invoke_cpp(fname##_body, fcinfo); \
+    }                                                     \
     static Datum fname##_body(FunctionCallInfo fcinfo)

@@ -94,7 +94,9 @@ WorkerShared *worker_shared = nullptr;
 
 }  // namespace
 
-void health_worker_request_shmem() { RequestAddinShmemSpace(MAXALIGN(sizeof(WorkerShared))); }
+void health_worker_request_shmem() {
+    RequestAddinShmemSpace(MAXALIGN(sizeof(WorkerShared)));
+}
 
 void health_worker_init_shmem() {
     bool found = false;

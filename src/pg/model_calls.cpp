@@ -33,7 +33,8 @@ std::set<std::string> refuses_base64;
 std::map<std::string, translate::RerankRoute> learned_routes;
 
 nlohmann::json jsonb_arg(FunctionCallInfo fcinfo, int n) {
-    if (PG_NARGS() <= n || PG_ARGISNULL(n)) return nlohmann::json::object();
+    if (PG_NARGS() <= n || PG_ARGISNULL(n))
+        return nlohmann::json::object();
     char *text = pg_guard([&]() {
         Jsonb *jb = PG_GETARG_JSONB_P(n);
         return JsonbToCString(nullptr, &jb->root, VARSIZE(jb));
@@ -42,18 +43,17 @@ nlohmann::json jsonb_arg(FunctionCallInfo fcinfo, int n) {
 }
 
 Datum jsonb_datum(const std::string &text) {
-    return pg_guard(
-        [&]() { return DirectFunctionCall1(jsonb_in, CStringGetDatum(text.c_str())); });
+    return pg_guard([&]() { return DirectFunctionCall1(jsonb_in, CStringGetDatum(text.c_str())); });
 }
 
 Datum float4_array_datum(const std::vector<float> &values) {
     std::vector<Datum> datums;
     datums.reserve(values.size());
-    for (float v : values) datums.push_back(Float4GetDatum(v));
+    for (float v : values)
+        datums.push_back(Float4GetDatum(v));
     return pg_guard([&]() {
         return PointerGetDatum(construct_array(datums.data(), static_cast<int>(datums.size()),
-                                               FLOAT4OID, sizeof(float4), true,
-                                               TYPALIGN_INT));
+                                               FLOAT4OID, sizeof(float4), true, TYPALIGN_INT));
     });
 }
 
@@ -64,16 +64,17 @@ ServiceEndpoint service_arg(FunctionCallInfo fcinfo, int n) {
 // The error for a failed transfer: unreachable, too large, or the upstream's own error.
 pgi::Error call_failure(const ServiceEndpoint &service, const http::Response &r) {
     if (r.too_large)
-        return pgi::Error(sqlstate::kUpstreamBadResponse,
-                          "response from service \"" + service.name +
-                              "\" exceeds inference.max_response_size",
-                          "Raise inference.max_response_size or ask for less.");
+        return pgi::Error(
+            sqlstate::kUpstreamBadResponse,
+            "response from service \"" + service.name + "\" exceeds inference.max_response_size",
+            "Raise inference.max_response_size or ask for less.");
     if (r.status == 0)
-        return pgi::Error(sqlstate::kUpstreamUnreachable,
-                          "request to service \"" + service.name + "\" failed: " + r.transport_error,
-                          r.tls_error ? "A trusted self-signed endpoint needs allow_insecure => "
-                                        "true at registration."
-                                      : "Run inference.check_service() for a diagnosis.");
+        return pgi::Error(
+            sqlstate::kUpstreamUnreachable,
+            "request to service \"" + service.name + "\" failed: " + r.transport_error,
+            r.tls_error ? "A trusted self-signed endpoint needs allow_insecure => "
+                          "true at registration."
+                        : "Run inference.check_service() for a diagnosis.");
     return translate::upstream_failure(service, r.status, r.body);
 }
 
@@ -95,7 +96,8 @@ std::vector<std::vector<float>> embed(const ServiceEndpoint &service,
     size_t batch = static_cast<size_t>(setting_embedding_batch_size);
     std::vector<std::vector<std::string>> batches;
     for (size_t i = 0; i < inputs.size(); i += batch)
-        batches.emplace_back(inputs.begin() + i, inputs.begin() + std::min(inputs.size(), i + batch));
+        batches.emplace_back(inputs.begin() + i,
+                             inputs.begin() + std::min(inputs.size(), i + batch));
 
     // Base64 is a quarter of the JSON to read; upstreams that refuse it get floats.
     bool base64 = service.protocol == Protocol::kOpenAiV1 && !refuses_base64.count(service.name);
@@ -108,13 +110,15 @@ std::vector<std::vector<float>> embed(const ServiceEndpoint &service,
         return requests;
     };
     std::vector<size_t> all(batches.size());
-    for (size_t b = 0; b < all.size(); b++) all[b] = b;
+    for (size_t b = 0; b < all.size(); b++)
+        all[b] = b;
     std::vector<http::Response> responses = perform_calls(requests_for(base64, all));
 
     if (base64) {
         std::vector<size_t> refused;
         for (size_t b = 0; b < responses.size(); b++)
-            if (responses[b].status == 400 || responses[b].status == 422) refused.push_back(b);
+            if (responses[b].status == 400 || responses[b].status == 422)
+                refused.push_back(b);
         if (!refused.empty()) {
             refuses_base64.insert(service.name);
             auto retried = perform_calls(requests_for(false, refused));
@@ -126,9 +130,11 @@ std::vector<std::vector<float>> embed(const ServiceEndpoint &service,
     std::vector<std::vector<float>> vectors;
     vectors.reserve(inputs.size());
     for (size_t b = 0; b < responses.size(); b++) {
-        if (!ok(responses[b])) throw call_failure(service, responses[b]);
+        if (!ok(responses[b]))
+            throw call_failure(service, responses[b]);
         auto e = translate::embeddings_response(service, responses[b].body, batches[b].size());
-        for (auto &v : e.vectors) vectors.push_back(std::move(v));
+        for (auto &v : e.vectors)
+            vectors.push_back(std::move(v));
     }
     return vectors;
 }
@@ -138,7 +144,8 @@ nlohmann::json complete_chat(const ServiceEndpoint &service, nlohmann::json requ
     defaults.default_max_tokens = setting_default_max_tokens;
     translate::ChatCall call = translate::chat_request(service, std::move(request), defaults);
     http::Response r = call_one(service, call.request);
-    if (!ok(r)) throw call_failure(service, r);
+    if (!ok(r))
+        throw call_failure(service, r);
     return translate::chat_response(service, r.body);
 }
 
@@ -164,8 +171,10 @@ translate::Ranking rank(const ServiceRow &row, const ServiceEndpoint &service,
     for (RerankRoute route : routes) {
         http::Response r =
             call_one(service, translate::rerank_request(service, route, query, documents, top_n));
-        if ((r.status == 404 || r.status == 405) && !known) continue;
-        if (!ok(r)) throw call_failure(service, r);
+        if ((r.status == 404 || r.status == 405) && !known)
+            continue;
+        if (!ok(r))
+            throw call_failure(service, r);
         if (!known) {
             learned_routes[service.name] = route;
             if (!RecoveryInProgress() && !XactReadOnly)
@@ -180,7 +189,8 @@ translate::Ranking rank(const ServiceRow &row, const ServiceEndpoint &service,
 
 std::vector<std::string> documents_arg(FunctionCallInfo fcinfo, int n, const char *what) {
     auto raw = text_array_arg(fcinfo, n);
-    if (!raw) throw pgi::Error("22004", std::string(what) + " must not be NULL");
+    if (!raw)
+        throw pgi::Error("22004", std::string(what) + " must not be NULL");
     std::vector<std::string> out;
     out.reserve(raw->size());
     for (size_t i = 0; i < raw->size(); i++) {
@@ -220,7 +230,8 @@ PGI_FUNCTION(pgi_encode_text_batch) {
                                   : embed(service, inputs, jsonb_arg(fcinfo, 2));
     std::vector<Datum> arrays;
     arrays.reserve(vectors.size());
-    for (const auto &v : vectors) arrays.push_back(float4_array_datum(v));
+    for (const auto &v : vectors)
+        arrays.push_back(float4_array_datum(v));
     pg_guard_void([&]() {
         InitMaterializedSRF(fcinfo, 0);
         auto *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
@@ -246,8 +257,7 @@ PGI_FUNCTION(pgi_chat_completion) {
     ServiceEndpoint service = service_arg(fcinfo, 0);
     nlohmann::json request = jsonb_arg(fcinfo, 1);
     if (request.contains("stream") && request["stream"] == true)
-        throw pgi::Error(sqlstate::kFeatureNotSupported,
-                         "chat_completion does not stream",
+        throw pgi::Error(sqlstate::kFeatureNotSupported, "chat_completion does not stream",
                          "Remove \"stream\", or stream through the gateway's "
                          "/v1/chat/completions.");
     return jsonb_datum(complete_chat(service, std::move(request)).dump());
@@ -269,10 +279,12 @@ PGI_FUNCTION(pgi_rerank) {
                              "Pass NULL to rank every document.");
     }
     translate::Ranking ranking;
-    if (!documents.empty()) ranking = rank(row, service, query, documents, top_n);
+    if (!documents.empty())
+        ranking = rank(row, service, query, documents, top_n);
 
     std::vector<Datum> docs;
-    for (const auto &r : ranking.results) docs.push_back(text_datum(documents.at(r.index)));
+    for (const auto &r : ranking.results)
+        docs.push_back(text_datum(documents.at(r.index)));
     pg_guard_void([&]() {
         InitMaterializedSRF(fcinfo, 0);
         auto *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);

@@ -43,7 +43,8 @@ shmem_request_hook_type prev_shmem_request_hook = nullptr;
 
 void request_shmem() {
 #if PG_VERSION_NUM >= 150000
-    if (prev_shmem_request_hook) prev_shmem_request_hook();
+    if (prev_shmem_request_hook)
+        prev_shmem_request_hook();
 #endif
     status_store_request_shmem();
     catalog_generation_request_shmem();
@@ -52,7 +53,8 @@ void request_shmem() {
 }
 
 void startup_shmem() {
-    if (prev_shmem_startup_hook) prev_shmem_startup_hook();
+    if (prev_shmem_startup_hook)
+        prev_shmem_startup_hook();
     status_store_init_shmem();
     catalog_generation_init_shmem();
     health_worker_init_shmem();
@@ -82,21 +84,20 @@ void define_settings() {
                             GUC_UNIT_MS, nullptr, nullptr, nullptr);
     DefineCustomIntVariable("inference.request_timeout",
                             "Time allowed for one whole upstream request.", nullptr,
-                            &setting_request_timeout_ms, 120000, 1, 24 * 3600 * 1000,
-                            PGC_USERSET, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+                            &setting_request_timeout_ms, 120000, 1, 24 * 3600 * 1000, PGC_USERSET,
+                            GUC_UNIT_MS, nullptr, nullptr, nullptr);
     DefineCustomIntVariable("inference.max_response_size",
                             "Largest upstream response body accepted.", nullptr,
-                            &setting_max_response_size_kb, 64 * 1024, 1, 1024 * 1024,
-                            PGC_USERSET, GUC_UNIT_KB, nullptr, nullptr, nullptr);
+                            &setting_max_response_size_kb, 64 * 1024, 1, 1024 * 1024, PGC_USERSET,
+                            GUC_UNIT_KB, nullptr, nullptr, nullptr);
     DefineCustomIntVariable("inference.max_retries",
                             "Retries of an upstream request after a connection failure or a "
                             "retryable status (408, 429, 500, 502, 503, 504, 529).",
                             nullptr, &setting_max_retries, 2, 0, 10, PGC_USERSET, 0, nullptr,
                             nullptr, nullptr);
-    DefineCustomIntVariable("inference.max_concurrency",
-                            "Upstream requests one SQL call may have in flight at once.", nullptr,
-                            &setting_max_concurrency, 8, 1, 256, PGC_USERSET, 0, nullptr,
-                            nullptr, nullptr);
+    DefineCustomIntVariable(
+        "inference.max_concurrency", "Upstream requests one SQL call may have in flight at once.",
+        nullptr, &setting_max_concurrency, 8, 1, 256, PGC_USERSET, 0, nullptr, nullptr, nullptr);
     DefineCustomIntVariable("inference.embedding_batch_size",
                             "Inputs per upstream request in encode_text_batch.", nullptr,
                             &setting_embedding_batch_size, 128, 1, 2048, PGC_USERSET, 0, nullptr,
@@ -104,16 +105,16 @@ void define_settings() {
     DefineCustomIntVariable("inference.default_max_tokens",
                             "max_tokens sent to upstreams that require it (Anthropic) when the "
                             "caller gives none.",
-                            nullptr, &setting_default_max_tokens, 1024, 1, 1000000, PGC_USERSET,
-                            0, nullptr, nullptr, nullptr);
+                            nullptr, &setting_default_max_tokens, 1024, 1, 1000000, PGC_USERSET, 0,
+                            nullptr, nullptr, nullptr);
     DefineCustomIntVariable("inference.health_check_interval",
                             "Time between two rounds of health checks.", nullptr,
                             &setting_health_check_interval_s, 300, 1, 7 * 24 * 3600, PGC_SIGHUP,
                             GUC_UNIT_S, nullptr, nullptr, nullptr);
     DefineCustomIntVariable("inference.health_check_timeout",
                             "Time allowed for one connectivity probe.", nullptr,
-                            &setting_health_check_timeout_ms, 10000, 100, 600 * 1000,
-                            PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+                            &setting_health_check_timeout_ms, 10000, 100, 600 * 1000, PGC_SIGHUP,
+                            GUC_UNIT_MS, nullptr, nullptr, nullptr);
     gateway_define_settings();
     governance_define_settings();
     MarkGUCPrefixReserved("inference");
@@ -125,7 +126,8 @@ void define_settings() {
 void _PG_init(void) {
     using namespace pgi::pg;
     define_settings();
-    if (!process_shared_preload_libraries_in_progress) return;
+    if (!process_shared_preload_libraries_in_progress)
+        return;
     loaded_at_startup = true;
 #if PG_VERSION_NUM >= 150000
     prev_shmem_request_hook = shmem_request_hook;

@@ -36,24 +36,27 @@ void record_status(const std::string &name, const StatusRecord &rec) {
 
 // Probes a service before it is stored or its key replaced; a failure is the caller's error.
 void probe_or_fail(const ServiceEndpoint &endpoint, const char *action) {
-    probe::Result r = probe::probe_one(backend_client(), endpoint, probe_settings(),
-                                       check_for_interrupts);
-    if (r.ok) return;
+    probe::Result r =
+        probe::probe_one(backend_client(), endpoint, probe_settings(), check_for_interrupts);
+    if (r.ok)
+        return;
     std::string hint = r.hint.empty()
                            ? "Fix the endpoint or key and try again; validate => false registers "
                              "without a check."
                            : r.hint;
-    throw pgi::Error(r.sqlstate,
-                     "service \"" + endpoint.name + "\" failed its connectivity check: " + r.message,
-                     hint, std::string("The service was not ") + action + ".");
+    throw pgi::Error(
+        r.sqlstate, "service \"" + endpoint.name + "\" failed its connectivity check: " + r.message,
+        hint, std::string("The service was not ") + action + ".");
 }
 
 std::vector<std::string> labels_arg(FunctionCallInfo fcinfo, int n, const char *what) {
     auto raw = text_array_arg(fcinfo, n);
     std::vector<std::string> out;
-    if (!raw) return out;
+    if (!raw)
+        return out;
     validate::labels(*raw, what);
-    for (auto &v : *raw) out.push_back(*v);
+    for (auto &v : *raw)
+        out.push_back(*v);
     return out;
 }
 
@@ -65,7 +68,8 @@ struct KeyInput {
 
 KeyInput key_input(const std::string &service, const std::optional<std::string> &api_key) {
     KeyInput k;
-    if (!api_key) return k;
+    if (!api_key)
+        return k;
     validate::api_key(*api_key);
     if (auto env = validate::env_key_name(*api_key)) {
         k.plain = read_env_api_key(*env);
@@ -86,10 +90,10 @@ Protocol protocol_arg(const std::string &text) {
 }
 
 void refuse_change(const std::string &service, const char *field) {
-    throw pgi::Error(sqlstate::kInvalidParameterValue,
-                     std::string(field) + " of service \"" + service + "\" cannot be changed",
-                     std::string("Deregister the service and register it again with the new ") +
-                         field + ".");
+    throw pgi::Error(
+        sqlstate::kInvalidParameterValue,
+        std::string(field) + " of service \"" + service + "\" cannot be changed",
+        std::string("Deregister the service and register it again with the new ") + field + ".");
 }
 
 }  // namespace
@@ -119,14 +123,13 @@ PGI_FUNCTION(pgi_register_external_service) {
     row.tags = labels_arg(fcinfo, 6, "tags");
     row.allow_insecure = allow_insecure;
     if (find_service(row.name))
-        throw pgi::Error(sqlstate::kUniqueViolation,
-                         "service \"" + row.name + "\" already exists",
+        throw pgi::Error(sqlstate::kUniqueViolation, "service \"" + row.name + "\" already exists",
                          "Use inference.update_external_service() to change it, or deregister "
                          "it first.");
     KeyInput key = key_input(row.name, api_key);
 
-    ServiceEndpoint endpoint{row.name, row.model, row.base_url, row.protocol, key.plain,
-                             row.allow_insecure};
+    ServiceEndpoint endpoint{row.name,     row.model, row.base_url,
+                             row.protocol, key.plain, row.allow_insecure};
     StatusRecord status;
     if (validate_now) {
         probe_or_fail(endpoint, "registered");
@@ -148,9 +151,11 @@ PGI_FUNCTION(pgi_update_external_service) {
     std::string name = required_text_arg(fcinfo, 0, "name");
     ServiceRow row = require_service(name);
 
-    if (auto model = text_arg(fcinfo, 4); model && *model != row.model) refuse_change(name, "model");
+    if (auto model = text_arg(fcinfo, 4); model && *model != row.model)
+        refuse_change(name, "model");
     if (auto url = text_arg(fcinfo, 5); url) {
-        if (validate::base_url(*url) != row.base_url) refuse_change(name, "base_url");
+        if (validate::base_url(*url) != row.base_url)
+            refuse_change(name, "base_url");
     }
     if (auto protocol = text_arg(fcinfo, 6); protocol && protocol_arg(*protocol) != row.protocol)
         refuse_change(name, "protocol");
@@ -158,13 +163,15 @@ PGI_FUNCTION(pgi_update_external_service) {
         refuse_change(name, "allow_insecure");
 
     std::optional<std::vector<std::string>> functions, tags;
-    if (!PG_ARGISNULL(2)) functions = labels_arg(fcinfo, 2, "functions");
-    if (!PG_ARGISNULL(3)) tags = labels_arg(fcinfo, 3, "tags");
+    if (!PG_ARGISNULL(2))
+        functions = labels_arg(fcinfo, 2, "functions");
+    if (!PG_ARGISNULL(3))
+        tags = labels_arg(fcinfo, 3, "tags");
 
     if (auto api_key = text_arg(fcinfo, 1)) {
         KeyInput key = key_input(name, api_key);
-        ServiceEndpoint endpoint{row.name, row.model, row.base_url, row.protocol, key.plain,
-                                 row.allow_insecure};
+        ServiceEndpoint endpoint{row.name,     row.model, row.base_url,
+                                 row.protocol, key.plain, row.allow_insecure};
         probe_or_fail(endpoint, "changed");
         replace_secret(name, key.secret);
         StatusRecord status;
@@ -172,7 +179,8 @@ PGI_FUNCTION(pgi_update_external_service) {
         status.checked_at = GetCurrentTimestamp();
         record_status(name, status);
     }
-    if (functions || tags) update_service_labels(name, functions, tags);
+    if (functions || tags)
+        update_service_labels(name, functions, tags);
     PG_RETURN_VOID();
 }
 

@@ -25,7 +25,8 @@ const std::string &cluster_key() {
     std::string configured = setting_secret_key_file ? setting_secret_key_file : "";
     bool create = configured.empty();
     std::string path = create ? std::string(DataDir) + "/pg_inference.key" : configured;
-    if (!path.empty() && path[0] != '/') path = std::string(DataDir) + "/" + path;
+    if (!path.empty() && path[0] != '/')
+        path = std::string(DataDir) + "/" + path;
     if (cached_key.empty() || cached_path != path) {
         cached_key = crypto::load_or_create_key_file(path, create);
         cached_path = path;
@@ -46,11 +47,11 @@ std::string open_api_key(const std::string &service, const std::string &sealed) 
 std::string read_env_api_key(const std::string &env_name) {
     const char *value = std::getenv(env_name.c_str());
     if (value == nullptr || *value == '\0')
-        throw pgi::Error(sqlstate::kInvalidParameterValue,
-                         "environment variable \"" + env_name +
-                             "\" is not set in the server's environment",
-                         "Set it in the environment of the PostgreSQL server process and restart "
-                         "the server, or store the key itself.");
+        throw pgi::Error(
+            sqlstate::kInvalidParameterValue,
+            "environment variable \"" + env_name + "\" is not set in the server's environment",
+            "Set it in the environment of the PostgreSQL server process and restart "
+            "the server, or store the key itself.");
     return value;
 }
 

@@ -22,12 +22,15 @@ struct Arg {
     bool isnull;
 };
 
-Arg text_arg_of(const std::string &s) { return {TEXTOID, text_datum(s), false}; }
+Arg text_arg_of(const std::string &s) {
+    return {TEXTOID, text_datum(s), false};
+}
 Arg opt_text_arg(const std::optional<std::string> &s) {
     return s ? text_arg_of(*s) : Arg{TEXTOID, 0, true};
 }
 Arg bytea_arg(const std::optional<std::string> &s) {
-    if (!s) return {BYTEAOID, 0, true};
+    if (!s)
+        return {BYTEAOID, 0, true};
     bytea *b = pg_guard([&]() {
         auto *v = static_cast<bytea *>(palloc(VARHDRSZ + s->size()));
         SET_VARSIZE(v, VARHDRSZ + s->size());
@@ -37,7 +40,8 @@ Arg bytea_arg(const std::optional<std::string> &s) {
     return {BYTEAOID, PointerGetDatum(b), false};
 }
 Arg text_array_arg_of(const std::optional<std::vector<std::string>> &v) {
-    if (!v) return {TEXTARRAYOID, 0, true};
+    if (!v)
+        return {TEXTARRAYOID, 0, true};
     return {TEXTARRAYOID, text_array_datum(*v), false};
 }
 
@@ -45,23 +49,22 @@ Arg text_array_arg_of(const std::optional<std::vector<std::string>> &v) {
 // error inside it is swallowed because a destructor must not throw and transaction abort
 // cleans SPI up anyway.
 class SpiConnection {
-public:
+  public:
     // Work stays in the caller's memory context instead of SPI's: SPI_finish deletes SPI's
     // context during unwinding, and the copy of an error that pg_guard makes there would be
     // freed before the PgError carrying it is caught.
     SpiConnection() {
         pg_guard_void([]() {
             MemoryContext caller = CurrentMemoryContext;
-            if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+            if (SPI_connect() != SPI_OK_CONNECT)
+                elog(ERROR, "SPI_connect failed");
             MemoryContextSwitchTo(caller);
         });
     }
     ~SpiConnection() {
         MemoryContext cxt = CurrentMemoryContext;
         PG_TRY();
-        {
-            SPI_finish();
-        }
+        { SPI_finish(); }
         PG_CATCH();
         {
             MemoryContextSwitchTo(cxt);
@@ -84,7 +87,8 @@ public:
         return pg_guard([&]() {
             int rc = SPI_execute_with_args(sql, static_cast<int>(args.size()), types.data(),
                                            values.data(), nulls.c_str(), read_only, 0);
-            if (rc < 0) elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+            if (rc < 0)
+                elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
             return SPI_processed;
         });
     }
@@ -95,7 +99,8 @@ public:
         Datum d = pg_guard([&]() {
             return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, &isnull);
         });
-        if (isnull) return std::nullopt;
+        if (isnull)
+            return std::nullopt;
         auto *t = pg_guard([&]() { return DatumGetTextPP(d); });
         return std::string(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
     }
@@ -114,15 +119,15 @@ public:
         bool *nulls = nullptr;
         int count = 0;
         pg_guard_void([&]() {
-            Datum d =
-                SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, &isnull);
+            Datum d = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, &isnull);
             if (!isnull)
                 deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT, &elems,
                                   &nulls, &count);
         });
         std::vector<std::string> out;
         for (int i = 0; i < count; i++) {
-            if (nulls[i]) continue;
+            if (nulls[i])
+                continue;
             auto *t = pg_guard([&]() { return DatumGetTextPP(elems[i]); });
             out.emplace_back(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
         }
@@ -161,7 +166,8 @@ std::optional<ServiceRow> find_service(const std::string &name) {
     std::string sql = std::string(kSelectServices) + "WHERE s.name = $1";
     uint64 n = spi.exec(sql.c_str(), {text_arg_of(name)}, true);
     auto rows = read_services(spi, n);
-    if (rows.empty()) return std::nullopt;
+    if (rows.empty())
+        return std::nullopt;
     return rows.front();
 }
 
@@ -215,8 +221,7 @@ void replace_secret(const std::string &name, const SecretValue &secret) {
         spi.exec(
             "INSERT INTO inference.service_secrets (service, api_key_sealed, api_key_env) "
             "VALUES ($1, $2, $3)",
-            {text_arg_of(name), bytea_arg(secret.sealed_key), opt_text_arg(secret.key_env)},
-            false);
+            {text_arg_of(name), bytea_arg(secret.sealed_key), opt_text_arg(secret.key_env)}, false);
     spi.exec("UPDATE inference.services SET updated_at = now() WHERE name = $1",
              {text_arg_of(name)}, false);
 }
@@ -252,8 +257,8 @@ std::vector<std::string> persist_statuses(const std::vector<std::string> &names,
     }
     Datum times_array = pg_guard([&]() {
         return PointerGetDatum(construct_array(times.data(), static_cast<int>(times.size()),
-                                               TIMESTAMPTZOID, sizeof(TimestampTz),
-                                               FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+                                               TIMESTAMPTZOID, sizeof(TimestampTz), FLOAT8PASSBYVAL,
+                                               TYPALIGN_DOUBLE));
     });
     SpiConnection spi;
     // Rows locked by another transaction are skipped instead of waited for: a service being
@@ -286,7 +291,8 @@ std::vector<std::string> persist_statuses(const std::vector<std::string> &names,
         false);
     std::vector<std::string> live;
     live.reserve(n);
-    for (uint64 i = 0; i < n; i++) live.push_back(spi.string_at(i, 1).value_or(""));
+    for (uint64 i = 0; i < n; i++)
+        live.push_back(spi.string_at(i, 1).value_or(""));
     return live;
 }
 
@@ -321,7 +327,8 @@ std::vector<gateway::AccessKey> all_access_keys() {
         {}, true);
     std::vector<gateway::AccessKey> keys;
     auto number = [](const std::optional<std::string> &s) -> std::optional<long long> {
-        if (!s) return std::nullopt;
+        if (!s)
+            return std::nullopt;
         return std::stoll(*s);
     };
     for (uint64 i = 0; i < n; i++) {
@@ -329,12 +336,16 @@ std::vector<gateway::AccessKey> all_access_keys() {
         k.name = spi.string_at(i, 1).value_or("");
         k.tenant = spi.string_at(i, 2).value_or("");
         k.key_hash = spi.string_at(i, 3).value_or("");
-        if (!spi.bool_at(i, 11)) k.services = spi.strings_at(i, 4);
+        if (!spi.bool_at(i, 11))
+            k.services = spi.strings_at(i, 4);
         k.expires_at_ms = number(spi.string_at(i, 5));
         k.revoked = spi.bool_at(i, 6);
-        if (auto v = number(spi.string_at(i, 7))) k.rpm = static_cast<int>(*v);
-        if (auto v = number(spi.string_at(i, 8))) k.rph = static_cast<int>(*v);
-        if (auto v = number(spi.string_at(i, 9))) k.burst = static_cast<int>(*v);
+        if (auto v = number(spi.string_at(i, 7)))
+            k.rpm = static_cast<int>(*v);
+        if (auto v = number(spi.string_at(i, 8)))
+            k.rph = static_cast<int>(*v);
+        if (auto v = number(spi.string_at(i, 9)))
+            k.burst = static_cast<int>(*v);
         k.tokens_per_hour = number(spi.string_at(i, 10));
         keys.push_back(std::move(k));
     }

@@ -3,7 +3,6 @@
 
 #include "cpp_wall.h"
 
-
 namespace pgi::pg {
 
 extern char *setting_database;

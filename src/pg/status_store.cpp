@@ -78,7 +78,8 @@ void status_store_init_shmem() {
     LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
     shared = static_cast<StatusShared *>(
         ShmemInitStruct("pg_inference status", sizeof(StatusShared), &found));
-    if (!found) shared->lock = &(GetNamedLWLockTranche("pg_inference_status"))->lock;
+    if (!found)
+        shared->lock = &(GetNamedLWLockTranche("pg_inference_status"))->lock;
     HASHCTL info;
     std::memset(&info, 0, sizeof(info));
     info.keysize = sizeof(StatusKey);
@@ -88,14 +89,15 @@ void status_store_init_shmem() {
     LWLockRelease(AddinShmemInitLock);
 }
 
-bool status_store_available() { return shared != nullptr && table != nullptr; }
+bool status_store_available() {
+    return shared != nullptr && table != nullptr;
+}
 
 StatusRecord status_get(const std::string &service) {
     StatusRecord record;
     if (!status_store_available()) {
         record.status = HealthStatus::kUnknown;
-        record.message =
-            "health checks are off: pg_inference is not in shared_preload_libraries";
+        record.message = "health checks are off: pg_inference is not in shared_preload_libraries";
         return record;
     }
     StatusKey key = make_key(service);
@@ -117,17 +119,20 @@ StatusRecord status_get(const std::string &service) {
     }
     record.status = static_cast<HealthStatus>(copy.status);
     record.message = copy.message;
-    if (copy.has_checked_at) record.checked_at = copy.checked_at;
+    if (copy.has_checked_at)
+        record.checked_at = copy.checked_at;
     return record;
 }
 
 void status_put(const std::string &service, const StatusRecord &record) {
-    if (!status_store_available()) return;
+    if (!status_store_available())
+        return;
     StatusKey key = make_key(service);
     bool full = false;
     pg_guard_void([&]() {
         LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-        auto *entry = static_cast<StatusEntry *>(hash_search(table, &key, HASH_ENTER_NULL, nullptr));
+        auto *entry =
+            static_cast<StatusEntry *>(hash_search(table, &key, HASH_ENTER_NULL, nullptr));
         if (entry) {
             entry->status = static_cast<char>(record.status);
             entry->has_checked_at = record.checked_at.has_value();
@@ -138,15 +143,15 @@ void status_put(const std::string &service, const StatusRecord &record) {
         }
         LWLockRelease(shared->lock);
         if (full)
-            ereport(WARNING,
-                    (errmsg("pg_inference status table is full; status of \"%s\" not kept",
-                            service.c_str()),
-                     errhint("Raise inference.max_services and restart the server.")));
+            ereport(WARNING, (errmsg("pg_inference status table is full; status of \"%s\" not kept",
+                                     service.c_str()),
+                              errhint("Raise inference.max_services and restart the server.")));
     });
 }
 
 void status_forget(const std::string &service) {
-    if (!status_store_available()) return;
+    if (!status_store_available())
+        return;
     StatusKey key = make_key(service);
     pg_guard_void([&]() {
         LWLockAcquire(shared->lock, LW_EXCLUSIVE);
