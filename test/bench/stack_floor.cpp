@@ -230,7 +230,18 @@ int serve(int port, const std::string &upstream) {
             return 1;
         }
     }
+    // TERM (from the parent) and INT end the loop, so the process exits normally (profilers such
+    // as callgrind write their output then).
+    auto stop = [](evutil_socket_t, short, void *base) {
+        event_base_loopbreak(static_cast<event_base *>(base));
+    };
+    event *term = evsignal_new(proxy.base, SIGTERM, stop, proxy.base);
+    event *intr = evsignal_new(proxy.base, SIGINT, stop, proxy.base);
+    event_add(term, nullptr);
+    event_add(intr, nullptr);
     event_base_dispatch(proxy.base);
+    event_free(term);
+    event_free(intr);
     return 0;
 }
 
