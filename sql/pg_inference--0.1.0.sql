@@ -341,7 +341,7 @@ BEGIN
     IF requests_per_minute <= 0 OR requests_per_hour <= 0 OR tokens_per_hour <= 0 OR burst <= 0 THEN
         RAISE EXCEPTION 'limits must be positive'
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Pass NULL for no limit (in update_access_key, NULL leaves a limit unchanged).';
+                  HINT = 'Pass NULL for no limit (in update_access_key, NULL leaves a limit unchanged and clear => ''{name}'' removes it).';
     END IF;
     IF expires_at <= now() THEN
         RAISE EXCEPTION 'expires_at must be in the future'
@@ -401,6 +401,8 @@ BEGIN
 END
 $$;
 
+-- NULL leaves a field as it is; `clear` names the fields to set back to their default (no limit,
+-- every service, no tenant, no expiry), since NULL cannot say that here.
 CREATE FUNCTION inference.update_access_key(
     name text,
     services text[] DEFAULT NULL,
@@ -409,20 +411,53 @@ CREATE FUNCTION inference.update_access_key(
     tokens_per_hour bigint DEFAULT NULL,
     burst int DEFAULT NULL,
     tenant text DEFAULT NULL,
-    expires_at timestamptz DEFAULT NULL)
+    expires_at timestamptz DEFAULT NULL,
+    clear text[] DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    fields constant text[] := ARRAY['services', 'requests_per_minute', 'requests_per_hour',
+                                    'tokens_per_hour', 'burst', 'tenant', 'expires_at'];
+    given constant text[] := ARRAY[
+        CASE WHEN $2 IS NOT NULL THEN 'services' END,
+        CASE WHEN $3 IS NOT NULL THEN 'requests_per_minute' END,
+        CASE WHEN $4 IS NOT NULL THEN 'requests_per_hour' END,
+        CASE WHEN $5 IS NOT NULL THEN 'tokens_per_hour' END,
+        CASE WHEN $6 IS NOT NULL THEN 'burst' END,
+        CASE WHEN $7 IS NOT NULL THEN 'tenant' END,
+        CASE WHEN $8 IS NOT NULL THEN 'expires_at' END];
+    wrong text;
 BEGIN
+    IF array_position($9, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'clear must not contain NULL elements'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Remove the NULL elements.';
+    END IF;
+    SELECT string_agg(format('"%s"', c), ', ') INTO wrong
+      FROM unnest($9) c WHERE NOT c = ANY (fields);
+    IF wrong IS NOT NULL THEN
+        RAISE EXCEPTION 'clear names unknown fields: %', wrong
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Name any of ' || array_to_string(fields, ', ') || '.';
+    END IF;
+    SELECT string_agg(c, ', ') INTO wrong FROM unnest($9) c WHERE c = ANY (given);
+    IF wrong IS NOT NULL THEN
+        RAISE EXCEPTION 'fields both given and cleared: %', wrong
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give a field a value or name it in clear, not both.';
+    END IF;
     PERFORM inference._check_access_key_fields($2, $3, $4, $5, $6, $8);
     UPDATE inference.access_key_store k
-       SET services = coalesce($2, k.services),
-           requests_per_minute = coalesce($3, k.requests_per_minute),
-           requests_per_hour = coalesce($4, k.requests_per_hour),
-           tokens_per_hour = coalesce($5, k.tokens_per_hour),
-           burst = coalesce($6, k.burst),
-           tenant = coalesce($7, k.tenant),
-           expires_at = coalesce($8, k.expires_at)
+       SET services = CASE WHEN 'services' = ANY ($9) THEN NULL ELSE coalesce($2, k.services) END,
+           requests_per_minute = CASE WHEN 'requests_per_minute' = ANY ($9) THEN NULL
+                                      ELSE coalesce($3, k.requests_per_minute) END,
+           requests_per_hour = CASE WHEN 'requests_per_hour' = ANY ($9) THEN NULL
+                                    ELSE coalesce($4, k.requests_per_hour) END,
+           tokens_per_hour = CASE WHEN 'tokens_per_hour' = ANY ($9) THEN NULL
+                                  ELSE coalesce($5, k.tokens_per_hour) END,
+           burst = CASE WHEN 'burst' = ANY ($9) THEN NULL ELSE coalesce($6, k.burst) END,
+           tenant = CASE WHEN 'tenant' = ANY ($9) THEN NULL ELSE coalesce($7, k.tenant) END,
+           expires_at = CASE WHEN 'expires_at' = ANY ($9) THEN NULL ELSE coalesce($8, k.expires_at) END
      WHERE k.name = $1;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'access key "%" does not exist', $1
@@ -447,13 +482,13 @@ $$;
 REVOKE ALL ON FUNCTION
     inference.create_access_key(text, text[], int, int, bigint, int, text, timestamptz),
     inference.rotate_access_key(text),
-    inference.update_access_key(text, text[], int, int, bigint, int, text, timestamptz),
+    inference.update_access_key(text, text[], int, int, bigint, int, text, timestamptz, text[]),
     inference.revoke_access_key(text)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     inference.create_access_key(text, text[], int, int, bigint, int, text, timestamptz),
     inference.rotate_access_key(text),
-    inference.update_access_key(text, text[], int, int, bigint, int, text, timestamptz),
+    inference.update_access_key(text, text[], int, int, bigint, int, text, timestamptz, text[]),
     inference.revoke_access_key(text)
 TO inference_admin;
 

@@ -172,6 +172,16 @@ async function run() {
   check(`the concurrent requests were spread over both listeners`,
         new Set(together.map((r) => r.headers['x-pg-inference-listener'])).size === 2);
   expect('gov-burst', 'gw-embed', { requests: 20, rate_limited: 15, prompt_tokens: 15, total_tokens: 15 });
+  // update_access_key(clear => ...) lifts the limit: the same key, its bucket empty, gets through.
+  sql("SELECT inference.update_access_key('gov-burst', clear => '{requests_per_minute}')");
+  await sleep(1000);  // both listeners reload on their 100 ms tick
+  const lifted = await Promise.all(Array.from({ length: 10 }, () =>
+    call('POST', '/v1/embeddings', { key: burstKey, body: { model: 'gw-embed', input: 'a b c', encoding_format: 'float' } })));
+  checkEq('after clearing requests_per_minute, 10 more requests all get through',
+          Array(10).fill(200), lifted.map((r) => r.status));
+  check('and carry no x-ratelimit-*-requests headers',
+        lifted.every((r) => r.headers['x-ratelimit-limit-requests'] === undefined));
+  expect('gov-burst', 'gw-embed', { requests: 10, prompt_tokens: 30, total_tokens: 30 });
 
   // --- tokens per hour, counted from streams of all three protocols --------------------------
   const prompt = 'alpha beta gamma';  // 3 prompt tokens, "echo: alpha beta gamma" 4 completion

@@ -1,0 +1,54 @@
+-- Access keys: what create checks, update (NULL keeps a field, clear removes it), rotate and
+-- revoke; every refusal changes nothing, and the view never shows a secret.
+SELECT length(inference.create_access_key('app', services => '{openai-chat}',
+              requests_per_minute => 60, tokens_per_hour => 1000, tenant => 'acme',
+              expires_at => now() + interval '1 day')) AS key_length;
+CREATE VIEW app_key AS
+  SELECT name, tenant, services, requests_per_minute AS rpm, requests_per_hour AS rph,
+         tokens_per_hour AS tph, burst, expires_at IS NOT NULL AS expires,
+         revoked_at IS NOT NULL AS revoked
+    FROM inference.access_keys WHERE name = 'app';
+SELECT * FROM app_key;
+
+-- Refused at creation, nothing created.
+SELECT inference.create_access_key('App!');
+SELECT inference.create_access_key('app');
+SELECT inference.create_access_key('other', services => '{openai-chat,nope}');
+SELECT inference.create_access_key('other', services => ARRAY['openai-chat', NULL]);
+SELECT inference.create_access_key('other', requests_per_minute => 0);
+SELECT inference.create_access_key('other', expires_at => now() - interval '1 second');
+SELECT count(*) AS others FROM inference.access_keys WHERE name = 'other';
+
+-- NULL leaves a field unchanged; a value replaces it.
+SELECT inference.update_access_key('app', requests_per_hour => 500, burst => 10);
+SELECT * FROM app_key;
+
+-- clear sets fields back to their defaults: no limit, every service, no tenant, no expiry.
+SELECT inference.update_access_key('app',
+    clear => '{requests_per_minute,services,tenant,expires_at}');
+SELECT * FROM app_key;
+
+-- Refused updates change nothing.
+SELECT inference.update_access_key('app', clear => '{rpm,burst}');
+SELECT inference.update_access_key('app', clear => ARRAY[NULL]);
+SELECT inference.update_access_key('app', tokens_per_hour => 5, clear => '{tokens_per_hour}');
+SELECT inference.update_access_key('app', burst => -1);
+SELECT inference.update_access_key('app', services => '{nope}');
+SELECT inference.update_access_key('nope', burst => 1);
+SELECT * FROM app_key;
+
+-- A new secret on rotation (new prefix); revocation keeps the row.
+CREATE TEMP TABLE before AS SELECT key_prefix FROM inference.access_keys WHERE name = 'app';
+SELECT left(inference.rotate_access_key('app'), 4) AS prefix;
+SELECT a.key_prefix <> b.key_prefix AS new_prefix
+  FROM inference.access_keys a, before b WHERE a.name = 'app';
+SELECT inference.revoke_access_key('app');
+SELECT name, revoked FROM app_key;
+SELECT inference.rotate_access_key('nope');
+SELECT inference.revoke_access_key('nope');
+
+-- No column of the view holds a secret or its hash.
+SELECT array_agg(column_name::text ORDER BY ordinal_position) AS columns
+  FROM information_schema.columns
+ WHERE table_schema = 'inference' AND table_name = 'access_keys';
+DROP VIEW app_key;
