@@ -115,23 +115,21 @@ void SseParser::line(std::string_view text, bool in_place, SseSink &sink) {
             text.remove_prefix(kBom.size());
     }
     if (text.empty()) {
-        // An event with no data field is not delivered; its name does not leak into the next.
-        if (has_data_) {
-            std::string_view data = in_view_ ? data_view_ : std::string_view(data_);
-            in_view_ = false;
-            has_data_ = false;
-            struct Reset {
-                SseParser &parser;
-                ~Reset() {
-                    parser.event_.clear();
-                    parser.data_.clear();
-                }
-            } reset{*this};
+        // The event ends. One with no data field is not delivered; either way its fields are
+        // cleared once the sink is done with them, so its name does not leak into the next.
+        bool deliver = has_data_;
+        std::string_view data = in_view_ ? data_view_ : std::string_view(data_);
+        in_view_ = false;
+        has_data_ = false;
+        struct Reset {
+            SseParser &parser;
+            ~Reset() {
+                parser.event_.clear();
+                parser.data_.clear();
+            }
+        } reset{*this};
+        if (deliver)
             sink.on_event(SseEventView{event_, data});
-            return;
-        }
-        event_.clear();
-        data_.clear();
         return;
     }
     if (text[0] == ':')
