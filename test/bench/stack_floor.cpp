@@ -32,10 +32,7 @@
 
 namespace {
 
-struct Proxy;
-
 struct Transfer {
-    Proxy *proxy = nullptr;
     evhttp_request *req = nullptr;
     CURL *easy = nullptr;
     std::string request_body;
@@ -89,15 +86,14 @@ void read_done(Proxy *proxy) {
         proxy->idle_easy.push_back(t->easy);
         if (t->started) {
             evhttp_send_reply_end(t->req);
-            delete t;
-            continue;
+        } else {
+            evkeyvalq *out = evhttp_request_get_output_headers(t->req);
+            evhttp_add_header(out, "Content-Type", "application/json");
+            evbuffer *body = evbuffer_new();
+            evbuffer_add(body, t->response_body.data(), t->response_body.size());
+            evhttp_send_reply(t->req, static_cast<int>(status), "OK", body);
+            evbuffer_free(body);
         }
-        evkeyvalq *out = evhttp_request_get_output_headers(t->req);
-        evhttp_add_header(out, "Content-Type", "application/json");
-        evbuffer *body = evbuffer_new();
-        evbuffer_add(body, t->response_body.data(), t->response_body.size());
-        evhttp_send_reply(t->req, static_cast<int>(status), "OK", body);
-        evbuffer_free(body);
         delete t;
     }
 }
@@ -163,7 +159,6 @@ int timer_cb(CURLM *, long ms, void *p) {
 void on_request(evhttp_request *req, void *p) {
     auto *proxy = static_cast<Proxy *>(p);
     auto *t = new Transfer;
-    t->proxy = proxy;
     t->req = req;
     evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t length = evbuffer_get_length(in);
