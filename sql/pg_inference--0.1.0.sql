@@ -419,14 +419,10 @@ AS $$
 DECLARE
     fields constant text[] := ARRAY['services', 'requests_per_minute', 'requests_per_hour',
                                     'tokens_per_hour', 'burst', 'tenant', 'expires_at'];
-    given constant text[] := ARRAY[
-        CASE WHEN $2 IS NOT NULL THEN 'services' END,
-        CASE WHEN $3 IS NOT NULL THEN 'requests_per_minute' END,
-        CASE WHEN $4 IS NOT NULL THEN 'requests_per_hour' END,
-        CASE WHEN $5 IS NOT NULL THEN 'tokens_per_hour' END,
-        CASE WHEN $6 IS NOT NULL THEN 'burst' END,
-        CASE WHEN $7 IS NOT NULL THEN 'tenant' END,
-        CASE WHEN $8 IS NOT NULL THEN 'expires_at' END];
+    -- Whether each of `fields`, in that order, was given a value.
+    given constant boolean[] := ARRAY[$2 IS NOT NULL, $3 IS NOT NULL, $4 IS NOT NULL,
+                                      $5 IS NOT NULL, $6 IS NOT NULL, $7 IS NOT NULL,
+                                      $8 IS NOT NULL];
     wrong text;
 BEGIN
     IF array_position($9, NULL) IS NOT NULL THEN
@@ -440,7 +436,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Name any of ' || array_to_string(fields, ', ') || '.';
     END IF;
-    SELECT string_agg(c, ', ') INTO wrong FROM unnest($9) c WHERE c = ANY (given);
+    SELECT string_agg(f, ', ') INTO wrong
+      FROM unnest(fields, given) AS u(f, is_given) WHERE is_given AND f = ANY ($9);
     IF wrong IS NOT NULL THEN
         RAISE EXCEPTION 'fields both given and cleared: %', wrong
             USING ERRCODE = 'invalid_parameter_value',
