@@ -1,6 +1,7 @@
 #include "status_store.h"
 
 extern "C" {
+#include "access/xact.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
@@ -8,7 +9,10 @@ extern "C" {
 #include "utils/hsearch.h"
 }
 
+#include <algorithm>
 #include <cstring>
+#include <new>
+#include <vector>
 
 #include "cpp_wall.h"
 #include "settings.h"
@@ -48,6 +52,28 @@ StatusKey make_key(const std::string &service) {
     key.dboid = MyDatabaseId;
     std::strncpy(key.name, service.c_str(), kNameLen - 1);
     return key;
+}
+
+// A write or forget made inside a transaction waits for its commit: a registration or
+// deregistration that rolls back must leave the status it found. Each operation remembers the
+// subtransaction that made it, so ROLLBACK TO SAVEPOINT drops just the operations of the levels
+// it aborts and RELEASE hands them to the parent.
+struct PendingOp {
+    SubTransactionId subxact;
+    bool forget;
+    std::string service;
+    StatusRecord record;
+};
+
+std::vector<PendingOp> pending;
+
+// The last operation of this transaction on a service, if any: a transaction sees its own
+// writes, as it sees its own catalog rows.
+const PendingOp *latest_pending(const std::string &service) {
+    for (auto it = pending.rbegin(); it != pending.rend(); ++it)
+        if (it->service == service)
+            return &*it;
+    return nullptr;
 }
 
 }  // namespace
@@ -100,6 +126,13 @@ StatusRecord status_get(const std::string &service) {
         record.message = "health checks are off: pg_inference is not in shared_preload_libraries";
         return record;
     }
+    if (const PendingOp *op = latest_pending(service)) {
+        if (!op->forget)
+            return op->record;
+        record.status = HealthStatus::kPending;
+        record.message = kPendingMessage;
+        return record;
+    }
     StatusKey key = make_key(service);
     bool found = false;
     StatusEntry copy;
@@ -124,9 +157,9 @@ StatusRecord status_get(const std::string &service) {
     return record;
 }
 
-void status_put(const std::string &service, const StatusRecord &record) {
-    if (!status_store_available())
-        return;
+namespace {
+
+void apply_put(const std::string &service, const StatusRecord &record) {
     StatusKey key = make_key(service);
     bool full = false;
     pg_guard_void([&]() {
@@ -149,15 +182,99 @@ void status_put(const std::string &service, const StatusRecord &record) {
     });
 }
 
-void status_forget(const std::string &service) {
-    if (!status_store_available())
-        return;
+void apply_forget(const std::string &service) {
     StatusKey key = make_key(service);
     pg_guard_void([&]() {
         LWLockAcquire(shared->lock, LW_EXCLUSIVE);
         hash_search(table, &key, HASH_REMOVE, nullptr);
         LWLockRelease(shared->lock);
     });
+}
+
+bool callbacks_registered = false;
+
+void apply_pending() {
+    // Taken out first: whatever happens below, the next transaction starts with nothing.
+    std::vector<PendingOp> ops;
+    ops.swap(pending);
+    for (const PendingOp &op : ops) {
+        // At commit the transaction is already durable: a failure here can only be logged (by
+        // status_put's own warning) and must not escape into PostgreSQL's commit path.
+        try {
+            if (op.forget)
+                apply_forget(op.service);
+            else
+                apply_put(op.service, op.record);
+        } catch (...) {
+        }
+    }
+}
+
+void on_xact_event(XactEvent event, void *) {
+    switch (event) {
+        case XACT_EVENT_COMMIT:
+        case XACT_EVENT_PARALLEL_COMMIT:
+            apply_pending();
+            break;
+        case XACT_EVENT_ABORT:
+        case XACT_EVENT_PARALLEL_ABORT:
+        // A prepared transaction may still roll back, and COMMIT PREPARED runs in whatever
+        // session without these operations: its services show Pending until the next probe,
+        // which is true.
+        case XACT_EVENT_PREPARE:
+            pending.clear();
+            break;
+        default:
+            break;
+    }
+}
+
+void on_subxact_event(SubXactEvent event, SubTransactionId mySubid, SubTransactionId parentSubid,
+                      void *) {
+    if (event == SUBXACT_EVENT_COMMIT_SUB) {
+        for (PendingOp &op : pending)
+            if (op.subxact == mySubid)
+                op.subxact = parentSubid;
+    } else if (event == SUBXACT_EVENT_ABORT_SUB) {
+        pending.erase(std::remove_if(pending.begin(), pending.end(),
+                                     [&](const PendingOp &op) { return op.subxact == mySubid; }),
+                      pending.end());
+    }
+}
+
+// Outside a transaction (the health worker between its own transactions) there is nothing to
+// roll back, so the operation takes effect at once.
+void put_or_defer(const std::string &service, bool forget, const StatusRecord &record) {
+    if (!IsTransactionState()) {
+        if (forget)
+            apply_forget(service);
+        else
+            apply_put(service, record);
+        return;
+    }
+    if (!callbacks_registered) {
+        pg_guard_void([]() {
+            RegisterXactCallback(on_xact_event, nullptr);
+            RegisterSubXactCallback(on_subxact_event, nullptr);
+        });
+        callbacks_registered = true;
+    }
+    const SubTransactionId subxact = pg_guard([]() { return GetCurrentSubTransactionId(); });
+    pending.push_back(PendingOp{subxact, forget, service, record});
+}
+
+}  // namespace
+
+void status_put(const std::string &service, const StatusRecord &record) {
+    if (!status_store_available())
+        return;
+    put_or_defer(service, false, record);
+}
+
+void status_forget(const std::string &service) {
+    if (!status_store_available())
+        return;
+    put_or_defer(service, true, StatusRecord{});
 }
 
 }  // namespace pgi::pg

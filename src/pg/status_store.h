@@ -33,6 +33,9 @@ bool status_store_available();
 
 // The status a service shows now (Pending/Unknown when nothing was recorded).
 StatusRecord status_get(const std::string &service);
+// Inside a transaction these take effect when it commits, and not at all when it (or the
+// subtransaction that made them) rolls back, like the catalog rows they describe. Outside any
+// transaction (the health worker while it probes) they take effect at once.
 void status_put(const std::string &service, const StatusRecord &record);
 void status_forget(const std::string &service);
 
