@@ -378,22 +378,23 @@ long backoff_ms(const Response &response, int retry_number, const RetryPolicy &r
 }
 
 std::vector<Response> Client::perform(const std::vector<Request> &requests, size_t max_concurrency,
-                                      const WaitHook &wait, const RetryPolicy &retry) {
+                                      const WaitHook &wait, const RetryPolicy &retry,
+                                      const DoneHook &on_done) {
     std::vector<const Request *> pointers;
     pointers.reserve(requests.size());
     for (const auto &r : requests)
         pointers.push_back(&r);
-    return run(pointers, max_concurrency, wait, retry);
+    return run(pointers, max_concurrency, wait, retry, on_done);
 }
 
 Response Client::perform_one(const Request &request, const WaitHook &wait,
                              const RetryPolicy &retry) {
-    return std::move(run({&request}, 1, wait, retry).front());
+    return std::move(run({&request}, 1, wait, retry, nullptr).front());
 }
 
 std::vector<Response> Client::run(const std::vector<const Request *> &requests,
                                   size_t max_concurrency, const WaitHook &wait,
-                                  const RetryPolicy &retry) {
+                                  const RetryPolicy &retry, const DoneHook &on_done) {
     const size_t limit = std::max<size_t>(1, max_concurrency);
     std::vector<Response> results(requests.size());
     std::vector<int> attempts(requests.size(), 0);
@@ -427,6 +428,8 @@ std::vector<Response> Client::run(const std::vector<const Request *> &requests,
             r.transport_error = curl_multi_strerror(mc);
             r.attempts = attempts[index];
             active.remove(*a);
+            if (on_done)
+                on_done(index, r);
         }
     };
 
@@ -442,15 +445,19 @@ std::vector<Response> Client::run(const std::vector<const Request *> &requests,
         results[index].attempts = attempts[index];
         active.remove(a);
 
+        auto settled = [&]() {
+            if (on_done)
+                on_done(index, results[index]);
+        };
         if (attempts[index] > retry.max_retries || !is_retryable(results[index]))
-            return;
+            return settled();
         long delay = backoff_ms(results[index], attempts[index] - 1, retry, jitter_);
         if (delay > kMaxRetryAfterMs)
-            return;
+            return settled();
         Clock::time_point now = Clock::now();
         // Past the deadline the caller gets the last answer rather than an error of ours.
         if (retry.deadline - now < std::chrono::milliseconds(delay))
-            return;
+            return settled();
         sleeping.push_back({now + std::chrono::milliseconds(delay), index});
     };
 

@@ -46,6 +46,10 @@ struct Response {
 // handles before the exception leaves perform(), and stays usable.
 using WaitHook = std::function<void()>;
 
+// Called once per request as soon as its final response is known (after any retries), with the
+// request's index; may throw like a WaitHook, with the same cleanup.
+using DoneHook = std::function<void(size_t index, const Response &response)>;
+
 struct RetryPolicy {
     int max_retries = 0;         // retries after the first attempt
     long base_backoff_ms = 250;  // exponential: base * 2^retry, full jitter, capped at max
@@ -135,9 +139,11 @@ class Client {
 
     // Runs all requests concurrently, never more than max_concurrency at once (0 counts as 1);
     // responses in the same order as requests. Connections stay alive in the multi handle's cache
-    // between calls.
+    // between calls. on_done, when set, hears of each response as it is settled, so a caller
+    // need not wait for the slowest request to act on the others.
     std::vector<Response> perform(const std::vector<Request> &requests, size_t max_concurrency,
-                                  const WaitHook &wait, const RetryPolicy &retry = {});
+                                  const WaitHook &wait, const RetryPolicy &retry = {},
+                                  const DoneHook &on_done = nullptr);
     Response perform_one(const Request &request, const WaitHook &wait,
                          const RetryPolicy &retry = {});
 
@@ -149,7 +155,8 @@ class Client {
     class ActiveSet;
 
     std::vector<Response> run(const std::vector<const Request *> &requests, size_t max_concurrency,
-                              const WaitHook &wait, const RetryPolicy &retry);
+                              const WaitHook &wait, const RetryPolicy &retry,
+                              const DoneHook &on_done);
     CURL *acquire_easy();
 
     CURLM *multi_ = nullptr;

@@ -151,7 +151,8 @@ Result diagnose_list_fallback(const ServiceEndpoint &service, const std::string 
 }
 
 std::vector<Result> probe_all(http::Client &client, const std::vector<ServiceEndpoint> &services,
-                              const Settings &settings, const http::WaitHook &wait) {
+                              const Settings &settings, const http::WaitHook &wait,
+                              const ResultHook &on_result) {
     std::vector<std::string> urls;
     std::vector<http::Request> requests;
     urls.reserve(services.size());
@@ -160,8 +161,16 @@ std::vector<Result> probe_all(http::Client &client, const std::vector<ServiceEnd
         urls.push_back(probe_url(s));
         requests.push_back(probe_request(s, urls.back(), settings));
     }
+    // A result settled by the first response is handed on at once; the rest wait for the
+    // model-list round below.
+    http::DoneHook first_done;
+    if (on_result)
+        first_done = [&](size_t i, const http::Response &response) {
+            if (!needs_list_fallback(services[i], response))
+                on_result(i, diagnose(services[i], urls[i], response));
+        };
     const std::vector<http::Response> responses =
-        client.perform(requests, settings.max_concurrency, wait);
+        client.perform(requests, settings.max_concurrency, wait, {}, first_done);
 
     // Services behind one vLLM server share one list request.
     std::vector<http::Request> list_requests;
@@ -195,6 +204,8 @@ std::vector<Result> probe_all(http::Client &client, const std::vector<ServiceEnd
         const http::Request &list_request = list_requests[list_index[i]];
         results[i] = diagnose_list_fallback(services[i], urls[i], responses[i], list_request.url,
                                             list_responses[list_index[i]]);
+        if (on_result)
+            on_result(i, results[i]);
     }
     return results;
 }

@@ -3,6 +3,7 @@
 // service's status_message reads the same whoever produced it.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -30,11 +31,18 @@ struct Settings {
 // base_url/v1beta/models/<model>.
 std::string probe_url(const ServiceEndpoint &service);
 
+// Hears of each service's result (by its index in services) as soon as it is known.
+using ResultHook = std::function<void(size_t index, const Result &result)>;
+
 // Probes all services concurrently with one client, without retries: a health check reports what
 // it sees. An OPENAI_V1 404 gets a second round, GET base_url/v1/models, looking for the model id
-// in data[].id, because vLLM serves no per-model route. Results in the order of services.
+// in data[].id, because vLLM serves no per-model route. Results in the order of services; when
+// on_result is set it also gets each one as its probe ends, so one hung upstream does not hold
+// back the others (a service that needs the model-list request is known once the first round has
+// ended).
 std::vector<Result> probe_all(http::Client &client, const std::vector<ServiceEndpoint> &services,
-                              const Settings &settings, const http::WaitHook &wait);
+                              const Settings &settings, const http::WaitHook &wait,
+                              const ResultHook &on_result = nullptr);
 Result probe_one(http::Client &client, const ServiceEndpoint &service, const Settings &settings,
                  const http::WaitHook &wait);
 

@@ -848,4 +848,31 @@ TEST_F(ProbeOverHttpTest, HangingEndpointTimesOutAsUnreachable) {
     EXPECT_TRUE(r.hint.empty());
 }
 
+// Each result is handed on as its probe ends: a hung upstream holds back neither a direct answer
+// nor one that needed the model-list request, and every service is reported exactly once.
+TEST_F(ProbeOverHttpTest, ResultsArriveAsEachProbeEnds) {
+    using pgi::Protocol;
+    std::vector<pgi::ServiceEndpoint> services = {
+        service("/hang", "m", Protocol::kOpenAiV1),
+        service("/openai", "gpt-4o", Protocol::kOpenAiV1, "sk-secret"),
+        service("/busy", "m", Protocol::kOpenAiV1),
+    };
+    pgi::probe::Settings settings;
+    settings.timeout_ms = 800;
+    const auto start = Clock::now();
+    std::vector<std::pair<size_t, long>> heard;  // index, ms since start
+    std::vector<pgi::probe::Result> results = pgi::probe::probe_all(
+        client, services, settings, nullptr,
+        [&](size_t i, const pgi::probe::Result &) { heard.emplace_back(i, ms_since(start)); });
+    ASSERT_EQ(heard.size(), 3u);
+    std::map<size_t, long> at(heard.begin(), heard.end());
+    ASSERT_EQ(at.size(), 3u);
+    EXPECT_LT(at[1], 400);
+    EXPECT_LT(at[2], 400);
+    EXPECT_GE(at[0], 700);
+    EXPECT_TRUE(results[1].ok);
+    EXPECT_EQ(results[2].sqlstate, "PI500") << results[2].message;
+    EXPECT_FALSE(results[0].ok);
+}
+
 }  // namespace
