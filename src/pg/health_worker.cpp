@@ -40,6 +40,7 @@ PGDLLEXPORT void pgi_health_worker_main(Datum arg);
 #include <string>
 #include <unordered_set>
 
+#include "catalog_generation.h"
 #include "error.h"
 #include "settings.h"
 
@@ -51,6 +52,8 @@ namespace {
 // round cannot exhaust file descriptors or look like an attack to a shared upstream.
 constexpr size_t kMaxConcurrentProbes = 256;
 constexpr size_t kErrorLen = 512;
+// How often the sleeping worker looks for catalog changes (new services, CREATE EXTENSION).
+constexpr long kCatalogPollMs = 1000;
 
 // What the worker is doing, for inference.health_worker_status().
 enum class WorkerState : char {
@@ -197,10 +200,17 @@ void wait_on_latch(long timeout_ms) {
     });
 }
 
-void run_round(http::Client &client) {
+// A full round probes every service on the interval; a catch-up probes only services never
+// checked since the server started (a new registration, one registered with validate => false),
+// run as soon as the catalog changes so they do not wait for the interval.
+enum class RoundKind { kFull, kCatchUp };
+
+// Returns whether the extension is installed.
+bool run_round(http::Client &client, RoundKind kind) {
     const Clock::time_point started = Clock::now();
     const TimestampTz started_at = GetCurrentTimestamp();
-    set_state(WorkerState::kChecking);
+    if (kind == RoundKind::kFull)
+        set_state(WorkerState::kChecking);
 
     std::vector<ServiceRow> rows;
     bool installed = false;
@@ -208,31 +218,52 @@ void run_round(http::Client &client) {
         installed = extension_installed();
         if (installed)
             rows = all_services();
+        if (kind == RoundKind::kCatchUp)
+            rows.erase(std::remove_if(rows.begin(), rows.end(),
+                                      [](const ServiceRow &r) {
+                                          return status_get(r.name).checked_at.has_value();
+                                      }),
+                       rows.end());
     });
     if (!installed) {
         set_state(WorkerState::kNoExtension);
         pg_guard_void([]() {
             ereport(DEBUG1,
                     (errmsg("pg_inference health check: extension not installed in database "
-                            "\"%s\"; checking again in %d s",
-                            setting_database, setting_health_check_interval_s)));
+                            "\"%s\"; checking again when it is created",
+                            setting_database)));
         });
-        return;
+        return false;
     }
+    if (kind == RoundKind::kCatchUp && rows.empty()) {
+        set_state(WorkerState::kSleeping);
+        return true;
+    }
+    set_state(WorkerState::kChecking);
 
     // No transaction is open while the network is waited on; the wait hook keeps SIGTERM,
-    // cancellation and barriers working through a round that hangs until its timeout.
+    // cancellation and barriers working through a round that hangs until its timeout. Each
+    // status reaches shared memory as its probe ends, so a hung upstream holds back no other
+    // service; the table gets them all at the end, in one statement.
     pg_guard_void(
         []() { pgstat_report_activity(STATE_RUNNING, "pg_inference health check: probing"); });
     std::vector<StatusRecord> records =
-        probe_services(client, rows, worker_probe_settings(), check_for_interrupts);
+        probe_services(client, rows, worker_probe_settings(), check_for_interrupts,
+                       [&](size_t i, const StatusRecord &rec) { status_put(rows[i].name, rec); });
 
     in_transaction("pg_inference health check: recording statuses", [&]() {
         // The extension may have been dropped while the probes ran; its services went with it.
         if (extension_installed())
             record_statuses(rows, records);
+        else
+            for (const auto &r : rows)
+                status_forget(r.name);
     });
 
+    if (kind == RoundKind::kCatchUp) {
+        set_state(WorkerState::kSleeping);
+        return true;
+    }
     const double ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
     const int failed =
         static_cast<int>(std::count_if(records.begin(), records.end(), [](const StatusRecord &r) {
@@ -251,6 +282,7 @@ void run_round(http::Client &client) {
         ereport(DEBUG1, (errmsg("pg_inference health check: %zu services in %.0f ms (%d failed)",
                                 rows.size(), ms, failed)));
     });
+    return true;
 }
 
 // After a failed round: what PostgreSQL's own error recovery would do for the transaction, then
@@ -281,6 +313,8 @@ void worker_loop() {
     // round when the interval is shorter than the upstreams' keep-alive.
     http::Client client;
     std::optional<Clock::time_point> last_round;  // none: the first round runs at once
+    bool installed = false;
+    uint64_t seen_generation = catalog_generation();
 
     for (;;) {
         bool failed = false;
@@ -292,20 +326,33 @@ void worker_loop() {
                 ConfigReloadPending = false;
                 pg_guard_void([]() { ProcessConfigFile(PGC_SIGHUP); });
             }
+            // A committed catalog change anywhere in the cluster (a registration, CREATE
+            // EXTENSION) moves the generation; the worker looks at it at least every second.
+            const uint64_t generation = catalog_generation();
+            const bool catalog_changed = generation != seen_generation;
             // Measured from the last round's start, with the interval in force now: a reload
             // that shortens it takes effect at once.
-            if (last_round) {
-                const auto due =
-                    *last_round + std::chrono::seconds(setting_health_check_interval_s);
-                const auto now = Clock::now();
-                if (now < due) {
-                    wait_on_latch(static_cast<long>(
-                        std::chrono::ceil<std::chrono::milliseconds>(due - now).count()));
-                    continue;
-                }
+            const auto now = Clock::now();
+            const bool due =
+                !last_round ||
+                now >= *last_round + std::chrono::seconds(setting_health_check_interval_s);
+            if (!due && !catalog_changed) {
+                const auto until_due =
+                    *last_round + std::chrono::seconds(setting_health_check_interval_s) - now;
+                wait_on_latch(std::min<long>(
+                    kCatalogPollMs,
+                    static_cast<long>(
+                        std::chrono::ceil<std::chrono::milliseconds>(until_due).count())));
+                continue;
             }
-            last_round = Clock::now();
-            run_round(client);
+            // Read before the round: a change made while it runs gets a catch-up after it.
+            seen_generation = generation;
+            if (due || !installed) {
+                last_round = now;
+                installed = run_round(client, RoundKind::kFull);
+            } else {
+                installed = run_round(client, RoundKind::kCatchUp);
+            }
         } catch (const PgError &e) {
             failed = true;
             failure = e.what();
@@ -326,29 +373,32 @@ void worker_loop() {
 
 std::vector<StatusRecord> probe_services(http::Client &client, const std::vector<ServiceRow> &rows,
                                          const probe::Settings &settings,
-                                         const http::WaitHook &wait) {
+                                         const http::WaitHook &wait, const RecordHook &on_record) {
     std::vector<StatusRecord> records(rows.size());
     std::vector<ServiceEndpoint> endpoints;
     std::vector<size_t> probed;  // index in rows of each endpoint
-    std::vector<std::pair<size_t, std::string>> key_errors;
+    const TimestampTz started = GetCurrentTimestamp();
     for (size_t i = 0; i < rows.size(); i++) {
         // An unset env variable or a changed cluster key is that service's failure only.
         try {
             endpoints.push_back(endpoint_of(rows[i]));
             probed.push_back(i);
         } catch (const pgi::Error &e) {
-            key_errors.emplace_back(i, e.what());
+            records[i].status = HealthStatus::kFailed;
+            records[i].message = std::string("API key unavailable: ") + e.what();
+            records[i].checked_at = started;
+            if (on_record)
+                on_record(i, records[i]);
         }
     }
-    const std::vector<probe::Result> results = probe::probe_all(client, endpoints, settings, wait);
-    const TimestampTz now = GetCurrentTimestamp();
-    for (size_t k = 0; k < probed.size(); k++)
-        records[probed[k]] = record_of(results[k], now);
-    for (const auto &[i, error] : key_errors) {
-        records[i].status = HealthStatus::kFailed;
-        records[i].message = "API key unavailable: " + error;
-        records[i].checked_at = now;
-    }
+    // Each record is timed by its own probe's end, whoever hears of it first.
+    (void)probe::probe_all(client, endpoints, settings, wait,
+                           [&](size_t k, const probe::Result &r) {
+                               StatusRecord &rec = records[probed[k]];
+                               rec = record_of(r, GetCurrentTimestamp());
+                               if (on_record)
+                                   on_record(probed[k], rec);
+                           });
     return records;
 }
 
@@ -367,9 +417,12 @@ void record_statuses(const std::vector<ServiceRow> &rows,
     // probes ran would otherwise hold a slot until restart.
     const std::vector<std::string> live = persist_statuses(names, records);
     const std::unordered_set<std::string> alive(live.begin(), live.end());
-    for (size_t i = 0; i < names.size(); i++)
+    for (size_t i = 0; i < names.size(); i++) {
         if (alive.count(names[i]))
             status_put(names[i], records[i]);
+        else
+            status_forget(names[i]);
+    }
 }
 
 void health_worker_register() {
