@@ -27,6 +27,14 @@ pgi::Error to_error(const PgError &e) {
                       d->hint ? d->hint : "", d->detail ? d->detail : "");
 }
 
+bool is_cancel(const std::exception &e) {
+    if (auto *pg = dynamic_cast<const PgError *>(&e))
+        return pg->data()->sqlerrcode == ERRCODE_QUERY_CANCELED;
+    if (auto *core = dynamic_cast<const pgi::Error *>(&e))
+        return sqlstate_code(core->sqlstate()) == ERRCODE_QUERY_CANCELED;
+    return false;
+}
+
 namespace {
 
 // What a C++ body failed with, held in C++ memory until every destructor has run. Nothing in

@@ -82,6 +82,8 @@ class PgError : public std::exception {
 // A PostgreSQL error as a core error: the SQLSTATE, message, detail and hint copied into C++
 // memory, so that it outlives the memory context the ErrorData lives in (a transaction's).
 pgi::Error to_error(const PgError &e);
+// Whether e is a query cancel (pg_cancel_backend, a statement timeout) in either form.
+bool is_cancel(const std::exception &e);
 // SQLSTATE text ("22023") to PostgreSQL's code; XX000 for anything malformed.
 int sqlstate_code(const std::string &sqlstate);
 

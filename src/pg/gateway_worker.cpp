@@ -206,8 +206,11 @@ void housekeeping(evutil_socket_t, short, void *arg) {
         reload_if_changed(l);
         l.governor.housekeeping(l.server->in_flight());
     } catch (const std::exception &e) {
+        // A listener runs no statement a cancel could stop, so pg_cancel_backend only costs a
+        // reload try; it is not worth a log line each time.
+        int level = is_cancel(e) ? DEBUG1 : LOG;
         std::string msg = e.what();
-        pg_guard_void([&]() { ereport(LOG, (errmsg("pg_inference gateway: %s", msg.c_str()))); });
+        pg_guard_void([&]() { ereport(level, (errmsg("pg_inference gateway: %s", msg.c_str()))); });
     }
 }
 
