@@ -42,7 +42,9 @@ PG_OBJS = \
 	src/pg/registry.o \
 	src/pg/secrets.o \
 	src/pg/service_catalog.o \
-	src/pg/status_store.o
+	src/pg/status_store.o \
+	src/pg/usage_writer.o \
+	src/pg/worker_transaction.o
 OBJS = $(CORE_OBJS) $(PG_OBJS)
 
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(filter-out sql/pg_inference--%,$(wildcard sql/*.sql))))

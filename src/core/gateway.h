@@ -48,6 +48,9 @@ struct Snapshot {
     std::map<std::string, std::string> rerank_routes;
     std::unordered_map<std::string, AccessKey> keys;  // by key_hash
     uint64_t generation = 0;
+    // Set when the gateway must serve nothing (the extension is not installed): every request
+    // but GET /metrics gets 503 with this message, and no access key is looked at.
+    std::optional<std::string> unavailable;
 };
 
 struct Config {

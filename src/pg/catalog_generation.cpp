@@ -4,6 +4,8 @@
 
 extern "C" {
 #include "access/xact.h"
+#include "catalog/objectaccess.h"
+#include "catalog/pg_extension.h"
 #include "commands/trigger.h"
 #include "port/atomics.h"
 #include "storage/ipc.h"
@@ -24,6 +26,7 @@ struct GenerationShared {
 GenerationShared *shared = nullptr;
 bool bump_at_commit = false;
 bool callback_registered = false;
+object_access_hook_type prev_object_access_hook = nullptr;
 
 // The bump waits for commit: a listener that reloaded at statement time would read the old rows
 // and then never reload again.
@@ -39,7 +42,31 @@ void on_xact_event(XactEvent event, void *) {
     }
 }
 
+void bump_when_committed() {
+    if (!callback_registered) {
+        RegisterXactCallback(on_xact_event, nullptr);
+        callback_registered = true;
+    }
+    bump_at_commit = true;
+}
+
+// CREATE EXTENSION and DROP EXTENSION (also through DROP SCHEMA ... CASCADE or DROP OWNED) fire
+// no statement trigger of ours: the extension's tables come or go whole. Any extension's
+// creation or drop counts, since the object's name may not be readable yet (create) or any more
+// (drop); a needless reload costs the listeners one catalog read.
+void on_object_access(ObjectAccessType access, Oid class_id, Oid object_id, int sub_id, void *arg) {
+    if (prev_object_access_hook)
+        prev_object_access_hook(access, class_id, object_id, sub_id, arg);
+    if (class_id == ExtensionRelationId && (access == OAT_POST_CREATE || access == OAT_DROP))
+        bump_when_committed();
+}
+
 }  // namespace
+
+void catalog_generation_install_hooks() {
+    prev_object_access_hook = object_access_hook;
+    object_access_hook = on_object_access;
+}
 
 void catalog_generation_request_shmem() {
     RequestAddinShmemSpace(MAXALIGN(sizeof(GenerationShared)));
@@ -67,10 +94,6 @@ PGI_FUNCTION(pgi_catalog_changed) {
     if (!CALLED_AS_TRIGGER(fcinfo))
         throw pgi::Error(pgi::sqlstate::kFeatureNotSupported,
                          "_catalog_changed() may only be called as a trigger");
-    if (!callback_registered) {
-        pg_guard_void([]() { RegisterXactCallback(on_xact_event, nullptr); });
-        callback_registered = true;
-    }
-    bump_at_commit = true;
+    pg_guard_void([]() { bump_when_committed(); });
     return PointerGetDatum(nullptr);
 }

@@ -15,42 +15,96 @@ extern "C" {
 
 namespace pgi::pg {
 
-namespace {
-
 int sqlstate_code(const std::string &s) {
     if (s.size() != 5)
         return ERRCODE_INTERNAL_ERROR;
     return MAKE_SQLSTATE(s[0], s[1], s[2], s[3], s[4]);
 }
 
+pgi::Error to_error(const PgError &e) {
+    const ErrorData *d = e.data();
+    return pgi::Error(unpack_sql_state(d->sqlerrcode), d->message ? d->message : "error",
+                      d->hint ? d->hint : "", d->detail ? d->detail : "");
+}
+
+bool is_cancel(const std::exception &e) {
+    if (auto *pg = dynamic_cast<const PgError *>(&e))
+        return pg->data()->sqlerrcode == ERRCODE_QUERY_CANCELED;
+    if (auto *core = dynamic_cast<const pgi::Error *>(&e))
+        return sqlstate_code(core->sqlstate()) == ERRCODE_QUERY_CANCELED;
+    return false;
+}
+
+namespace {
+
+// What a C++ body failed with, held in C++ memory until every destructor has run. Nothing in
+// the catch handlers below may call PostgreSQL: an ERROR there (palloc out of memory) would
+// longjmp out of a C++ catch block.
+struct Failure {
+    ErrorData *pg_error = nullptr;
+    int code = ERRCODE_INTERNAL_ERROR;
+    std::string message, hint, detail;
+};
+
+void capture(Failure &f, const char *message, int code) noexcept {
+    f.code = code;
+    try {
+        f.message = message;
+    } catch (...) {
+        f.code = ERRCODE_OUT_OF_MEMORY;
+    }
+}
+
+// Runs body; a failure is described in f instead of thrown.
+Datum run_body(Datum (*body)(FunctionCallInfo), FunctionCallInfo fcinfo, Failure &f,
+               bool &failed) noexcept {
+    failed = true;
+    try {
+        Datum result = body(fcinfo);
+        failed = false;
+        return result;
+    } catch (const PgError &e) {
+        f.pg_error = e.data();
+    } catch (const pgi::Interrupted &) {
+        capture(f, "canceling statement due to an interrupt", ERRCODE_QUERY_CANCELED);
+    } catch (const pgi::Error &e) {
+        capture(f, e.what(), sqlstate_code(e.sqlstate()));
+        try {
+            f.hint = e.hint();
+            f.detail = e.detail();
+        } catch (...) {
+        }
+    } catch (const std::bad_alloc &) {
+        f.code = ERRCODE_OUT_OF_MEMORY;
+    } catch (const std::exception &e) {
+        capture(f, e.what(), ERRCODE_INTERNAL_ERROR);
+    } catch (...) {
+        capture(f, "unknown C++ exception", ERRCODE_INTERNAL_ERROR);
+    }
+    return 0;
+}
+
 }  // namespace
 
 Datum invoke_cpp(Datum (*body)(FunctionCallInfo), FunctionCallInfo fcinfo) {
     ErrorData *pg_error = nullptr;
-    int code = 0;
-    char *message = nullptr;
-    char *hint = nullptr;
-    char *detail = nullptr;
-    try {
-        return body(fcinfo);
-    } catch (const PgError &e) {
-        pg_error = e.data();
-    } catch (const pgi::Interrupted &) {
-        code = ERRCODE_QUERY_CANCELED;
-        message = pstrdup("canceling statement due to an interrupt");
-    } catch (const pgi::Error &e) {
-        code = sqlstate_code(e.sqlstate());
-        message = pstrdup(e.what());
-        if (!e.hint().empty())
-            hint = pstrdup(e.hint().c_str());
-        if (!e.detail().empty())
-            detail = pstrdup(e.detail().c_str());
-    } catch (const std::bad_alloc &) {
-        code = ERRCODE_OUT_OF_MEMORY;
-        message = pstrdup("out of memory");
-    } catch (const std::exception &e) {
-        code = ERRCODE_INTERNAL_ERROR;
-        message = pstrdup(e.what());
+    int code = ERRCODE_INTERNAL_ERROR;
+    char *message = nullptr, *hint = nullptr, *detail = nullptr;
+    {
+        Failure f;
+        bool failed = false;
+        Datum result = run_body(body, fcinfo, f, failed);
+        if (!failed)
+            return result;
+        pg_error = f.pg_error;
+        code = f.code;
+        // Copied into the function's memory context while no C++ exception is active. Running
+        // out of memory here would skip f's destructor: a leak of a few bytes, never a crash.
+        if (!pg_error) {
+            message = pstrdup(f.message.empty() ? "out of memory" : f.message.c_str());
+            hint = f.hint.empty() ? nullptr : pstrdup(f.hint.c_str());
+            detail = f.detail.empty() ? nullptr : pstrdup(f.detail.c_str());
+        }
     }
     // Every C++ destructor has run by now; it is safe to longjmp.
     // The statement text of a failing call may hold an API key (register/update take one as an

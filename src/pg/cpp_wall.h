@@ -1,4 +1,4 @@
-// The wall between C++ and PostgreSQL (ARCHITECTURE.md). Everything in src/pg includes PostgreSQL
+// The wall between C++ and PostgreSQL. Everything in src/pg includes PostgreSQL
 // headers through this file, and every SQL-callable function is defined with PGI_FUNCTION.
 //
 // Two rules keep a server alive when C++ and PostgreSQL error handling meet:
@@ -35,6 +35,8 @@ extern "C" {
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "error.h"
 
 #if PG_VERSION_NUM < 150000
 // PostgreSQL 14 compatibility: InitMaterializedSRF and MarkGUCPrefixReserved arrived in 15.
@@ -76,6 +78,14 @@ class PgError : public std::exception {
   private:
     ErrorData *data_;
 };
+
+// A PostgreSQL error as a core error: the SQLSTATE, message, detail and hint copied into C++
+// memory, so that it outlives the memory context the ErrorData lives in (a transaction's).
+pgi::Error to_error(const PgError &e);
+// Whether e is a query cancel (pg_cancel_backend, a statement timeout) in either form.
+bool is_cancel(const std::exception &e);
+// SQLSTATE text ("22023") to PostgreSQL's code; XX000 for anything malformed.
+int sqlstate_code(const std::string &sqlstate);
 
 // Runs a callable that makes PostgreSQL calls; turns a PostgreSQL ERROR into PgError. The callable
 // must not own objects with destructors: a longjmp out of it would skip them.

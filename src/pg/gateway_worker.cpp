@@ -21,6 +21,7 @@ extern "C" {
 PGDLLEXPORT void pgi_gateway_worker_main(Datum arg);
 }
 
+#include <algorithm>
 #include <event2/event.h>
 #include <memory>
 #include <sstream>
@@ -30,6 +31,8 @@ PGDLLEXPORT void pgi_gateway_worker_main(Datum arg);
 #include "governance.h"
 #include "service_catalog.h"
 #include "settings.h"
+#include "usage_writer.h"
+#include "worker_transaction.h"
 
 namespace pgi::pg {
 
@@ -61,80 +64,107 @@ std::vector<std::string> split_addresses(const char *list) {
     return out;
 }
 
+// A reload runs on the listener's event loop, so its waits are bounded tightly: a lock held on
+// the catalog (LOCK TABLE, VACUUM FULL, a long ALTER) costs callers at most kReloadLockTimeoutMs
+// per try, and the listener keeps serving from its last snapshot until a try succeeds. The
+// statement timeout bounds the whole read (thousands of services and keys take milliseconds).
+constexpr int kReloadLockTimeoutMs = 20;
+constexpr int kReloadStatementTimeoutMs = 2000;
+// Tries after a failed reload back off from one tick to this, so a change still lands within a
+// second of a lock's release while a long lock costs callers a few milliseconds a second.
+constexpr int kReloadRetryMaxMs = 400;
+
 bool extension_installed() {
     return pg_guard([]() { return OidIsValid(get_extension_oid("pg_inference", true)); });
 }
 
+std::string not_installed_message() {
+    return std::string("pg_inference is not installed in database \"") + setting_database +
+           "\"; the gateway serves nothing until CREATE EXTENSION pg_inference";
+}
+
 // Reads services (with their keys) and access keys in one short transaction. A service whose key
-// cannot be opened is left out (with a WARNING) rather than failing the whole snapshot.
+// cannot be opened is left out (with a WARNING) rather than failing the whole snapshot. Without
+// the extension, the snapshot is one that refuses every request.
 std::shared_ptr<gateway::Snapshot> load_snapshot(uint64_t generation) {
     auto snapshot = std::make_shared<gateway::Snapshot>();
     snapshot->generation = generation;
-    pg_guard_void([]() {
-        SetCurrentStatementStartTimestamp();
-        StartTransactionCommand();
-        PushActiveSnapshot(GetTransactionSnapshot());
-        pgstat_report_activity(STATE_RUNNING, "pg_inference gateway: loading the catalog");
-    });
-    try {
-        if (extension_installed()) {
-            for (const ServiceRow &row : all_services()) {
-                try {
-                    snapshot->services.emplace(row.name, endpoint_of(row));
-                    if (row.rerank_route)
-                        snapshot->rerank_routes[row.name] = *row.rerank_route;
-                } catch (const pgi::Error &e) {
-                    std::string msg = e.what();
-                    pg_guard_void([&]() {
-                        ereport(WARNING,
-                                (errmsg("pg_inference gateway: service \"%s\" left out: %s",
-                                        row.name.c_str(), msg.c_str())));
-                    });
-                }
-            }
-            for (auto &key : all_access_keys())
-                snapshot->keys.emplace(key.key_hash, std::move(key));
+    std::vector<std::string> left_out;
+    TransactionLimits limits;
+    limits.lock_timeout_ms = kReloadLockTimeoutMs;
+    limits.statement_timeout_ms = kReloadStatementTimeoutMs;
+    run_in_transaction("pg_inference gateway: loading the catalog", limits, [&]() {
+        if (!extension_installed()) {
+            snapshot->unavailable = not_installed_message();
+            return;
         }
-    } catch (...) {
-        pg_guard_void([]() { AbortCurrentTransaction(); });
-        throw;
-    }
-    pg_guard_void([]() {
-        PopActiveSnapshot();
-        CommitTransactionCommand();
-        pgstat_report_activity(STATE_IDLE, nullptr);
+        for (const ServiceRow &row : all_services()) {
+            try {
+                snapshot->services.emplace(row.name, endpoint_of(row));
+                if (row.rerank_route)
+                    snapshot->rerank_routes[row.name] = *row.rerank_route;
+            } catch (const pgi::Error &e) {
+                left_out.push_back("service \"" + row.name + "\" left out: " + e.what());
+            }
+        }
+        for (auto &key : all_access_keys())
+            snapshot->keys.emplace(key.key_hash, std::move(key));
     });
+    for (const std::string &why : left_out) {
+        pg_guard_void(
+            [&]() { ereport(WARNING, (errmsg("pg_inference gateway: %s", why.c_str()))); });
+    }
     return snapshot;
 }
 
-// Everything a listener keeps between housekeeping ticks.
+// What a listener serves before its first successful load (the catalog may be locked while the
+// listener starts): a clear 503, not an empty catalog's 401s.
+std::shared_ptr<gateway::Snapshot> loading_snapshot() {
+    auto snapshot = std::make_shared<gateway::Snapshot>();
+    snapshot->unavailable =
+        "the gateway is still loading its catalog; please try again in a moment";
+    return snapshot;
+}
+
+// Everything a listener keeps between housekeeping ticks. The governor is declared before the
+// server, so it outlives the server, which reports to it until destroyed.
 struct Listener {
     event_base *base = nullptr;
-    std::unique_ptr<gateway::Server> server;
     Governance governor;  // rate limits, usage and metrics in shared memory
-    uint64_t loaded_generation = 0;
+    std::unique_ptr<gateway::Server> server;
+    uint64_t loaded_generation = 0;  // 0: nothing loaded yet
+    TimestampTz next_try = 0;        // no reload before this after a failure
+    int retry_ms = 0;
     TimestampTz last_failure_log = 0;
+    // Where PostgreSQL errors caught during a tick are copied; reset at every tick, so none
+    // outlives the tick that handled it.
+    MemoryContext tick_cxt = nullptr;
 };
 
 void reload_if_changed(Listener &l) {
     uint64_t generation = catalog_generation();
     if (generation == l.loaded_generation)
         return;
+    TimestampTz now = GetCurrentTimestamp();
+    if (now < l.next_try)
+        return;
     try {
         l.server->set_snapshot(load_snapshot(generation));
         l.loaded_generation = generation;
+        l.retry_ms = 0;
         l.governor.snapshot_loaded();
     } catch (const std::exception &e) {
         // A failing database must not turn into 401s for everyone: keep serving from the last
-        // snapshot and try again on the next tick (logging at most every 10 s).
-        TimestampTz now = GetCurrentTimestamp();
+        // snapshot and try again soon (logging at most every 10 s).
+        l.retry_ms = std::min(kReloadRetryMaxMs, std::max(kHousekeepingMs, 2 * l.retry_ms));
+        l.next_try = TimestampTzPlusMilliseconds(now, l.retry_ms);
         if (TimestampDifferenceExceeds(l.last_failure_log, now, 10000)) {
             l.last_failure_log = now;
             std::string msg = e.what();
             pg_guard_void([&]() {
                 ereport(WARNING, (errmsg("pg_inference gateway: could not reload the catalog: %s",
                                          msg.c_str()),
-                                  errdetail("Serving from the previous snapshot.")));
+                                  errdetail("Serving from the previous snapshot; trying again.")));
             });
         }
     }
@@ -159,6 +189,8 @@ gateway::Config listener_config() {
 
 void housekeeping(evutil_socket_t, short, void *arg) {
     auto &l = *static_cast<Listener *>(arg);
+    MemoryContextReset(l.tick_cxt);
+    MemoryContextSwitchTo(l.tick_cxt);
     try {
         // SIGTERM (die) and pg_terminate_backend end the process here with PostgreSQL's FATAL.
         check_for_interrupts();
@@ -174,22 +206,27 @@ void housekeeping(evutil_socket_t, short, void *arg) {
         reload_if_changed(l);
         l.governor.housekeeping(l.server->in_flight());
     } catch (const std::exception &e) {
+        // A listener runs no statement a cancel could stop, so pg_cancel_backend only costs a
+        // reload try; it is not worth a log line each time.
+        int level = is_cancel(e) ? DEBUG1 : LOG;
         std::string msg = e.what();
-        pg_guard_void([&]() { ereport(LOG, (errmsg("pg_inference gateway: %s", msg.c_str()))); });
+        pg_guard_void([&]() { ereport(level, (errmsg("pg_inference gateway: %s", msg.c_str()))); });
     }
 }
 
 void run_listener(int index) {
     Listener l;
+    l.tick_cxt =
+        AllocSetContextCreate(TopMemoryContext, "pg_inference gateway tick", ALLOCSET_SMALL_SIZES);
+    MemoryContextSwitchTo(l.tick_cxt);
     l.base = gateway::new_event_base();
     if (!l.base)
         throw pgi::Error(sqlstate::kInternalError, "could not create an event base");
     gateway::Config config = listener_config();
     l.governor.start(index);
     l.server = std::make_unique<gateway::Server>(l.base, config, l.governor);
-    l.server->set_snapshot(load_snapshot(catalog_generation()));
-    l.loaded_generation = catalog_generation();
-    l.governor.snapshot_loaded();
+    l.server->set_snapshot(loading_snapshot());
+    reload_if_changed(l);
     l.server->listen();
     pg_guard_void([&]() {
         ereport(LOG, (errmsg("pg_inference gateway listener %d serving on port %d", index,
@@ -245,6 +282,7 @@ void gateway_define_settings() {
 void gateway_workers_register() {
     if (setting_gateway_port == 0)
         return;
+    usage_writer_register();
     for (int i = 0; i < setting_gateway_workers; i++) {
         BackgroundWorker worker;
         memset(&worker, 0, sizeof(worker));
@@ -284,21 +322,19 @@ void pgi_gateway_worker_main(Datum arg) {
     pqsignal(SIGTERM, die);
     BackgroundWorkerUnblockSignals();
     BackgroundWorkerInitializeConnection(setting_database, nullptr, 0);
-    ErrorData *pg_error = nullptr;
-    char *message = nullptr;
+    std::string failure;
     try {
         run_listener(index);
-    } catch (const PgError &e) {
-        pg_error = e.data();
     } catch (const std::exception &e) {
-        message = pstrdup(e.what());
+        failure = e.what();
+    } catch (...) {
+        failure = "unknown C++ exception";
     }
     // Outside the catch blocks: an ERROR in a background worker ends it with exit code 1, and
     // the postmaster starts it again after bgw_restart_time without touching the others.
-    if (pg_error)
-        ReThrowError(pg_error);
-    if (message)
-        ereport(ERROR, (errmsg("pg_inference gateway listener %d stopped: %s", index, message)));
+    if (!failure.empty())
+        ereport(ERROR,
+                (errmsg("pg_inference gateway listener %d stopped: %s", index, failure.c_str())));
     proc_exit(0);
 }
 

@@ -10,6 +10,7 @@ extern "C" {
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/pmsignal.h"
 #include "storage/shmem.h"
@@ -29,6 +30,7 @@ extern "C" {
 #include "metrics.h"
 #include "rate_limiter.h"
 #include "usage_counters.h"
+#include "worker_transaction.h"
 
 namespace pgi::pg {
 
@@ -43,10 +45,12 @@ constexpr int kMaxListeners = 64;  // inference.gateway_workers' maximum
 // Services with their own metrics series; any beyond share the series service="(other)".
 constexpr uint32_t kMetricServices = 512;
 // How long a flush waits for a lock (another flush, or someone holding ledger or key rows)
-// before giving its counts back for the next try: the listener's event loop waits meanwhile.
+// before giving its counts back for the next try.
 constexpr int kFlushLockTimeoutMs = 1000;
 // At exit there is no next try.
 constexpr int kExitFlushLockTimeoutMs = 10000;
+// A flush is two statements over at most a few thousand rows.
+constexpr int kFlushStatementTimeoutMs = 30000;
 // Listener 1 forgets the states of keys whose buckets are all full again this often.
 constexpr int64_t kReclaimIntervalMs = 60000;
 
@@ -62,6 +66,7 @@ struct GovernanceShared {
     Size metrics_offset;
     uint64_t usage_dropped;
     uint64_t limiter_full;
+    Latch *writer_latch;  // the usage writer's, set to flush early; null while it is not running
     gov::ServiceMetrics other_services;
     gov::ListenerGauges listeners[kMaxListeners];
 };
@@ -202,40 +207,28 @@ void give_back() {
 // not installed in inference.database): there is nowhere to keep the counts.
 bool write_batch(const std::string &rows, int lock_timeout_ms) {
     bool ledger_exists = false;
-    std::string set_timeout = "SET LOCAL lock_timeout = " + std::to_string(lock_timeout_ms);
-    try {
+    TransactionLimits limits;
+    limits.lock_timeout_ms = lock_timeout_ms;
+    limits.statement_timeout_ms = kFlushStatementTimeoutMs;
+    run_in_transaction("pg_inference usage writer: flushing usage", limits, [&]() {
         pg_guard_void([&]() {
-            SetCurrentStatementStartTimestamp();
-            StartTransactionCommand();
-            PushActiveSnapshot(GetTransactionSnapshot());
-            pgstat_report_activity(STATE_RUNNING, "pg_inference gateway: flushing usage");
             Oid nsp = get_namespace_oid("inference", true);
             ledger_exists = OidIsValid(nsp) && OidIsValid(get_relname_relid("usage_ledger", nsp));
-            if (ledger_exists) {
-                if (SPI_connect() != SPI_OK_CONNECT)
-                    elog(ERROR, "SPI_connect failed");
-                Oid type = TEXTOID;
-                Datum arg = CStringGetTextDatum(rows.c_str());
-                if (SPI_execute(set_timeout.c_str(), false, 0) != SPI_OK_UTILITY ||
-                    SPI_execute(kFlushLock, false, 0) != SPI_OK_SELECT ||
-                    SPI_execute_with_args(kUpsertUsage, 1, &type, &arg, nullptr, false, 0) !=
-                        SPI_OK_INSERT ||
-                    SPI_execute_with_args(kUpdateLastUsed, 1, &type, &arg, nullptr, false, 0) !=
-                        SPI_OK_UPDATE)
-                    elog(ERROR, "could not write the usage ledger");
-                SPI_finish();
-            }
-            PopActiveSnapshot();
-            CommitTransactionCommand();
-            pgstat_report_activity(STATE_IDLE, nullptr);
+            if (!ledger_exists)
+                return;
+            if (SPI_connect() != SPI_OK_CONNECT)
+                elog(ERROR, "SPI_connect failed");
+            Oid type = TEXTOID;
+            Datum arg = CStringGetTextDatum(rows.c_str());
+            if (SPI_execute(kFlushLock, false, 0) != SPI_OK_SELECT ||
+                SPI_execute_with_args(kUpsertUsage, 1, &type, &arg, nullptr, false, 0) !=
+                    SPI_OK_INSERT ||
+                SPI_execute_with_args(kUpdateLastUsed, 1, &type, &arg, nullptr, false, 0) !=
+                    SPI_OK_UPDATE)
+                elog(ERROR, "could not write the usage ledger");
+            SPI_finish();
         });
-    } catch (...) {
-        pg_guard_void([]() {
-            AbortCurrentTransaction();
-            pgstat_report_activity(STATE_IDLE, nullptr);
-        });
-        throw;
-    }
+    });
     return ledger_exists;
 }
 
@@ -276,19 +269,20 @@ void flush_usage(int lock_timeout_ms) {
 void warn_at_exit(int index, const char *why) noexcept {
     try {
         std::string msg = why;
+        std::string who = index > 0 ? "gateway listener " + std::to_string(index) : "usage writer";
         pg_guard_void([&]() {
-            ereport(WARNING,
-                    (errmsg("pg_inference gateway listener %d could not flush usage at exit: %s",
-                            index, msg.c_str())));
+            ereport(WARNING, (errmsg("pg_inference %s could not flush usage at exit: %s",
+                                     who.c_str(), msg.c_str())));
         });
     } catch (...) {
     }
 }
 
-// The last flush of a listener, from before_shmem_exit: it runs on every exit (SIGTERM at
-// shutdown, an ERROR, pg_terminate_backend) while the process can still run transactions. Every
-// listener flushes what is in shared memory when it exits, whichever one exits last: a request
-// a listener finished is counted before that listener's own last flush.
+// The last flush of a listener (index >= 1) or of the usage writer (0), from before_shmem_exit:
+// it runs on every exit (SIGTERM at shutdown, an ERROR, pg_terminate_backend) while the process
+// can still run transactions. Each flushes what is in shared memory when it exits, whichever
+// exits last: a request a listener finished is counted before that listener's own last flush.
+// A listener that exits serves nobody any more, so its wait on the ledger harms no caller.
 void flush_at_exit(int, Datum arg) {
     int index = DatumGetInt32(arg);
     try {
@@ -303,9 +297,13 @@ void flush_at_exit(int, Datum arg) {
         });
         {
             Locked lock(true);
-            gov::ListenerGauges &g = shared->listeners[index - 1];
-            g.active = false;
-            g.in_flight = 0;
+            if (index > 0) {
+                gov::ListenerGauges &g = shared->listeners[index - 1];
+                g.active = false;
+                g.in_flight = 0;
+            } else {
+                shared->writer_latch = nullptr;
+            }
         }
         give_back();
         if (PostmasterIsAlive())
@@ -378,7 +376,6 @@ void Governance::start(int index) {
         g.active = true;
         g.in_flight = 0;
     }
-    last_flush_ms_ = unix_ms();
     next_reclaim_ms_ = unix_ms() + kReclaimIntervalMs;
     pg_guard_void([&]() { before_shmem_exit(flush_at_exit, Int32GetDatum(index)); });
 }
@@ -394,50 +391,20 @@ void Governance::snapshot_loaded() {
 void Governance::housekeeping(std::size_t in_flight) {
     if (shared == nullptr || index_ < 1)
         return;
-    bool filling = false;
+    Latch *wake = nullptr;
     {
         Locked lock(true);
         shared->listeners[index_ - 1].in_flight = static_cast<int64_t>(in_flight);
-        filling = usage_table().count() * 2 > shared->max_usage;
+        // Counters filling up: the usage writer flushes now rather than at its interval, so
+        // that busy periods drop nothing.
+        if (usage_table().count() * 2 > shared->max_usage)
+            wake = shared->writer_latch;
     }
+    if (wake != nullptr)
+        SetLatch(wake);
     if (index_ != 1)
         return;
     int64_t now = unix_ms();
-    // Measured from the last flush, so that a changed interval applies at once. Early when the
-    // counters fill up, so that busy periods drop nothing.
-    if (now - last_flush_ms_ >= setting_flush_interval_ms || filling) {
-        last_flush_ms_ = now;
-        try {
-            flush_usage(kFlushLockTimeoutMs);
-        } catch (const std::exception &e) {
-            // The counts are back in shared memory for the next flush; say so at most every 10 s.
-            if (now - last_warning_ms_ >= 10000) {
-                last_warning_ms_ = now;
-                std::string msg = e.what();
-                pg_guard_void([&]() {
-                    ereport(
-                        WARNING,
-                        (errmsg("pg_inference gateway: could not flush usage: %s", msg.c_str()),
-                         errdetail("The counts stay in shared memory until a flush succeeds.")));
-                });
-            }
-        }
-        uint64_t dropped = 0;
-        {
-            Locked lock(false);
-            dropped = shared->usage_dropped;
-        }
-        if (dropped > reported_dropped_) {
-            pg_guard_void([&]() {
-                ereport(WARNING,
-                        (errmsg("pg_inference gateway: usage of %llu requests did not fit in "
-                                "shared memory and was not recorded",
-                                static_cast<unsigned long long>(dropped - reported_dropped_)),
-                         errhint("Raise inference.gateway_max_keys and restart the server.")));
-            });
-            reported_dropped_ = dropped;
-        }
-    }
     if (now >= next_reclaim_ms_) {
         next_reclaim_ms_ = now + kReclaimIntervalMs;
         int64_t now_us = monotonic_us();
@@ -568,6 +535,59 @@ std::string Governance::metrics_text() {
         view.listeners.pop_back();
     view.now_ms = unix_ms();
     return gov::render_prometheus(view);
+}
+
+// ------------------------------------------------------------------------------------------------
+// The usage writer's side
+
+void usage_writer_attach() {
+    if (shared == nullptr)
+        return;
+    {
+        Locked lock(true);
+        shared->writer_latch = MyLatch;
+    }
+    pg_guard_void([&]() { before_shmem_exit(flush_at_exit, Int32GetDatum(0)); });
+}
+
+int usage_flush_interval_ms() {
+    return setting_flush_interval_ms;
+}
+
+void usage_writer_flush(UsageWriterState &state) {
+    if (shared == nullptr)
+        return;
+    int64_t now = unix_ms();
+    try {
+        flush_usage(kFlushLockTimeoutMs);
+    } catch (const std::exception &e) {
+        // The counts are back in shared memory for the next flush; say so at most every 10 s.
+        if (now - state.last_warning_ms >= 10000) {
+            state.last_warning_ms = now;
+            std::string msg = e.what();
+            pg_guard_void([&]() {
+                ereport(
+                    WARNING,
+                    (errmsg("pg_inference usage writer: could not flush usage: %s", msg.c_str()),
+                     errdetail("The counts stay in shared memory until a flush succeeds.")));
+            });
+        }
+    }
+    uint64_t dropped = 0;
+    {
+        Locked lock(false);
+        dropped = shared->usage_dropped;
+    }
+    if (dropped > state.reported_dropped) {
+        pg_guard_void([&]() {
+            ereport(WARNING,
+                    (errmsg("pg_inference gateway: usage of %llu requests did not fit in "
+                            "shared memory and was not recorded",
+                            static_cast<unsigned long long>(dropped - state.reported_dropped)),
+                     errhint("Raise inference.gateway_max_keys and restart the server.")));
+        });
+        state.reported_dropped = dropped;
+    }
 }
 
 }  // namespace pgi::pg

@@ -1,4 +1,4 @@
-// Gateway governance in shared memory (SPEC §4.3, §4.2 /metrics): per-key rate limits, usage
+// Gateway governance in shared memory: per-key rate limits, usage
 // counters flushed to inference.usage_ledger, and the metrics every listener reports. The logic
 // is the core's (rate_limiter.h, usage_counters.h, metrics.h); this file places its tables in
 // shared memory under one LWLock and writes the ledger.
@@ -25,8 +25,8 @@ class Governance : public gateway::Governor {
     void start(int index);
     // The listener now serves from a snapshot loaded just now (for the snapshot-age gauge).
     void snapshot_loaded();
-    // From the listener's housekeeping tick: publishes its in-flight count; listener 1 also
-    // flushes the usage counters every inference.gateway_usage_flush_interval.
+    // From the listener's housekeeping tick: publishes its in-flight count and wakes the usage
+    // writer when the counters fill up. No SQL: the listener's loop never waits on the database.
     void housekeeping(std::size_t in_flight);
 
     gateway::Admission admit(const gateway::AccessKey *key, const std::string &service) override;
@@ -38,10 +38,21 @@ class Governance : public gateway::Governor {
   private:
     int index_ = 0;
     std::string index_text_;
-    int64_t last_flush_ms_ = 0;
     int64_t next_reclaim_ms_ = 0;
-    int64_t last_warning_ms_ = 0;
-    uint64_t reported_dropped_ = 0;
 };
+
+// The usage writer (a background worker that serves no HTTP) writes the counters to
+// inference.usage_ledger, so that a lock on the ledger or key rows, or a commit waiting for a
+// synchronous standby, never stalls a listener's callers.
+struct UsageWriterState {
+    int64_t last_warning_ms = 0;
+    uint64_t reported_dropped = 0;
+};
+// Publishes the writer's latch (listeners set it when the counters fill up) and arranges a last
+// flush when the writer exits.
+void usage_writer_attach();
+// One flush; a failure leaves the counts in shared memory and is logged at most every 10 s.
+void usage_writer_flush(UsageWriterState &state);
+int usage_flush_interval_ms();
 
 }  // namespace pgi::pg

@@ -129,6 +129,7 @@ void _PG_init(void) {
     if (!process_shared_preload_libraries_in_progress)
         return;
     loaded_at_startup = true;
+    catalog_generation_install_hooks();
 #if PG_VERSION_NUM >= 150000
     prev_shmem_request_hook = shmem_request_hook;
     shmem_request_hook = request_shmem;

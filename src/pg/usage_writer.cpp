@@ -1,0 +1,106 @@
+// The usage writer: a background worker that moves the gateway's usage counters from shared
+// memory to inference.usage_ledger every inference.gateway_usage_flush_interval, or at once when
+// a listener finds the counters filling up. It serves no HTTP, so its waits on the database (a
+// locked ledger or key row, a commit waiting for a synchronous standby) delay no caller.
+#include "usage_writer.h"
+
+#include "cpp_wall.h"
+
+extern "C" {
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+
+PGDLLEXPORT void pgi_usage_writer_main(Datum arg);
+}
+
+#include <chrono>
+
+#include "governance.h"
+#include "settings.h"
+
+namespace pgi::pg {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void writer_loop() {
+    // PostgreSQL errors caught in one turn are copied here; reset every turn.
+    MemoryContext turn_cxt =
+        AllocSetContextCreate(TopMemoryContext, "pg_inference usage writer", ALLOCSET_SMALL_SIZES);
+    MemoryContextSwitchTo(turn_cxt);
+    usage_writer_attach();
+    UsageWriterState state;
+    Clock::time_point last_flush = Clock::now();
+    for (;;) {
+        MemoryContextReset(turn_cxt);
+        try {
+            // Measured from the last flush, so that a changed interval applies at once.
+            auto due = last_flush + std::chrono::milliseconds(usage_flush_interval_ms());
+            long wait_ms = std::max<long>(
+                0, std::chrono::ceil<std::chrono::milliseconds>(due - Clock::now()).count());
+            int rc = 0;
+            pg_guard_void([&]() {
+                rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, wait_ms,
+                               PG_WAIT_EXTENSION);
+                ResetLatch(MyLatch);
+                CHECK_FOR_INTERRUPTS();
+                if (ConfigReloadPending) {
+                    ConfigReloadPending = false;
+                    ProcessConfigFile(PGC_SIGHUP);
+                }
+            });
+            if ((rc & WL_LATCH_SET) == 0 && Clock::now() < due)
+                continue;
+            last_flush = Clock::now();
+            usage_writer_flush(state);
+        } catch (const std::exception &e) {
+            // A cancel (pg_cancel_backend) or an error outside a flush: log it and carry on.
+            std::string msg = e.what();
+            pg_guard_void(
+                [&]() { ereport(LOG, (errmsg("pg_inference usage writer: %s", msg.c_str()))); });
+        }
+    }
+}
+
+}  // namespace
+
+void usage_writer_register() {
+    BackgroundWorker worker;
+    memset(&worker, 0, sizeof(worker));
+    worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+    // A standby cannot write the ledger; its counters wait in shared memory.
+    worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+    worker.bgw_restart_time = 1;
+    strlcpy(worker.bgw_library_name, "pg_inference", BGW_MAXLEN);
+    strlcpy(worker.bgw_function_name, "pgi_usage_writer_main", BGW_MAXLEN);
+    strlcpy(worker.bgw_name, "pg_inference usage writer", BGW_MAXLEN);
+    strlcpy(worker.bgw_type, "pg_inference usage writer", BGW_MAXLEN);
+    RegisterBackgroundWorker(&worker);
+}
+
+}  // namespace pgi::pg
+
+void pgi_usage_writer_main(Datum) {
+    using namespace pgi::pg;
+    pqsignal(SIGHUP, SignalHandlerForConfigReload);
+    pqsignal(SIGTERM, die);
+    BackgroundWorkerUnblockSignals();
+    BackgroundWorkerInitializeConnection(setting_database, nullptr, 0);
+    std::string failure;
+    try {
+        writer_loop();
+    } catch (const std::exception &e) {
+        failure = e.what();
+    } catch (...) {
+        failure = "unknown C++ exception";
+    }
+    // Only a failure outside the loop's turns gets here. Exit code 1: the postmaster restarts it.
+    ereport(FATAL, (errmsg("pg_inference usage writer stopped: %s", failure.c_str())));
+}
