@@ -3,9 +3,9 @@
 //
 // One round: read every service in one short transaction, commit, probe them all with curl multi
 // while no transaction is open, then write every result in one short transaction. A round that
-// fails (an SPI error, a cancel) is logged and the worker carries on at the next interval: the
-// transaction is aborted from C++ (every PostgreSQL call here goes through pg_guard), which keeps
-// the HTTP client and its connections instead of paying a restart and fresh handshakes.
+// fails (an SPI error, a lock or statement timeout, a cancel) is logged and the worker carries on
+// at the next interval: run_in_transaction aborts the transaction from C++, which keeps the HTTP
+// client and its connections instead of paying a restart and fresh handshakes.
 #include "health_worker.h"
 
 #include "cpp_wall.h"
@@ -43,6 +43,7 @@ PGDLLEXPORT void pgi_health_worker_main(Datum arg);
 #include "catalog_generation.h"
 #include "error.h"
 #include "settings.h"
+#include "worker_transaction.h"
 
 namespace pgi::pg {
 
@@ -164,23 +165,12 @@ probe::Settings worker_probe_settings() {
     return s;
 }
 
-// Runs body in a transaction of its own with a snapshot for SPI. When body throws, the
-// transaction stays open for the caller's recovery to abort.
-template <typename F>
-void in_transaction(const char *activity, F &&body) {
-    pg_guard_void([&]() {
-        SetCurrentStatementStartTimestamp();
-        StartTransactionCommand();
-        PushActiveSnapshot(GetTransactionSnapshot());
-        pgstat_report_activity(STATE_RUNNING, activity);
-    });
-    body();
-    pg_guard_void([]() {
-        PopActiveSnapshot();
-        CommitTransactionCommand();
-        pgstat_report_activity(STATE_IDLE, nullptr);
-        MemoryContextSwitchTo(worker_cxt);
-    });
+// Every transaction of the worker is short and bounded: a lock held by someone else (LOCK TABLE,
+// VACUUM FULL) or a slow statement fails the round after these limits instead of stalling it.
+constexpr TransactionLimits kTransactionLimits{1000, 10000};
+
+void in_transaction(const char *activity, const std::function<void()> &body) {
+    run_in_transaction(activity, kTransactionLimits, body);
 }
 
 // DROP EXTENSION and CREATE EXTENSION may come and go while the worker runs.
@@ -285,11 +275,10 @@ bool run_round(http::Client &client, RoundKind kind) {
     return true;
 }
 
-// After a failed round: what PostgreSQL's own error recovery would do for the transaction, then
-// a log line. The worker then waits for the next interval as after any round.
-void recover_from(const std::string &message, int sqlerrcode) {
+// After a failed round (its transaction, if any, already aborted by run_in_transaction): a log
+// line. The worker then waits for the next interval as after any round.
+void report_failure(const std::string &message, int sqlerrcode) {
     HOLD_INTERRUPTS();
-    AbortCurrentTransaction();  // nothing to do when the failure came outside a transaction
     pgstat_report_activity(STATE_IDLE, nullptr);
     MemoryContextSwitchTo(worker_cxt);
     RESUME_INTERRUPTS();
@@ -357,12 +346,16 @@ void worker_loop() {
             failed = true;
             failure = e.what();
             code = e.data()->sqlerrcode;
+        } catch (const pgi::Error &e) {
+            failed = true;
+            failure = e.what();
+            code = sqlstate_code(e.sqlstate());
         } catch (const std::exception &e) {
             failed = true;
             failure = e.what();
         }
         if (failed)
-            recover_from(failure, code);
+            report_failure(failure, code);
     }
 }
 
