@@ -44,6 +44,7 @@ PG_OBJS = \
 	src/pg/service_catalog.o \
 	src/pg/status_store.o \
 	src/pg/usage_writer.o \
+	src/pg/worker_connection.o \
 	src/pg/worker_transaction.o
 OBJS = $(CORE_OBJS) $(PG_OBJS)
 

@@ -43,6 +43,7 @@ PGDLLEXPORT void pgi_health_worker_main(Datum arg);
 #include "catalog_generation.h"
 #include "error.h"
 #include "settings.h"
+#include "worker_connection.h"
 #include "worker_transaction.h"
 
 namespace pgi::pg {
@@ -442,7 +443,7 @@ void pgi_health_worker_main(Datum) {
     pqsignal(SIGHUP, SignalHandlerForConfigReload);
     pqsignal(SIGTERM, die);
     BackgroundWorkerUnblockSignals();
-    BackgroundWorkerInitializeConnection(setting_database, nullptr, 0);
+    worker_connect("pg_inference health worker");
 
     before_shmem_exit(clear_pid, 0);
     update_shared([](WorkerShared &s) {

@@ -17,6 +17,7 @@ void _PG_init(void);
 #include "health_worker.h"
 #include "settings.h"
 #include "status_store.h"
+#include "worker_connection.h"
 
 namespace pgi::pg {
 
@@ -50,6 +51,7 @@ void request_shmem() {
     catalog_generation_request_shmem();
     health_worker_request_shmem();
     governance_request_shmem();
+    worker_connection_request_shmem();
 }
 
 void startup_shmem() {
@@ -59,6 +61,7 @@ void startup_shmem() {
     catalog_generation_init_shmem();
     health_worker_init_shmem();
     governance_init_shmem();
+    worker_connection_init_shmem();
 }
 
 void define_settings() {
