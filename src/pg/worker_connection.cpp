@@ -14,10 +14,11 @@ extern "C" {
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/elog.h"
-#include "utils/snapmgr.h"
 }
 
+#include "error.h"
 #include "settings.h"
+#include "worker_transaction.h"
 
 namespace pgi::pg {
 
@@ -48,14 +49,18 @@ void notice_missing_database(ErrorData *edata) {
         previous_emit_log_hook(edata);
 }
 
+// A failed look (a lock on pg_database held too long, memory) counts as "not yet": the next second
+// tries again.
 bool database_exists() {
     bool exists = false;
-    SetCurrentStatementStartTimestamp();
-    StartTransactionCommand();
-    PushActiveSnapshot(GetTransactionSnapshot());
-    exists = OidIsValid(get_database_oid(setting_database, true));
-    PopActiveSnapshot();
-    CommitTransactionCommand();
+    try {
+        run_in_transaction("pg_inference: waiting for inference.database", {1000, 5000}, [&]() {
+            exists =
+                pg_guard([]() { return OidIsValid(get_database_oid(setting_database, true)); });
+        });
+    } catch (...) {  // nothing may escape into the worker's C entry point
+        return false;
+    }
     return exists;
 }
 
@@ -63,7 +68,6 @@ bool database_exists() {
 // inference.database. Never returns: SIGTERM and postmaster death end the process as usual.
 void wait_for_database(const char *worker_name) {
     BackgroundWorkerInitializeConnection(nullptr, nullptr, 0);
-    pgstat_report_activity(STATE_RUNNING, "pg_inference: waiting for inference.database");
     for (;;) {
         CHECK_FOR_INTERRUPTS();
         if (database_exists()) {
