@@ -52,6 +52,7 @@ check "after a restart, a service is Ready while another probe hangs ($t ms)" wi
 check_eq "... and the hung one is still waiting on its probe" "Pending" "$(status_of he-hang)"
 t="$(until_eq 10 Failed status_of he-hang)"
 check "the hung probe fails at health_check_timeout ($t ms)" test "$t" != timeout
+sleep 0.5 # the round's closing transaction follows its last probe
 check_eq "both statuses are persisted at the end of the round" "Failed,Ready" \
     "$(he -c "SELECT string_agg(status, ',' ORDER BY service) FROM inference.service_status")"
 

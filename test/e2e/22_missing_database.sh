@@ -54,7 +54,7 @@ check_eq "the missing database is logged once" "1" \
 check_contains "with a hint" "HINT:  Create the database, or set inference.database" "$after"
 check_eq "the waiting worker is connected to no database" "1" \
     "$(md -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_inference health worker'
-                AND datid IS NULL")"
+                AND coalesce(datid, 0) = 0")"
 
 md -q -c "CREATE DATABASE md_db" && md -q -d md_db -c "CREATE EXTENSION pg_inference" || exit 1
 poll_eq "the health worker runs again once the database is back" "sleeping" 10 worker_state
