@@ -31,6 +31,7 @@ PGDLLEXPORT void pgi_gateway_worker_main(Datum arg);
 #include "governance.h"
 #include "service_catalog.h"
 #include "settings.h"
+#include "worker_connection.h"
 #include "usage_writer.h"
 #include "worker_transaction.h"
 
@@ -321,7 +322,7 @@ void pgi_gateway_worker_main(Datum arg) {
     pqsignal(SIGHUP, SignalHandlerForConfigReload);
     pqsignal(SIGTERM, die);
     BackgroundWorkerUnblockSignals();
-    BackgroundWorkerInitializeConnection(setting_database, nullptr, 0);
+    worker_connect("pg_inference gateway listener");
     std::string failure;
     try {
         run_listener(index);

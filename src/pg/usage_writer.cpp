@@ -23,6 +23,7 @@ PGDLLEXPORT void pgi_usage_writer_main(Datum arg);
 
 #include "governance.h"
 #include "settings.h"
+#include "worker_connection.h"
 
 namespace pgi::pg {
 
@@ -92,7 +93,7 @@ void pgi_usage_writer_main(Datum) {
     pqsignal(SIGHUP, SignalHandlerForConfigReload);
     pqsignal(SIGTERM, die);
     BackgroundWorkerUnblockSignals();
-    BackgroundWorkerInitializeConnection(setting_database, nullptr, 0);
+    worker_connect("pg_inference usage writer");
     std::string failure;
     try {
         writer_loop();
