@@ -1,12 +1,14 @@
 // Holds many idle TCP connections open against a server, for the fault-injection test.
 //
 //   node hold_connections.mjs --port P [--host 127.0.0.1] [--count 5000]
-//        [--keepalive-fraction 0.5] [--max-seconds 60] [--connect-timeout-ms 5000]
+//        [--keepalive-fraction 0.5] [--max-seconds 60] [--connect-timeout-ms 2000]
+//        [--settle-seconds 10]
 //
 // A fraction of the connections first sends one `GET /health` and reads the answer (an idle
 // keep-alive connection after a request); the rest send nothing at all (an idle fresh
-// connection). Once every connection is either open or has failed, it prints one JSON line
-//   {"event":"held","open":N,"failed":F,"ms":T}
+// connection). Once every connection is either open or has failed (or --settle-seconds pass,
+// whichever is first, so a server that cannot accept does not stall the caller), it prints
+//   {"event":"held","open":N,"failed":F,"pending":P,"ms":T}
 // then holds them, sending nothing, until SIGTERM/SIGINT or --max-seconds, and prints
 //   {"event":"done","open":N,"closed_by_server":C,"held_ms":T}
 // before closing everything and exiting 0. The caller raises the descriptor limit (ulimit -n).
@@ -15,7 +17,7 @@ import net from 'node:net';
 
 function args() {
     const a = { host: '127.0.0.1', port: 0, count: 5000, keepaliveFraction: 0.5,
-                maxSeconds: 60, connectTimeoutMs: 5000 };
+                maxSeconds: 60, connectTimeoutMs: 2000, settleSeconds: 10 };
     const v = process.argv.slice(2);
     for (let i = 0; i < v.length; i += 2) {
         const [k, val] = [v[i], v[i + 1]];
@@ -25,6 +27,7 @@ function args() {
         else if (k === '--keepalive-fraction') a.keepaliveFraction = parseFloat(val);
         else if (k === '--max-seconds') a.maxSeconds = parseFloat(val);
         else if (k === '--connect-timeout-ms') a.connectTimeoutMs = parseInt(val, 10);
+        else if (k === '--settle-seconds') a.settleSeconds = parseFloat(val);
         else { console.error(`unknown argument ${k}`); process.exit(2); }
     }
     if (!a.port) { console.error('--port is required'); process.exit(2); }
@@ -39,19 +42,24 @@ const out = (o) => process.stdout.write(JSON.stringify(o) + '\n');
 
 // Connects in batches so the kernel's accept queues are not flooded all at once (a dropped SYN
 // costs a one-second retransmit, which would only measure the client).
-const kBatch = 200;
+const kBatch = 500;
 let next = 0;
 
 function settle(ok) {
     settled++;
     if (ok) open++; else failed++;
     if (settled === opt.count) {
-        holding = true;
-        heldAt = Date.now();
-        out({ event: 'held', open, failed, ms: heldAt - started });
+        reportHeld();
     } else if (settled === next) {
         launchBatch();
     }
+}
+
+function reportHeld() {
+    if (holding) return;
+    holding = true;
+    heldAt = Date.now();
+    out({ event: 'held', open, failed, pending: opt.count - settled, ms: heldAt - started });
 }
 
 function connectOne(i) {
@@ -99,4 +107,5 @@ function stop() {
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);
 setTimeout(stop, opt.maxSeconds * 1000);
+setTimeout(reportHeld, opt.settleSeconds * 1000);
 launchBatch();
