@@ -146,10 +146,6 @@ void on_accepted(evutil_socket_t, short, void *arg) {
     static_cast<Server::Impl *>(arg)->on_accepted();
 }
 
-void on_accept_error(evconnlistener *, void *arg) {
-    static_cast<Server::Impl *>(arg)->accept_failed(EVUTIL_SOCKET_ERROR());
-}
-
 void on_resume(evutil_socket_t, short, void *arg) {
     static_cast<Server::Impl *>(arg)->resume_accepting();
 }
@@ -158,17 +154,32 @@ void on_warn_timer(evutil_socket_t, short, void *arg) {
     static_cast<Server::Impl *>(arg)->flush_warnings();
 }
 
-// libevent's own warnings (it logs to stderr by default, which is the server log) go through the
-// throttle of the most recently created Server: the process has one.
-std::mutex log_mutex;
-std::vector<Server::Impl *> log_sinks;
+// The Servers of the process (it has one; tests have more). libevent's own warnings (it logs to
+// stderr by default, which is the server log) go through the throttle of the newest.
+std::mutex servers_mutex;
+std::vector<Server::Impl *> servers;
 
 void on_libevent_log(int severity, const char *message) {
     if (severity < EVENT_LOG_WARN)
         return;
-    std::lock_guard<std::mutex> lock(log_mutex);
-    if (!log_sinks.empty())
-        log_sinks.back()->warn(std::string("libevent: ") + message, true);
+    std::lock_guard<std::mutex> lock(servers_mutex);
+    if (!servers.empty())
+        servers.back()->warn(std::string("libevent: ") + message, true);
+}
+
+// A listener's callbacks share one argument, which evhttp_bind_listener sets to the evhttp.
+void on_accept_error(evconnlistener *, void *arg) {
+    int error = EVUTIL_SOCKET_ERROR();
+    Server::Impl *impl = nullptr;
+    {
+        std::lock_guard<std::mutex> lock(servers_mutex);
+        for (Server::Impl *s : servers) {
+            if (s->http == arg)
+                impl = s;
+        }
+    }
+    if (impl != nullptr)
+        impl->accept_failed(error);
 }
 
 // libevent answers some requests itself, before any callback of ours runs: bodies over the limit
@@ -539,8 +550,8 @@ Server::Impl::Impl(event_base *b, Config c, Governor &g)
         throw Error(sqlstate::kInternalError, "could not create the gateway's events");
     }
     snapshot = std::make_shared<Snapshot>();
-    std::lock_guard<std::mutex> lock(log_mutex);
-    log_sinks.push_back(this);
+    std::lock_guard<std::mutex> lock(servers_mutex);
+    servers.push_back(this);
     event_set_log_callback(on_libevent_log);
 }
 
@@ -562,9 +573,9 @@ Server::Impl::~Impl() {
     }
     exchanges.clear();
     {
-        std::lock_guard<std::mutex> lock(log_mutex);
-        log_sinks.erase(std::find(log_sinks.begin(), log_sinks.end(), this));
-        if (log_sinks.empty())
+        std::lock_guard<std::mutex> lock(servers_mutex);
+        servers.erase(std::find(servers.begin(), servers.end(), this));
+        if (servers.empty())
             event_set_log_callback(nullptr);
     }
     for (bufferevent *bev : accepted)
