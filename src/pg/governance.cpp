@@ -570,4 +570,9 @@ std::string Governance::metrics_text() {
     return gov::render_prometheus(view);
 }
 
+void Governance::warning(const std::string &message) {
+    pg_guard_void(
+        [&]() { ereport(WARNING, (errmsg("pg_inference gateway: %s", message.c_str()))); });
+}
+
 }  // namespace pgi::pg
