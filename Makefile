@@ -16,6 +16,7 @@ CORE_OBJS = \
 	src/core/gateway_snapshot.o \
 	src/core/http_async.o \
 	src/core/http_client.o \
+	src/core/log_throttle.o \
 	src/core/metrics.o \
 	src/core/probe.o \
 	src/core/protocol.o \

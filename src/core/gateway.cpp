@@ -11,11 +11,15 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+#include <fcntl.h>
+#include <mutex>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -30,6 +34,13 @@ namespace {
 constexpr long long kModelCreated = 1735689600;  // 2025-01-01T00:00:00Z
 
 const std::string kNoService;
+
+// How long listening pauses after accept() failed: long enough not to spin while descriptors are
+// exhausted, short enough that a freed descriptor is soon used again.
+constexpr long kAcceptPauseMs = 100;
+// How long a refused connection is drained before it is closed, so that what the client sent
+// does not turn the close into a reset that could destroy the 503 before it is read.
+constexpr auto kLingerTime = std::chrono::seconds(2);
 
 double ms_since(Clock::time_point t) {
     return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
@@ -95,8 +106,16 @@ std::string openssl_error() {
     return text;
 }
 
+// A watched client connection closes (Server::Impl::watch).
+void on_connection_close(evhttp_connection *, void *arg) {
+    auto *impl = static_cast<Server::Impl *>(arg);
+    if (impl->connections > 0)
+        impl->connections--;
+}
+
 void on_close(evhttp_connection *conn, void *arg) {
     auto *ex = static_cast<Exchange *>(arg);
+    Server::Impl *impl = &ex->server;
     evhttp_connection_set_closecb(conn, nullptr, nullptr);
     // A request whose reply was under way is detached from its dying connection by libevent and
     // left for its owner to free; one still attached goes with the connection.
@@ -105,6 +124,7 @@ void on_close(evhttp_connection *conn, void *arg) {
     ex->req = nullptr;
     ex->conn = nullptr;
     ex->server.finish(*ex, 499);
+    on_connection_close(conn, impl);
 }
 
 void restore_timeouts(evhttp_request *req, void *arg) {
@@ -120,6 +140,46 @@ void on_request(evhttp_request *req, void *arg) {
 
 void on_flush(evutil_socket_t, short, void *arg) {
     static_cast<Server::Impl *>(arg)->flush_chunks();
+}
+
+void on_accepted(evutil_socket_t, short, void *arg) {
+    static_cast<Server::Impl *>(arg)->on_accepted();
+}
+
+void on_resume(evutil_socket_t, short, void *arg) {
+    static_cast<Server::Impl *>(arg)->resume_accepting();
+}
+
+void on_warn_timer(evutil_socket_t, short, void *arg) {
+    static_cast<Server::Impl *>(arg)->flush_warnings();
+}
+
+// The Servers of the process (it has one; tests have more). libevent's own warnings (it logs to
+// stderr by default, which is the server log) go through the throttle of the newest.
+std::mutex servers_mutex;
+std::vector<Server::Impl *> servers;
+
+void on_libevent_log(int severity, const char *message) {
+    if (severity < EVENT_LOG_WARN)
+        return;
+    std::lock_guard<std::mutex> lock(servers_mutex);
+    if (!servers.empty())
+        servers.back()->warn(std::string("libevent: ") + message, true);
+}
+
+// A listener's callbacks share one argument, which evhttp_bind_listener sets to the evhttp.
+void on_accept_error(evconnlistener *, void *arg) {
+    int error = EVUTIL_SOCKET_ERROR();
+    Server::Impl *impl = nullptr;
+    {
+        std::lock_guard<std::mutex> lock(servers_mutex);
+        for (Server::Impl *s : servers) {
+            if (s->http == arg)
+                impl = s;
+        }
+    }
+    if (impl != nullptr)
+        impl->accept_failed(error);
 }
 
 // libevent answers some requests itself, before any callback of ours runs: bodies over the limit
@@ -211,6 +271,13 @@ bufferevent *make_bufferevent(event_base *base, void *arg) {
             return nullptr;
     }
     evbuffer_add_cb(bufferevent_get_output(bev), rewrite_error_page, impl);
+    // evhttp makes its connection around this bufferevent once we return; on_accepted finds it
+    // there (the callbacks' argument) at the end of this loop turn. The reference keeps the
+    // bufferevent readable even if evhttp gives up on the connection first.
+    impl->connections++;
+    bufferevent_incref(bev);
+    impl->accepted.push_back(bev);
+    event_active(impl->accept_event, EV_TIMEOUT, 0);
     return bev;
 }
 
@@ -268,6 +335,8 @@ std::string Governor::metrics_text() {
 
 void Governor::rerank_route_learned(const std::string &, translate::RerankRoute) {}
 
+void Governor::warning(const std::string &) {}
+
 bool AccessKey::allows(const std::string &service) const {
     if (!services)
         return true;
@@ -298,6 +367,162 @@ bool Exchange::on_body(const http::Response &, const char *, std::size_t) {
 // ------------------------------------------------------------------------------------------------
 // Server::Impl
 
+// A refused connection: the 503 is written, the write side shut, and what the client still sends
+// is read and dropped until it closes or kLingerTime passes.
+struct Server::Impl::Lingering {
+    Server::Impl *impl = nullptr;
+    int fd = -1;
+    event *ev = nullptr;
+    Clock::time_point until;
+
+    ~Lingering() {
+        if (ev != nullptr)
+            event_free(ev);
+        if (fd >= 0)
+            ::close(fd);
+    }
+};
+
+namespace {
+
+void on_linger(evutil_socket_t fd, short what, void *arg) {
+    auto *l = static_cast<Server::Impl::Lingering *>(arg);
+    bool done = (what & EV_TIMEOUT) != 0 || Clock::now() >= l->until;
+    for (int reads = 0; !done && reads < 16; reads++) {
+        char buf[4096];
+        ssize_t n = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n > 0)
+            continue;
+        done = n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+        break;
+    }
+    if (done) {
+        l->impl->lingering.erase(l);
+        delete l;
+    }
+}
+
+}  // namespace
+
+void Server::Impl::on_accepted() {
+    std::vector<bufferevent *> batch;
+    batch.swap(accepted);
+    for (bufferevent *bev : batch) {
+        bufferevent_data_cb read_cb = nullptr, write_cb = nullptr;
+        bufferevent_event_cb event_cb = nullptr;
+        void *arg = nullptr;
+        bufferevent_getcb(bev, &read_cb, &write_cb, &event_cb, &arg);
+        auto *conn = static_cast<evhttp_connection *>(arg);
+        if (conn == nullptr) {
+            // evhttp could not set the connection up and has freed it (its callbacks are gone).
+            if (connections > 0)
+                connections--;
+        } else if (config.max_connections > 0 && connections > config.max_connections) {
+            refuse(conn, bev);
+        } else {
+            watch(conn);
+        }
+        bufferevent_decref(bev);
+    }
+}
+
+void Server::Impl::watch(evhttp_connection *conn) {
+    evhttp_connection_set_closecb(conn, on_connection_close, this);
+}
+
+void Server::Impl::refuse(evhttp_connection *conn, bufferevent *bev) {
+    connections--;
+    refused++;
+    std::string message = "The gateway has reached inference.gateway_max_connections (" +
+                          std::to_string(config.max_connections) +
+                          " open connections per listener); try again shortly.";
+    int fd = bufferevent_getfd(bev);
+    // Over TLS nothing can be said before a handshake: the connection is just closed.
+    if (ssl_ctx == nullptr && fd >= 0) {
+        std::string body = translate::openai_error_json(message, "service_unavailable",
+                                                        "too_many_connections", {});
+        std::string response =
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            "Content-Length: " +
+            std::to_string(body.size()) + "\r\nRetry-After: 1\r\nConnection: close\r\n\r\n" + body;
+        // A fresh socket's send buffer takes this whole; if not, the caller gets a cut answer.
+        if (::send(fd, response.data(), response.size(), MSG_DONTWAIT | MSG_NOSIGNAL) > 0) {
+            // evhttp closes its descriptor below; a duplicate keeps the socket for draining.
+            int kept = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+            if (kept >= 0) {
+                ::shutdown(kept, SHUT_WR);
+                auto *l = new Lingering;
+                l->impl = this;
+                l->fd = kept;
+                l->until = Clock::now() + kLingerTime;
+                l->ev = event_new(base, kept, EV_READ | EV_PERSIST, on_linger, l);
+                timeval timeout = {static_cast<time_t>(kLingerTime.count()), 0};
+                if (l->ev == nullptr || event_add(l->ev, &timeout) != 0)
+                    delete l;
+                else
+                    lingering.insert(l);
+            }
+        }
+    }
+    evhttp_connection_free(conn);
+    warn("refused a connection: " + message);
+}
+
+void Server::Impl::accept_failed(int error) {
+    accept_failures++;
+    warn(std::string("could not accept a connection: ") + std::strerror(error) + " (" +
+         std::to_string(connections) + " client connections open; pausing " +
+         std::to_string(kAcceptPauseMs) + " ms)");
+    if (accept_paused)
+        return;
+    for (evhttp_bound_socket *socket : bound)
+        evconnlistener_disable(evhttp_bound_socket_get_listener(socket));
+    accept_paused = true;
+    timeval pause = {0, kAcceptPauseMs * 1000};
+    event_add(resume_event, &pause);
+}
+
+void Server::Impl::resume_accepting() {
+    if (!accept_paused)
+        return;
+    accept_paused = false;
+    for (evhttp_bound_socket *socket : bound)
+        evconnlistener_enable(evhttp_bound_socket_get_listener(socket));
+}
+
+void Server::Impl::warn(const std::string &message, bool from_libevent) {
+    std::optional<std::string> line = throttle.note(message);
+    if (line) {
+        try {
+            governor.warning(*line);
+        } catch (...) {
+            // A warning that cannot be logged must not take the loop down.
+        }
+    }
+    if (!from_libevent)
+        schedule_warnings();
+}
+
+void Server::Impl::schedule_warnings() {
+    if (throttle.pending() && !event_pending(warn_event, EV_TIMEOUT, nullptr)) {
+        auto wait = std::chrono::duration_cast<std::chrono::microseconds>(throttle.next_flush() -
+                                                                          Clock::now());
+        long long us = std::max<long long>(wait.count(), 1000);
+        timeval tv = {static_cast<time_t>(us / 1000000), static_cast<suseconds_t>(us % 1000000)};
+        event_add(warn_event, &tv);
+    }
+}
+
+void Server::Impl::flush_warnings() {
+    for (const std::string &line : throttle.flush()) {
+        try {
+            governor.warning(line);
+        } catch (...) {
+        }
+    }
+    schedule_warnings();
+}
+
 Server::Impl::Impl(event_base *b, Config c, Governor &g)
     : base(b), config(std::move(c)), governor(g), client(b) {
     http = evhttp_new(base);
@@ -312,11 +537,22 @@ Server::Impl::Impl(event_base *b, Config c, Governor &g)
     // than meet a reset connection while still sending.
     evhttp_set_flags(http, EVHTTP_SERVER_LINGERING_CLOSE);
     flush_event = event_new(base, -1, 0, on_flush, this);
-    if (flush_event == nullptr) {
+    accept_event = event_new(base, -1, 0, gateway::on_accepted, this);
+    resume_event = event_new(base, -1, 0, on_resume, this);
+    warn_event = event_new(base, -1, 0, on_warn_timer, this);
+    if (flush_event == nullptr || accept_event == nullptr || resume_event == nullptr ||
+        warn_event == nullptr) {
+        for (event *e : {flush_event, accept_event, resume_event, warn_event}) {
+            if (e != nullptr)
+                event_free(e);
+        }
         evhttp_free(http);
-        throw Error(sqlstate::kInternalError, "could not create the gateway's flush event");
+        throw Error(sqlstate::kInternalError, "could not create the gateway's events");
     }
     snapshot = std::make_shared<Snapshot>();
+    std::lock_guard<std::mutex> lock(servers_mutex);
+    servers.push_back(this);
+    event_set_log_callback(on_libevent_log);
 }
 
 Server::Impl::~Impl() {
@@ -332,11 +568,26 @@ Server::Impl::~Impl() {
         if (ex->upstream != 0)
             client.cancel(ex->upstream);
         if (ex->conn != nullptr)
-            evhttp_connection_set_closecb(ex->conn, nullptr, nullptr);
+            watch(ex->conn);
         delete ex;
     }
     exchanges.clear();
+    {
+        std::lock_guard<std::mutex> lock(servers_mutex);
+        servers.erase(std::find(servers.begin(), servers.end(), this));
+        if (servers.empty())
+            event_set_log_callback(nullptr);
+    }
+    for (bufferevent *bev : accepted)
+        bufferevent_decref(bev);
+    accepted.clear();
+    for (Lingering *l : lingering)
+        delete l;
+    lingering.clear();
     event_free(flush_event);
+    event_free(accept_event);
+    event_free(resume_event);
+    event_free(warn_event);
     evhttp_free(http);
     if (ssl_ctx != nullptr)
         SSL_CTX_free(ssl_ctx);
@@ -354,6 +605,16 @@ void Server::Impl::handle(evhttp_request *req) {
         unsigned method = static_cast<unsigned>(evhttp_request_get_command(req));
         Route r = route(raw_path);
 
+        if (context.snapshot->unavailable &&
+            !(r.endpoint == Endpoint::kMetrics && method == kGet)) {
+            // Nothing can be served, and there is no ledger to count it in.
+            context.ledger = false;
+            reply(
+                context, 503,
+                translate::openai_error_json(*context.snapshot->unavailable, "service_unavailable",
+                                             "extension_not_installed", {}));
+            return;
+        }
         if (r.endpoint == Endpoint::kUnknown) {
             reply_error(context, 404,
                         "Invalid URL (" + std::string(method_name(method)) + " " +
@@ -667,7 +928,7 @@ void Server::Impl::respond(Exchange &ex, int status, std::string body, const cha
         return;
     if (ex.req != nullptr) {
         if (ex.conn != nullptr)
-            evhttp_connection_set_closecb(ex.conn, nullptr, nullptr);
+            watch(ex.conn);
         send_response(ex.req, status, std::move(body), content_type, ex.context.headers);
         ex.req = nullptr;
     }
@@ -787,7 +1048,7 @@ void Server::Impl::end_stream(Exchange &ex, int ledger_status) {
         return;
     if (ex.req != nullptr) {
         if (ex.conn != nullptr)
-            evhttp_connection_set_closecb(ex.conn, nullptr, nullptr);
+            watch(ex.conn);
         flush_chunk(ex);
         evhttp_request *req = ex.req;
         ex.req = nullptr;
@@ -802,7 +1063,7 @@ void Server::Impl::abort_stream(Exchange &ex, int ledger_status) {
     // A body cut short must not look complete: drop the connection instead of ending it.
     ex.chunk_pending = false;
     if (ex.req != nullptr && ex.conn != nullptr) {
-        evhttp_connection_set_closecb(ex.conn, nullptr, nullptr);
+        watch(ex.conn);
         evhttp_connection *conn = ex.conn;
         ex.req = nullptr;
         ex.conn = nullptr;
@@ -854,6 +1115,18 @@ Server::~Server() = default;
 void Server::listen() {
     Impl &s = *impl_;
     const Config &c = s.config;
+    // Client connections and upstream transfers each hold a descriptor; the soft limit (often
+    // 1024) would run out long before max_connections. The hard limit is what the administrator
+    // allows; nothing here uses select(), so descriptors above 1024 are fine.
+    rlimit files{};
+    if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+        rlim_t was = files.rlim_cur;
+        files.rlim_cur = files.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &files) != 0) {
+            s.warn("could not raise the limit of open files from " + std::to_string(was) + " to " +
+                   std::to_string(files.rlim_max) + ": " + std::strerror(errno));
+        }
+    }
     if (!c.tls_cert_file.empty() && !c.tls_key_file.empty()) {
         SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
         if (ctx == nullptr)
@@ -917,12 +1190,23 @@ void Server::listen() {
             int fd = open_listener(*ai, error);
             if (fd < 0)
                 continue;
-            evhttp_bound_socket *socket = evhttp_accept_socket_with_handle(s.http, fd);
-            if (socket == nullptr) {
+            // The listener is made here rather than by evhttp so that it gets an error callback:
+            // without one, libevent retries a failing accept() (descriptors exhausted) at once
+            // and forever, logging each failure.
+            evconnlistener *listener =
+                evconnlistener_new(s.base, nullptr, nullptr, LEV_OPT_CLOSE_ON_FREE, 0, fd);
+            if (listener == nullptr) {
                 ::close(fd);
                 error = "libevent refused the socket";
                 continue;
             }
+            evhttp_bound_socket *socket = evhttp_bind_listener(s.http, listener);
+            if (socket == nullptr) {
+                evconnlistener_free(listener);
+                error = "libevent refused the socket";
+                continue;
+            }
+            evconnlistener_set_error_cb(listener, on_accept_error);
             s.bound.push_back(socket);
             if (s.bound_port == 0)
                 s.bound_port = local_port(fd);
@@ -943,6 +1227,8 @@ void Server::stop_listening() {
     for (evhttp_bound_socket *socket : impl_->bound)
         evhttp_del_accept_socket(impl_->http, socket);
     impl_->bound.clear();
+    event_del(impl_->resume_event);
+    impl_->accept_paused = false;
 }
 
 int Server::port() const {
@@ -967,6 +1253,7 @@ void Server::reconfigure(const Config &next) {
     c.client_timeout_s = next.client_timeout_s;
     c.default_max_tokens = next.default_max_tokens;
     c.max_retries = next.max_retries;
+    c.max_connections = next.max_connections;
     impl_->apply_http_limits();
 }
 
@@ -977,6 +1264,14 @@ void Server::set_snapshot(std::shared_ptr<const Snapshot> snapshot) {
 
 std::size_t Server::in_flight() const {
     return impl_->exchanges.size();
+}
+
+Server::ConnectionStats Server::connection_stats() const {
+    ConnectionStats stats;
+    stats.open = impl_->connections;
+    stats.refused = impl_->refused;
+    stats.accept_failures = impl_->accept_failures;
+    return stats;
 }
 
 }  // namespace pgi::gateway

@@ -48,8 +48,9 @@ struct Snapshot {
     std::map<std::string, std::string> rerank_routes;
     std::unordered_map<std::string, AccessKey> keys;  // by key_hash
     uint64_t generation = 0;
-    // Set when the gateway must serve nothing (the extension is not installed): every request
-    // but GET /metrics gets 503 with this message, and no access key is looked at.
+    // Set when the gateway cannot serve at all (the extension is not installed in the database
+    // the listeners read): every request but GET /metrics is answered 503 with this message,
+    // before any access key is looked at.
     std::optional<std::string> unavailable;
 };
 
@@ -68,6 +69,9 @@ struct Config {
     int client_timeout_s = 60;       // idle keep-alive, slow request and stalled writes
     long default_max_tokens = 1024;  // Anthropic needs max_tokens (inference.default_max_tokens)
     int max_retries = 2;             // non-streamed upstream failures (SPEC §2.1 statuses)
+    // Open client connections a Server (one listener process) keeps; past it a new connection
+    // is answered 503 and closed. 0: no cap.
+    std::size_t max_connections = 10000;
 };
 
 // A governance decision for one request (issue 6). headers go on the response in every case
@@ -101,6 +105,9 @@ class Governor {
     virtual std::string metrics_text();
     // A rerank route found by probing, for the host to persist (the Server remembers it too).
     virtual void rerank_route_learned(const std::string &service, translate::RerankRoute route);
+    // A warning for the server log (accept failures, libevent's own complaints). The Server
+    // rate-limits them: the same message at most once per 10 s, with a count of its repeats.
+    virtual void warning(const std::string &message);
 };
 
 // A new event_base for a listener's loop (null on failure). It uses epoll's changelist, which
@@ -119,10 +126,12 @@ class Server {
     Server(const Server &) = delete;
     Server &operator=(const Server &) = delete;
 
-    // Loads the TLS certificate and key when configured, then binds every listen address
-    // (SO_REUSEPORT, so several processes share the port). Throws pgi::Error F0000 when a file
-    // cannot be loaded or an address cannot be resolved or bound (each address must bind at
-    // least one socket: "localhost" on a host without IPv6 binds 127.0.0.1 alone).
+    // Raises the process's soft limit of open descriptors to its hard limit (every client
+    // connection and upstream transfer holds one; the usual soft limit of 1024 is far below
+    // max_connections), loads the TLS certificate and key when configured, then binds every
+    // listen address (SO_REUSEPORT, so several processes share the port). Throws pgi::Error F0000
+    // when a file cannot be loaded or an address cannot be resolved or bound (each address must
+    // bind at least one socket: "localhost" on a host without IPv6 binds 127.0.0.1 alone).
     void listen();
     // Stops accepting connections; requests in flight continue (graceful shutdown).
     void stop_listening();
@@ -130,15 +139,23 @@ class Server {
     int port() const;
 
     // Applies the settings that may change while serving (a configuration reload): require_key,
-    // max_body_size, client_timeout_s, the upstream timeouts, retries, response size cap and
-    // default_max_tokens. Requests that have started keep what they started with; connections
-    // already open keep their client timeout. Addresses, port and TLS files are read by listen()
-    // alone: a change to them needs a new Server.
+    // max_body_size, client_timeout_s, the upstream timeouts, retries, response size cap,
+    // default_max_tokens and max_connections (connections open past a lowered cap stay). Requests
+    // that have started keep what they started with; connections already open keep their client
+    // timeout. Addresses, port and TLS files are read by listen() alone: a change to them needs a
+    // new Server.
     void reconfigure(const Config &config);
     // Publishes a new catalog; requests already running keep the one they started with.
     void set_snapshot(std::shared_ptr<const Snapshot> snapshot);
     // Requests being served (waiting on or streaming from an upstream).
     std::size_t in_flight() const;
+
+    struct ConnectionStats {
+        std::size_t open = 0;          // client connections now
+        uint64_t refused = 0;          // answered 503 past max_connections, since the start
+        uint64_t accept_failures = 0;  // accept() errors (descriptors exhausted, say)
+    };
+    ConnectionStats connection_stats() const;
 
     struct Impl;
 

@@ -16,8 +16,11 @@
 #include "gateway.h"
 #include "gateway_request.h"
 #include "http_async.h"
+#include "log_throttle.h"
 
+struct bufferevent;
 struct event;
+struct evconnlistener;
 struct evbuffer;
 struct evhttp;
 struct evhttp_bound_socket;
@@ -100,6 +103,24 @@ struct Server::Impl {
     // The evhttp side of config (body size cap, client timeout), at start and on reconfigure.
     void apply_http_limits();
 
+    // Connections. Every accepted connection gets its bufferevent from make_bufferevent, which
+    // counts it and queues it for on_accepted (the end of the same loop turn, before any of its
+    // I/O): evhttp has made its connection by then, and it is either refused (past
+    // max_connections) or watched, so that its close callback gives the slot back. Exchanges
+    // borrow the close callback while they serve a request and hand it back with watch().
+    void on_accepted();
+    void watch(evhttp_connection *conn);
+    void refuse(evhttp_connection *conn, bufferevent *bev);
+    // accept() failed (descriptors exhausted, say): listening pauses for a moment rather than
+    // retrying in a busy loop.
+    void accept_failed(int error);
+    void resume_accepting();
+    // Through the throttle to the Governor. from_libevent: inside libevent's log callback, where
+    // no libevent function may be called (the summary timer is not armed).
+    void warn(const std::string &message, bool from_libevent = false);
+    void flush_warnings();
+    void schedule_warnings();  // arms warn_event for the earliest summary due
+
     // Exchange plumbing.
     Exchange &adopt(std::unique_ptr<Exchange> exchange);
     void call_upstream(Exchange &ex, http::Request request, bool streamed);
@@ -136,6 +157,17 @@ struct Server::Impl {
     event *flush_event = nullptr;  // runs flush_chunks once the current callbacks are done
     std::vector<Exchange *> to_flush, flushing;
     std::unordered_map<std::string, translate::RerankRoute> learned_routes;
+
+    std::size_t connections = 0;
+    uint64_t refused = 0, accept_failures = 0;
+    std::vector<bufferevent *> accepted;  // held (incref) until on_accepted
+    event *accept_event = nullptr;        // runs on_accepted
+    event *resume_event = nullptr;        // re-enables the listeners after an accept failure
+    bool accept_paused = false;
+    struct Lingering;  // a refused connection drained before it is closed
+    std::unordered_set<Lingering *> lingering;
+    LogThrottle throttle;
+    event *warn_event = nullptr;  // summaries of repeated warnings
 };
 
 }  // namespace pgi::gateway

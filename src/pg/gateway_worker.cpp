@@ -47,6 +47,7 @@ char *setting_tls_key_file = nullptr;
 bool setting_require_key = true;
 int setting_max_body_kb = 16 * 1024;
 int setting_client_timeout_s = 60;
+int setting_max_connections = 10000;
 
 // How often a listener looks at the catalog generation, signals and the postmaster: the bound on
 // how long a committed change takes to reach it.
@@ -185,6 +186,7 @@ gateway::Config listener_config() {
     c.client_timeout_s = setting_client_timeout_s;
     c.default_max_tokens = setting_default_max_tokens;
     c.max_retries = setting_max_retries;
+    c.max_connections = static_cast<size_t>(setting_max_connections);
     return c;
 }
 
@@ -277,6 +279,11 @@ void gateway_define_settings() {
                                 "stall a response before it is disconnected.",
                                 nullptr, &setting_client_timeout_s, 60, 1, 3600, PGC_SIGHUP,
                                 GUC_UNIT_S, nullptr, nullptr, nullptr);
+        DefineCustomIntVariable("inference.gateway_max_connections",
+                                "Client connections each gateway listener keeps open; past it a "
+                                "new connection is answered 503 and closed.",
+                                nullptr, &setting_max_connections, 10000, 1, 1000000, PGC_SIGHUP, 0,
+                                nullptr, nullptr, nullptr);
     }
 }
 

@@ -537,6 +537,11 @@ std::string Governance::metrics_text() {
     return gov::render_prometheus(view);
 }
 
+void Governance::warning(const std::string &message) {
+    pg_guard_void(
+        [&]() { ereport(WARNING, (errmsg("pg_inference gateway: %s", message.c_str()))); });
+}
+
 // ------------------------------------------------------------------------------------------------
 // The usage writer's side
 

@@ -34,6 +34,8 @@ class Governance : public gateway::Governor {
                   const translate::Usage &usage, double total_ms, double upstream_ms,
                   bool rate_limited) override;
     std::string metrics_text() override;
+    // The gateway's warnings (already rate-limited by it) as WARNINGs in the server log.
+    void warning(const std::string &message) override;
 
   private:
     int index_ = 0;

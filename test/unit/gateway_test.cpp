@@ -13,6 +13,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <fcntl.h>
 #include <functional>
 #include <future>
 #include <gtest/gtest.h>
@@ -26,7 +27,9 @@
 #include <set>
 #include <signal.h>
 #include <string>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -674,15 +677,27 @@ class RecordingGovernor : public Governor {
         std::lock_guard<std::mutex> lock(mu);
         learned.emplace_back(service, route);
     }
+    void warning(const std::string &message) override {
+        std::lock_guard<std::mutex> lock(mu);
+        warnings.push_back(message);
+    }
     std::vector<Finished> all() {
         std::lock_guard<std::mutex> lock(mu);
         return done;
+    }
+    size_t warnings_with(const std::string &part) {
+        std::lock_guard<std::mutex> lock(mu);
+        size_t n = 0;
+        for (const std::string &w : warnings)
+            n += w.find(part) != std::string::npos ? 1 : 0;
+        return n;
     }
 
     std::string refuse;
     std::mutex mu;
     std::vector<Finished> done;
     std::vector<std::pair<std::string, pgi::translate::RerankRoute>> learned;
+    std::vector<std::string> warnings;
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -1586,6 +1601,103 @@ TEST_F(GatewayTest, SnapshotReloadAndConnectionReuse) {
     EXPECT_EQ(post(port, "/v1/chat/completions", chat_body("fresh")).status, 200);
 }
 
+TEST_F(GatewayTest, NotInstalledAnswers503) {
+    start();
+    Snapshot s = catalog();
+    s.unavailable = "pg_inference is not installed in database \"postgres\"";
+    loop.run([&] { server->set_snapshot(std::make_shared<Snapshot>(s)); });
+    auto expect_unavailable = [&](const Reply &r) {
+        EXPECT_EQ(r.status, 503);
+        json j = r.js();
+        EXPECT_EQ(j["error"]["message"], *s.unavailable) << r.body;
+        EXPECT_EQ(j["error"]["type"], "service_unavailable");
+        EXPECT_EQ(j["error"]["code"], "extension_not_installed");
+    };
+    expect_unavailable(post(port, "/v1/chat/completions", chat_body("chat")));
+    CallOptions o;
+    o.key = false;  // no key is asked for: nothing could check it
+    expect_unavailable(call(port, "/v1/models", o));
+    expect_unavailable(call(port, "/health", o));
+    expect_unavailable(call(port, "/nowhere", o));
+    Reply metrics = call(port, "/metrics", o);
+    EXPECT_EQ(metrics.status, 200);
+    EXPECT_EQ(metrics.body, "pg_inference_test 1\n");
+    EXPECT_TRUE(upstream->requests().empty());
+    EXPECT_TRUE(governor.all().empty());
+    // Installed again: served as before.
+    loop.run([&] { server->set_snapshot(std::make_shared<Snapshot>(catalog())); });
+    EXPECT_EQ(post(port, "/v1/chat/completions", chat_body("chat")).status, 200);
+}
+
+TEST_F(GatewayTest, ConnectionCap) {
+    config.max_connections = 2;
+    start();
+    auto stats = [&] { return loop.run([&] { return server->connection_stats(); }); };
+    const std::string health = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    auto served = [&](int fd) {
+        if (write(fd, health.data(), health.size()) != static_cast<ssize_t>(health.size()))
+            return false;
+        std::string got = read_until(fd, [](const std::string &text) {
+            return text.find("{\"status\":\"ok\"}") != std::string::npos;
+        });
+        return got.rfind("HTTP/1.1 200", 0) == 0;
+    };
+    int one = connect_raw();
+    int two = connect_raw();
+    ASSERT_GE(one, 0);
+    ASSERT_GE(two, 0);
+    EXPECT_TRUE(served(one));
+    EXPECT_TRUE(served(two));
+    EXPECT_EQ(stats().open, 2u);
+
+    // A third is answered 503 at once and closed, and the two keep working.
+    int three = connect_raw();
+    ASSERT_GE(three, 0);
+    std::string refused = read_until(three, [](const std::string &) { return false; });
+    close(three);
+    EXPECT_EQ(refused.rfind("HTTP/1.1 503 Service Unavailable\r\n", 0), 0u) << refused;
+    EXPECT_NE(refused.find("Retry-After: 1\r\n"), std::string::npos) << refused;
+    EXPECT_NE(refused.find("Connection: close\r\n"), std::string::npos) << refused;
+    size_t body_at = refused.find("\r\n\r\n");
+    ASSERT_NE(body_at, std::string::npos);
+    json error = json::parse(refused.substr(body_at + 4), nullptr, false);
+    EXPECT_EQ(error["error"]["code"], "too_many_connections") << refused;
+    EXPECT_EQ(error["error"]["type"], "service_unavailable");
+    EXPECT_NE(
+        error["error"]["message"].get<std::string>().find("inference.gateway_max_connections"),
+        std::string::npos);
+    EXPECT_TRUE(served(one));
+    EXPECT_TRUE(served(two));
+    EXPECT_EQ(stats().refused, 1u);
+    EXPECT_TRUE(eventually([&] { return governor.warnings_with("refused a connection") == 1; }));
+
+    // A request sent at once, before the refusal is read, does not turn it into a reset.
+    int eager = connect_raw();
+    ASSERT_GE(eager, 0);
+    ASSERT_EQ(write(eager, health.data(), health.size()), static_cast<ssize_t>(health.size()));
+    refused = read_until(eager, [](const std::string &) { return false; });
+    close(eager);
+    EXPECT_EQ(refused.rfind("HTTP/1.1 503", 0), 0u) << refused;
+
+    // A closed connection frees its slot; one that served a call with an upstream too.
+    std::string body = chat_body("chat").dump();
+    std::string request = chat_head(body.size()) + body;
+    ASSERT_EQ(write(one, request.data(), request.size()), static_cast<ssize_t>(request.size()));
+    std::string answer = read_until(
+        one, [](const std::string &text) { return text.find("hello world") != std::string::npos; });
+    EXPECT_EQ(answer.rfind("HTTP/1.1 200", 0), 0u) << answer;
+    close(one);
+    EXPECT_TRUE(eventually([&] { return stats().open == 1; }));
+    int four = connect_raw();
+    ASSERT_GE(four, 0);
+    EXPECT_TRUE(served(four));
+    close(two);
+    close(four);
+    EXPECT_TRUE(eventually([&] { return stats().open == 0; }));
+    // The repeated refusal was throttled: one line so far, the second counted for later.
+    EXPECT_EQ(governor.warnings_with("refused a connection"), 1u);
+}
+
 // A throwaway self-signed certificate for the TLS test.
 void write_certificate(const std::string &cert_path, const std::string &key_path) {
     EVP_PKEY *key = EVP_EC_gen("P-256");
@@ -1662,6 +1774,110 @@ TEST_F(GatewayTest, ListenErrors) {
         return 0;
     });
     close(fd);
+}
+
+void accept_failures_child() {
+    int failures = 0;
+    auto check = [&](bool ok, const std::string &what) {
+        if (!ok) {
+            fprintf(stderr, "child: %s\n", what.c_str());
+            failures++;
+        }
+    };
+    signal(SIGPIPE, SIG_IGN);
+    rlimit files{256, 256};
+    if (setrlimit(RLIMIT_NOFILE, &files) != 0)
+        _exit(90);
+    event_base *base = event_base_new();
+    RecordingGovernor governor;
+    Config config;
+    config.listen_addresses = {"127.0.0.1"};
+    config.port = 0;
+    int clients[20];
+    std::vector<int> filler;
+    {
+        Server server(base, config, governor);
+        server.listen();
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_port = htons(static_cast<uint16_t>(server.port()));
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        for (int &fd : clients) {
+            fd = socket(AF_INET, SOCK_STREAM, 0);
+            // Completed by the kernel (the backlog): nothing is accepted until the loop runs.
+            if (fd < 0 || connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)) != 0)
+                _exit(91);
+        }
+        for (int fd; (fd = open("/dev/null", O_RDONLY)) >= 0;)
+            filler.push_back(fd);
+        check(errno == EMFILE, "the filler did not end in EMFILE");
+
+        auto cpu_seconds = [] {
+            rusage usage{};
+            getrusage(RUSAGE_SELF, &usage);
+            return usage.ru_utime.tv_sec + usage.ru_stime.tv_sec +
+                   (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+        };
+        auto run_for = [&](long ms) {
+            timeval tv = {ms / 1000, (ms % 1000) * 1000};
+            event_base_loopexit(base, &tv);
+            event_base_dispatch(base);
+        };
+        double cpu_before = cpu_seconds();
+        run_for(1000);
+        double cpu = cpu_seconds() - cpu_before;
+        auto stats = server.connection_stats();
+        check(cpu < 0.3, "the loop spent " + std::to_string(cpu) + " s of CPU in 1 s");
+        check(stats.accept_failures >= 1 && stats.accept_failures <= 15,
+              std::to_string(stats.accept_failures) + " accept failures in 1 s");
+        check(governor.warnings_with("could not accept a connection: Too many open files") == 1,
+              std::to_string(governor.warnings.size()) + " warnings, the first: " +
+                  (governor.warnings.empty() ? "" : governor.warnings.front()));
+        check(governor.warnings_with("libevent") == 0, "libevent logged on its own");
+
+        // Descriptors come back: the waiting connections are accepted and served.
+        for (int fd : filler)
+            close(fd);
+        filler.clear();
+        run_for(300);
+        check(server.connection_stats().open == 20,
+              std::to_string(server.connection_stats().open) + " connections open, not 20");
+        const std::string health = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+        check(
+            write(clients[0], health.data(), health.size()) == static_cast<ssize_t>(health.size()),
+            "write");
+        run_for(200);
+        char buf[512] = {};
+        ssize_t n = recv(clients[0], buf, sizeof(buf) - 1, MSG_DONTWAIT);
+        check(n > 0 && std::string(buf).rfind("HTTP/1.1 200", 0) == 0,
+              std::string("no answer after the pause: ") + buf);
+        for (int fd : clients)
+            close(fd);
+    }
+    event_base_free(base);
+    _exit(failures == 0 ? 0 : 1);
+}
+
+// Descriptors exhausted: accept() fails while connections wait in the backlog. The listener must
+// pause rather than retry in a busy loop, warn once rather than on every attempt, and accept
+// again once descriptors are free. In a child process, whose descriptor limit can be lowered
+// for good without touching the other tests.
+TEST(GatewayLimits, AcceptFailuresDoNotSpin) {
+    pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        // The child must never return into the test runner.
+        try {
+            accept_failures_child();
+        } catch (...) {
+            _exit(92);
+        }
+        _exit(93);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
 // ------------------------------------------------------------------------------------------------
