@@ -189,6 +189,30 @@ std::string render_prometheus(const MetricsView &view) {
                    "listener=\"" + std::to_string(i + 1) + "\"",
                    std::to_string(view.listeners[i].requests));
 
+    family(out, "pg_inference_gateway_open_connections", "gauge",
+           "Client connections a listener holds open now.");
+    for (size_t i = 0; i < view.listeners.size(); i++)
+        if (view.listeners[i].active)
+            sample(out, "pg_inference_gateway_open_connections",
+                   "listener=\"" + std::to_string(i + 1) + "\"",
+                   std::to_string(view.listeners[i].open_connections));
+
+    family(out, "pg_inference_gateway_connections_refused_total", "counter",
+           "Connections answered 503 because inference.gateway_max_connections was reached.");
+    for (size_t i = 0; i < view.listeners.size(); i++)
+        if (view.listeners[i].active || view.listeners[i].connections_refused > 0)
+            sample(out, "pg_inference_gateway_connections_refused_total",
+                   "listener=\"" + std::to_string(i + 1) + "\"",
+                   std::to_string(view.listeners[i].connections_refused));
+
+    family(out, "pg_inference_gateway_accept_failures_total", "counter",
+           "Failed accept() calls (out of file descriptors, say); the listener pauses 100 ms.");
+    for (size_t i = 0; i < view.listeners.size(); i++)
+        if (view.listeners[i].active || view.listeners[i].accept_failures > 0)
+            sample(out, "pg_inference_gateway_accept_failures_total",
+                   "listener=\"" + std::to_string(i + 1) + "\"",
+                   std::to_string(view.listeners[i].accept_failures));
+
     family(out, "pg_inference_gateway_catalog_snapshot_age_seconds", "gauge",
            "Seconds since a listener loaded the catalog snapshot it serves from.");
     for (size_t i = 0; i < view.listeners.size(); i++) {

@@ -55,10 +55,13 @@ using MetricsTable = FixedTable<MetricsEntry>;
 
 // What one listener process publishes about itself.
 struct ListenerGauges {
-    bool active;                 // running now
-    int64_t in_flight;           // requests being served
-    uint64_t requests;           // requests it finished since the server started
-    int64_t snapshot_loaded_ms;  // unix ms when it loaded its catalog snapshot
+    bool active;                   // running now
+    int64_t in_flight;             // requests being served
+    uint64_t requests;             // requests it finished since the server started
+    int64_t snapshot_loaded_ms;    // unix ms when it loaded its catalog snapshot
+    int64_t open_connections;      // client connections now
+    uint64_t connections_refused;  // answered 503 past inference.gateway_max_connections
+    uint64_t accept_failures;      // accept() errors, such as running out of descriptors
 };
 
 // A copy of everything /metrics shows, taken under the host's lock.

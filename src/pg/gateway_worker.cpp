@@ -31,8 +31,8 @@ PGDLLEXPORT void pgi_gateway_worker_main(Datum arg);
 #include "governance.h"
 #include "service_catalog.h"
 #include "settings.h"
-#include "worker_connection.h"
 #include "usage_writer.h"
+#include "worker_connection.h"
 #include "worker_transaction.h"
 
 namespace pgi::pg {
@@ -207,7 +207,7 @@ void housekeeping(evutil_socket_t, short, void *arg) {
             l.server->reconfigure(listener_config());
         }
         reload_if_changed(l);
-        l.governor.housekeeping(l.server->in_flight());
+        l.governor.housekeeping(l.server->in_flight(), l.server->connection_stats());
     } catch (const std::exception &e) {
         // A listener runs no statement a cancel could stop, so pg_cancel_backend only costs a
         // reload try; it is not worth a log line each time.

@@ -388,13 +388,18 @@ void Governance::snapshot_loaded() {
     shared->listeners[index_ - 1].snapshot_loaded_ms = now;
 }
 
-void Governance::housekeeping(std::size_t in_flight) {
+void Governance::housekeeping(std::size_t in_flight,
+                              const gateway::Server::ConnectionStats &connections) {
     if (shared == nullptr || index_ < 1)
         return;
     Latch *wake = nullptr;
     {
         Locked lock(true);
-        shared->listeners[index_ - 1].in_flight = static_cast<int64_t>(in_flight);
+        gov::ListenerGauges &g = shared->listeners[index_ - 1];
+        g.in_flight = static_cast<int64_t>(in_flight);
+        g.open_connections = static_cast<int64_t>(connections.open);
+        g.connections_refused = connections.refused;
+        g.accept_failures = connections.accept_failures;
         // Counters filling up: the usage writer flushes now rather than at its interval, so
         // that busy periods drop nothing.
         if (usage_table().count() * 2 > shared->max_usage)

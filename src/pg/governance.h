@@ -27,7 +27,7 @@ class Governance : public gateway::Governor {
     void snapshot_loaded();
     // From the listener's housekeeping tick: publishes its in-flight count and wakes the usage
     // writer when the counters fill up. No SQL: the listener's loop never waits on the database.
-    void housekeeping(std::size_t in_flight);
+    void housekeeping(std::size_t in_flight, const gateway::Server::ConnectionStats &connections);
 
     gateway::Admission admit(const gateway::AccessKey *key, const std::string &service) override;
     void finished(const gateway::AccessKey *key, const std::string &service, int status,

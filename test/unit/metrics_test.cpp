@@ -74,8 +74,8 @@ TEST(Metrics, RendersTheTextFormat) {
     quoted.record(404, false, Usage(), 1, 0);
     view.services = {{"gw-openai", a}, {"we\"ird\\", quoted}};
     view.listeners.resize(2);
-    view.listeners[0] = {true, 3, 10, 1'000'000};
-    view.listeners[1] = {true, 0, 7, 998'500};
+    view.listeners[0] = {true, 3, 10, 1'000'000, 4, 2, 1};
+    view.listeners[1] = {true, 0, 7, 998'500, 0, 0, 0};
     view.usage_dropped = 0;
     view.now_ms = 1'000'000 + 2500;
     std::string text = render_prometheus(view);
@@ -130,7 +130,7 @@ TEST(Metrics, RendersTheTextFormat) {
         text, "pg_inference_gateway_catalog_snapshot_age_seconds{listener=\"2\"} 4.000000"));
     EXPECT_TRUE(has_line(text, "pg_inference_gateway_usage_dropped_total 0"));
     // Every family is announced once, and every line is a comment or a sample.
-    EXPECT_EQ(lines_with(text, "# TYPE ").size(), 10u);
+    EXPECT_EQ(lines_with(text, "# TYPE ").size(), 13u);
     std::istringstream in(text);
     for (std::string line; std::getline(in, line);)
         EXPECT_TRUE(line.rfind("# ", 0) == 0 || line.rfind("pg_inference_gateway_", 0) == 0)
@@ -138,10 +138,26 @@ TEST(Metrics, RendersTheTextFormat) {
     EXPECT_EQ(text.back(), '\n');
 }
 
+TEST(Metrics, ConnectionGaugesPerListener) {
+    MetricsView view;
+    view.listeners.resize(2);
+    view.listeners[0] = {true, 0, 0, 100, 4, 2, 1};
+    view.listeners[1] = {false, 0, 0, 0, 0, 3, 0};
+    view.now_ms = 200;
+    std::string text = render_prometheus(view);
+    EXPECT_TRUE(has_line(text, "# TYPE pg_inference_gateway_open_connections gauge"));
+    EXPECT_TRUE(has_line(text, "pg_inference_gateway_open_connections{listener=\"1\"} 4"));
+    // A listener that is gone holds no connections, but its counts stay until restart.
+    EXPECT_TRUE(lines_with(text, "pg_inference_gateway_open_connections{listener=\"2\"}").empty());
+    EXPECT_TRUE(has_line(text, "pg_inference_gateway_connections_refused_total{listener=\"1\"} 2"));
+    EXPECT_TRUE(has_line(text, "pg_inference_gateway_connections_refused_total{listener=\"2\"} 3"));
+    EXPECT_TRUE(has_line(text, "pg_inference_gateway_accept_failures_total{listener=\"1\"} 1"));
+}
+
 TEST(Metrics, InactiveListenersKeepOnlyTheirCounter) {
     MetricsView view;
     view.listeners.resize(1);
-    view.listeners[0] = {false, 0, 5, 100};
+    view.listeners[0] = {false, 0, 5, 100, 0, 0, 0};
     view.now_ms = 200;
     std::string text = render_prometheus(view);
     EXPECT_TRUE(has_line(text, "pg_inference_gateway_listener_requests_total{listener=\"1\"} 5"));
