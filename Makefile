@@ -21,6 +21,7 @@ CORE_OBJS = \
 	src/core/probe.o \
 	src/core/protocol.o \
 	src/core/rate_limiter.o \
+	src/core/redact.o \
 	src/core/sse.o \
 	src/core/translate.o \
 	src/core/translate_chat.o \

@@ -25,6 +25,8 @@
 
 #include "crypto.h"
 #include "gateway_internal.h"
+#include "redact.h"
+#include "upstream_error.h"
 
 namespace pgi::gateway {
 
@@ -88,13 +90,6 @@ void send_response(evhttp_request *req, int status, std::string &&body, const ch
 std::string error_body(std::string_view message, int status, std::string_view code,
                        std::string_view param) {
     return translate::openai_error_json(message, error_type(status), code, param);
-}
-
-void replace_all(std::string &text, const std::string &needle, const char *with) {
-    if (needle.empty())
-        return;
-    for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at))
-        text.replace(at, needle.size(), with);
 }
 
 std::string openssl_error() {
@@ -951,13 +946,12 @@ void Server::Impl::respond_upstream_failure(Exchange &ex, const http::Response &
                        std::to_string(config.max_response_size) + " bytes";
             code = "upstream_response_too_large";
         } else if (r.curl_code == CURLE_OPERATION_TIMEDOUT) {
-            message += "did not answer in time: " + r.transport_error;
+            message += "did not answer in time: " + redact_key(r.transport_error, service);
             status = 504;
             code = "upstream_timeout";
         } else {
-            message += "is unreachable: " + r.transport_error;
+            message += "is unreachable: " + redact_key(r.transport_error, service);
         }
-        replace_all(message, service.api_key, "[redacted]");
         respond_error(ex, status, message, code);
         return;
     }
@@ -965,8 +959,11 @@ void Server::Impl::respond_upstream_failure(Exchange &ex, const http::Response &
     int status = caller_status(r.status);
     const char *code = "upstream_error";
     if (r.status == 429) {
-        code = e.detail().find("insufficient_quota") != std::string::npos ? "insufficient_quota"
-                                                                          : "rate_limit_exceeded";
+        // From the raw error: the message's detail is redacted, and a short key can hide a code.
+        const UpstreamError raw = parse_upstream_error(r.body);
+        code = raw.type == "insufficient_quota" || raw.code == "insufficient_quota"
+                   ? "insufficient_quota"
+                   : "rate_limit_exceeded";
     } else if (e.sqlstate() == sqlstate::kUpstreamAuth ||
                e.sqlstate() == sqlstate::kUpstreamForbidden) {
         // Gemini refuses a bad key with 400 API_KEY_INVALID: still the gateway's problem.
@@ -991,10 +988,9 @@ void Server::Impl::respond_translate_error(Exchange &ex, const Error &e) {
     } else if (state == sqlstate::kFeatureNotSupported) {
         respond_error(ex, 400, message, "unsupported_value");
     } else if (state.compare(0, 2, "PI") == 0) {
+        // The upstream's words in these errors were redacted where they were read.
         if (!e.detail().empty())
             message += " (" + e.detail() + ")";
-        if (ex.context.service != nullptr)
-            replace_all(message, ex.context.service->api_key, "[redacted]");
         respond_error(ex, 502, message, "bad_upstream_response");
     } else {
         respond_error(ex, 500, message, "internal_error");

@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "gateway_internal.h"
+#include "redact.h"
 #include "translate_chat.h"
 #include "translate_embeddings.h"
 #include "translate_rerank.h"
@@ -133,7 +134,8 @@ struct ChatExchange : Exchange {
             if (r.curl_code == 0) {
                 stream->finish(out);
             } else if (!stream->done()) {
-                std::string why = "the upstream stream broke off: " + r.transport_error;
+                std::string why =
+                    "the upstream stream broke off: " + redact_key(r.transport_error, service);
                 stream->fail(why, out);
             }
             server.send_chunk(*this, out.data(), out.size());

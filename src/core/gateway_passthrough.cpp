@@ -9,6 +9,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "gateway_internal.h"
+#include "redact.h"
 
 namespace pgi::gateway {
 
@@ -85,12 +86,9 @@ struct PassthroughExchange : Exchange {
         }
         // Not streamed: an error status (kept whole for a retry), or an answer without a body.
         std::string body = std::move(r.body);
-        const std::string &key = context.service->api_key;
-        if ((r.status < 200 || r.status > 299) && !key.empty()) {
-            // Providers sometimes quote the rejected key back.
-            for (size_t at = body.find(key); at != std::string::npos; at = body.find(key, at))
-                body.replace(at, key.size(), "[redacted]");
-        }
+        // Providers sometimes quote the rejected key back.
+        if (r.status < 200 || r.status > 299)
+            body = redact_key(body, *context.service);
         for (auto &h : answer_headers(r, head))
             context.headers.push_back(std::move(h));
         server.respond(*this, static_cast<int>(r.status), std::move(body), nullptr);

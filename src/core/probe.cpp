@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "error.h"
+#include "redact.h"
 #include "upstream_error.h"
 
 namespace pgi::probe {
@@ -73,12 +74,12 @@ Result diagnose(const ServiceEndpoint &service, const std::string &url,
                 const http::Response &response) {
     const long status = response.status;
     if (response.curl_code != 0) {
+        const std::string why = redact_key(response.transport_error, service);
         if (response.too_large)
             return failure(sqlstate::kUpstreamBadResponse,
-                           "unexpected response from " + url + ": " + response.transport_error, url,
-                           status);
-        Result r = failure(sqlstate::kUpstreamUnreachable,
-                           "endpoint unreachable: " + response.transport_error, url, status);
+                           "unexpected response from " + url + ": " + why, url, status);
+        Result r =
+            failure(sqlstate::kUpstreamUnreachable, "endpoint unreachable: " + why, url, status);
         if (response.tls_error)
             r.hint = kTlsHint;
         return r;
@@ -121,9 +122,11 @@ Result diagnose(const ServiceEndpoint &service, const std::string &url,
     if (status >= 500 && status < 600)
         return failure(sqlstate::kUpstreamServer,
                        "upstream server error " + status_from(status, url), url, status);
+    // The upstream's own words may quote the key back; the status message is readable by all.
+    const UpstreamError shown = shown_upstream_error(response.body, service);
     std::string message = "unexpected status " + std::to_string(status) + " from " + url;
-    if (!upstream.message.empty())
-        message += ": " + upstream.message;
+    if (!shown.message.empty())
+        message += ": " + shown.message;
     return failure(sqlstate::kUpstreamBadResponse, message, url, status);
 }
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <random>
 
+#include "redact.h"
 #include "translate_util.h"
 #include "upstream_error.h"
 
@@ -323,13 +324,17 @@ nlohmann::json parse_upstream_body(const ServiceEndpoint &service, std::string_v
                                    const char *what) {
     nlohmann::json j = nlohmann::json::parse(body.begin(), body.end(), nullptr, false);
     if (j.is_discarded()) {
-        bad_response(service, what, "the body is not JSON: " + std::string(body.substr(0, 200)));
+        // Redacted whole before the cut, so no piece of a key is left at the 200th character.
+        const std::string shown = redact_key(body, service);
+        bad_response(
+            service, what,
+            "the body is not JSON: " + std::string(std::string_view(shown).substr(0, 200)));
     }
     // Some OpenAI-compatible servers report failures inside a 200.
     if (j.is_object()) {
         auto err = j.find("error");
         if (err != j.end() && !err->is_null()) {
-            UpstreamError e = parse_upstream_error(std::string(body));
+            UpstreamError e = shown_upstream_error(std::string(body), service);
             throw Error(sqlstate::kUpstreamBadResponse,
                         "service \"" + service.name + "\" returned an error: " + e.message);
         }
@@ -545,18 +550,6 @@ Usage usage_from_openai_body(std::string_view body) {
     return detail::usage_from_openai_text(value);
 }
 
-namespace {
-
-void replace_all(std::string &text, const std::string &needle, const char *with) {
-    if (needle.empty())
-        return;
-    for (std::size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at)) {
-        text.replace(at, needle.size(), with);
-    }
-}
-
-}  // namespace
-
 Error upstream_failure(const ServiceEndpoint &service, long status, const std::string &body) {
     UpstreamError e = parse_upstream_error(body);
     const char *state = sqlstate::kUpstreamBadResponse;
@@ -582,20 +575,20 @@ Error upstream_failure(const ServiceEndpoint &service, long status, const std::s
         state = sqlstate::kUpstreamServer;
         hint = "The upstream failed; retry later.";
     }
+    // Providers sometimes quote the rejected key back; it must not reach a log or a client. Only
+    // the upstream's words are scrubbed: ours and the service name never hold the key.
+    const UpstreamError shown = shown_upstream_error(body, service);
     std::string message =
         "service \"" + service.name + "\" returned HTTP " + std::to_string(status);
-    if (!e.message.empty())
-        message += ": " + e.message;
+    if (!shown.message.empty())
+        message += ": " + shown.message;
     std::string detail;
-    if (!e.type.empty())
-        detail = "upstream error type: " + e.type;
-    if (!e.code.empty())
-        detail += (detail.empty() ? "" : ", ") + std::string("code: ") + e.code;
-    if (!e.reason.empty())
-        detail += (detail.empty() ? "" : ", ") + std::string("reason: ") + e.reason;
-    // Providers sometimes quote the rejected key back; it must not reach a log or a client.
-    replace_all(message, service.api_key, "[redacted]");
-    replace_all(detail, service.api_key, "[redacted]");
+    if (!shown.type.empty())
+        detail = "upstream error type: " + shown.type;
+    if (!shown.code.empty())
+        detail += (detail.empty() ? "" : ", ") + std::string("code: ") + shown.code;
+    if (!shown.reason.empty())
+        detail += (detail.empty() ? "" : ", ") + std::string("reason: ") + shown.reason;
     return Error(state, std::move(message), std::move(hint), std::move(detail));
 }
 

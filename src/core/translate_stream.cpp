@@ -7,6 +7,7 @@
 #endif
 #include <nlohmann/json.hpp>
 
+#include "redact.h"
 #include "translate_util.h"
 #include "upstream_error.h"
 
@@ -91,10 +92,7 @@ std::size_t index_of(const json &object, std::size_t fallback) {
 }  // namespace
 
 ChatStream::ChatStream(const ServiceEndpoint &service, bool caller_wants_usage)
-    : protocol_(service.protocol),
-      service_name_(service.name),
-      service_model_(service.model),
-      caller_wants_usage_(caller_wants_usage) {}
+    : service_(service), caller_wants_usage_(caller_wants_usage) {}
 
 // Hands each parsed event to the stream's translation, writing to `out`.
 struct ChatStream::Sink final : SseSink {
@@ -116,7 +114,7 @@ void ChatStream::feed(std::string_view bytes, std::string &out) {
     } catch (const Error &e) {
         // An event past the parser's cap; the events completed before it have been written.
         if (!done_)
-            error(out, "service \"" + service_name_ + "\": " + e.what(), "upstream_error");
+            error(out, "service \"" + service_.name + "\": " + e.what(), "upstream_error");
     }
 }
 
@@ -135,7 +133,7 @@ void ChatStream::fail(std::string_view message, std::string &out) {
 }
 
 void ChatStream::event(const SseEventView &e, std::string &out) {
-    switch (protocol_) {
+    switch (service_.protocol) {
         case Protocol::kOpenAiV1:
             openai_event(e, out);
             break;
@@ -153,7 +151,7 @@ void ChatStream::event(const SseEventView &e, std::string &out) {
 void ChatStream::openai_event(const SseEventView &e, std::string &out) {
     if (e.event == "error") {
         // Some OpenAI-compatible servers name their error events; pass the message on.
-        UpstreamError err = parse_upstream_error(std::string(e.data));
+        UpstreamError err = shown_upstream_error(std::string(e.data), service_);
         error(out, err.message, err.type.empty() ? "upstream_error" : err.type);
         return;
     }
@@ -206,7 +204,7 @@ void ChatStream::start(std::string id, std::string_view model) {
     if (id.empty())
         id = detail::completion_id();
     if (model.empty())
-        model = service_model_;
+        model = service_.model;
     prefix_ = "{\"id\":";
     detail::append_json_string(prefix_, id);
     prefix_ += ",\"object\":\"chat.completion.chunk\",\"created\":";
@@ -288,7 +286,7 @@ void ChatStream::finish_chunk(std::string &out, std::size_t index, const char *f
 }
 
 void ChatStream::end(std::string &out) {
-    if (protocol_ != Protocol::kOpenAiV1 && caller_wants_usage_) {
+    if (service_.protocol != Protocol::kOpenAiV1 && caller_wants_usage_) {
         if (prefix_.empty())
             start({}, {});
         out += "data: ";
@@ -313,7 +311,7 @@ void ChatStream::error(std::string &out, std::string_view message, std::string_v
 void ChatStream::anthropic_event(const SseEventView &e, std::string &out) {
     json j = json::parse(e.data, nullptr, false);
     if (!j.is_object()) {
-        error(out, "service \"" + service_name_ + "\" sent a malformed stream event",
+        error(out, "service \"" + service_.name + "\" sent a malformed stream event",
               "upstream_error");
         return;
     }
@@ -395,10 +393,12 @@ void ChatStream::anthropic_event(const SseEventView &e, std::string &out) {
         end(out);
     } else if (type == "error") {
         const json *err = member(j, "error");
-        std::string message = err != nullptr ? string_member(*err, "message") : std::string();
-        std::string kind = err != nullptr ? string_member(*err, "type") : std::string();
+        std::string message =
+            err != nullptr ? redact_key(string_member(*err, "message"), service_) : std::string();
+        std::string kind =
+            err != nullptr ? redact_key(string_member(*err, "type"), service_) : std::string();
         error(out,
-              message.empty() ? "service \"" + service_name_ + "\" failed mid-stream" : message,
+              message.empty() ? "service \"" + service_.name + "\" failed mid-stream" : message,
               kind.empty() ? "upstream_error" : kind);
     }
     // ping, content_block_stop and event types added later carry nothing to translate.
@@ -409,12 +409,12 @@ void ChatStream::anthropic_event(const SseEventView &e, std::string &out) {
 void ChatStream::gemini_event(const SseEventView &e, std::string &out) {
     json j = json::parse(e.data, nullptr, false);
     if (!j.is_object()) {
-        error(out, "service \"" + service_name_ + "\" sent a malformed stream event",
+        error(out, "service \"" + service_.name + "\" sent a malformed stream event",
               "upstream_error");
         return;
     }
     if (const json *err = member(j, "error"); err != nullptr && !err->is_null()) {
-        UpstreamError parsed = parse_upstream_error(std::string(e.data));
+        UpstreamError parsed = shown_upstream_error(std::string(e.data), service_);
         error(out, parsed.message, parsed.type.empty() ? "upstream_error" : parsed.type);
         return;
     }
@@ -435,7 +435,7 @@ void ChatStream::gemini_event(const SseEventView &e, std::string &out) {
         const json &c = (*candidates)[pos];
         std::size_t index = index_of(c, pos);
         if (index >= kMaxChoices) {
-            error(out, "service \"" + service_name_ + "\" sent a malformed stream event",
+            error(out, "service \"" + service_.name + "\" sent a malformed stream event",
                   "upstream_error");
             return;
         }

@@ -79,9 +79,7 @@ class ChatStream {
     void end(std::string &out);
     void error(std::string &out, std::string_view message, std::string_view type);
 
-    Protocol protocol_;
-    std::string service_name_;
-    std::string service_model_;
+    ServiceEndpoint service_;  // name, model, protocol, and the key to redact error texts with
     bool caller_wants_usage_;
     SseParser parser_;
     Usage usage_;

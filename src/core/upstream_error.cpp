@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "redact.h"
+
 namespace pgi {
 
 namespace {
@@ -14,19 +16,20 @@ std::string text_of(const nlohmann::json &j) {
     return {};
 }
 
-std::string first_chars(const std::string &body) {
+std::string first_chars(std::string_view body) {
     std::string out;
     for (char c : body.substr(0, 200))
         out.push_back((c == '\n' || c == '\r') ? ' ' : c);
     return out;
 }
 
-}  // namespace
-
-UpstreamError parse_upstream_error(const std::string &body) {
+// The error's fields; `unparsed` tells that the message is the body's start, not a field.
+UpstreamError parse(const std::string &body, bool &unparsed) {
     UpstreamError e;
+    unparsed = false;
     nlohmann::json j = nlohmann::json::parse(body, nullptr, false);
     if (j.is_discarded() || !j.is_object()) {
+        unparsed = true;
         e.message = first_chars(body);
         return e;
     }
@@ -62,8 +65,29 @@ UpstreamError parse_upstream_error(const std::string &body) {
     }
     if (j.contains("message"))
         e.message = text_of(j["message"]);
-    if (e.message.empty())
+    if (e.message.empty()) {
+        unparsed = true;
         e.message = first_chars(body);
+    }
+    return e;
+}
+
+}  // namespace
+
+UpstreamError parse_upstream_error(const std::string &body) {
+    bool unparsed = false;
+    return parse(body, unparsed);
+}
+
+UpstreamError shown_upstream_error(const std::string &body, const ServiceEndpoint &service) {
+    bool unparsed = false;
+    UpstreamError e = parse(body, unparsed);
+    if (service.api_key.empty())
+        return e;
+    e.message = unparsed ? first_chars(redact_key(body, service)) : redact_key(e.message, service);
+    e.type = redact_key(e.type, service);
+    e.code = redact_key(e.code, service);
+    e.reason = redact_key(e.reason, service);
     return e;
 }
 

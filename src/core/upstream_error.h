@@ -21,4 +21,10 @@ struct UpstreamError {
 // the body's first 200 characters, so a plain-text error still reaches the user.
 UpstreamError parse_upstream_error(const std::string &body);
 
+// The same error as it may be shown to anyone: every field with the service's key removed
+// (redact_key). Compare parse_upstream_error's fields against known codes, put these in
+// messages. An unparsable body is redacted before its first 200 characters are taken, so a key
+// cut at the 200th character leaves no piece behind.
+UpstreamError shown_upstream_error(const std::string &body, const ServiceEndpoint &service);
+
 }  // namespace pgi

@@ -17,6 +17,7 @@ extern "C" {
 
 #include "backend_http.h"
 #include "error.h"
+#include "redact.h"
 #include "service_catalog.h"
 #include "settings.h"
 #include "translate_chat.h"
@@ -69,12 +70,12 @@ pgi::Error call_failure(const ServiceEndpoint &service, const http::Response &r)
             "response from service \"" + service.name + "\" exceeds inference.max_response_size",
             "Raise inference.max_response_size or ask for less.");
     if (r.status == 0)
-        return pgi::Error(
-            sqlstate::kUpstreamUnreachable,
-            "request to service \"" + service.name + "\" failed: " + r.transport_error,
-            r.tls_error ? "A trusted self-signed endpoint needs allow_insecure => "
-                          "true at registration."
-                        : "Run inference.check_service() for a diagnosis.");
+        return pgi::Error(sqlstate::kUpstreamUnreachable,
+                          "request to service \"" + service.name +
+                              "\" failed: " + redact_key(r.transport_error, service),
+                          r.tls_error ? "A trusted self-signed endpoint needs allow_insecure => "
+                                        "true at registration."
+                                      : "Run inference.check_service() for a diagnosis.");
     return translate::upstream_failure(service, r.status, r.body);
 }
 

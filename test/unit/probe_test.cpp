@@ -132,6 +132,19 @@ TEST(Diagnose, OtherBadRequestsAreUnexpected) {
                    "PI400", "unexpected status 400 from " + kUrl + ": bad model", 400);
 }
 
+TEST(Diagnose, TheUpstreamsWordsAreRedacted) {
+    // The status message is readable by every role: a key quoted back must not reach it.
+    ServiceEndpoint s = endpoint(Protocol::kOpenAiV1);
+    expect_failure(diagnose(s, kUrl, answer(400, R"({"error":{"message":"key sk-secret-key?"}})")),
+                   "PI400", "unexpected status 400 from " + kUrl + ": key [redacted]?", 400);
+    // A one-letter key: every occurrence in the upstream's words goes, the URL and ours stay.
+    s.api_key = "e";
+    expect_failure(diagnose(s, kUrl, answer(409, R"({"error":{"message":"see"}})")), "PI400",
+                   "unexpected status 409 from " + kUrl + ": s[redacted]", 409);
+    expect_failure(diagnose(s, kUrl, transport_failure(7, "host e down")), "08001",
+                   "endpoint unreachable: host [redacted] down", 0);
+}
+
 TEST(Diagnose, Forbidden) {
     for (Protocol p : kAllProtocols)
         expect_failure(

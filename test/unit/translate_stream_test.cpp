@@ -287,6 +287,24 @@ TEST(TranslateStream, OpenAiNamedErrorEvent) {
     EXPECT_TRUE(r.failed);
 }
 
+TEST(TranslateStream, ErrorEventsAreRedacted) {
+    ServiceEndpoint s = kOpenAi;
+    s.api_key = "sk-live-9876";
+    Result r = run_every_way(
+        s, false, "event: error\ndata: {\"message\":\"bad key sk-live-9876\",\"type\":\"e\"}\n\n");
+    EXPECT_EQ(chunks(r.out)[0]["error"]["message"], "bad key [redacted]");
+    ServiceEndpoint a = kAnthropic;
+    a.api_key = "sk-ant-4321";
+    r = run(a, false,
+            "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"auth\","
+            "\"message\":\"sk-ant-…4321 refused\"}}\n\n");
+    EXPECT_EQ(chunks(r.out)[0]["error"]["message"], "[redacted] refused");
+    ServiceEndpoint g = kGemini;
+    g.api_key = "AIza0000";
+    r = run(g, false, "data: {\"error\":{\"code\":400,\"message\":\"AIza0000 invalid\"}}\n\n");
+    EXPECT_EQ(chunks(r.out)[0]["error"]["message"], "[redacted] invalid");
+}
+
 TEST(TranslateStream, InputAfterTheEndIsIgnored) {
     tr::ChatStream s(kOpenAi, false);
     std::string out = s.feed(std::string(kOpenAiStream) + kDone);

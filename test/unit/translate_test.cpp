@@ -155,6 +155,53 @@ TEST(TranslateUpstreamFailure, OpenAiInvalidKey) {
     EXPECT_NE(e.hint().find("api_key"), std::string::npos);
 }
 
+TEST(TranslateUpstreamFailure, ShortKeysAreRedactedOnceAndKeepTheName) {
+    // Keys that occur in "[redacted]" used to loop forever; a key inside the name mangled it.
+    const std::string name = "badx";
+    for (const std::string key : {"a", "e", "red", "[redacted]", "x", "d]"}) {
+        ServiceEndpoint s = service(Protocol::kOpenAiV1, name);
+        s.api_key = key;
+        auto e =
+            tr::upstream_failure(s, 401,
+                                 json{{"error",
+                                       {{"message", "Incorrect API key provided: " + key + "."},
+                                        {"type", "invalid_request_error"},
+                                        {"code", "invalid_api_key"}}}}
+                                     .dump());
+        EXPECT_EQ(e.sqlstate(), "PI401") << key;
+        const std::string what = e.what();
+        const std::string ours = "service \"badx\" returned HTTP 401: ";
+        ASSERT_EQ(what.compare(0, ours.size(), ours), 0) << what;
+        // After our own words, the upstream's: the key quoted back is gone.
+        EXPECT_EQ(what.substr(what.size() - 12), " [redacted].") << what;
+    }
+}
+
+TEST(TranslateUpstreamFailure, KeysInPlainTextBodiesAndShortenedEchoes) {
+    ServiceEndpoint s = service(Protocol::kOpenAiV1, "oa");
+    // A key cut at the 200th character of a plain-text body leaves no piece of itself.
+    auto e = tr::upstream_failure(s, 401, std::string(195, '.') + " sk-secret-123 refused");
+    EXPECT_EQ(std::string(e.what()).find("sk-s"), std::string::npos) << e.what();
+    e = tr::upstream_failure(
+        s, 401, R"({"error":{"message":"Incorrect API key provided: sk-sec…-123.","type":"x"}})");
+    EXPECT_STREQ(e.what(),
+                 "service \"oa\" returned HTTP 401: Incorrect API key provided: [redacted].");
+    // An error inside a 200, and a body that is not JSON, are redacted too.
+    try {
+        tr::detail::parse_upstream_body(s, R"({"error":{"message":"key sk-secret-123 is bad"}})",
+                                        "chat");
+        ADD_FAILURE() << "no error";
+    } catch (const pgi::Error &err) {
+        EXPECT_STREQ(err.what(), "service \"oa\" returned an error: key [redacted] is bad");
+    }
+    try {
+        tr::detail::parse_upstream_body(s, "<html>sk-secret-123</html>", "chat");
+        ADD_FAILURE() << "no error";
+    } catch (const pgi::Error &err) {
+        EXPECT_EQ(err.detail(), "the body is not JSON: <html>[redacted]</html>");
+    }
+}
+
 TEST(TranslateUpstreamFailure, OpenAiQuotaAndRateLimit) {
     auto quota = tr::upstream_failure(
         service(Protocol::kOpenAiV1), 429,

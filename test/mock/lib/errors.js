@@ -34,10 +34,11 @@ const OPENAI_NO_KEY =
   "username) if you're accessing the API from your browser and are prompted for a username. You " +
   'can obtain an API key from https://platform.openai.com/account/api-keys.';
 
-function openaiAuthError(ctx, key) {
+// whole: quote the key back unmasked, as some OpenAI-compatible servers do.
+function openaiAuthError(ctx, key, whole = false) {
   if (!key) return openaiError(ctx, 401, OPENAI_NO_KEY, 'invalid_request_error', null);
   openaiError(ctx, 401,
-    `Incorrect API key provided: ${maskKey(key)}. You can find your API key at ` +
+    `Incorrect API key provided: ${whole ? key : maskKey(key)}. You can find your API key at ` +
     'https://platform.openai.com/account/api-keys.',
     'invalid_request_error', 'invalid_api_key');
 }
@@ -108,7 +109,7 @@ function scenarioError(ctx, proto, name, arg) {
 
   switch (name) {
     case 'bad_key':
-      by(() => openaiAuthError(ctx, requestKey(ctx, proto) || 'sk-bad'),
+      by(() => openaiAuthError(ctx, requestKey(ctx, proto) || 'sk-bad', arg === 'echo'),
         () => anthropicError(ctx, 401, 'authentication_error', 'invalid x-api-key'),
         () => geminiAuthError(ctx, 'bad'));
       return true;
