@@ -23,6 +23,7 @@ CORE_OBJS = \
 	src/core/rate_limiter.o \
 	src/core/redact.o \
 	src/core/sse.o \
+	src/core/transaction_steps.o \
 	src/core/translate.o \
 	src/core/translate_chat.o \
 	src/core/translate_embeddings.o \

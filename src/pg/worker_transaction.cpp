@@ -10,8 +10,7 @@ extern "C" {
 #include "utils/timeout.h"
 }
 
-#include <exception>
-#include <optional>
+#include "transaction_steps.h"
 
 namespace pgi::pg {
 
@@ -25,65 +24,75 @@ void set_local_lock_timeout(int ms) {
                             GUC_ACTION_LOCAL, true, 0, false);
 }
 
-// What the caller sees after a failure: PostgreSQL's error as a pgi::Error, or the C++
-// exception as it was.
-struct Failure {
-    std::optional<pgi::Error> error;
-    std::exception_ptr other;
-};
+// PostgreSQL's side of the steps; the order is the core's (transaction_steps.h).
+class WorkerSteps : public pgi::TransactionSteps {
+  public:
+    WorkerSteps(const char *activity, const TransactionLimits &limits)
+        : activity_(activity), limits_(limits), caller_(CurrentMemoryContext) {}
 
-// Aborts whatever is open, as PostgreSQL's own error recovery would. Safe when nothing is open.
-void abort_transaction(MemoryContext caller) {
-    HOLD_INTERRUPTS();
-    disable_timeout(STATEMENT_TIMEOUT, false);
-    AbortCurrentTransaction();
-    pgstat_report_activity(STATE_IDLE, nullptr);
-    MemoryContextSwitchTo(caller);
-    RESUME_INTERRUPTS();
-}
-
-}  // namespace
-
-void run_in_transaction(const char *activity, const TransactionLimits &limits,
-                        const std::function<void()> &body) {
-    MemoryContext caller = CurrentMemoryContext;
-    Failure failure;
-    try {
+    void begin() override {
         pg_guard_void([&]() {
             SetCurrentStatementStartTimestamp();
             StartTransactionCommand();
             PushActiveSnapshot(GetTransactionSnapshot());
-            pgstat_report_activity(STATE_RUNNING, activity);
-            if (limits.lock_timeout_ms > 0)
-                set_local_lock_timeout(limits.lock_timeout_ms);
+            pgstat_report_activity(STATE_RUNNING, activity_);
+            if (limits_.lock_timeout_ms > 0)
+                set_local_lock_timeout(limits_.lock_timeout_ms);
             // A background worker has no statement loop to arm statement_timeout; the timer
             // sends the same SIGINT, and the next CHECK_FOR_INTERRUPTS raises the usual error.
-            if (limits.statement_timeout_ms > 0)
-                enable_timeout_after(STATEMENT_TIMEOUT, limits.statement_timeout_ms);
+            if (limits_.statement_timeout_ms > 0)
+                enable_timeout_after(STATEMENT_TIMEOUT, limits_.statement_timeout_ms);
         });
-        body();
+    }
+
+    void commit() override {
         pg_guard_void([&]() {
             disable_timeout(STATEMENT_TIMEOUT, false);
             PopActiveSnapshot();
             CommitTransactionCommand();
             pgstat_report_activity(STATE_IDLE, nullptr);
-            MemoryContextSwitchTo(caller);
+            MemoryContextSwitchTo(caller_);
         });
-        return;
-    } catch (const PgError &e) {
-        // The ErrorData lives in the transaction's memory: copy it before the abort frees it.
-        try {
-            failure.error = to_error(e);
-        } catch (...) {
-            failure.other = std::current_exception();
-        }
-    } catch (...) {
-        failure.other = std::current_exception();
     }
-    abort_transaction(caller);
-    if (failure.error)
-        throw *failure.error;
-    std::rethrow_exception(failure.other);
+
+    // What PostgreSQL's own error recovery would do; safe when nothing is open.
+    void abort() noexcept override {
+        HOLD_INTERRUPTS();
+        disable_timeout(STATEMENT_TIMEOUT, false);
+        AbortCurrentTransaction();
+        pgstat_report_activity(STATE_IDLE, nullptr);
+        MemoryContextSwitchTo(caller_);
+        RESUME_INTERRUPTS();
+    }
+
+    // A PgError's ErrorData lives in the transaction's memory: it becomes a pgi::Error with
+    // the same SQLSTATE, message, detail and hint. Anything else passes through as it is.
+    std::exception_ptr capture() noexcept override {
+        try {
+            throw;
+        } catch (const PgError &e) {
+            try {
+                return std::make_exception_ptr(to_error(e));
+            } catch (...) {
+                return std::current_exception();
+            }
+        } catch (...) {
+            return std::current_exception();
+        }
+    }
+
+  private:
+    const char *activity_;
+    TransactionLimits limits_;
+    MemoryContext caller_;
+};
+
+}  // namespace
+
+void run_in_transaction(const char *activity, const TransactionLimits &limits,
+                        const std::function<void()> &body) {
+    WorkerSteps steps(activity, limits);
+    pgi::run_steps(steps, body);
 }
 
 }  // namespace pgi::pg
