@@ -151,11 +151,12 @@ mock_scenario() { # LABEL SCENARIO|null
 }
 
 # Waits (bounded) until SQL works, two listeners run and /health answers 200.
+# Ready: both listeners run and answer /health (503 while the extension is not installed).
 wait_ready() {
-    local deadline=$(($(now_ms) + ${1:-15000}))
+    local deadline=$(($(now_ms) + ${1:-15000})) code
     while [ "$(now_ms)" -lt "$deadline" ]; do
-        if [ "$(echo "$(listener_pids)" | wc -w)" = 2 ] &&
-            [ "$(REQ_MAX=1 health | cut -d' ' -f2)" = 200 ]; then
+        code="$(REQ_MAX=1 health | cut -d' ' -f2)"
+        if [ "$(echo "$(listener_pids)" | wc -w)" = 2 ] && { [ "$code" = 200 ] || [ "$code" = 503 ]; }; then
             return 0
         fi
         sleep 0.1
@@ -341,18 +342,14 @@ check_a() {
     done
     wait "$lock_pid"
     t_rel="$(cat "$FW/a_released" 2>/dev/null || now_ms)"
-    echo "   lock held $((t_rel - t_lock)) ms after it was granted (psql exit $(cat "$FW/a_lock.rc" 2>/dev/null))"
-    local n bad p99 max
-    read -r n bad p99 max < <(latency_stats "$FW/a_samples")
-    echo "   during the lock: $n requests, $bad not 200, p99 $p99 ms, max $max ms"
-    check "a: /health and chat answer 200 during the lock with p99 < 100 ms (n=$n, failed=$bad, p99=$p99 ms, max=$max ms)" \
-        awk -v n="$n" -v b="$bad" -v p="$p99" 'BEGIN { exit !(n >= 20 && b == 0 && p != "none" && p < 100) }'
 
-    # After the release: the new key works and the old one gets 401, on every listener.
+    # After the release, first: the new key works and the old one gets 401, on every listener
+    # (each new connection lands on either). Sampled at once; the statistics of the lock window
+    # come after, so that a loaded machine does not delay the first sample.
     [ -n "$new" ] || { fail "a: the rotation takes effect within 1 s of the lock's release (no new key)"; return; }
     : >"$FW/a_after"
-    local deadline=$((t_rel + 3000)) cn co good_since="" run=0 t
-    while [ "$(now_ms)" -lt "$deadline" ] && [ $run -lt 20 ]; do
+    local deadline=$((t_rel + 6000)) cn co good_since="" run=0 t
+    while [ "$(now_ms)" -lt "$deadline" ] && [ $run -lt 10 ]; do
         t=$(($(now_ms) - t_rel))
         cn="$(REQ_MAX=1 models_code "$new")"
         co="$(REQ_MAX=1 models_code "$old")"
@@ -363,10 +360,18 @@ check_a() {
         else
             good_since="" run=0
         fi
-        sleep 0.05
     done
-    [ $run -ge 10 ] || good_since=""
-    echo "   after the release: $(wc -l <"$FW/a_after") key pairs, effective from ${good_since:-never} ms"
+    # Effective from the first sample of a run of good ones that lasted to the end (at least 4).
+    [ $run -ge 4 ] || good_since=""
+    echo "   after the release: $(wc -l <"$FW/a_after") key pairs, effective from ${good_since:-never} ms" \
+        "(first sample at $(head -1 "$FW/a_after" | cut -d' ' -f1) ms)"
+
+    echo "   lock held $((t_rel - t_lock)) ms after it was granted (psql exit $(cat "$FW/a_lock.rc" 2>/dev/null))"
+    local n bad p99 max
+    read -r n bad p99 max < <(latency_stats "$FW/a_samples")
+    echo "   during the lock: $n requests, $bad not 200, p99 $p99 ms, max $max ms"
+    check "a: /health and chat answer 200 during the lock with p99 < 100 ms (n=$n, failed=$bad, p99=$p99 ms, max=$max ms)" \
+        awk -v n="$n" -v b="$bad" -v p="$p99" 'BEGIN { exit !(n >= 20 && b == 0 && p != "none" && p < 100) }'
     check "a: the rotation takes effect within 1 s of the lock's release (${good_since:-never} ms)" \
         test -n "$good_since" -a "${good_since:-99999}" -le 1000
 }
@@ -476,7 +481,7 @@ END
     read -r n ok herr f ref to rst oth < <(load_stats "$FW"/c1.[0-9]*)
     echo "   load during cancels: $n requests, $ok ok, $herr HTTP errors, $f curl failures (refused $ref, time-out $to, reset $rst, other $oth)"
     check "c: 200 pg_cancel_backend under load cost no request (n=$n, curl failures=$f)" \
-        test "$n" -ge 50 -a "$f" = 0
+        test "$n" -ge 20 -a "$f" = 0 -a "$herr" = 0
     check_eq "c: pg_cancel_backend does not end a listener (pids before, after)" "$pids0" "$pids1"
 
     # Phase 2: 20 terminations, each while both listeners run, with a rotation before each.
