@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <string_view>
 
 #include "usage_counters.h"
 
@@ -80,6 +81,20 @@ void histogram(std::string &out, const char *name, const std::string &labels, co
     }
     sample(out, base + "_sum", labels, seconds(h.sum_us));
     sample(out, base + "_count", labels, std::to_string(h.count));
+}
+
+// A family with one sample per listener. A gauge describes running listeners only; a counter
+// also keeps the count of a listener that is gone, until the server restarts.
+template <typename Value>
+void per_listener(std::string &out, const char *name, const char *type, const char *help,
+                  const std::vector<ListenerGauges> &listeners, Value value) {
+    const bool counter = std::string_view(type) == "counter";
+    family(out, name, type, help);
+    for (size_t i = 0; i < listeners.size(); i++) {
+        auto v = value(listeners[i]);
+        if (listeners[i].active || (counter && v > 0))
+            sample(out, name, "listener=\"" + std::to_string(i + 1) + "\"", std::to_string(v));
+    }
 }
 
 }  // namespace
@@ -173,45 +188,22 @@ std::string render_prometheus(const MetricsView &view) {
         histogram(out, "pg_inference_gateway_upstream_duration_seconds", labels[i],
                   view.services[i].second.upstream);
 
-    family(out, "pg_inference_gateway_in_flight_requests", "gauge",
-           "Requests a listener is serving now.");
-    for (size_t i = 0; i < view.listeners.size(); i++)
-        if (view.listeners[i].active)
-            sample(out, "pg_inference_gateway_in_flight_requests",
-                   "listener=\"" + std::to_string(i + 1) + "\"",
-                   std::to_string(view.listeners[i].in_flight));
-
-    family(out, "pg_inference_gateway_listener_requests_total", "counter",
-           "Requests each listener process finished.");
-    for (size_t i = 0; i < view.listeners.size(); i++)
-        if (view.listeners[i].active || view.listeners[i].requests > 0)
-            sample(out, "pg_inference_gateway_listener_requests_total",
-                   "listener=\"" + std::to_string(i + 1) + "\"",
-                   std::to_string(view.listeners[i].requests));
-
-    family(out, "pg_inference_gateway_open_connections", "gauge",
-           "Client connections a listener holds open now.");
-    for (size_t i = 0; i < view.listeners.size(); i++)
-        if (view.listeners[i].active)
-            sample(out, "pg_inference_gateway_open_connections",
-                   "listener=\"" + std::to_string(i + 1) + "\"",
-                   std::to_string(view.listeners[i].open_connections));
-
-    family(out, "pg_inference_gateway_connections_refused_total", "counter",
-           "Connections answered 503 because inference.gateway_max_connections was reached.");
-    for (size_t i = 0; i < view.listeners.size(); i++)
-        if (view.listeners[i].active || view.listeners[i].connections_refused > 0)
-            sample(out, "pg_inference_gateway_connections_refused_total",
-                   "listener=\"" + std::to_string(i + 1) + "\"",
-                   std::to_string(view.listeners[i].connections_refused));
-
-    family(out, "pg_inference_gateway_accept_failures_total", "counter",
-           "Failed accept() calls (out of file descriptors, say); the listener pauses 100 ms.");
-    for (size_t i = 0; i < view.listeners.size(); i++)
-        if (view.listeners[i].active || view.listeners[i].accept_failures > 0)
-            sample(out, "pg_inference_gateway_accept_failures_total",
-                   "listener=\"" + std::to_string(i + 1) + "\"",
-                   std::to_string(view.listeners[i].accept_failures));
+    per_listener(out, "pg_inference_gateway_in_flight_requests", "gauge",
+                 "Requests a listener is serving now.", view.listeners,
+                 [](const ListenerGauges &l) { return l.in_flight; });
+    per_listener(out, "pg_inference_gateway_listener_requests_total", "counter",
+                 "Requests each listener process finished.", view.listeners,
+                 [](const ListenerGauges &l) { return l.requests; });
+    per_listener(out, "pg_inference_gateway_open_connections", "gauge",
+                 "Client connections a listener holds open now.", view.listeners,
+                 [](const ListenerGauges &l) { return l.open_connections; });
+    per_listener(out, "pg_inference_gateway_connections_refused_total", "counter",
+                 "Connections answered 503 because inference.gateway_max_connections was reached.",
+                 view.listeners, [](const ListenerGauges &l) { return l.connections_refused; });
+    per_listener(
+        out, "pg_inference_gateway_accept_failures_total", "counter",
+        "Failed accept() calls (out of file descriptors, say); the listener pauses 100 ms.",
+        view.listeners, [](const ListenerGauges &l) { return l.accept_failures; });
 
     family(out, "pg_inference_gateway_catalog_snapshot_age_seconds", "gauge",
            "Seconds since a listener loaded the catalog snapshot it serves from.");

@@ -291,18 +291,9 @@ void gateway_workers_register() {
     if (setting_gateway_port == 0)
         return;
     usage_writer_register();
-    for (int i = 0; i < setting_gateway_workers; i++) {
-        BackgroundWorker worker;
-        memset(&worker, 0, sizeof(worker));
-        worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-        worker.bgw_start_time = BgWorkerStart_ConsistentState;
-        worker.bgw_restart_time = 1;
-        snprintf(worker.bgw_library_name, BGW_MAXLEN, "pg_inference");
-        snprintf(worker.bgw_function_name, BGW_MAXLEN, "pgi_gateway_worker_main");
-        snprintf(worker.bgw_name, BGW_MAXLEN, "pg_inference gateway listener %d", i + 1);
-        snprintf(worker.bgw_type, BGW_MAXLEN, "pg_inference gateway");
-        worker.bgw_main_arg = Int32GetDatum(i + 1);
-        RegisterBackgroundWorker(&worker);
+    for (int i = 1; i <= setting_gateway_workers; i++) {
+        std::string name = "pg_inference gateway listener " + std::to_string(i);
+        worker_register("pgi_gateway_worker_main", name.c_str(), "pg_inference gateway", true, i);
     }
 }
 

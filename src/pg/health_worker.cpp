@@ -420,18 +420,10 @@ void record_statuses(const std::vector<ServiceRow> &rows,
 }
 
 void health_worker_register() {
-    BackgroundWorker worker;
-    memset(&worker, 0, sizeof(worker));
-    worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-    // Consistent state rather than recovery finished: a hot standby checks too, and serves the
+    // From consistent state rather than recovery's end: a hot standby checks too, and serves the
     // statuses from its own shared memory.
-    worker.bgw_start_time = BgWorkerStart_ConsistentState;
-    worker.bgw_restart_time = 1;
-    strlcpy(worker.bgw_library_name, "pg_inference", BGW_MAXLEN);
-    strlcpy(worker.bgw_function_name, "pgi_health_worker_main", BGW_MAXLEN);
-    strlcpy(worker.bgw_name, "pg_inference health worker", BGW_MAXLEN);
-    strlcpy(worker.bgw_type, "pg_inference health worker", BGW_MAXLEN);
-    RegisterBackgroundWorker(&worker);
+    worker_register("pgi_health_worker_main", "pg_inference health worker",
+                    "pg_inference health worker", true);
 }
 
 }  // namespace pgi::pg

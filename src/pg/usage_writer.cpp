@@ -73,17 +73,9 @@ void writer_loop() {
 }  // namespace
 
 void usage_writer_register() {
-    BackgroundWorker worker;
-    memset(&worker, 0, sizeof(worker));
-    worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
     // A standby cannot write the ledger; its counters wait in shared memory.
-    worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-    worker.bgw_restart_time = 1;
-    strlcpy(worker.bgw_library_name, "pg_inference", BGW_MAXLEN);
-    strlcpy(worker.bgw_function_name, "pgi_usage_writer_main", BGW_MAXLEN);
-    strlcpy(worker.bgw_name, "pg_inference usage writer", BGW_MAXLEN);
-    strlcpy(worker.bgw_type, "pg_inference usage writer", BGW_MAXLEN);
-    RegisterBackgroundWorker(&worker);
+    worker_register("pgi_usage_writer_main", "pg_inference usage writer",
+                    "pg_inference usage writer", false);
 }
 
 }  // namespace pgi::pg

@@ -113,4 +113,20 @@ void worker_connect(const char *worker_name) {
     emit_log_hook = previous_emit_log_hook;
 }
 
+void worker_register(const char *function, const char *name, const char *type, bool during_recovery,
+                     int arg) {
+    BackgroundWorker worker;
+    memset(&worker, 0, sizeof(worker));
+    worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+    worker.bgw_start_time =
+        during_recovery ? BgWorkerStart_ConsistentState : BgWorkerStart_RecoveryFinished;
+    worker.bgw_restart_time = 1;
+    strlcpy(worker.bgw_library_name, "pg_inference", BGW_MAXLEN);
+    strlcpy(worker.bgw_function_name, function, BGW_MAXLEN);
+    strlcpy(worker.bgw_name, name, BGW_MAXLEN);
+    strlcpy(worker.bgw_type, type, BGW_MAXLEN);
+    worker.bgw_main_arg = Int32GetDatum(arg);
+    RegisterBackgroundWorker(&worker);
+}
+
 }  // namespace pgi::pg

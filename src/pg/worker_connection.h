@@ -8,6 +8,12 @@
 
 namespace pgi::pg {
 
+// Registers a static background worker of the extension (from _PG_init): restarted one second
+// after it exits with an error, connected through worker_connect. `function` is the exported
+// entry point, `type` what pg_stat_activity.backend_type shows.
+void worker_register(const char *function, const char *name, const char *type, bool during_recovery,
+                     int arg = 0);
+
 void worker_connection_request_shmem();
 void worker_connection_init_shmem();
 
