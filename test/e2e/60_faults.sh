@@ -82,6 +82,10 @@ cleanup() {
         done
     fi
     [ "$OWN_MOCK" = 1 ] && mock_stop
+    # Run on its own, the work directory (cluster, logs) goes unless PGI_KEEP=1 keeps it; under
+    # the suite it lives in the suite's directory, removed at the end.
+    [ -z "${TEST_WORK:-}" ] && [ "${PGI_KEEP:-0}" != 1 ] && rm -rf "$FW"
+    return 0
 }
 trap cleanup EXIT
 
@@ -594,27 +598,32 @@ SQL
 check_d() {
     echo "== d. kill -9 of a listener under load"
     ensure_ready && setup_catalog || { fail "d: setup (extension, service, key)"; return; }
-    local pids victim t0 down="" back="" r i
+    local pids victim t0 lines0 up="" back="" i
     pids="$(listener_pids)"
     victim="${pids%% *}"
     load_start "$FW/d" 20
     sleep 0.5
+    lines0="$(log_lines)"
     t0="$(now_ms)"
     kill -KILL "$victim"
-    # First the reset (PostgreSQL restarts every process), then the first answer after it.
-    while [ "$(now_ms)" -lt $((t0 + 3000)) ]; do
-        r="$(REQ_MAX=1 health)"
-        [ "${r%% *}" != 0 ] || [ "$(echo "$r" | cut -d' ' -f2)" != 200 ] && { down=$(($(now_ms) - t0)); break; }
-        sleep 0.02
-    done
+    # PostgreSQL resets every process; serving again means both new listeners say they serve
+    # and a chat through them answers 200. Watching the log costs no request, so a loaded
+    # machine's slow clients do not stretch the measure.
     while [ "$(now_ms)" -lt $((t0 + 15000)) ]; do
-        [ "$(REQ_MAX=1 chat "$LOAD_KEY" | cut -d' ' -f2)" = 200 ] && { back=$(($(now_ms) - t0)); break; }
-        sleep 0.1
+        if [ -z "$up" ] &&
+            [ "$(tail -n +$((lines0 + 1)) "$SERVER_LOG" | grep -ac 'serving on port')" -ge 2 ]; then
+            up=$(($(now_ms) - t0))
+        fi
+        if [ -n "$up" ] && [ "$(REQ_MAX=1 chat "$LOAD_KEY" | cut -d' ' -f2)" = 200 ]; then
+            back=$(($(now_ms) - t0))
+            break
+        fi
+        sleep 0.05
     done
     load_stop "$FW/d"
     local n ok herr f ref to rst oth
     read -r n ok herr f ref to rst oth < <(load_stats "$FW"/d.[0-9]*)
-    echo "   down seen at ${down:-never} ms, serving again at ${back:-never} ms; load: $n requests, $ok ok, $f curl failures"
+    echo "   listeners serving again at ${up:-never} ms, first chat answered at ${back:-never} ms; load: $n requests, $ok ok, $f curl failures"
     check "d: after kill -9 of a listener the gateway serves again within 5 s (${back:-never} ms)" \
         test -n "$back" -a "${back:-99999}" -lt 5000
     for i in $(seq 1 100); do QT=2 qv "SELECT 1" >/dev/null 2>&1 && break; sleep 0.2; done
@@ -691,9 +700,9 @@ for c in g a b c f d e; do
     echo "   ($c took $(($(now_ms) - t0)) ms)"
 done
 
-echo "   60_faults.sh took $(($(now_ms) - T_SCRIPT)) ms; server log: $SERVER_LOG"
+echo "   60_faults.sh took $(($(now_ms) - T_SCRIPT)) ms"
 if [ "$STANDALONE" = 1 ]; then
     echo "$(grep -c '^PASS' "$RESULTS") passed, $(grep -c '^FAIL' "$RESULTS") failed"
-    echo "   results and logs kept in $FW"
+    [ "${PGI_KEEP:-0}" = 1 ] && echo "   results and logs kept in $FW"
 fi
 exit 0
