@@ -66,7 +66,8 @@ struct GovernanceShared {
     Size metrics_offset;
     uint64_t usage_dropped;
     uint64_t limiter_full;
-    Latch *writer_latch;  // the usage writer's, set to flush early; null while it is not running
+    Latch *writer_latch;   // the usage writer's; null while it is not running
+    bool flush_requested;  // a listener found the counters filling up
     gov::ServiceMetrics other_services;
     gov::ListenerGauges listeners[kMaxListeners];
 };
@@ -242,6 +243,7 @@ void flush_usage(int lock_timeout_ms) {
         Locked lock(true);
         gov::UsageTable table = usage_table();
         gov::take_usage(table, batch);
+        shared->flush_requested = false;
     }
     if (batch.empty())
         return;
@@ -402,8 +404,10 @@ void Governance::housekeeping(std::size_t in_flight,
         g.accept_failures = connections.accept_failures;
         // Counters filling up: the usage writer flushes now rather than at its interval, so
         // that busy periods drop nothing.
-        if (usage_table().count() * 2 > shared->max_usage)
+        if (usage_table().count() * 2 > shared->max_usage && !shared->flush_requested) {
+            shared->flush_requested = true;
             wake = shared->writer_latch;
+        }
     }
     if (wake != nullptr)
         SetLatch(wake);
@@ -562,6 +566,13 @@ void usage_writer_attach() {
 
 int usage_flush_interval_ms() {
     return setting_flush_interval_ms;
+}
+
+bool usage_flush_requested() {
+    if (shared == nullptr)
+        return false;
+    Locked lock(false);
+    return shared->flush_requested;
 }
 
 void usage_writer_flush(UsageWriterState &state) {

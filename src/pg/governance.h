@@ -56,5 +56,7 @@ void usage_writer_attach();
 // One flush; a failure leaves the counts in shared memory and is logged at most every 10 s.
 void usage_writer_flush(UsageWriterState &state);
 int usage_flush_interval_ms();
+// Whether a listener asked for a flush before the interval (the counters are filling up).
+bool usage_flush_requested();
 
 }  // namespace pgi::pg

@@ -42,30 +42,36 @@ void writer_loop() {
     for (;;) {
         MemoryContextReset(turn_cxt);
         try {
-            // Measured from the last flush, so that a changed interval applies at once.
-            auto due = last_flush + std::chrono::milliseconds(usage_flush_interval_ms());
-            long wait_ms = std::max<long>(
-                0, std::chrono::ceil<std::chrono::milliseconds>(due - Clock::now()).count());
-            int rc = 0;
             pg_guard_void([&]() {
-                rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, wait_ms,
-                               PG_WAIT_EXTENSION);
-                ResetLatch(MyLatch);
                 CHECK_FOR_INTERRUPTS();
                 if (ConfigReloadPending) {
                     ConfigReloadPending = false;
                     ProcessConfigFile(PGC_SIGHUP);
                 }
             });
-            if ((rc & WL_LATCH_SET) == 0 && Clock::now() < due)
+            // Measured from the last flush with the interval in force now, so that a reload
+            // applies at once. The latch alone (a reload sets it too) flushes nothing: a
+            // listener asks for an early flush through shared memory.
+            auto due = last_flush + std::chrono::milliseconds(usage_flush_interval_ms());
+            if (Clock::now() < due && !usage_flush_requested()) {
+                long wait_ms =
+                    std::chrono::ceil<std::chrono::milliseconds>(due - Clock::now()).count();
+                pg_guard_void([&]() {
+                    (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+                                    std::max<long>(wait_ms, 1), PG_WAIT_EXTENSION);
+                    ResetLatch(MyLatch);
+                });
                 continue;
+            }
             last_flush = Clock::now();
             usage_writer_flush(state);
         } catch (const std::exception &e) {
-            // A cancel (pg_cancel_backend) or an error outside a flush: log it and carry on.
+            // A cancel (pg_cancel_backend) or an error outside a flush: carry on. A flush that
+            // was cancelled left its counts in shared memory for the next one.
+            int level = is_cancel(e) ? DEBUG1 : LOG;
             std::string msg = e.what();
             pg_guard_void(
-                [&]() { ereport(LOG, (errmsg("pg_inference usage writer: %s", msg.c_str()))); });
+                [&]() { ereport(level, (errmsg("pg_inference usage writer: %s", msg.c_str()))); });
         }
     }
 }
