@@ -7,8 +7,10 @@ DATA = sql/pg_inference--0.1.0.sql
 
 # The pure C++ core (src/core) and the PostgreSQL shell (src/pg), listed explicitly.
 CORE_OBJS = \
+	src/core/address_filter.o \
 	src/core/base64.o \
 	src/core/crypto.o \
+	src/core/env_policy.o \
 	src/core/gateway.o \
 	src/core/gateway_openai.o \
 	src/core/gateway_passthrough.o \
@@ -43,6 +45,7 @@ PG_OBJS = \
 	src/pg/model_calls.o \
 	src/pg/pg_inference.o \
 	src/pg/registry.o \
+	src/pg/restrictions.o \
 	src/pg/secrets.o \
 	src/pg/service_catalog.o \
 	src/pg/status_store.o \

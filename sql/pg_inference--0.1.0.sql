@@ -28,6 +28,9 @@ CREATE TABLE inference.services (
     functions      text[] NOT NULL DEFAULT '{}',
     tags           text[] NOT NULL DEFAULT '{}',
     allow_insecure boolean NOT NULL DEFAULT false,
+    -- whether the role that registered the service (or last set its key) was a superuser; when
+    -- not, inference.allowed_env_keys and inference.blocked_networks apply to every use of it
+    registered_by_superuser boolean NOT NULL DEFAULT false,
     -- which rerank route the upstream answered on ('ranking' or 'rerank'), learned on first use
     rerank_route   text CHECK (rerank_route IN ('ranking', 'rerank')),
     created_at     timestamptz NOT NULL DEFAULT now(),

@@ -389,7 +389,8 @@ std::string load_or_create_key_file(const std::string &path, bool create_if_miss
     if (!create_if_missing)
         throw Error(sqlstate::kConfigFileError,
                     "cluster key file " + quoted_path(path) + " does not exist",
-                    "Restore the key file, or set inference.secret_key_file to its location.");
+                    "Restore the cluster key file that sealed the stored API keys, or set "
+                    "inference.secret_key_file to its location.");
     const std::string key = random_bytes(kKeySize);
     if (publish_key_file(path, key))
         return key;

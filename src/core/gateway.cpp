@@ -865,6 +865,7 @@ void Server::Impl::call_upstream(Exchange &ex, http::Request request, bool strea
     request.connect_timeout_ms = config.connect_timeout_ms;
     request.max_response_size = config.max_response_size;
     request.insecure = ex.context.service->allow_insecure;
+    request.blocked_networks = ex.context.service->blocked_networks;
     http::AsyncClient::Options options;
     options.retry.max_retries = config.max_retries;
     if (streamed) {
@@ -945,6 +946,9 @@ void Server::Impl::respond_upstream_failure(Exchange &ex, const http::Response &
             message += "returned a response larger than " +
                        std::to_string(config.max_response_size) + " bytes";
             code = "upstream_response_too_large";
+        } else if (r.blocked) {
+            message += "may not be reached: " + r.transport_error;
+            code = "upstream_address_blocked";
         } else if (r.curl_code == CURLE_OPERATION_TIMEDOUT) {
             message += "did not answer in time: " + redact_key(r.transport_error, service);
             status = 504;

@@ -143,7 +143,8 @@ void AsyncClient::launch(Call &call) {
         call.easy = easy;
         apply_request(easy, call.request, call.transfer);
         curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, &AsyncClient::open_socket);
-        curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, this);
+        // The call, not the client: its transfer's blocked_networks judge the address.
+        curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, static_cast<void *>(&call));
         curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, &AsyncClient::close_socket);
         curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, this);
         if (call.idle != nullptr) {
@@ -215,13 +216,15 @@ void AsyncClient::cancel_deferred() {
     }
 }
 
-curl_socket_t AsyncClient::open_socket(void *client_p, curlsocktype purpose,
-                                       curl_sockaddr *address) {
+curl_socket_t AsyncClient::open_socket(void *call_p, curlsocktype purpose, curl_sockaddr *address) {
+    Call *call = static_cast<Call *>(call_p);
+    if (refuse_connection(call->transfer, &address->addr))
+        return CURL_SOCKET_BAD;
     curl_socket_t fd =
         ::socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
     if (fd == CURL_SOCKET_BAD || purpose != CURLSOCKTYPE_IPCXN)
         return fd;
-    auto *client = static_cast<AsyncClient *>(client_p);
+    AsyncClient *client = call->client;
     try {
         auto socket = std::make_unique<Socket>();
         socket->connection = true;

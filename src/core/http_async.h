@@ -73,7 +73,7 @@ class AsyncClient {
 
     static int socket_callback(CURL *easy, curl_socket_t fd, int what, void *client, void *socket);
     static int timer_callback(CURLM *multi, long timeout_ms, void *client);
-    static curl_socket_t open_socket(void *client, curlsocktype purpose, curl_sockaddr *address);
+    static curl_socket_t open_socket(void *call, curlsocktype purpose, curl_sockaddr *address);
     static int close_socket(void *client, curl_socket_t fd);
     static void on_socket_event(int fd, short events, void *client);
     static void on_timer(int fd, short events, void *client);

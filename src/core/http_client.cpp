@@ -7,7 +7,9 @@
 #include <memory>
 #include <mutex>
 #include <string_view>
+#include <sys/socket.h>
 
+#include "address_filter.h"
 #include "error.h"
 
 namespace pgi::http {
@@ -89,6 +91,29 @@ size_t write_callback(char *data, size_t size, size_t nmemb, void *userdata) {
     }
 }
 
+// Opens the socket for a new connection unless its (resolved) address is refused.
+curl_socket_t open_checked_socket(void *transfer_p, curlsocktype, curl_sockaddr *address) {
+    auto *transfer = static_cast<Transfer *>(transfer_p);
+    if (refuse_connection(*transfer, &address->addr))
+        return CURL_SOCKET_BAD;
+    return ::socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+}
+
+// A connection kept alive from an earlier transfer never passes open_checked_socket again: its
+// address is checked here, after connecting and before anything is sent on it.
+int prereq_check(void *transfer_p, char *primary_ip, char *, int, int) {
+    auto *transfer = static_cast<Transfer *>(transfer_p);
+    if (transfer->blocked_networks == nullptr || primary_ip == nullptr)
+        return CURL_PREREQFUNC_OK;
+    try {
+        if (!transfer->blocked_networks->contains(std::string(primary_ip)))
+            return CURL_PREREQFUNC_OK;
+        transfer->refused_address = primary_ip;
+    } catch (...) {
+    }
+    return CURL_PREREQFUNC_ABORT;
+}
+
 bool is_tls_failure(CURLcode code) {
     switch (code) {
         case CURLE_SSL_CONNECT_ERROR:
@@ -141,10 +166,26 @@ Transfer::~Transfer() {
         curl_slist_free_all(header_list);
 }
 
+bool refuse_connection(Transfer &transfer, const sockaddr *address) {
+    if (transfer.blocked_networks == nullptr || !transfer.blocked_networks->contains(address))
+        return false;
+    try {
+        transfer.refused_address = net::address_text(address);
+    } catch (...) {
+    }
+    if (transfer.refused_address.empty())
+        transfer.refused_address = "(unprintable)";
+    return true;
+}
+
 void apply_request(CURL *easy, const Request &request, Transfer &transfer) {
     transfer.max_response_size = request.max_response_size;
     transfer.received = 0;
     transfer.error_buffer[0] = '\0';
+    transfer.refused_address.clear();
+    transfer.blocked_networks = request.blocked_networks && !request.blocked_networks->empty()
+                                    ? request.blocked_networks.get()
+                                    : nullptr;
     if (transfer.header_list != nullptr) {
         curl_slist_free_all(transfer.header_list);
         transfer.header_list = nullptr;
@@ -200,6 +241,12 @@ void apply_request(CURL *easy, const Request &request, Transfer &transfer) {
     curl_easy_setopt(easy, CURLOPT_HEADERDATA, static_cast<void *>(&transfer));
     curl_easy_setopt(easy, CURLOPT_USERAGENT, "pg_inference");
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, transfer.header_list);
+    if (transfer.blocked_networks != nullptr) {
+        curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, open_checked_socket);
+        curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, static_cast<void *>(&transfer));
+        curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, prereq_check);
+        curl_easy_setopt(easy, CURLOPT_PREREQDATA, static_cast<void *>(&transfer));
+    }
 
     if (request.method == "GET" && request.body.empty()) {
         curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
@@ -224,6 +271,13 @@ void finish_transfer(CURL *easy, CURLcode result, Transfer &transfer) {
     r.curl_code = result;
     if (result == CURLE_OK)
         return;
+    if (!transfer.refused_address.empty()) {
+        // Said plainly instead of curl's "Couldn't connect" or "aborted by callback".
+        r.blocked = true;
+        r.transport_error =
+            "upstream address " + transfer.refused_address + " is in inference.blocked_networks";
+        return;
+    }
     if (result == CURLE_FILESIZE_EXCEEDED)
         r.too_large = true;
     r.tls_error = is_tls_failure(result);
@@ -245,7 +299,7 @@ Transfer *transfer_of(CURL *easy) {
 }
 
 bool is_retryable(const Response &response) {
-    if (response.too_large || response.tls_error)
+    if (response.too_large || response.tls_error || response.blocked)
         return false;
     switch (response.curl_code) {
         case CURLE_OK:

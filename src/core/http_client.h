@@ -8,10 +8,15 @@
 #include <cstddef>
 #include <curl/curl.h>
 #include <functional>
+#include <memory>
 #include <random>
 #include <string>
 #include <utility>
 #include <vector>
+
+namespace pgi::net {
+class AddressFilter;
+}
 
 namespace pgi::http {
 
@@ -24,6 +29,10 @@ struct Request {
     long connect_timeout_ms = 10000;
     long timeout_ms = 120000;
     size_t max_response_size = 64u << 20;
+    // When set, a connection to an address in these networks is refused: a new one before it is
+    // made (CURLOPT_OPENSOCKETFUNCTION, after DNS), a kept-alive one before the request is sent
+    // on it (CURLOPT_PREREQFUNCTION). Never retried.
+    std::shared_ptr<const net::AddressFilter> blocked_networks;
 };
 
 struct Response {
@@ -36,6 +45,7 @@ struct Response {
     bool tls_error = false;       // certificate or TLS handshake failure
     bool too_large = false;       // body exceeded max_response_size (transfer aborted)
     int attempts = 1;
+    bool blocked = false;  // refused: the upstream's address is in Request::blocked_networks
 
     // The first value of a header, "" if absent.
     std::string header(const std::string &lower_name) const;
@@ -80,6 +90,8 @@ struct Transfer {
     size_t received = 0;
     curl_slist *header_list = nullptr;
     char error_buffer[CURL_ERROR_SIZE] = {};
+    const net::AddressFilter *blocked_networks = nullptr;  // the Request's, while it runs
+    std::string refused_address;  // set when a connection was refused for blocked_networks
 };
 
 // Applies a Request to an easy handle (fresh or curl_easy_reset): no signals, http and https
@@ -87,6 +99,11 @@ struct Transfer {
 // the size-capped write callback and the header callback, CURLOPT_PRIVATE = &transfer. The
 // request's body is not copied: the Request must outlive the transfer.
 void apply_request(CURL *easy, const Request &request, Transfer &transfer);
+
+// For a driver that installs its own CURLOPT_OPENSOCKETFUNCTION: whether the transfer's
+// blocked_networks refuse this address (the refusal is recorded in the transfer, and reported by
+// finish_transfer). Must be called before a socket is opened.
+bool refuse_connection(Transfer &transfer, const sockaddr *address);
 
 // Records the outcome of a finished transfer (CURLMSG_DONE's result) in transfer.response.
 void finish_transfer(CURL *easy, CURLcode result, Transfer &transfer);

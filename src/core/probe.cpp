@@ -3,6 +3,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "address_filter.h"
 #include "error.h"
 #include "redact.h"
 #include "upstream_error.h"
@@ -38,6 +39,7 @@ http::Request probe_request(const ServiceEndpoint &service, const std::string &u
     request.headers = auth_headers(service);
     request.headers.push_back("Accept: application/json");
     request.insecure = service.allow_insecure;
+    request.blocked_networks = service.blocked_networks;
     request.connect_timeout_ms = settings.connect_timeout_ms;
     request.timeout_ms = settings.timeout_ms;
     return request;
@@ -78,6 +80,12 @@ Result diagnose(const ServiceEndpoint &service, const std::string &url,
         if (response.too_large)
             return failure(sqlstate::kUpstreamBadResponse,
                            "unexpected response from " + url + ": " + why, url, status);
+        if (response.blocked) {
+            Result r = failure(sqlstate::kInsufficientPrivilege, "endpoint refused: " + why, url,
+                               status);
+            r.hint = net::kBlockedCallHint;
+            return r;
+        }
         Result r =
             failure(sqlstate::kUpstreamUnreachable, "endpoint unreachable: " + why, url, status);
         if (response.tls_error)
@@ -188,7 +196,8 @@ std::vector<Result> probe_all(http::Client &client, const std::vector<ServiceEnd
             continue;
         }
         http::Request request = probe_request(s, list_url(s), settings);
-        std::string key = request.url + (request.insecure ? "\n1" : "\n0");
+        std::string key = request.url + (request.insecure ? "\n1" : "\n0") +
+                          (request.blocked_networks ? "1" : "0");
         for (const auto &h : request.headers)
             key += "\n" + h;
         auto [it, inserted] = list_index_by_key.emplace(key, list_requests.size());

@@ -2,11 +2,16 @@
 // needs: names, auth headers and well-known paths (SPEC.md §1.1).
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace pgi {
+
+namespace net {
+class AddressFilter;
+}
 
 enum class Protocol { kOpenAiV1, kGeminiV1Beta, kAnthropicV1 };
 
@@ -23,6 +28,10 @@ struct ServiceEndpoint {
     Protocol protocol = Protocol::kOpenAiV1;
     std::string api_key;  // empty: no auth header is sent
     bool allow_insecure = false;
+    // Set when the service was registered (or its key last set) by a role that
+    // inference.blocked_networks restricts: every connection made for it is refused when its
+    // address is in these networks. Null: no address is refused.
+    std::shared_ptr<const net::AddressFilter> blocked_networks;
 };
 
 // The headers that carry the upstream credentials (and Anthropic's version header), as

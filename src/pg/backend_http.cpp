@@ -19,13 +19,14 @@ http::Client &backend_client() {
     return client;
 }
 
-http::Request make_request(const translate::UpstreamRequest &call, bool insecure) {
+http::Request make_request(const translate::UpstreamRequest &call, const ServiceEndpoint &service) {
     http::Request r;
     r.method = call.method;
     r.url = call.url;
     r.headers = call.headers;
     r.body = call.body;
-    r.insecure = insecure;
+    r.insecure = service.allow_insecure;
+    r.blocked_networks = service.blocked_networks;
     r.connect_timeout_ms = setting_connect_timeout_ms;
     r.timeout_ms = setting_request_timeout_ms;
     r.max_response_size = static_cast<size_t>(setting_max_response_size_kb) * 1024;

@@ -12,8 +12,9 @@ namespace pgi::pg {
 
 http::Client &backend_client();
 
-// An upstream call as an HTTP request with the session's timeouts and size cap.
-http::Request make_request(const translate::UpstreamRequest &call, bool insecure);
+// An upstream call to a service as an HTTP request with the session's timeouts and size cap, and
+// the service's TLS and address restrictions.
+http::Request make_request(const translate::UpstreamRequest &call, const ServiceEndpoint &service);
 
 // Retries per inference.max_retries, never past statement_timeout.
 http::RetryPolicy retry_policy();

@@ -29,6 +29,7 @@ PGDLLEXPORT void pgi_gateway_worker_main(Datum arg);
 #include "catalog_generation.h"
 #include "gateway.h"
 #include "governance.h"
+#include "restrictions.h"
 #include "service_catalog.h"
 #include "settings.h"
 #include "usage_writer.h"
@@ -135,7 +136,11 @@ struct Listener {
     Governance governor;  // rate limits, usage and metrics in shared memory
     std::unique_ptr<gateway::Server> server;
     uint64_t loaded_generation = 0;  // 0: nothing loaded yet
-    TimestampTz next_try = 0;        // no reload before this after a failure
+    // The snapshot's services carry inference.blocked_networks and were checked against
+    // inference.allowed_env_keys when loaded: a reload that changes either reloads them.
+    std::string restrictions = restriction_settings();
+    bool restrictions_changed = false;
+    TimestampTz next_try = 0;  // no reload before this after a failure
     int retry_ms = 0;
     TimestampTz last_failure_log = 0;
     // Where PostgreSQL errors caught during a tick are copied; reset at every tick, so none
@@ -145,7 +150,7 @@ struct Listener {
 
 void reload_if_changed(Listener &l) {
     uint64_t generation = catalog_generation();
-    if (generation == l.loaded_generation)
+    if (generation == l.loaded_generation && !l.restrictions_changed)
         return;
     TimestampTz now = GetCurrentTimestamp();
     if (now < l.next_try)
@@ -153,6 +158,7 @@ void reload_if_changed(Listener &l) {
     try {
         l.server->set_snapshot(load_snapshot(generation));
         l.loaded_generation = generation;
+        l.restrictions_changed = false;
         l.retry_ms = 0;
         l.governor.snapshot_loaded();
     } catch (const std::exception &e) {
@@ -205,6 +211,10 @@ void housekeeping(evutil_socket_t, short, void *arg) {
             // Keys required or not, body size, client timeout and the upstream settings apply
             // to the next request; addresses, port, TLS files and workers need a restart.
             l.server->reconfigure(listener_config());
+            if (std::string now = restriction_settings(); now != l.restrictions) {
+                l.restrictions = std::move(now);
+                l.restrictions_changed = true;
+            }
         }
         reload_if_changed(l);
         l.governor.housekeeping(l.server->in_flight(), l.server->connection_stats());

@@ -15,6 +15,7 @@ extern "C" {
 #include <map>
 #include <set>
 
+#include "address_filter.h"
 #include "backend_http.h"
 #include "error.h"
 #include "redact.h"
@@ -69,6 +70,11 @@ pgi::Error call_failure(const ServiceEndpoint &service, const http::Response &r)
             sqlstate::kUpstreamBadResponse,
             "response from service \"" + service.name + "\" exceeds inference.max_response_size",
             "Raise inference.max_response_size or ask for less.");
+    if (r.blocked)
+        return pgi::Error(
+            sqlstate::kInsufficientPrivilege,
+            "request to service \"" + service.name + "\" refused: " + r.transport_error,
+            net::kBlockedCallHint);
     if (r.status == 0)
         return pgi::Error(sqlstate::kUpstreamUnreachable,
                           "request to service \"" + service.name +
@@ -85,7 +91,7 @@ bool ok(const http::Response &r) {
 }
 
 http::Response call_one(const ServiceEndpoint &service, const translate::UpstreamRequest &call) {
-    auto responses = perform_calls({make_request(call, service.allow_insecure)});
+    auto responses = perform_calls({make_request(call, service)});
     return std::move(responses.front());
 }
 
@@ -106,8 +112,7 @@ std::vector<std::vector<float>> embed(const ServiceEndpoint &service,
         std::vector<http::Request> requests;
         for (size_t b : which)
             requests.push_back(make_request(
-                translate::embeddings_request(service, batches[b], options, ask_base64),
-                service.allow_insecure));
+                translate::embeddings_request(service, batches[b], options, ask_base64), service));
         return requests;
     };
     std::vector<size_t> all(batches.size());

@@ -15,6 +15,7 @@ void _PG_init(void);
 #include "gateway_worker.h"
 #include "governance.h"
 #include "health_worker.h"
+#include "restrictions.h"
 #include "settings.h"
 #include "status_store.h"
 #include "worker_connection.h"
@@ -118,6 +119,7 @@ void define_settings() {
                             "Time allowed for one connectivity probe.", nullptr,
                             &setting_health_check_timeout_ms, 10000, 100, 600 * 1000, PGC_SIGHUP,
                             GUC_UNIT_MS, nullptr, nullptr, nullptr);
+    restrictions_define_settings();
     gateway_define_settings();
     governance_define_settings();
     MarkGUCPrefixReserved("inference");

@@ -12,6 +12,7 @@ extern "C" {
 #include "error.h"
 #include "health_worker.h"
 #include "probe.h"
+#include "restrictions.h"
 #include "secrets.h"
 #include "service_catalog.h"
 #include "settings.h"
@@ -72,6 +73,9 @@ KeyInput key_input(const std::string &service, const std::optional<std::string> 
         return k;
     validate::api_key(*api_key);
     if (auto env = validate::env_key_name(*api_key)) {
+        // Before the variable is read: whether an unlisted variable is set is not for this role
+        // to learn either.
+        check_env_key_for_caller(*env);
         k.plain = read_env_api_key(*env);
         k.secret.key_env = *env;
     } else {
@@ -79,6 +83,20 @@ KeyInput key_input(const std::string &service, const std::optional<std::string> 
         k.secret.sealed_key = seal_api_key(service, *api_key);
     }
     return k;
+}
+
+// The endpoint a registration or key update probes: restricted like every later use.
+ServiceEndpoint probe_endpoint(const ServiceRow &row, const std::string &plain_key) {
+    ServiceEndpoint e;
+    e.name = row.name;
+    e.model = row.model;
+    e.base_url = row.base_url;
+    e.protocol = row.protocol;
+    e.api_key = plain_key;
+    e.allow_insecure = row.allow_insecure;
+    if (!row.registered_by_superuser)
+        e.blocked_networks = blocked_networks();
+    return e;
 }
 
 Protocol protocol_arg(const std::string &text) {
@@ -126,10 +144,11 @@ PGI_FUNCTION(pgi_register_external_service) {
         throw pgi::Error(sqlstate::kUniqueViolation, "service \"" + row.name + "\" already exists",
                          "Use inference.update_external_service() to change it, or deregister "
                          "it first.");
+    row.registered_by_superuser = caller_is_superuser();
+    check_base_url_for_caller(row.base_url);
     KeyInput key = key_input(row.name, api_key);
 
-    ServiceEndpoint endpoint{row.name,     row.model, row.base_url,
-                             row.protocol, key.plain, row.allow_insecure};
+    ServiceEndpoint endpoint = probe_endpoint(row, key.plain);
     StatusRecord status;
     if (validate_now) {
         probe_or_fail(endpoint, "registered");
@@ -169,11 +188,12 @@ PGI_FUNCTION(pgi_update_external_service) {
         tags = labels_arg(fcinfo, 3, "tags");
 
     if (auto api_key = text_arg(fcinfo, 1)) {
+        // The service becomes as restricted as the role that sets its key.
+        row.registered_by_superuser = caller_is_superuser();
+        check_base_url_for_caller(row.base_url);
         KeyInput key = key_input(name, api_key);
-        ServiceEndpoint endpoint{row.name,     row.model, row.base_url,
-                                 row.protocol, key.plain, row.allow_insecure};
-        probe_or_fail(endpoint, "changed");
-        replace_secret(name, key.secret);
+        probe_or_fail(probe_endpoint(row, key.plain), "changed");
+        replace_secret(name, key.secret, row.registered_by_superuser);
         StatusRecord status;
         status.status = HealthStatus::kReady;
         status.checked_at = GetCurrentTimestamp();

@@ -21,14 +21,17 @@ namespace {
 std::string cached_key;
 std::string cached_path;
 
-const std::string &cluster_key() {
+// Only sealing may create the key file. Opening must not: on a cluster restored without its key
+// file, a fresh key made by the first decrypt would seal every later registration under the
+// wrong key, and restoring the original file afterwards would break those instead.
+const std::string &cluster_key(bool for_sealing) {
     std::string configured = setting_secret_key_file ? setting_secret_key_file : "";
-    bool create = configured.empty();
-    std::string path = create ? std::string(DataDir) + "/pg_inference.key" : configured;
+    bool in_data_dir = configured.empty();
+    std::string path = in_data_dir ? std::string(DataDir) + "/pg_inference.key" : configured;
     if (!path.empty() && path[0] != '/')
         path = std::string(DataDir) + "/" + path;
     if (cached_key.empty() || cached_path != path) {
-        cached_key = crypto::load_or_create_key_file(path, create);
+        cached_key = crypto::load_or_create_key_file(path, in_data_dir && for_sealing);
         cached_path = path;
     }
     return cached_key;
@@ -37,11 +40,11 @@ const std::string &cluster_key() {
 }  // namespace
 
 std::string seal_api_key(const std::string &service, const std::string &api_key) {
-    return crypto::encrypt(cluster_key(), api_key, service);
+    return crypto::encrypt(cluster_key(true), api_key, service);
 }
 
 std::string open_api_key(const std::string &service, const std::string &sealed) {
-    return crypto::decrypt(cluster_key(), sealed, service);
+    return crypto::decrypt(cluster_key(false), sealed, service);
 }
 
 std::string read_env_api_key(const std::string &env_name) {

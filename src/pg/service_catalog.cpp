@@ -9,7 +9,9 @@ extern "C" {
 #include "utils/timestamp.h"
 }
 
+#include "env_policy.h"
 #include "error.h"
+#include "restrictions.h"
 #include "secrets.h"
 
 namespace pgi::pg {
@@ -137,7 +139,7 @@ class SpiConnection {
 
 constexpr const char *kSelectServices =
     "SELECT s.name, s.model, s.base_url, s.protocol, s.functions, s.tags, s.allow_insecure, "
-    "       k.api_key_sealed, k.api_key_env, s.rerank_route "
+    "       k.api_key_sealed, k.api_key_env, s.rerank_route, s.registered_by_superuser "
     "  FROM inference.services s LEFT JOIN inference.service_secrets k ON k.service = s.name ";
 
 std::vector<ServiceRow> read_services(SpiConnection &spi, uint64 n) {
@@ -154,6 +156,7 @@ std::vector<ServiceRow> read_services(SpiConnection &spi, uint64 n) {
         r.sealed_key = spi.string_at(i, 8);
         r.key_env = spi.string_at(i, 9);
         r.rerank_route = spi.string_at(i, 10);
+        r.registered_by_superuser = spi.bool_at(i, 11);
         rows.push_back(std::move(r));
     }
     return rows;
@@ -190,10 +193,11 @@ void insert_service(const ServiceRow &row, const SecretValue &secret) {
     SpiConnection spi;
     spi.exec(
         "INSERT INTO inference.services (name, model, base_url, protocol, functions, tags, "
-        "allow_insecure) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "allow_insecure, registered_by_superuser) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         {text_arg_of(row.name), text_arg_of(row.model), text_arg_of(row.base_url),
          text_arg_of(protocol_name(row.protocol)), text_array_arg_of(row.functions),
-         text_array_arg_of(row.tags), Arg{BOOLOID, BoolGetDatum(row.allow_insecure), false}},
+         text_array_arg_of(row.tags), Arg{BOOLOID, BoolGetDatum(row.allow_insecure), false},
+         Arg{BOOLOID, BoolGetDatum(row.registered_by_superuser), false}},
         false);
     if (secret.sealed_key || secret.key_env)
         spi.exec(
@@ -213,7 +217,7 @@ void update_service_labels(const std::string &name,
         {text_arg_of(name), text_array_arg_of(functions), text_array_arg_of(tags)}, false);
 }
 
-void replace_secret(const std::string &name, const SecretValue &secret) {
+void replace_secret(const std::string &name, const SecretValue &secret, bool by_superuser) {
     SpiConnection spi;
     spi.exec("DELETE FROM inference.service_secrets WHERE service = $1", {text_arg_of(name)},
              false);
@@ -222,8 +226,10 @@ void replace_secret(const std::string &name, const SecretValue &secret) {
             "INSERT INTO inference.service_secrets (service, api_key_sealed, api_key_env) "
             "VALUES ($1, $2, $3)",
             {text_arg_of(name), bytea_arg(secret.sealed_key), opt_text_arg(secret.key_env)}, false);
-    spi.exec("UPDATE inference.services SET updated_at = now() WHERE name = $1",
-             {text_arg_of(name)}, false);
+    spi.exec(
+        "UPDATE inference.services SET updated_at = now(), registered_by_superuser = $2 "
+        "WHERE name = $1",
+        {text_arg_of(name), Arg{BOOLOID, BoolGetDatum(by_superuser), false}}, false);
 }
 
 void delete_service(const std::string &name) {
@@ -309,6 +315,12 @@ ServiceEndpoint endpoint_of(const ServiceRow &row) {
     e.base_url = row.base_url;
     e.protocol = row.protocol;
     e.allow_insecure = row.allow_insecure;
+    if (!row.registered_by_superuser) {
+        e.blocked_networks = blocked_networks();
+        // The list may have shrunk since the service was registered.
+        if (row.key_env)
+            validate::check_env_key_allowed(*row.key_env, allowed_env_keys());
+    }
     if (row.sealed_key)
         e.api_key = open_api_key(row.name, *row.sealed_key);
     else if (row.key_env)

@@ -30,6 +30,9 @@ struct ServiceRow {
     std::optional<std::string> sealed_key;  // AES-GCM blob
     std::optional<std::string> key_env;     // env:NAME reference
     std::optional<std::string> rerank_route;
+    // The role that registered it, or last set its key, was a superuser: exempt from
+    // inference.allowed_env_keys and inference.blocked_networks.
+    bool registered_by_superuser = false;
 };
 
 // Secrets to store with a service: exactly one of the two, or neither.
@@ -47,7 +50,8 @@ void insert_service(const ServiceRow &row, const SecretValue &secret);
 void update_service_labels(const std::string &name,
                            const std::optional<std::vector<std::string>> &functions,
                            const std::optional<std::vector<std::string>> &tags);
-void replace_secret(const std::string &name, const SecretValue &secret);
+// Also records whether the role setting the key is a superuser (registered_by_superuser).
+void replace_secret(const std::string &name, const SecretValue &secret, bool by_superuser);
 void delete_service(const std::string &name);
 void persist_status(const std::string &name, const StatusRecord &record);
 // Writes many statuses (same order as names, checked_at set) in one statement. Returns the names
@@ -60,7 +64,9 @@ void remember_rerank_route(const std::string &name, const std::string &route);
 // Every access key, as the gateway's snapshot holds them.
 std::vector<gateway::AccessKey> all_access_keys();
 
-// The endpoint with the plain key (decrypted or read from the environment).
+// The endpoint with the plain key (decrypted or read from the environment). A service not
+// registered by a superuser gets the current inference.blocked_networks, and its env:NAME must be
+// in inference.allowed_env_keys (ERROR 42501 otherwise).
 ServiceEndpoint endpoint_of(const ServiceRow &row);
 
 }  // namespace pgi::pg

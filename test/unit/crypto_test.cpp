@@ -269,7 +269,9 @@ TEST_F(KeyFileOnDisk, MissingWithoutCreateIsAnError) {
     const Failure f = failure_of([&] { c::load_or_create_key_file(path_, false); });
     EXPECT_EQ(f.sqlstate, "F0000");
     EXPECT_EQ(f.message, "cluster key file \"" + path_ + "\" does not exist");
-    EXPECT_EQ(f.hint, "Restore the key file, or set inference.secret_key_file to its location.");
+    EXPECT_EQ(f.hint,
+              "Restore the cluster key file that sealed the stored API keys, or set "
+              "inference.secret_key_file to its location.");
     EXPECT_TRUE(entries().empty());
 }
 

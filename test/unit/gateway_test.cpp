@@ -34,6 +34,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "address_filter.h"
 #include "base64.h"
 #include "crypto.h"
 #include "http_async.h"
@@ -1935,6 +1936,38 @@ TEST_F(AsyncClientTest, ConcurrentCallsShareConnections) {
     EXPECT_EQ(finished, 12);
     EXPECT_EQ(client->active(), 0u);
     EXPECT_LE(client->connections_opened(), 4);  // later rounds reuse the first round's
+}
+
+TEST_F(AsyncClientTest, BlockedNetworksRefuseNewAndKeptAliveConnections) {
+    auto blocked = std::make_shared<const pgi::net::AddressFilter>(
+        pgi::net::AddressFilter::parse("127.0.0.0/8"));
+    auto run = [&](pgi::http::Request request) {
+        pgi::http::Response out;
+        bool done = false;
+        client->start(std::move(request), {nullptr, [&](pgi::http::Response &r) {
+                                               out = r;
+                                               done = true;
+                                           }});
+        run_until([&] { return done; });
+        EXPECT_TRUE(done);
+        return out;
+    };
+    pgi::http::Request first = chat_request("ok");
+    first.blocked_networks = blocked;
+    pgi::http::Response r = run(first);
+    EXPECT_TRUE(r.blocked);
+    EXPECT_EQ(r.attempts, 1);
+    EXPECT_EQ(r.transport_error, "upstream address 127.0.0.1 is in inference.blocked_networks");
+    EXPECT_EQ(client->connections_opened(), 0);
+
+    // An unrestricted call leaves a kept-alive connection that a restricted one must not use.
+    EXPECT_EQ(run(chat_request("ok")).status, 200);
+    pgi::http::Request again = chat_request("ok");
+    again.blocked_networks = blocked;
+    r = run(again);
+    EXPECT_TRUE(r.blocked);
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(upstream->requests("ok").size(), 1u);
 }
 
 TEST_F(AsyncClientTest, StreamsRetriesAndCancels) {

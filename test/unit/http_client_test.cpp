@@ -20,6 +20,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "address_filter.h"
 #include "error.h"
 #include "probe.h"
 #include "protocol.h"
@@ -622,6 +623,45 @@ TEST(HttpClient, ConnectionRefusedIsATransportErrorAndIsRetried) {
     EXPECT_FALSE(resp.transport_error.empty());
     EXPECT_FALSE(resp.tls_error);
     EXPECT_EQ(resp.attempts, 3);
+}
+
+// The loopback server's address, as inference.blocked_networks would list it.
+std::shared_ptr<const pgi::net::AddressFilter> loopback_blocked() {
+    return std::make_shared<const pgi::net::AddressFilter>(
+        pgi::net::AddressFilter::parse("169.254.0.0/16, 127.0.0.0/8"));
+}
+
+TEST_F(HttpClientTest, BlockedNetworksRefuseANewConnectionWithoutRetrying) {
+    Request r = get("/ok/blocked");
+    r.blocked_networks = loopback_blocked();
+    RetryPolicy retry;
+    retry.max_retries = 2;
+    retry.base_backoff_ms = 1;
+    Response resp = client.perform_one(r, no_wait, retry);
+    EXPECT_TRUE(resp.blocked);
+    EXPECT_EQ(resp.status, 0);
+    EXPECT_EQ(resp.attempts, 1);
+    EXPECT_FALSE(is_retryable(resp));
+    EXPECT_EQ(resp.transport_error, "upstream address 127.0.0.1 is in inference.blocked_networks");
+    EXPECT_EQ(server.connections(), 0);
+    EXPECT_EQ(routes.hits("/ok/blocked"), 0);
+}
+
+TEST_F(HttpClientTest, BlockedNetworksRefuseAKeptAliveConnection) {
+    // The first call leaves a connection in the cache; the restricted call must not use it.
+    ASSERT_EQ(client.perform_one(get("/ok/first"), no_wait).status, 200);
+    Request r = get("/ok/second");
+    r.blocked_networks = loopback_blocked();
+    Response resp = client.perform_one(r, no_wait);
+    EXPECT_TRUE(resp.blocked);
+    EXPECT_EQ(resp.transport_error, "upstream address 127.0.0.1 is in inference.blocked_networks");
+    EXPECT_EQ(routes.hits("/ok/second"), 0);
+    // Unrestricted calls, and restricted ones whose address is not listed, still go through.
+    EXPECT_EQ(client.perform_one(get("/ok/third"), no_wait).status, 200);
+    Request other = get("/ok/fourth");
+    other.blocked_networks = std::make_shared<const pgi::net::AddressFilter>(
+        pgi::net::AddressFilter::parse("169.254.0.0/16"));
+    EXPECT_EQ(client.perform_one(other, no_wait).status, 200);
 }
 
 TEST(HttpClient, OnlyHttpAndHttpsAreAllowed) {

@@ -13,9 +13,9 @@ using pgi::ServiceEndpoint;
 namespace tr = pgi::translate;
 
 const ServiceEndpoint kOpenAi{"oa",   "gpt-4o-mini", "http://up:1", Protocol::kOpenAiV1,
-                              "sk-o", false};
+                              "sk-o", false,         nullptr};
 const ServiceEndpoint kGemini{
-    "gem", "gemini-2.5-flash", "https://up:3", Protocol::kGeminiV1Beta, "g-key", false};
+    "gem", "gemini-2.5-flash", "https://up:3", Protocol::kGeminiV1Beta, "g-key", false, nullptr};
 
 json body_of(const tr::ChatCall &call) {
     return json::parse(call.request.body);

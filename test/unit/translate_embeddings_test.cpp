@@ -15,9 +15,11 @@ using pgi::ServiceEndpoint;
 namespace tr = pgi::translate;
 
 const ServiceEndpoint kOpenAi{
-    "nim-embed", "nvidia/nv-embedqa-e5-v5", "http://up:1", Protocol::kOpenAiV1, "sk-o", false};
+    "nim-embed", "nvidia/nv-embedqa-e5-v5", "http://up:1", Protocol::kOpenAiV1, "sk-o", false,
+    nullptr};
 const ServiceEndpoint kGemini{
-    "gem-embed", "gemini-embedding-001", "https://up:3", Protocol::kGeminiV1Beta, "g-key", false};
+    "gem-embed", "gemini-embedding-001", "https://up:3", Protocol::kGeminiV1Beta, "g-key", false,
+    nullptr};
 
 }  // namespace
 

@@ -8,4 +8,5 @@
 // Anthropic has chat only, so one endpoint serves the chat tests and the embeddings and rerank
 // tests that check it is refused.
 const pgi::ServiceEndpoint kAnthropic{
-    "claude", "claude-sonnet-4-5", "http://up:2", pgi::Protocol::kAnthropicV1, "sk-a", false};
+    "claude", "claude-sonnet-4-5", "http://up:2", pgi::Protocol::kAnthropicV1, "sk-a", false,
+    nullptr};

@@ -15,8 +15,10 @@ namespace tr = pgi::translate;
 
 const ServiceEndpoint kNim{"nim-rerank",  "nvidia/nv-rerankqa-mistral-4b-v3",
                            "http://up:1", Protocol::kOpenAiV1,
-                           "sk-n",        false};
-const ServiceEndpoint kGemini{"gem", "g", "http://up:3", Protocol::kGeminiV1Beta, "", false};
+                           "sk-n",        false,
+                           nullptr};
+const ServiceEndpoint kGemini{"gem", "g",   "http://up:3", Protocol::kGeminiV1Beta,
+                              "",    false, nullptr};
 
 const std::vector<std::string> kDocs = {"Paris is in France", "Rome \"eternal\"", "Berlin"};
 

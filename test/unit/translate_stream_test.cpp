@@ -15,11 +15,12 @@ using pgi::Protocol;
 using pgi::ServiceEndpoint;
 namespace tr = pgi::translate;
 
-const ServiceEndpoint kOpenAi{"oa", "gpt-4o-mini", "http://up", Protocol::kOpenAiV1, "", false};
+const ServiceEndpoint kOpenAi{"oa", "gpt-4o-mini", "http://up", Protocol::kOpenAiV1,
+                              "",   false,         nullptr};
 const ServiceEndpoint kAnthropic{
-    "claude", "claude-sonnet-4-5", "http://up", Protocol::kAnthropicV1, "", false};
-const ServiceEndpoint kGemini{"gem", "gemini-2.5-flash", "http://up", Protocol::kGeminiV1Beta, "",
-                              false};
+    "claude", "claude-sonnet-4-5", "http://up", Protocol::kAnthropicV1, "", false, nullptr};
+const ServiceEndpoint kGemini{
+    "gem", "gemini-2.5-flash", "http://up", Protocol::kGeminiV1Beta, "", false, nullptr};
 
 // `created` is the clock at the stream's start and a generated id is random; everything else
 // must not depend on the run.

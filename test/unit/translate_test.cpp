@@ -13,7 +13,7 @@ using pgi::ServiceEndpoint;
 namespace tr = pgi::translate;
 
 ServiceEndpoint service(Protocol p, std::string name = "svc") {
-    return ServiceEndpoint{std::move(name), "m", "http://up", p, "sk-secret-123", false};
+    return ServiceEndpoint{std::move(name), "m", "http://up", p, "sk-secret-123", false, nullptr};
 }
 
 }  // namespace
