@@ -144,7 +144,7 @@ struct ChatExchange : Exchange {
                 stream->fail(why, out);
             }
             server.send_chunk(*this, out.data(), out.size());
-            usage = stream->charged_usage();
+            usage = stream->usage();
             server.end_stream(*this, stream->failed() ? 502 : 200);
             return;
         }
