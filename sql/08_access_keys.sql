@@ -37,6 +37,18 @@ SELECT inference.update_access_key('app', services => '{nope}');
 SELECT inference.update_access_key('nope', burst => 1);
 SELECT * FROM app_key;
 
+-- passthrough: true unless created false; update_access_key changes it only when given.
+SELECT length(inference.create_access_key('closed', passthrough => false)) AS key_length;
+SELECT name, passthrough FROM inference.access_keys WHERE name IN ('app', 'closed') ORDER BY name;
+SELECT inference.update_access_key('closed', burst => 5);
+SELECT name, passthrough FROM inference.access_keys WHERE name = 'closed';
+SELECT inference.update_access_key('closed', passthrough => true);
+SELECT inference.update_access_key('app', passthrough => false);
+SELECT name, passthrough FROM inference.access_keys WHERE name IN ('app', 'closed') ORDER BY name;
+SELECT inference.create_access_key('other', passthrough => NULL);
+SELECT count(*) AS others FROM inference.access_keys WHERE name = 'other';
+SELECT inference.revoke_access_key('closed');
+
 -- A new secret on rotation (new prefix); revocation keeps the row.
 CREATE TEMP TABLE before AS SELECT key_prefix FROM inference.access_keys WHERE name = 'app';
 SELECT left(inference.rotate_access_key('app'), 4) AS prefix;

@@ -302,6 +302,8 @@ CREATE TABLE inference.access_key_store (
     requests_per_hour   int CHECK (requests_per_hour > 0),
     tokens_per_hour     bigint CHECK (tokens_per_hour > 0),
     burst               int CHECK (burst > 0),
+    -- May use the gateway's /inferenceservices/ pass-through.
+    passthrough         boolean NOT NULL DEFAULT true,
     created_at          timestamptz NOT NULL DEFAULT now(),
     expires_at          timestamptz,
     revoked_at          timestamptz,
@@ -312,7 +314,7 @@ SELECT pg_catalog.pg_extension_config_dump('inference.access_key_store', '');
 
 CREATE VIEW inference.access_keys AS
     SELECT name, key_prefix, tenant, services, requests_per_minute, requests_per_hour,
-           tokens_per_hour, burst, created_at, expires_at, revoked_at, last_used_at
+           tokens_per_hour, burst, passthrough, created_at, expires_at, revoked_at, last_used_at
       FROM inference.access_key_store;
 REVOKE ALL ON inference.access_keys FROM PUBLIC;
 GRANT SELECT ON inference.access_keys TO inference_admin;
@@ -362,7 +364,8 @@ CREATE FUNCTION inference.create_access_key(
     tokens_per_hour bigint DEFAULT NULL,
     burst int DEFAULT NULL,
     tenant text DEFAULT NULL,
-    expires_at timestamptz DEFAULT NULL)
+    expires_at timestamptz DEFAULT NULL,
+    passthrough boolean DEFAULT true)
 RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -380,9 +383,14 @@ BEGIN
                   HINT = 'Use rotate_access_key for a new secret, or update_access_key for its settings.';
     END IF;
     PERFORM inference._check_access_key_fields($2, $3, $4, $5, $6, $8);
+    IF $9 IS NULL THEN
+        RAISE EXCEPTION 'passthrough must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass true to allow the gateway''s /inferenceservices/ pass-through, false to refuse it.';
+    END IF;
     INSERT INTO inference.access_key_store (name, key_hash, key_prefix, tenant, services,
-        requests_per_minute, requests_per_hour, tokens_per_hour, burst, expires_at)
-    VALUES ($1, sha256(convert_to(key, 'UTF8')), left(key, 12), $7, $2, $3, $4, $5, $6, $8);
+        requests_per_minute, requests_per_hour, tokens_per_hour, burst, expires_at, passthrough)
+    VALUES ($1, sha256(convert_to(key, 'UTF8')), left(key, 12), $7, $2, $3, $4, $5, $6, $8, $9);
     RETURN key;
 END
 $$;
@@ -415,7 +423,8 @@ CREATE FUNCTION inference.update_access_key(
     burst int DEFAULT NULL,
     tenant text DEFAULT NULL,
     expires_at timestamptz DEFAULT NULL,
-    clear text[] DEFAULT NULL)
+    clear text[] DEFAULT NULL,
+    passthrough boolean DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -457,7 +466,8 @@ BEGIN
                                   ELSE coalesce($5, k.tokens_per_hour) END,
            burst = CASE WHEN 'burst' = ANY ($9) THEN NULL ELSE coalesce($6, k.burst) END,
            tenant = CASE WHEN 'tenant' = ANY ($9) THEN NULL ELSE coalesce($7, k.tenant) END,
-           expires_at = CASE WHEN 'expires_at' = ANY ($9) THEN NULL ELSE coalesce($8, k.expires_at) END
+           expires_at = CASE WHEN 'expires_at' = ANY ($9) THEN NULL ELSE coalesce($8, k.expires_at) END,
+           passthrough = coalesce($10, k.passthrough)
      WHERE k.name = $1;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'access key "%" does not exist', $1
@@ -480,15 +490,15 @@ $$;
 
 
 REVOKE ALL ON FUNCTION
-    inference.create_access_key(text, text[], int, int, bigint, int, text, timestamptz),
+    inference.create_access_key(text, text[], int, int, bigint, int, text, timestamptz, boolean),
     inference.rotate_access_key(text),
-    inference.update_access_key(text, text[], int, int, bigint, int, text, timestamptz, text[]),
+    inference.update_access_key(text, text[], int, int, bigint, int, text, timestamptz, text[], boolean),
     inference.revoke_access_key(text)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    inference.create_access_key(text, text[], int, int, bigint, int, text, timestamptz),
+    inference.create_access_key(text, text[], int, int, bigint, int, text, timestamptz, boolean),
     inference.rotate_access_key(text),
-    inference.update_access_key(text, text[], int, int, bigint, int, text, timestamptz, text[]),
+    inference.update_access_key(text, text[], int, int, bigint, int, text, timestamptz, text[], boolean),
     inference.revoke_access_key(text)
 TO inference_admin;
 

@@ -118,6 +118,8 @@ void on_close(evhttp_connection *conn, void *arg) {
         evhttp_request_free(ex->req);
     ex->req = nullptr;
     ex->conn = nullptr;
+    if (!ex->done)
+        ex->on_caller_left();
     ex->server.finish(*ex, 499);
     on_connection_close(conn, impl);
 }
@@ -725,6 +727,14 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
     nlohmann::json body;
 
     if (r.endpoint == Endpoint::kPassthrough) {
+        if (context.key != nullptr && !context.key->passthrough) {
+            reply_error(context, 403,
+                        "This access key may not use pass-through (/inferenceservices/) paths; "
+                        "use the OpenAI-compatible /v1/ endpoints, or a key created with "
+                        "passthrough => true.",
+                        "passthrough_not_allowed");
+            return;
+        }
         name = r.service;
     } else {
         evbuffer *input = evhttp_request_get_input_buffer(req);
@@ -773,6 +783,17 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
     if (context.key != nullptr && !context.key->allows(name)) {
         reply_error(context, 403, "This access key may not use the model '" + name + "'.",
                     "model_not_allowed");
+        return;
+    }
+    if (r.endpoint == Endpoint::kPassthrough && context.key != nullptr &&
+        context.key->tokens_per_hour && !passthrough_usage_shape(r.rest)) {
+        // The limit could not be kept: the gateway cannot count the tokens of such an answer.
+        reply_error(context, 403,
+                    "This access key has a token limit, and the gateway cannot count the tokens "
+                    "of answers on this pass-through path; with a token limit, pass-through "
+                    "serves only chat completions, completions, embeddings, messages and "
+                    "generateContent paths.",
+                    "passthrough_path_not_metered");
         return;
     }
     Admission admission = governor.admit(context.key, name);

@@ -35,6 +35,9 @@ struct AccessKey {
     // Limits, enforced by the Governor (issue 6); the engine only carries them.
     std::optional<int> rpm, rph, burst;
     std::optional<int64_t> tokens_per_hour;
+    // May use /inferenceservices/ (pass-through). With tokens_per_hour, only on paths whose
+    // answers carry usage the gateway reads (passthrough_usage_shape).
+    bool passthrough = true;
 
     bool allows(const std::string &service) const;
 };

@@ -56,6 +56,9 @@ struct Exchange {
     // The upstream call's outcome. Ends in a reply (Server::Impl::respond and friends) or in a
     // new upstream call.
     virtual void on_done(http::Response &response) = 0;
+    // The caller left before the answer was complete: usage is set to what the tokens spent so
+    // far are charged (a stream cut short still cost them).
+    virtual void on_caller_left() {}
 
     Server::Impl &server;
     RequestContext context;

@@ -103,6 +103,11 @@ struct ChatExchange : Exchange {
 
     std::unique_ptr<translate::ChatStream> stream;  // set for stream: true
 
+    void on_caller_left() override {
+        if (stream)
+            usage = stream->charged_usage();
+    }
+
     bool on_body(const http::Response &, const char *data, std::size_t size) override {
         if (!streaming)
             server.start_stream(*this, 200, kSseHeaders);

@@ -1,15 +1,20 @@
 // ANY /inferenceservices/{name}/{path...}: the request goes to the service's base_url/{path...}
 // as it came, with the caller's credentials replaced by the service's, and the answer comes back
-// as it arrives. Nothing is parsed; only hop-by-hop headers and credentials are filtered.
+// as it arrives. Only hop-by-hop headers and credentials are filtered. On paths whose answers
+// carry usage in a shape the gateway knows (passthrough_usage_shape), the answer is read on its
+// way through for the ledger and the token limits, with the parsers the translated routes use.
 #include <algorithm>
 #include <cctype>
 #include <cstring>
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <memory>
+#include <optional>
 
 #include "gateway_internal.h"
 #include "redact.h"
+#include "translate_stream.h"
 
 namespace pgi::gateway {
 
@@ -60,24 +65,83 @@ std::vector<std::pair<std::string, std::string>> answer_headers(const http::Resp
     return out;
 }
 
+bool is_event_stream(const http::Response &r) {
+    std::string type = r.header("content-type");
+    std::string_view kType = "text/event-stream";
+    return type.size() >= kType.size() &&
+           iequals(std::string_view(type).substr(0, kType.size()), kType);
+}
+
 struct PassthroughExchange : Exchange {
     using Exchange::Exchange;
 
     bool head = false;  // HEAD: the upstream's Content-Length describes a body never sent
+    std::optional<Protocol> shape;  // the usage shape of the path's answers, if readable
+    // Reading the answer's usage, set with the first bytes of a 2xx answer of a known shape:
+    // an SSE answer goes through a ChatStream (whose output is dropped), any other is kept
+    // whole (up to the response size cap) and read at its end.
+    std::unique_ptr<translate::ChatStream> events;
+    bool keep_body = false;
+    std::string kept;
 
     bool on_body(const http::Response &r, const char *data, std::size_t size) override {
-        if (!streaming)
+        if (!streaming) {
             server.start_stream(*this, static_cast<int>(r.status), answer_headers(r, true));
+            if (shape && r.status >= 200 && r.status <= 299) {
+                if (is_event_stream(r)) {
+                    ServiceEndpoint as = *context.service;
+                    as.protocol = *shape;
+                    events = std::make_unique<translate::ChatStream>(as, false);
+                } else {
+                    keep_body = true;
+                }
+            }
+        }
+        if (events) {
+            out.clear();
+            try {
+                events->feed(std::string_view(data, size), out);
+            } catch (const std::exception &) {
+                // Only the count suffers; the caller's bytes go on untouched.
+            }
+        } else if (keep_body) {
+            if (kept.size() + size <= server.config.max_response_size)
+                kept.append(data, size);
+            else
+                keep_body = false;
+        }
         server.send_chunk(*this, data, size);
         return true;
     }
 
+    // The tokens of what went through: the upstream's usage, or for a stream that reported none
+    // (cut short, or not asked for it) the estimate from its text.
+    void count(bool complete) {
+        if (events) {
+            if (complete) {
+                out.clear();
+                try {
+                    events->finish(out);
+                } catch (const std::exception &) {
+                }
+            }
+            usage = events->charged_usage();
+        } else if (keep_body && complete) {
+            usage = translate::usage_from_answer_body(*shape, kept);
+        }
+    }
+
+    void on_caller_left() override { count(false); }
+
     void on_done(http::Response &r) override {
         if (streaming) {
-            if (r.curl_code == 0)
+            if (r.curl_code == 0) {
+                count(true);
                 server.end_stream(*this, static_cast<int>(r.status));
-            else
+            } else {
+                count(false);
                 server.abort_stream(*this, 502);
+            }
             return;
         }
         if (r.curl_code != 0) {
@@ -105,6 +169,7 @@ void start_passthrough(Server::Impl &server, RequestContext &&context, const Rou
         const ServiceEndpoint &service = *ex.context.service;
         unsigned method = static_cast<unsigned>(evhttp_request_get_command(req));
         ex.head = method == kHead;
+        ex.shape = passthrough_usage_shape(route.rest);
 
         http::Request request;
         request.method = method_name(method);
@@ -122,6 +187,9 @@ void start_passthrough(Server::Impl &server, RequestContext &&context, const Rou
         for (evkeyval *h = in->tqh_first; h != nullptr; h = h->next.tqe_next) {
             std::string_view name = h->key;
             if (dropped_request_header(name) || h->value == nullptr || h->value[0] == '\0')
+                continue;
+            // A compressed answer could not be read for its usage.
+            if (ex.shape && iequals(name, "accept-encoding"))
                 continue;
             if (std::any_of(auth.begin(), auth.end(),
                             [&](const std::string &a) { return iequals(header_name(a), name); }))

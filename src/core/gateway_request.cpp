@@ -239,4 +239,28 @@ const char *error_type(int status) {
     return "invalid_request_error";
 }
 
+std::optional<Protocol> passthrough_usage_shape(std::string_view rest) {
+    auto ends_with = [&](std::string_view tail) {
+        return rest.size() >= tail.size() && rest.substr(rest.size() - tail.size()) == tail;
+    };
+    while (rest.size() > 1 && rest.back() == '/')
+        rest.remove_suffix(1);
+    if (ends_with("/chat/completions") || ends_with("/completions") || ends_with("/embeddings"))
+        return Protocol::kOpenAiV1;
+    if (ends_with("/messages"))
+        return Protocol::kAnthropicV1;
+    // The method follows the model after a ':' that a caller may have percent-encoded.
+    std::string_view last = rest.substr(rest.rfind('/') + 1);
+    for (std::string_view sep :
+         {std::string_view(":"), std::string_view("%3A"), std::string_view("%3a")}) {
+        std::size_t at = last.rfind(sep);
+        if (at == std::string_view::npos)
+            continue;
+        std::string_view method = last.substr(at + sep.size());
+        if (method == "generateContent" || method == "streamGenerateContent")
+            return Protocol::kGeminiV1Beta;
+    }
+    return std::nullopt;
+}
+
 }  // namespace pgi::gateway

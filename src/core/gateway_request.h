@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "protocol.h"
+
 namespace pgi::gateway {
 
 enum class Endpoint {
@@ -57,6 +59,12 @@ std::optional<std::string> percent_decode(std::string_view text);
 // Whether a pass-through path stays below its service: no "." or ".." segment once decoded,
 // no encoded '/' or '\\', no control characters. rest starts with '/'.
 bool safe_subpath(std::string_view rest);
+
+// The shape of the usage a pass-through answer on this path (Route::rest, still encoded) carries,
+// or nullopt when the gateway cannot read it: OpenAI for .../chat/completions, .../completions and
+// .../embeddings; Anthropic for .../messages; Gemini for
+// ...:generateContent and ...:streamGenerateContent.
+std::optional<Protocol> passthrough_usage_shape(std::string_view rest);
 
 // The access key from "Authorization: Bearer <key>" (scheme case-insensitive) or, failing
 // that, "X-API-Key: <key>". Empty when neither carries one.

@@ -35,10 +35,10 @@ std::optional<T> number(const json &entry, const char *field, const std::string 
     return it->get<T>();
 }
 
-bool flag(const json &entry, const char *field, const std::string &where) {
+bool flag(const json &entry, const char *field, const std::string &where, bool absent = false) {
     auto it = entry.find(field);
     if (it == entry.end() || it->is_null())
-        return false;
+        return absent;
     if (!it->is_boolean())
         bad(where, std::string("\"") + field + "\" must be true or false");
     return it->get<bool>();
@@ -123,6 +123,7 @@ Snapshot snapshot_from_json(const json &document) {
         k.rph = number<int>(entry, "requests_per_hour", where);
         k.burst = number<int>(entry, "burst", where);
         k.tokens_per_hour = number<int64_t>(entry, "tokens_per_hour", where);
+        k.passthrough = flag(entry, "passthrough", where, true);
         std::string hash = k.key_hash;
         if (!snapshot.keys.emplace(hash, std::move(k)).second)
             bad(where, "duplicate key");

@@ -550,6 +550,31 @@ Usage usage_from_openai_body(std::string_view body) {
     return detail::usage_from_openai_text(value);
 }
 
+Usage usage_from_answer_body(Protocol shape, std::string_view body) {
+    if (shape == Protocol::kOpenAiV1)
+        return usage_from_openai_body(body);
+    nlohmann::json j = nlohmann::json::parse(body.begin(), body.end(), nullptr, false);
+    if (j.is_discarded())
+        return {};
+    if (shape == Protocol::kAnthropicV1) {
+        const nlohmann::json *usage = detail::member(j, "usage");
+        return usage != nullptr && usage->is_object() ? detail::usage_from_anthropic(*usage)
+                                                      : Usage();
+    }
+    // Gemini: streamGenerateContent without alt=sse answers an array of chunks, the usage
+    // (cumulative) on the last ones.
+    const nlohmann::json *usage = nullptr;
+    if (j.is_array()) {
+        for (const auto &chunk : j) {
+            if (const nlohmann::json *u = detail::member(chunk, "usageMetadata"))
+                usage = u;
+        }
+    } else {
+        usage = detail::member(j, "usageMetadata");
+    }
+    return usage != nullptr && usage->is_object() ? detail::usage_from_gemini(*usage) : Usage();
+}
+
 Error upstream_failure(const ServiceEndpoint &service, long status, const std::string &body) {
     UpstreamError e = parse_upstream_error(body);
     const char *state = sqlstate::kUpstreamBadResponse;

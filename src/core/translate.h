@@ -38,6 +38,12 @@ struct Usage {
 // needs nothing else from them. Absent or unreadable usage gives present == false.
 Usage usage_from_openai_body(std::string_view body);
 
+// The usage a whole (not streamed) answer body reports, in the shape of `shape`: OpenAI's
+// "usage", Anthropic's "usage" (input_tokens/output_tokens), Gemini's "usageMetadata" (of the
+// last element that has one when the body is a streamed JSON array). Used for answers the
+// gateway passes through unread. Absent or unreadable usage gives present == false.
+Usage usage_from_answer_body(Protocol shape, std::string_view body);
+
 // The error for an upstream answer with a non-2xx status: `service "<name>" returned HTTP
 // <status>: <provider message>`, with a SQLSTATE from the status (401 PI401, 403 PI403, 404
 // PI404, 429 PI429, 5xx PI500, others PI400; Gemini's 400 API_KEY_INVALID counts as 401) and a

@@ -89,7 +89,72 @@ std::size_t index_of(const json &object, std::size_t fallback) {
     return v != nullptr && v->is_number_unsigned() ? v->get<std::size_t>() : fallback;
 }
 
+// Characters of the JSON string values of the members that carry generated text in any of the
+// three stream shapes ("content", "text", "arguments", "partial_json"), found by a scan rather
+// than a parse: an estimate needs no more, and this runs on every event. An escape counts as one
+// character.
+std::size_t text_chars(std::string_view data) {
+    static constexpr std::string_view kKeys[] = {"\"content\"", "\"text\"", "\"arguments\"",
+                                                 "\"partial_json\""};
+    std::size_t total = 0;
+    for (std::size_t at = data.find('"'); at != std::string_view::npos;) {
+        std::size_t key_end = std::string_view::npos;
+        for (std::string_view key : kKeys) {
+            if (data.compare(at, key.size(), key) == 0) {
+                key_end = at + key.size();
+                break;
+            }
+        }
+        if (key_end == std::string_view::npos) {
+            // Skip this string whole, so that a value is never read as a key.
+            std::size_t i = at + 1;
+            while (i < data.size() && data[i] != '"')
+                i += data[i] == '\\' ? 2 : 1;
+            at = i + 1 < data.size() ? data.find('"', i + 1) : std::string_view::npos;
+            continue;
+        }
+        std::size_t i = key_end;
+        while (i < data.size() &&
+               (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r'))
+            i++;
+        if (i >= data.size() || data[i] != ':') {
+            at = data.find('"', key_end);
+            continue;
+        }
+        i++;
+        while (i < data.size() &&
+               (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r'))
+            i++;
+        if (i >= data.size() || data[i] != '"') {
+            at = data.find('"', i);
+            continue;
+        }
+        i++;
+        while (i < data.size() && data[i] != '"') {
+            // UTF-8 continuation bytes are part of the character before them.
+            if ((static_cast<unsigned char>(data[i]) & 0xC0) != 0x80)
+                total++;
+            i += data[i] == '\\' ? 2 : 1;
+        }
+        at = i + 1 < data.size() ? data.find('"', i + 1) : std::string_view::npos;
+    }
+    return total;
+}
+
 }  // namespace
+
+Usage ChatStream::charged_usage() const {
+    if (done_ && usage_.present)
+        return usage_;
+    Usage u = usage_;
+    long long estimate = static_cast<long long>((streamed_chars_ + 3) / 4);
+    if (estimate > u.completion_tokens) {
+        u.completion_tokens = estimate;
+        u.total_tokens = u.prompt_tokens + u.completion_tokens;
+        u.present = true;
+    }
+    return u;
+}
 
 ChatStream::ChatStream(const ServiceEndpoint &service, bool caller_wants_usage)
     : service_(service), caller_wants_usage_(caller_wants_usage) {}
@@ -133,6 +198,7 @@ void ChatStream::fail(std::string_view message, std::string &out) {
 }
 
 void ChatStream::event(const SseEventView &e, std::string &out) {
+    streamed_chars_ += text_chars(e.data);
     switch (service_.protocol) {
         case Protocol::kOpenAiV1:
             openai_event(e, out);

@@ -52,6 +52,13 @@ class ChatStream {
 
     // Tokens reported so far; final once the stream is done. Streaming counts for the ledger too.
     const Usage &usage() const { return usage_; }
+    // Characters of text (content, text, tool call arguments) the upstream streamed so far.
+    std::size_t streamed_chars() const { return streamed_chars_; }
+    // What a stream that did not end with the upstream's final usage is charged (the caller
+    // left, the transfer broke, or the upstream never reported usage): the usage reported so
+    // far, with at least one completion token per 4 characters of streamed text. The estimate
+    // stands in for the usage the upstream would have reported; a complete report wins as is.
+    Usage charged_usage() const;
     // An error was sent to the caller (from upstream, a malformed event, or fail()).
     bool failed() const { return failed_; }
     // Nothing more will be written: [DONE] or an error was sent.
@@ -83,6 +90,7 @@ class ChatStream {
     bool caller_wants_usage_;
     SseParser parser_;
     Usage usage_;
+    std::size_t streamed_chars_ = 0;
     bool failed_ = false;
     bool done_ = false;
     // `{"id":...,"object":"chat.completion.chunk","created":...,"model":...,"choices":[`, the

@@ -334,7 +334,7 @@ std::vector<gateway::AccessKey> all_access_keys() {
         "SELECT name, tenant, key_hash, services, "
         "       (extract(epoch FROM expires_at) * 1000)::bigint::text, revoked_at IS NOT NULL, "
         "       requests_per_minute::text, requests_per_hour::text, burst::text, "
-        "       tokens_per_hour::text, services IS NULL "
+        "       tokens_per_hour::text, services IS NULL, passthrough "
         "  FROM inference.access_key_store",
         {}, true);
     std::vector<gateway::AccessKey> keys;
@@ -359,6 +359,7 @@ std::vector<gateway::AccessKey> all_access_keys() {
         if (auto v = number(spi.string_at(i, 9)))
             k.burst = static_cast<int>(*v);
         k.tokens_per_hour = number(spi.string_at(i, 10));
+        k.passthrough = spi.bool_at(i, 12);
         keys.push_back(std::move(k));
     }
     return keys;

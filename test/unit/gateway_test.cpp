@@ -37,6 +37,7 @@
 #include "address_filter.h"
 #include "base64.h"
 #include "crypto.h"
+#include "gateway_request.h"
 #include "http_async.h"
 
 namespace {
@@ -923,6 +924,10 @@ class GatewayTest : public ::testing::Test {
         s.keys[pgi::crypto::sha256("gw-revoked")].revoked = true;
         add_key(s, "expired", "gw-expired");
         s.keys[pgi::crypto::sha256("gw-expired")].expires_at_ms = 1000;
+        add_key(s, "nopass", "gw-nopass");
+        s.keys[pgi::crypto::sha256("gw-nopass")].passthrough = false;
+        add_key(s, "metered", "gw-metered");
+        s.keys[pgi::crypto::sha256("gw-metered")].tokens_per_hour = 1000;
         return s;
     }
 
@@ -1302,6 +1307,37 @@ TEST_F(GatewayTest, ClientLeavingMidStreamStopsTheUpstream) {
     ASSERT_NE(got.find("hello"), std::string::npos) << got;
     expect_abandoned(fd);
     EXPECT_TRUE(eventually([&] { return upstream->streams_closed_by_peer() == 1; }));
+    // Gone before the usage chunk: charged an estimate from the text streamed (4 characters a
+    // token), not zero.
+    auto done = governor.all();
+    ASSERT_FALSE(done.empty());
+    EXPECT_TRUE(done[0].usage.present);
+    EXPECT_GE(done[0].usage.completion_tokens, 2);
+    EXPECT_EQ(done[0].usage.total_tokens,
+              done[0].usage.prompt_tokens + done[0].usage.completion_tokens);
+}
+
+TEST_F(GatewayTest, ClientLeavingPassThroughStreamIsCharged) {
+    start();
+    int fd = connect_raw();
+    ASSERT_GE(fd, 0);
+    std::string body = chat_body("gpt-up", true).dump();
+    std::string request =
+        "POST /inferenceservices/slow/v1/chat/completions HTTP/1.1\r\nHost: "
+        "x\r\nAuthorization: Bearer " +
+        std::string(kGatewayKey) +
+        "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+        "\r\n\r\n" + body;
+    ASSERT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
+    std::string got = read_until(
+        fd, [](const std::string &text) { return text.find("world") != std::string::npos; });
+    ASSERT_NE(got.find("world"), std::string::npos) << got;
+    expect_abandoned(fd);
+    auto done = governor.all();
+    ASSERT_FALSE(done.empty());
+    EXPECT_EQ(done[0].service, "slow");
+    EXPECT_TRUE(done[0].usage.present);
+    EXPECT_GE(done[0].usage.completion_tokens, 3);  // "hello world" at least
 }
 
 TEST_F(GatewayTest, ClientLeavingBeforeTheAnswerStopsTheUpstream) {
@@ -1470,6 +1506,122 @@ TEST_F(GatewayTest, PassThrough) {
     limited.key = false;
     limited.headers = {"Authorization: Bearer gw-limited"};
     EXPECT_EQ(call(port, "/inferenceservices/claude/echo", limited).status, 403);
+}
+
+TEST_F(GatewayTest, PassThroughIsCounted) {
+    start();
+    auto last = [&] { return governor.all().back(); };
+    CallOptions o;
+    o.method = "POST";
+    o.headers = {"Content-Type: application/json", "Accept-Encoding: gzip"};
+
+    // JSON answers, in each shape the gateway reads.
+    o.body = chat_body("gpt-up").dump();
+    Reply r = call(port, "/inferenceservices/chat/v1/chat/completions", o);
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.js()["choices"][0]["message"]["content"], "hello world");
+    EXPECT_TRUE(upstream->requests("ok").back().header("accept-encoding").empty());
+    Finished f = last();
+    EXPECT_EQ(f.key, "full");
+    EXPECT_EQ(f.service, "chat");
+    EXPECT_EQ(f.status, 200);
+    EXPECT_TRUE(f.usage.present);
+    EXPECT_EQ(f.usage.prompt_tokens, 3);
+    EXPECT_EQ(f.usage.completion_tokens, 2);
+    EXPECT_EQ(f.usage.total_tokens, 5);
+
+    o.body = json{{"model", "claude-up"},
+                  {"max_tokens", 10},
+                  {"messages", {{{"role", "user"}, {"content", "hi"}}}}}
+                 .dump();
+    ASSERT_EQ(call(port, "/inferenceservices/claude/v1/messages", o).status, 200);
+    EXPECT_EQ(last().usage.total_tokens, 5);
+    o.body = json{{"contents", {{{"role", "user"}, {"parts", {{{"text", "hi"}}}}}}}}.dump();
+    ASSERT_EQ(
+        call(port, "/inferenceservices/gemini/v1beta/models/gemini-up:generateContent", o).status,
+        200);
+    EXPECT_EQ(last().usage.total_tokens, 5);
+
+    // An SSE answer with the usage chunk: counted exactly, and the caller gets it as sent.
+    json streamed = chat_body("gpt-up", true);
+    streamed["stream_options"] = {{"include_usage", true}};
+    o.body = streamed.dump();
+    r = call(port, "/inferenceservices/chat/v1/chat/completions", o);
+    ASSERT_EQ(r.status, 200);
+    EXPECT_NE(r.body.find("\"usage\""), std::string::npos);
+    EXPECT_NE(r.body.find("data: [DONE]"), std::string::npos);
+    f = last();
+    EXPECT_EQ(f.status, 200);
+    EXPECT_TRUE(f.usage.present);
+    EXPECT_EQ(f.usage.total_tokens, 5);
+
+    // Without usage in the stream: the estimate, "hello world" (11 characters) as 3 tokens.
+    o.body = chat_body("gpt-up", true).dump();
+    ASSERT_EQ(call(port, "/inferenceservices/chat/v1/chat/completions", o).status, 200);
+    f = last();
+    EXPECT_TRUE(f.usage.present);
+    EXPECT_EQ(f.usage.prompt_tokens, 0);
+    EXPECT_EQ(f.usage.completion_tokens, 3);
+
+    // Any other path: counted as a request, with no tokens.
+    o.body = "x";
+    ASSERT_EQ(call(port, "/inferenceservices/chat/echo", o).status, 200);
+    f = last();
+    EXPECT_EQ(f.service, "chat");
+    EXPECT_FALSE(f.usage.present);
+}
+
+TEST_F(GatewayTest, PassThroughKeyRules) {
+    start();
+    CallOptions nopass;
+    nopass.key = false;
+    nopass.headers = {"Authorization: Bearer gw-nopass"};
+    for (const char *path :
+         {"/inferenceservices/chat/echo", "/inferenceservices/chat/v1/models",
+          "/inferenceservices/chat/v1/chat/completions", "/inferenceservices/nope/x"}) {
+        Reply r = call(port, path, nopass);
+        EXPECT_EQ(r.status, 403) << path;
+        json e = r.js()["error"];
+        EXPECT_EQ(e["code"], "passthrough_not_allowed") << path;
+        EXPECT_NE(e["message"].get<std::string>().find("pass-through"), std::string::npos);
+    }
+    // The key serves the OpenAI-compatible routes all the same.
+    EXPECT_EQ(
+        post(port, "/v1/chat/completions", chat_body("chat"), {"X-API-Key: gw-nopass"}).status,
+        200);
+
+    // A token limit: only paths whose usage the gateway reads.
+    CallOptions metered;
+    metered.key = false;
+    metered.headers = {"Authorization: Bearer gw-metered"};
+    Reply r = call(port, "/inferenceservices/chat/echo", metered);
+    EXPECT_EQ(r.status, 403);
+    EXPECT_EQ(r.js()["error"]["code"], "passthrough_path_not_metered");
+    EXPECT_NE(r.js()["error"]["message"].get<std::string>().find("token limit"), std::string::npos);
+    EXPECT_EQ(governor.all().back().status, 403);
+    metered.method = "POST";
+    metered.body = chat_body("gpt-up").dump();
+    metered.headers.push_back("Content-Type: application/json");
+    r = call(port, "/inferenceservices/chat/v1/chat/completions", metered);
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(governor.all().back().usage.total_tokens, 5);
+}
+
+TEST(PassthroughUsageShape, Paths) {
+    using pgi::Protocol;
+    using pgi::gateway::passthrough_usage_shape;
+    EXPECT_EQ(passthrough_usage_shape("/v1/chat/completions"), Protocol::kOpenAiV1);
+    EXPECT_EQ(passthrough_usage_shape("/openai/v1/chat/completions/"), Protocol::kOpenAiV1);
+    EXPECT_EQ(passthrough_usage_shape("/v1/completions"), Protocol::kOpenAiV1);
+    EXPECT_EQ(passthrough_usage_shape("/v1/embeddings"), Protocol::kOpenAiV1);
+    EXPECT_EQ(passthrough_usage_shape("/v1/messages"), Protocol::kAnthropicV1);
+    EXPECT_EQ(passthrough_usage_shape("/v1beta/models/g:generateContent"), Protocol::kGeminiV1Beta);
+    EXPECT_EQ(passthrough_usage_shape("/v1beta/models/g%3AstreamGenerateContent"),
+              Protocol::kGeminiV1Beta);
+    EXPECT_FALSE(passthrough_usage_shape("/v1/models"));
+    EXPECT_FALSE(passthrough_usage_shape("/v1/images/generations"));
+    EXPECT_FALSE(passthrough_usage_shape("/v1/messages/count_tokens"));
+    EXPECT_FALSE(passthrough_usage_shape("/"));
 }
 
 TEST_F(GatewayTest, PassThroughStreamsAsItArrives) {

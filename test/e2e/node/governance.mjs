@@ -1,6 +1,7 @@
 // Gateway governance end to end (issue 6), driven by test/e2e/50_governance.sh:
 //   node governance.mjs run     rate limits across both listeners, token budgets counted from
-//                               streams of all three protocols, a mixed run whose usage and
+//                               streams of all three protocols and from pass-through (which a
+//                               key may be refused), a mixed run whose usage and
 //                               metrics are predicted exactly; the predictions go to $GOV_STATE
 //   node governance.mjs verify  after a clean restart: the ledger holds exactly the predicted
 //                               usage, and the periodic flush works
@@ -209,6 +210,53 @@ async function run() {
     expect('gov-tokens', service, { requests: 1, rate_limited: 1 });
   }
 
+  // --- pass-through is accounted like every route -------------------------------------------
+  // A token-limited key: pass-through chat, plain and streamed, charged exactly the mock's usage;
+  // the spent budget stops it; a path whose usage the gateway cannot read is refused.
+  const ptKey = await newKey('gov-pt', `, tokens_per_hour => ${budget}`);
+  expect('gov-pt', '', { requests: 1 });
+  const ptPath = '/inferenceservices/gw-openai/v1/chat/completions';
+  const ptBody = (extra = {}) => ({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: prompt }], ...extra });
+  let ptLeft = budget;
+  for (const [label, extra] of [['plain', {}], ['streamed', { stream: true, stream_options: { include_usage: true } }],
+                                ['plain again', {}]]) {
+    const r = await call('POST', ptPath, { key: ptKey, body: ptBody(extra) });
+    const u = normalise(extra.stream ? events(r).find((e) => e.usage)?.usage : json(r)?.usage);
+    checkEq(`pass-through ${label} chat with ${ptLeft} tokens left: 200, the mock's usage`,
+            [200, String(ptLeft), 7], [r.status, r.headers['x-ratelimit-remaining-tokens'], u.total]);
+    expect('gov-pt', 'gw-openai', { requests: 1, prompt_tokens: u.prompt, completion_tokens: u.completion, total_tokens: u.total });
+    ptLeft -= u.total;
+  }
+  for (const extra of [{}, { stream: true }]) {
+    const r = await call('POST', ptPath, { key: ptKey, body: ptBody(extra) });
+    checkEq(`a token budget spent through pass-through refuses it with 429${extra.stream ? ' (streamed)' : ''}`,
+            [429, 'rate_limit_exceeded'], [r.status, json(r)?.error?.code]);
+    expect('gov-pt', 'gw-openai', { requests: 1, rate_limited: 1 });
+  }
+  {
+    const r = await call('GET', '/inferenceservices/gw-openai/v1/models', { key: ptKey });
+    checkEq('a token-limited key gets 403 on a pass-through path whose usage is unreadable',
+            [403, 'passthrough_path_not_metered'], [r.status, json(r)?.error?.code]);
+    expect('gov-pt', 'gw-openai', { requests: 1, errors: 1 });
+  }
+  // passthrough => false: 403 on every /inferenceservices/ path, the /v1/ routes still served.
+  const noPtKey = await newKey('gov-nopt', ', passthrough => false');
+  expect('gov-nopt', '', { requests: 1 });
+  for (const [method, path] of [['POST', ptPath], ['GET', '/inferenceservices/gw-openai/v1/models'],
+                                ['POST', '/inferenceservices/gw-claude/v1/messages'],
+                                ['GET', '/inferenceservices/no-such-service/x']]) {
+    const r = await call(method, path, { key: noPtKey, body: method === 'POST' ? ptBody() : undefined });
+    checkEq(`passthrough => false: ${method} ${path} is 403`, [403, 'passthrough_not_allowed'],
+            [r.status, json(r)?.error?.code]);
+    expect('gov-nopt', '', { requests: 1, errors: 1 });
+  }
+  {
+    const r = await call('POST', '/v1/chat/completions', { key: noPtKey, body: chatBody('gw-openai', prompt) });
+    checkEq('passthrough => false: /v1/chat/completions still answers', 200, r.status);
+    const u = normalise(json(r)?.usage);
+    expect('gov-nopt', 'gw-openai', { requests: 1, prompt_tokens: u.prompt, completion_tokens: u.completion, total_tokens: u.total });
+  }
+
   // --- a mixed run: every protocol, streamed and not, upstream errors, 429s -------------------
   const admitted = 15;
   const mixedKey = await newKey('gov-mixed', `, requests_per_hour => ${admitted}`);
@@ -356,7 +404,7 @@ async function run() {
   // Nothing reached the ledger yet (the flush interval is 1 h): the restart must flush it all.
   checkEq('usage waits in shared memory (no flush during the run)', '0',
           sql("SELECT count(*) FROM inference.usage WHERE key_name LIKE 'gov-%'"));
-  state.keys = { rpm: rpmKey, burst: burstKey, tokens: tokensKey, mixed: mixedKey, free: freeKey };
+  state.keys = { rpm: rpmKey, burst: burstKey, tokens: tokensKey, mixed: mixedKey, free: freeKey, pt: ptKey, nopt: noPtKey };
   expect('gov-free', '', { requests: 1 });
   expect('gov-free', 'gov-slow', { requests: 1, ...(() => { const u = mockChatUsage([{ content: 'take your time' }]);
     return { prompt_tokens: u.prompt, completion_tokens: u.completion, total_tokens: u.total }; })() });
