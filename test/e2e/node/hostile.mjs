@@ -35,11 +35,13 @@ function bigPost() {
         s.on('connect', () => {
             s.write(head, () => { sentAt = performance.now(); pump(); });
         });
+        // One chunk per turn of the event loop, so that an answer is seen when it comes rather
+        // than after this client has filled every socket buffer it can.
         const pump = () => {
-            while (!answered && written < opt.mb * 1024 * 1024) {
-                written += chunk.length;
-                if (!s.write(chunk)) { s.once('drain', pump); return; }
-            }
+            if (answered || written >= opt.mb * 1024 * 1024 || s.destroyed) return;
+            written += chunk.length;
+            if (s.write(chunk)) setImmediate(pump);
+            else s.once('drain', pump);
         };
         s.on('data', (d) => {
             if (!answered) { answered = true; ms = performance.now() - sentAt; }
@@ -85,7 +87,7 @@ function slowStream() {
         const prompt = 'ab '.repeat(opt.words);
         const body = JSON.stringify({ model: opt.model, stream: true,
                                       messages: [{ role: 'user', content: prompt }] });
-        let read = 0;
+        let read = 0, first = Buffer.alloc(0);
         s.on('connect', () => {
             s.write('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n' +
                     `Authorization: Bearer ${opt.key}\r\nContent-Type: application/json\r\n` +
@@ -95,14 +97,21 @@ function slowStream() {
         s.pause();
         const tick = setInterval(() => {
             let budget = opt.rateKb * 102.4;
+            s.read(0);  // a paused socket reads from the network only when asked
             while (budget > 0 && s.readableLength > 0) {
                 const d = s.read(Math.min(budget, s.readableLength));
                 if (d === null) break;
+                if (read === 0) first = d;
                 read += d.length;
                 budget -= d.length;
             }
         }, 100);
-        setTimeout(() => { clearInterval(tick); s.destroy(); resolve({ read }); }, opt.seconds * 1000);
+        setTimeout(() => {
+            clearInterval(tick);
+            const head = first.toString('latin1').split('\r\n')[0];
+            s.destroy();
+            resolve({ read, head });
+        }, opt.seconds * 1000);
         s.on('error', () => {});
     });
 }
