@@ -97,7 +97,7 @@ out="$(timeout 30 node "$HOSTILE" slow-stream --port "$GW_PORT" --key "$KEY" --m
 kill "$sampler"; wait "$sampler" 2>/dev/null
 echo "slow stream: $out; RSS growth $(growth_mb "$samples") MB"
 check "the slow reader got its stream ($(echo "$out" | jget '.read') bytes)" \
-    test "$(echo "$out" | jget '.read')" -gt 100000
+    test "$(echo "$out" | jget '.read')" -gt 10000
 check "the listeners' memory stays under 64 MB above idle ($(growth_mb "$samples") MB)" \
     test "$(growth_mb "$samples")" -lt 64
 check_eq "the gateway still serves" "200" \
