@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <arpa/inet.h>
+#include <cctype>
 #include <cerrno>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <event2/buffer.h>
@@ -43,6 +45,13 @@ constexpr long kAcceptPauseMs = 100;
 // How long a refused connection is drained before it is closed, so that what the client sent
 // does not turn the close into a reset that could destroy the 503 before it is read.
 constexpr auto kLingerTime = std::chrono::seconds(2);
+// The longest header block evhttp accepts (evhttp_set_max_headers_size); past it without the
+// block's end, libevent gets the bytes and refuses them itself.
+constexpr size_t kMaxHeaderBytes = 64 * 1024;
+// A streamed answer pauses its upstream while more than this waits for a slow caller, and
+// resumes below the low mark: a slow reader costs at most about this much memory.
+constexpr size_t kStreamHighWater = 1u << 20;
+constexpr size_t kStreamLowWater = 256u << 10;
 
 double ms_since(Clock::time_point t) {
     return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
@@ -102,10 +111,11 @@ std::string openssl_error() {
 }
 
 // A watched client connection closes (Server::Impl::watch).
-void on_connection_close(evhttp_connection *, void *arg) {
+void on_connection_close(evhttp_connection *conn, void *arg) {
     auto *impl = static_cast<Server::Impl *>(arg);
     if (impl->connections > 0)
         impl->connections--;
+    impl->untrack(conn);
 }
 
 void on_close(evhttp_connection *conn, void *arg) {
@@ -116,6 +126,7 @@ void on_close(evhttp_connection *conn, void *arg) {
     // left for its owner to free; one still attached goes with the connection.
     if (ex->req != nullptr && evhttp_request_get_connection(ex->req) == nullptr)
         evhttp_request_free(ex->req);
+    impl->drop_drain_cb(*ex);
     ex->req = nullptr;
     ex->conn = nullptr;
     if (!ex->done)
@@ -129,6 +140,40 @@ void restore_timeouts(evhttp_request *req, void *arg) {
     evhttp_connection *conn = evhttp_request_get_connection(req);
     if (conn != nullptr && impl->config.client_timeout_s > 0)
         evhttp_connection_set_timeout(conn, impl->config.client_timeout_s);
+    impl->request_completed(req);
+}
+
+void on_request_complete(evhttp_request *req, void *arg) {
+    static_cast<Server::Impl *>(arg)->request_completed(req);
+}
+
+void on_client_input(evbuffer *, const evbuffer_cb_info *info, void *arg) {
+    if (info->n_added == 0)
+        return;
+    auto *cc = static_cast<ClientConnection *>(arg);
+    cc->impl->client_input(*cc);
+}
+
+void on_client_timer(evutil_socket_t, short, void *arg) {
+    auto *cc = static_cast<ClientConnection *>(arg);
+    cc->impl->client_timer(*cc);
+}
+
+// A refusal written through a TLS bufferevent: the connection goes once it is sent.
+void on_refusal_written(bufferevent *bev, void *arg) {
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        evhttp_connection_free(static_cast<evhttp_connection *>(arg));
+}
+
+void on_refusal_event(bufferevent *, short, void *arg) {
+    evhttp_connection_free(static_cast<evhttp_connection *>(arg));
+}
+
+void on_stream_drained(evbuffer *buffer, const evbuffer_cb_info *info, void *arg) {
+    if (info->n_deleted == 0 || evbuffer_get_length(buffer) >= kStreamLowWater)
+        return;
+    auto *ex = static_cast<Exchange *>(arg);
+    ex->server.stream_drained(*ex);
 }
 
 void on_request(evhttp_request *req, void *arg) {
@@ -418,6 +463,7 @@ void Server::Impl::on_accepted() {
             refuse(conn, bev);
         } else {
             watch(conn);
+            track(conn, bev);
         }
         bufferevent_decref(bev);
     }
@@ -443,26 +489,358 @@ void Server::Impl::refuse(evhttp_connection *conn, bufferevent *bev) {
             "Content-Length: " +
             std::to_string(body.size()) + "\r\nRetry-After: 1\r\nConnection: close\r\n\r\n" + body;
         // A fresh socket's send buffer takes this whole; if not, the caller gets a cut answer.
-        if (::send(fd, response.data(), response.size(), MSG_DONTWAIT | MSG_NOSIGNAL) > 0) {
-            // evhttp closes its descriptor below; a duplicate keeps the socket for draining.
-            int kept = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-            if (kept >= 0) {
-                ::shutdown(kept, SHUT_WR);
-                auto *l = new Lingering;
-                l->impl = this;
-                l->fd = kept;
-                l->until = Clock::now() + kLingerTime;
-                l->ev = event_new(base, kept, EV_READ | EV_PERSIST, on_linger, l);
-                timeval timeout = {static_cast<time_t>(kLingerTime.count()), 0};
-                if (l->ev == nullptr || event_add(l->ev, &timeout) != 0)
-                    delete l;
-                else
-                    lingering.insert(l);
-            }
-        }
+        if (::send(fd, response.data(), response.size(), MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
+            linger_on(fd);
     }
     evhttp_connection_free(conn);
     warn("refused a connection: " + message);
+}
+
+void Server::Impl::linger_on(int fd) {
+    // evhttp closes its descriptor; a duplicate keeps the socket for draining.
+    int kept = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (kept < 0)
+        return;
+    ::shutdown(kept, SHUT_WR);
+    auto *l = new Lingering;
+    l->impl = this;
+    l->fd = kept;
+    l->until = Clock::now() + kLingerTime;
+    l->ev = event_new(base, kept, EV_READ | EV_PERSIST, on_linger, l);
+    timeval timeout = {static_cast<time_t>(kLingerTime.count()), 0};
+    if (l->ev == nullptr || event_add(l->ev, &timeout) != 0)
+        delete l;
+    else
+        lingering.insert(l);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Client connections: checks before the body, header and body deadlines
+
+namespace {
+
+// Where the header block in buffer ends (just past its empty line), or 0 while incomplete.
+// libevent accepts lines ending in "\n" as well as "\r\n". Searching starts at from.
+size_t header_end(evbuffer *buffer, size_t from) {
+    size_t best = 0;
+    for (const char *pattern : {"\n\r\n", "\n\n"}) {
+        evbuffer_ptr start;
+        if (evbuffer_ptr_set(buffer, &start, from, EVBUFFER_PTR_SET) != 0)
+            return 0;
+        evbuffer_ptr found = evbuffer_search(buffer, pattern, std::strlen(pattern), &start);
+        if (found.pos >= 0) {
+            size_t end = static_cast<size_t>(found.pos) + std::strlen(pattern);
+            if (best == 0 || end < best)
+                best = end;
+        }
+    }
+    return best;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+    if (a.size() != b.size())
+        return false;
+    for (size_t i = 0; i < a.size(); i++) {
+        if (std::tolower(static_cast<unsigned char>(a[i])) !=
+            std::tolower(static_cast<unsigned char>(b[i])))
+            return false;
+    }
+    return true;
+}
+
+std::string_view trim(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
+        s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
+        s.remove_suffix(1);
+    return s;
+}
+
+unsigned method_bit(std::string_view name) {
+    static const std::pair<const char *, unsigned> kMethods[] = {
+        {"GET", kGet},       {"POST", kPost},       {"HEAD", kHead},  {"PUT", kPut},
+        {"DELETE", kDelete}, {"OPTIONS", kOptions}, {"PATCH", kPatch}};
+    for (const auto &m : kMethods) {
+        if (name == m.first)
+            return m.second;
+    }
+    return 0;
+}
+
+std::string raw_response(int status, const char *reason, const std::string &body) {
+    return "HTTP/1.1 " + std::to_string(status) + " " + reason +
+           "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+           "\r\nConnection: close\r\n\r\n" + body;
+}
+
+}  // namespace
+
+const char *Server::Impl::check_key(const Snapshot &snap, const char *authorization,
+                                    const char *x_api_key, const AccessKey **key) const {
+    std::string_view presented = access_key(authorization, x_api_key);
+    if (presented.empty()) {
+        return "You didn't provide an access key. Send it as 'Authorization: Bearer "
+               "<key>' or 'X-API-Key: <key>'.";
+    }
+    std::string hash = crypto::sha256(std::string(presented));
+    auto it = snap.keys.find(hash);
+    if (it == snap.keys.end() || !crypto::constant_time_equal(it->second.key_hash, hash))
+        return "Incorrect access key provided.";
+    if (it->second.revoked)
+        return "This access key has been revoked.";
+    if (it->second.expires_at_ms && *it->second.expires_at_ms <= unix_ms_now())
+        return "This access key has expired.";
+    *key = &it->second;
+    return nullptr;
+}
+
+std::string Server::Impl::precheck(std::string_view block, int &status,
+                                   long long &body_length) const {
+    size_t eol = block.find('\n');
+    if (eol == std::string_view::npos)
+        return {};
+    std::string_view line = trim(block.substr(0, eol));
+    size_t sp1 = line.find(' ');
+    size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+    if (sp2 == std::string_view::npos)
+        return {};  // malformed: libevent answers it
+    unsigned method = method_bit(line.substr(0, sp1));
+    std::string uri(line.substr(sp1 + 1, sp2 - sp1 - 1));
+
+    std::string authorization, x_api_key, content_length;
+    bool have_authorization = false, have_x_api_key = false, have_length = false;
+    bool chunked = false;
+    size_t pos = eol + 1;
+    while (pos < block.size()) {
+        size_t end = block.find('\n', pos);
+        if (end == std::string_view::npos)
+            end = block.size();
+        std::string_view header = block.substr(pos, end - pos);
+        pos = end + 1;
+        if (trim(header).empty())
+            break;
+        if (header.front() == ' ' || header.front() == '\t')
+            return {};  // a folded header: left to libevent's reading
+        size_t colon = header.find(':');
+        if (colon == std::string_view::npos)
+            return {};
+        std::string_view name = header.substr(0, colon);
+        std::string_view value = trim(header.substr(colon + 1));
+        // The first of repeated headers counts, as with evhttp_find_header.
+        if (iequals(name, "Authorization") && !have_authorization) {
+            authorization = value;
+            have_authorization = true;
+        } else if (iequals(name, "X-API-Key") && !have_x_api_key) {
+            x_api_key = value;
+            have_x_api_key = true;
+        } else if (iequals(name, "Content-Length") && !have_length) {
+            content_length = value;
+            have_length = true;
+        } else if (iequals(name, "Transfer-Encoding")) {
+            chunked = true;
+        }
+    }
+
+    body_length = chunked ? -1 : 0;
+    if (have_length && !chunked) {
+        char *end = nullptr;
+        errno = 0;
+        unsigned long long length = std::strtoull(content_length.c_str(), &end, 10);
+        bool numeric = !content_length.empty() && *end == '\0' && errno == 0 &&
+                       std::isdigit(static_cast<unsigned char>(content_length[0]));
+        body_length = numeric ? static_cast<long long>(std::min<unsigned long long>(
+                                    length, static_cast<unsigned long long>(LLONG_MAX)))
+                              : -1;
+        if (numeric && length > config.max_body_size) {
+            status = 413;
+            return raw_response(
+                413, "Payload Too Large",
+                error_body("Request too large: the gateway accepts bodies and headers up to " +
+                               std::to_string(config.max_body_size) + " bytes",
+                           413, "request_too_large", {}));
+        }
+    }
+    if (!config.require_key || method == 0 || snapshot->unavailable)
+        return {};
+    evhttp_uri *parsed = evhttp_uri_parse_with_flags(uri.c_str(), EVHTTP_URI_NONCONFORMANT);
+    if (parsed == nullptr)
+        return {};
+    const char *path = evhttp_uri_get_path(parsed);
+    Route r = route(path != nullptr ? path : "");
+    evhttp_uri_free(parsed);
+    // What handle() answers before it looks at the key is left to it.
+    if (r.endpoint == Endpoint::kUnknown || (r.allowed & method) == 0 ||
+        r.endpoint == Endpoint::kHealth || r.endpoint == Endpoint::kMetrics ||
+        (r.endpoint == Endpoint::kPassthrough && r.bad_path))
+        return {};
+    const AccessKey *key = nullptr;
+    const char *refusal = check_key(*snapshot, have_authorization ? authorization.c_str() : nullptr,
+                                    have_x_api_key ? x_api_key.c_str() : nullptr, &key);
+    if (refusal == nullptr)
+        return {};
+    status = 401;
+    return raw_response(401, "Unauthorized", error_body(refusal, 401, "invalid_api_key", {}));
+}
+
+void Server::Impl::track(evhttp_connection *conn, bufferevent *bev) {
+    auto cc = std::make_unique<ClientConnection>();
+    cc->impl = this;
+    cc->conn = conn;
+    cc->bev = bev;
+    cc->timer = event_new(base, -1, 0, on_client_timer, cc.get());
+    if (cc->timer == nullptr)
+        return;  // unchecked: libevent's own limits still apply
+    cc->input_cb = evbuffer_add_cb(bufferevent_get_input(bev), on_client_input, cc.get());
+    if (cc->input_cb == nullptr) {
+        event_free(cc->timer);
+        return;
+    }
+    bufferevent_setwatermark(bev, EV_READ, kMaxHeaderBytes + 1, 0);
+    clients[conn] = cc.release();
+}
+
+void Server::Impl::untrack(evhttp_connection *conn) {
+    auto it = clients.find(conn);
+    if (it == clients.end())
+        return;
+    ClientConnection *cc = it->second;
+    clients.erase(it);
+    event_free(cc->timer);
+    evbuffer_remove_cb_entry(bufferevent_get_input(cc->bev), cc->input_cb);
+    delete cc;
+}
+
+void Server::Impl::arm_deadline(ClientConnection &cc, int factor) {
+    if (config.header_timeout_s <= 0) {
+        event_del(cc.timer);
+        return;
+    }
+    timeval tv = {static_cast<time_t>(config.header_timeout_s) * factor, 0};
+    event_add(cc.timer, &tv);
+}
+
+// Runs inside the bufferevent's read, as bytes are added to the input: nothing here may free the
+// connection (a refusal is sent from the timer's callback, made active at once).
+void Server::Impl::client_input(ClientConnection &cc) {
+    if (cc.phase == ClientConnection::Phase::kIdle) {
+        cc.phase = ClientConnection::Phase::kHeaders;
+        cc.scanned = 0;
+        arm_deadline(cc);
+    }
+    if (cc.phase != ClientConnection::Phase::kHeaders || !cc.refusal.empty())
+        return;
+    evbuffer *input = bufferevent_get_input(cc.bev);
+    size_t length = evbuffer_get_length(input);
+    size_t end = header_end(input, cc.scanned);
+    if (end == 0) {
+        if (length > kMaxHeaderBytes) {
+            // Too long: libevent refuses it (its read callback runs at this length).
+            cc.phase = ClientConnection::Phase::kBody;
+            bufferevent_setwatermark(cc.bev, EV_READ, 0, 0);
+        } else {
+            cc.scanned = length > 2 ? length - 2 : 0;
+        }
+        return;
+    }
+    std::string block(end, '\0');
+    evbuffer_copyout(input, block.data(), end);
+    int status = 0;
+    long long body_length = -1;
+    std::string response;
+    try {
+        response = precheck(block, status, body_length);
+    } catch (const std::exception &) {
+        response.clear();  // libevent and handle() decide
+    }
+    // A refused key only costs the connection when the body has not all arrived: a request whose
+    // body is here already (a GET, a small POST) is answered by handle() and keeps it.
+    if (status == 401 && body_length >= 0 &&
+        static_cast<unsigned long long>(length - end) >=
+            static_cast<unsigned long long>(body_length))
+        response.clear();
+    if (!response.empty()) {
+        cc.refusal = std::move(response);
+        cc.refusal_status = status;
+        bufferevent_disable(cc.bev, EV_READ);
+        event_active(cc.timer, EV_TIMEOUT, 0);
+        return;
+    }
+    cc.phase = ClientConnection::Phase::kBody;
+    arm_deadline(cc);
+    bufferevent_setwatermark(cc.bev, EV_READ, 0, 0);
+}
+
+void Server::Impl::client_timer(ClientConnection &cc) {
+    std::string response;
+    if (!cc.refusal.empty()) {
+        response = std::move(cc.refusal);
+        if (cc.refusal_status == 401)
+            governor.finished(nullptr, kNoService, 401, translate::Usage(), 0, 0, false);
+    } else if (cc.phase == ClientConnection::Phase::kHeaders) {
+        response = raw_response(408, "Request Timeout",
+                                error_body("The request headers did not arrive within "
+                                           "inference.gateway_header_timeout (" +
+                                               std::to_string(config.header_timeout_s) + " s)",
+                                           408, "request_timeout", {}));
+    } else if (cc.phase != ClientConnection::Phase::kBody &&
+               cc.phase != ClientConnection::Phase::kUnchecked) {
+        return;
+    }
+    // Past the headers libevent may have answered already (a malformed body, say): the
+    // connection is just closed.
+    close_client(cc, response);
+}
+
+void Server::Impl::close_client(ClientConnection &cc, const std::string &response) {
+    evhttp_connection *conn = cc.conn;
+    bufferevent *bev = cc.bev;
+    if (response.empty()) {
+        evhttp_connection_free(conn);  // untracks cc
+        return;
+    }
+    if (ssl_ctx != nullptr) {
+        // Through TLS: written by the bufferevent, the connection goes once it is sent.
+        event_del(cc.timer);
+        bufferevent_write(bev, response.data(), response.size());
+        bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+        bufferevent_setcb(bev, nullptr, on_refusal_written, on_refusal_event, conn);
+        bufferevent_disable(bev, EV_READ);
+        bufferevent_enable(bev, EV_WRITE);
+        timeval limit = {5, 0};
+        bufferevent_set_timeouts(bev, nullptr, &limit);
+        return;
+    }
+    int fd = bufferevent_getfd(bev);
+    // A socket that has only received has room in its send buffer for this small answer.
+    if (fd >= 0 && ::send(fd, response.data(), response.size(), MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
+        linger_on(fd);
+    evhttp_connection_free(conn);  // untracks cc
+}
+
+void Server::Impl::request_dispatched(evhttp_request *req) {
+    evhttp_connection *conn = evhttp_request_get_connection(req);
+    auto it = clients.find(conn);
+    if (it == clients.end())
+        return;
+    it->second->phase = ClientConnection::Phase::kServing;
+    event_del(it->second->timer);
+}
+
+void Server::Impl::request_completed(evhttp_request *req) {
+    evhttp_connection *conn = evhttp_request_get_connection(req);
+    auto it = clients.find(conn);
+    if (it == clients.end())
+        return;
+    ClientConnection &cc = *it->second;
+    if (evbuffer_get_length(bufferevent_get_input(cc.bev)) == 0) {
+        cc.phase = ClientConnection::Phase::kIdle;
+        bufferevent_setwatermark(cc.bev, EV_READ, kMaxHeaderBytes + 1, 0);
+    } else {
+        // libevent parses an already buffered (pipelined) request straight from the buffer:
+        // only the deadline applies, for headers and body together.
+        cc.phase = ClientConnection::Phase::kUnchecked;
+        arm_deadline(cc, 2);
+    }
 }
 
 void Server::Impl::accept_failed(int error) {
@@ -564,6 +942,7 @@ Server::Impl::~Impl() {
         }
         if (ex->upstream != 0)
             client.cancel(ex->upstream);
+        drop_drain_cb(*ex);
         if (ex->conn != nullptr)
             watch(ex->conn);
         delete ex;
@@ -585,12 +964,19 @@ Server::Impl::~Impl() {
     event_free(accept_event);
     event_free(resume_event);
     event_free(warn_event);
-    evhttp_free(http);
+    evhttp_free(http);  // closes the connections, which untracks them
+    for (auto &entry : clients) {
+        event_free(entry.second->timer);
+        delete entry.second;
+    }
+    clients.clear();
     if (ssl_ctx != nullptr)
         SSL_CTX_free(ssl_ctx);
 }
 
 void Server::Impl::handle(evhttp_request *req) {
+    request_dispatched(req);
+    evhttp_request_set_on_complete_cb(req, on_request_complete, this);
     RequestContext context;
     context.req = req;
     context.started = Clock::now();
@@ -648,27 +1034,8 @@ void Server::Impl::handle(evhttp_request *req) {
 
         // The caller's access key.
         evkeyvalq *in = evhttp_request_get_input_headers(req);
-        std::string_view presented = access_key(evhttp_find_header(in, "Authorization"),
-                                                evhttp_find_header(in, "X-API-Key"));
-        const char *refusal = nullptr;
-        if (presented.empty()) {
-            refusal =
-                "You didn't provide an access key. Send it as 'Authorization: Bearer "
-                "<key>' or 'X-API-Key: <key>'.";
-        } else {
-            std::string hash = crypto::sha256(std::string(presented));
-            auto it = context.snapshot->keys.find(hash);
-            if (it == context.snapshot->keys.end() ||
-                !crypto::constant_time_equal(it->second.key_hash, hash)) {
-                refusal = "Incorrect access key provided.";
-            } else if (it->second.revoked) {
-                refusal = "This access key has been revoked.";
-            } else if (it->second.expires_at_ms && *it->second.expires_at_ms <= unix_ms_now()) {
-                refusal = "This access key has expired.";
-            } else {
-                context.key = &it->second;
-            }
-        }
+        const char *refusal = check_key(*context.snapshot, evhttp_find_header(in, "Authorization"),
+                                        evhttp_find_header(in, "X-API-Key"), &context.key);
         // Without required keys a bad key is ignored rather than refused: the caller could
         // simply have sent none.
         if (refusal != nullptr && config.require_key) {
@@ -1051,8 +1418,45 @@ void Server::Impl::flush_chunk(Exchange &ex) {
     if (!ex.chunk_pending)
         return;
     ex.chunk_pending = false;
-    if (ex.req != nullptr)
+    if (ex.req != nullptr) {
         evhttp_send_reply_chunk(ex.req, ex.chunk);
+        check_backpressure(ex);
+    }
+}
+
+void Server::Impl::check_backpressure(Exchange &ex) {
+    if (ex.upstream_paused || ex.upstream == 0 || ex.conn == nullptr)
+        return;
+    evbuffer *output = bufferevent_get_output(evhttp_connection_get_bufferevent(ex.conn));
+    if (evbuffer_get_length(output) <= kStreamHighWater)
+        return;
+    if (ex.drain_cb == nullptr) {
+        ex.drain_cb = evbuffer_add_cb(output, on_stream_drained, &ex);
+        if (ex.drain_cb == nullptr)
+            return;
+    }
+    ex.upstream_paused = true;
+    client.pause(ex.upstream, true);
+}
+
+void Server::Impl::stream_drained(Exchange &ex) {
+    if (!ex.upstream_paused)
+        return;
+    ex.upstream_paused = false;
+    // Resuming may deliver buffered bytes (and chunks) at once: the exchange must survive it.
+    ex.busy++;
+    if (ex.upstream != 0)
+        client.pause(ex.upstream, false);
+    ex.busy--;
+    reap(&ex);
+}
+
+void Server::Impl::drop_drain_cb(Exchange &ex) {
+    if (ex.drain_cb == nullptr || ex.conn == nullptr)
+        return;
+    evbuffer_remove_cb_entry(bufferevent_get_output(evhttp_connection_get_bufferevent(ex.conn)),
+                             ex.drain_cb);
+    ex.drain_cb = nullptr;
 }
 
 void Server::Impl::flush_chunks() {
@@ -1071,6 +1475,8 @@ void Server::Impl::end_stream(Exchange &ex, int ledger_status) {
         if (ex.conn != nullptr)
             watch(ex.conn);
         flush_chunk(ex);
+        // The connection may go with the reply's end; its buffer's callback goes first.
+        drop_drain_cb(ex);
         evhttp_request *req = ex.req;
         ex.req = nullptr;
         evhttp_send_reply_end(req);
@@ -1085,6 +1491,7 @@ void Server::Impl::abort_stream(Exchange &ex, int ledger_status) {
     ex.chunk_pending = false;
     if (ex.req != nullptr && ex.conn != nullptr) {
         watch(ex.conn);
+        drop_drain_cb(ex);
         evhttp_connection *conn = ex.conn;
         ex.req = nullptr;
         ex.conn = nullptr;
@@ -1111,6 +1518,7 @@ void Server::Impl::finish(Exchange &ex, int status, bool rate_limited) {
 void Server::Impl::reap(Exchange *ex) {
     if (!ex->done || ex->busy > 0)
         return;
+    drop_drain_cb(*ex);
     exchanges.erase(ex);
     delete ex;
 }
@@ -1272,6 +1680,7 @@ void Server::reconfigure(const Config &next) {
     c.connect_timeout_ms = next.connect_timeout_ms;
     c.request_timeout_ms = next.request_timeout_ms;
     c.client_timeout_s = next.client_timeout_s;
+    c.header_timeout_s = next.header_timeout_s;
     c.default_max_tokens = next.default_max_tokens;
     c.max_retries = next.max_retries;
     c.max_connections = next.max_connections;

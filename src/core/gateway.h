@@ -69,7 +69,10 @@ struct Config {
     // Non-streaming upstream calls: the whole call. Streams and pass-through: the longest the
     // upstream may stay silent (an idle timer), since an LLM stream may last minutes.
     long request_timeout_ms = 120000;
-    int client_timeout_s = 60;       // idle keep-alive, slow request and stalled writes
+    int client_timeout_s = 60;  // idle keep-alive, slow request and stalled writes
+    // A deadline, not an idle timer: a request's headers must be complete this long after its
+    // first byte, and its body this long after its headers, or the connection is closed.
+    int header_timeout_s = 10;
     long default_max_tokens = 1024;  // Anthropic needs max_tokens (inference.default_max_tokens)
     int max_retries = 2;             // non-streamed upstream failures (SPEC §2.1 statuses)
     // Open client connections a Server (one listener process) keeps; past it a new connection
@@ -142,11 +145,11 @@ class Server {
     int port() const;
 
     // Applies the settings that may change while serving (a configuration reload): require_key,
-    // max_body_size, client_timeout_s, the upstream timeouts, retries, response size cap,
-    // default_max_tokens and max_connections (connections open past a lowered cap stay). Requests
-    // that have started keep what they started with; connections already open keep their client
-    // timeout. Addresses, port and TLS files are read by listen() alone: a change to them needs a
-    // new Server.
+    // max_body_size, client_timeout_s, header_timeout_s, the upstream timeouts, retries, response
+    // size cap, default_max_tokens and max_connections (connections open past a lowered cap stay).
+    // Requests that have started keep what they started with; connections already open keep their
+    // client timeout. Addresses, port and TLS files are read by listen() alone: a change to them
+    // needs a new Server.
     void reconfigure(const Config &config);
     // Publishes a new catalog; requests already running keep the one they started with.
     void set_snapshot(std::shared_ptr<const Snapshot> snapshot);

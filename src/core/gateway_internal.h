@@ -26,6 +26,7 @@ struct evhttp;
 struct evhttp_bound_socket;
 struct evhttp_connection;
 struct evhttp_request;
+struct evbuffer_cb_entry;
 typedef struct ssl_ctx_st SSL_CTX;
 
 namespace pgi::gateway {
@@ -73,7 +74,35 @@ struct Exchange {
     int busy = 0;
     evbuffer *chunk = nullptr;   // reused for streamed chunks
     bool chunk_pending = false;  // chunk holds bytes for the end of this loop turn
-    std::string out;             // reused for translated stream output
+    // A stream whose caller reads slowly: the upstream is paused while the connection's output
+    // holds more than kStreamHighWater bytes, and resumed below kStreamLowWater (drain_cb).
+    bool upstream_paused = false;
+    evbuffer_cb_entry *drain_cb = nullptr;
+    std::string out;  // reused for translated stream output
+};
+
+// A watched client connection, between its requests' first bytes and their dispatch. Until a
+// request's headers are complete, the connection's read low-water mark keeps libevent from
+// parsing them (its read callback does not run), so that the headers can be checked whole before
+// any body is read: a caller refused for its key (401) or its Content-Length (413) is answered
+// and disconnected at once. The timer is the header deadline, then the body deadline.
+struct ClientConnection {
+    enum class Phase {
+        kIdle,       // between requests: nothing of the next one has arrived
+        kHeaders,    // headers arriving, held from libevent
+        kBody,       // headers checked and passed to libevent, body arriving
+        kServing,    // the request reached the gateway's handler
+        kUnchecked,  // pipelined: the next request was already buffered, libevent parses it
+    };
+    Server::Impl *impl = nullptr;
+    evhttp_connection *conn = nullptr;
+    bufferevent *bev = nullptr;
+    event *timer = nullptr;
+    evbuffer_cb_entry *input_cb = nullptr;
+    Phase phase = Phase::kIdle;
+    std::size_t scanned = 0;  // input bytes already searched for the end of the headers
+    std::string refusal;      // a complete response to send before closing, when refused
+    int refusal_status = 0;
 };
 
 // The endpoints' starters (gateway_openai.cpp, gateway_passthrough.cpp): each builds its exchange,
@@ -93,6 +122,13 @@ struct Server::Impl {
     // evhttp's entry point and what it hands requests to. A handler that answers, or hands the
     // request to an exchange, clears context.req.
     void handle(evhttp_request *req);
+    // The caller's access key: null when it is valid (key set to it), else why it is refused.
+    const char *check_key(const Snapshot &snapshot, const char *authorization,
+                          const char *x_api_key, const AccessKey **key) const;
+    // Checks a request's complete header block before its body is read: a full response (and its
+    // status) when the request would be refused for its key or its size, "" otherwise.
+    // body_length: the Content-Length, 0 without one, -1 when chunked or unreadable.
+    std::string precheck(std::string_view headers, int &status, long long &body_length) const;
     void handle_models(RequestContext &context, const Route &route);
     void handle_service_call(const Route &route, RequestContext &context);
 
@@ -114,6 +150,22 @@ struct Server::Impl {
     void on_accepted();
     void watch(evhttp_connection *conn);
     void refuse(evhttp_connection *conn, bufferevent *bev);
+    // Keeps reading and dropping what a client sends on a duplicate of fd after its answer, so
+    // that closing does not turn into a reset that destroys the answer before it is read.
+    void linger_on(int fd);
+    // Per-connection request phases and deadlines (ClientConnection).
+    void track(evhttp_connection *conn, bufferevent *bev);
+    void untrack(evhttp_connection *conn);
+    void client_input(ClientConnection &cc);
+    void client_timer(ClientConnection &cc);
+    void request_dispatched(evhttp_request *req);
+    void request_completed(evhttp_request *req);
+    void arm_deadline(ClientConnection &cc, int factor = 1);
+    void close_client(ClientConnection &cc, const std::string &response);
+    // Stream backpressure on the caller's connection.
+    void check_backpressure(Exchange &ex);
+    void stream_drained(Exchange &ex);
+    void drop_drain_cb(Exchange &ex);
     // accept() failed (descriptors exhausted, say): listening pauses for a moment rather than
     // retrying in a busy loop.
     void accept_failed(int error);
@@ -162,6 +214,7 @@ struct Server::Impl {
     std::unordered_map<std::string, translate::RerankRoute> learned_routes;
 
     std::size_t connections = 0;
+    std::unordered_map<evhttp_connection *, ClientConnection *> clients;
     uint64_t refused = 0, accept_failures = 0;
     std::vector<bufferevent *> accepted;  // held (incref) until on_accepted
     event *accept_event = nullptr;        // runs on_accepted

@@ -60,6 +60,7 @@ struct AsyncClient::Call {
     event *idle = nullptr;   // options.idle_timeout_ms: re-armed whenever data arrives
     bool streamed = false;   // body bytes went to on_body: no retry from here on
     bool cancelled = false;
+    bool paused = false;   // receiving stopped (pause())
     int pending_code = 0;  // the CURLcode a deferred completion reports
 
     ~Call() {
@@ -70,7 +71,7 @@ struct AsyncClient::Call {
     }
 
     void arm_idle() {
-        if (idle == nullptr)
+        if (idle == nullptr || paused)
             return;
         timeval tv = to_timeval(options.idle_timeout_ms);
         evtimer_add(idle, &tv);
@@ -206,6 +207,33 @@ void AsyncClient::cancel(Id id) {
         call.easy = nullptr;
     }
     calls_.erase(it);
+}
+
+void AsyncClient::pause(Id id, bool paused) {
+    auto it = calls_.find(id);
+    if (it == calls_.end())
+        return;
+    Call &call = *it->second;
+    if (call.easy == nullptr || call.cancelled || call.paused == paused)
+        return;
+    call.paused = paused;
+    if (paused) {
+        if (call.idle != nullptr)
+            evtimer_del(call.idle);
+        curl_easy_pause(call.easy, CURLPAUSE_RECV);
+        return;
+    }
+    call.arm_idle();
+    // Unpausing may hand buffered bytes to the write callback from inside curl_easy_pause:
+    // cancellations from there are deferred as from any libcurl callback.
+    in_curl_++;
+    curl_easy_pause(call.easy, CURLPAUSE_CONT);
+    in_curl_--;
+    cancel_deferred();
+    // libcurl re-arms its timer to drive the transfer on; a zero timeout makes sure the socket is
+    // looked at on the next loop turn even if nothing else wakes it.
+    timeval now = {0, 0};
+    evtimer_add(timer_, &now);
 }
 
 void AsyncClient::cancel_deferred() {

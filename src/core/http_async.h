@@ -62,6 +62,13 @@ class AsyncClient {
     // Safe from any handler, including the call's own on_body.
     void cancel(Id id);
 
+    // Stops (paused = true) or restarts receiving a running call's answer, for a caller that
+    // reads a stream more slowly than the upstream writes it: libcurl stops reading the socket,
+    // so TCP slows the upstream down, and the idle timeout is off while paused. Not from inside
+    // a handler; unknown or finished ids are ignored. Resuming may deliver buffered bytes to
+    // on_body at once.
+    void pause(Id id, bool paused);
+
     // Calls not yet done (running or waiting to retry).
     std::size_t active() const { return calls_.size(); }
     // New connections made so far (sum of CURLINFO_NUM_CONNECTS), for reuse tests.

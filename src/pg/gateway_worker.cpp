@@ -48,6 +48,7 @@ char *setting_tls_key_file = nullptr;
 bool setting_require_key = true;
 int setting_max_body_kb = 16 * 1024;
 int setting_client_timeout_s = 60;
+int setting_header_timeout_s = 10;
 int setting_max_connections = 10000;
 
 // How often a listener looks at the catalog generation, signals and the postmaster: the bound on
@@ -190,6 +191,7 @@ gateway::Config listener_config() {
     c.connect_timeout_ms = setting_connect_timeout_ms;
     c.request_timeout_ms = setting_request_timeout_ms;
     c.client_timeout_s = setting_client_timeout_s;
+    c.header_timeout_s = setting_header_timeout_s;
     c.default_max_tokens = setting_default_max_tokens;
     c.max_retries = setting_max_retries;
     c.max_connections = static_cast<size_t>(setting_max_connections);
@@ -288,6 +290,11 @@ void gateway_define_settings() {
                                 "Time a gateway client may stay idle, send a request slowly or "
                                 "stall a response before it is disconnected.",
                                 nullptr, &setting_client_timeout_s, 60, 1, 3600, PGC_SIGHUP,
+                                GUC_UNIT_S, nullptr, nullptr, nullptr);
+        DefineCustomIntVariable("inference.gateway_header_timeout",
+                                "Time a gateway client has to send a request's headers, and again "
+                                "its body, before it is disconnected.",
+                                nullptr, &setting_header_timeout_s, 10, 1, 3600, PGC_SIGHUP,
                                 GUC_UNIT_S, nullptr, nullptr, nullptr);
         DefineCustomIntVariable("inference.gateway_max_connections",
                                 "Client connections each gateway listener keeps open; past it a "

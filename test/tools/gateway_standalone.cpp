@@ -2,7 +2,8 @@
 //
 //   gateway_standalone --port P --snapshot FILE [--listen ADDR[,ADDR...]] [--workers N]
 //                      [--tls-cert FILE --tls-key FILE] [--no-key] [--max-retries N]
-//                      [--request-timeout-ms MS] [--client-timeout-s S] [--max-body-size BYTES]
+//                      [--request-timeout-ms MS] [--client-timeout-s S] [--header-timeout-s S]
+//                      [--max-body-size BYTES]
 //
 // FILE is a snapshot in gateway_snapshot.h's format (access keys in plain text are hashed when
 // loaded). --workers N forks N listener processes sharing the port (SO_REUSEPORT), as
@@ -37,7 +38,8 @@ struct Options {
         std::cerr << "gateway_standalone: " << message << "\n";
     std::cerr << "usage: gateway_standalone --port P --snapshot FILE [--listen ADDR[,ADDR...]] "
                  "[--workers N] [--tls-cert FILE --tls-key FILE] [--no-key] [--max-retries N] "
-                 "[--request-timeout-ms MS] [--client-timeout-s S] [--max-body-size BYTES]\n";
+                 "[--request-timeout-ms MS] [--client-timeout-s S] [--header-timeout-s S] "
+                 "[--max-body-size BYTES]\n";
     std::exit(2);
 }
 
@@ -86,6 +88,8 @@ Options parse(int argc, char **argv) {
             o.config.request_timeout_ms = number(flag, value);
         } else if (flag == "--client-timeout-s") {
             o.config.client_timeout_s = static_cast<int>(number(flag, value));
+        } else if (flag == "--header-timeout-s") {
+            o.config.header_timeout_s = static_cast<int>(number(flag, value));
         } else if (flag == "--max-body-size") {
             o.config.max_body_size = static_cast<size_t>(number(flag, value));
         } else {

@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -136,7 +137,8 @@ class LoopThread {
 //   ok (anything unknown), e429 / e503 (Retry-After: 0), e401 (echoes the key it got), e400,
 //   flaky (503 twice, then ok), midfail (streams break off after two events), slow (stream events
 //   every 100 ms for 10 s), floats (embeddings ignore encoding_format), rejectb64 (400 for
-//   base64), vllm (no /v1/ranking), hang (never answers).
+//   base64), vllm (no /v1/ranking), hang (never answers), bulk (a chat stream of about 26 MB,
+//   written as fast as the gateway reads it).
 
 struct Recorded {
     std::string method;
@@ -201,9 +203,27 @@ class FakeUpstream {
         std::lock_guard<std::mutex> lock(mu_);
         return recorded_.empty() ? Recorded() : recorded_.back();
     }
+    // Stream bytes the gateway has taken from the upstream so far: written minus what still waits
+    // in the upstream's output buffer. On the loop thread.
+    size_t stream_bytes_delivered() const {
+        size_t delivered = 0;
+        auto count = [&](evhttp_connection *conn, size_t written) {
+            bufferevent *bev = evhttp_connection_get_bufferevent(conn);
+            size_t pending = evbuffer_get_length(bufferevent_get_output(bev));
+            delivered += written > pending ? written - pending : 0;
+        };
+        for (const Stream *s : streams_)
+            count(s->conn, s->written);
+        if (bulk_conn_ != nullptr)
+            count(bulk_conn_, bulk_written_);
+        return delivered;
+    }
+
     int streams_closed_by_peer() const { return closed_by_peer_.load(); }
 
   private:
+    evhttp_connection *bulk_conn_ = nullptr;  // the last big stream's connection
+    size_t bulk_written_ = 0;
     // A chunked answer sent piece by piece on a timer.
     struct Stream {
         FakeUpstream *owner;
@@ -211,6 +231,7 @@ class FakeUpstream {
         evhttp_connection *conn;
         std::vector<std::string> pieces;
         size_t next = 0;
+        size_t written = 0;
         int interval_ms = 0;
         bool break_off = false;  // drop the connection after two pieces
         event *timer = nullptr;
@@ -239,14 +260,25 @@ class FakeUpstream {
             evbuffer_add(b, s->pieces[s->next].data(), s->pieces[s->next].size());
             evhttp_send_reply_chunk(s->req, b);
             evbuffer_free(b);
+            s->written += s->pieces[s->next].size();
             s->next++;
             timeval tv = {s->interval_ms / 1000, (s->interval_ms % 1000) * 1000};
             evtimer_add(s->timer, &tv);
             return;
         }
         evhttp_connection_set_closecb(s->conn, nullptr, nullptr);
+        if (s->written > (1u << 20)) {
+            // A big stream is all queued long before it is sent: keep counting what leaves.
+            self->bulk_conn_ = s->conn;
+            self->bulk_written_ = s->written;
+            evhttp_connection_set_closecb(s->conn, &FakeUpstream::on_bulk_close, self);
+        }
         evhttp_send_reply_end(s->req);
         self->forget(s);
+    }
+
+    static void on_bulk_close(evhttp_connection *, void *arg) {
+        static_cast<FakeUpstream *>(arg)->bulk_conn_ = nullptr;
     }
 
     static void on_stream_close(evhttp_connection *, void *arg) {
@@ -437,7 +469,8 @@ class FakeUpstream {
 
         bool break_off = label == "midfail";
         int interval = label == "slow" ? 100 : 0;
-        int repeat = label == "slow" ? 100 : 1;
+        int repeat = label == "slow" ? 100 : label == "bulk" ? 20000 : 1;
+        const std::string word = label == "bulk" ? std::string(1000, 'w') : "hello";
 
         if (r.path == "/v1/chat/completions") {
             std::string model = body.value("model", "");
@@ -454,7 +487,7 @@ class FakeUpstream {
                 std::vector<std::string> pieces = {
                     chunk({{"role", "assistant"}, {"content", ""}}, nullptr)};
                 for (int i = 0; i < repeat; i++) {
-                    pieces.push_back(chunk({{"content", "hello"}}, nullptr));
+                    pieces.push_back(chunk({{"content", word}}, nullptr));
                     pieces.push_back(chunk({{"content", " world"}}, nullptr));
                 }
                 pieces.push_back(chunk(json::object(), "stop"));
@@ -916,6 +949,7 @@ class GatewayTest : public ::testing::Test {
         add_service(s, "amidfail", "claude-up", "midfail", pgi::Protocol::kAnthropicV1);
         add_service(s, "slow", "gpt-up", "slow");
         add_service(s, "hang", "gpt-up", "hang");
+        add_service(s, "bulk", "gpt-up", "bulk");
         add_service(s, "down", "gpt-up", "ok");
         s.services["down"].base_url = "http://127.0.0.1:1";
         add_key(s, "full", kGatewayKey);
@@ -1849,6 +1883,184 @@ TEST_F(GatewayTest, ConnectionCap) {
     EXPECT_TRUE(eventually([&] { return stats().open == 0; }));
     // The repeated refusal was throttled: one line so far, the second counted for later.
     EXPECT_EQ(governor.warnings_with("refused a connection"), 1u);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Hostile callers: refused before their body, held to deadlines, slow stream readers
+
+// Everything one response carries, or what came before the gateway closed or 5 s passed.
+static bool whole_response(const std::string &got) {
+    size_t head = got.find("\r\n\r\n");
+    size_t length_at = got.find("Content-Length: ");
+    return head != std::string::npos && length_at != std::string::npos &&
+           got.size() >= head + 4 + std::stoul(got.substr(length_at + 16));
+}
+
+TEST_F(GatewayTest, UnauthorisedBodyIsRefusedAfterItsHeaders) {
+    config.max_body_size = 32u << 20;
+    start();
+    for (const char *auth : {"Authorization: Bearer wrong\r\n", "", "X-API-Key: gw-revoked\r\n"}) {
+        // The head of a 15 MB upload, without its body: the answer may not wait for it.
+        int fd = connect_raw();
+        ASSERT_GE(fd, 0);
+        std::string head = std::string("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n") + auth +
+                           "Content-Type: application/json\r\nContent-Length: 15000000\r\n\r\n";
+        ASSERT_EQ(write(fd, head.data(), head.size()), static_cast<ssize_t>(head.size()));
+        auto sent = Clock::now();
+        std::string got = read_until(fd, whole_response);
+        auto waited = Clock::now() - sent;
+        EXPECT_EQ(got.rfind("HTTP/1.1 401", 0), 0u) << got;
+        EXPECT_NE(got.find("Connection: close\r\n"), std::string::npos) << got;
+        EXPECT_NE(got.find("\"code\":\"invalid_api_key\""), std::string::npos) << got;
+        EXPECT_LT(waited, 1s);
+        // Then the connection is closed: what the client still sends goes nowhere.
+        std::string more(1 << 20, 'x');
+        size_t written = 0;
+        for (int i = 0; i < 64; i++) {
+            ssize_t n = send(fd, more.data(), more.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n <= 0)
+                break;
+            written += static_cast<size_t>(n);
+        }
+        close(fd);
+        EXPECT_LT(written, 15000000u);
+    }
+    auto done = governor.all();
+    ASSERT_EQ(done.size(), 3u);
+    EXPECT_EQ(done[0].status, 401);
+
+    // A small request whose body came with its head is answered as before and keeps its
+    // connection.
+    int fd = connect_raw();
+    ASSERT_GE(fd, 0);
+    std::string body = chat_body("chat").dump();
+    std::string bad =
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        "wrong\r\nContent-Type: application/json\r\nContent-Length: " +
+        std::to_string(body.size()) + "\r\n\r\n" + body;
+    ASSERT_EQ(write(fd, bad.data(), bad.size()), static_cast<ssize_t>(bad.size()));
+    std::string got = read_until(fd, whole_response);
+    EXPECT_EQ(got.rfind("HTTP/1.1 401", 0), 0u) << got;
+    EXPECT_EQ(got.find("Connection: close"), std::string::npos) << got;
+    std::string good = chat_head(body.size()) + body;
+    ASSERT_EQ(write(fd, good.data(), good.size()), static_cast<ssize_t>(good.size()));
+    got = read_until(fd, whole_response);
+    close(fd);
+    EXPECT_EQ(got.rfind("HTTP/1.1 200", 0), 0u) << got;
+}
+
+TEST_F(GatewayTest, OversizedContentLengthIsRefusedAtOnce) {
+    start();
+    int fd = connect_raw();
+    ASSERT_GE(fd, 0);
+    std::string head = chat_head(10 * 1024 * 1024);
+    ASSERT_EQ(write(fd, head.data(), head.size()), static_cast<ssize_t>(head.size()));
+    auto sent = Clock::now();
+    std::string got = read_until(fd, whole_response);
+    EXPECT_LT(Clock::now() - sent, 1s);
+    close(fd);
+    EXPECT_EQ(got.rfind("HTTP/1.1 413", 0), 0u) << got;
+    EXPECT_NE(got.find("\"code\":\"request_too_large\""), std::string::npos) << got;
+    EXPECT_NE(got.find("Connection: close\r\n"), std::string::npos) << got;
+}
+
+TEST_F(GatewayTest, HeaderAndBodyDeadlines) {
+    config.header_timeout_s = 1;
+    config.client_timeout_s = 60;
+    start();
+    // Headers trickled a byte every 200 ms: each byte is in time for the idle timeout, but the
+    // headers are not done in a second.
+    auto trickle = [&](const std::string &first, const std::string &slow) {
+        int fd = connect_raw();
+        EXPECT_GE(fd, 0);
+        if (!first.empty()) {
+            EXPECT_EQ(write(fd, first.data(), first.size()), static_cast<ssize_t>(first.size()));
+        }
+        auto began = Clock::now();
+        std::string got;
+        bool closed = false;
+        for (size_t i = 0; i < slow.size() && !closed && Clock::now() - began < 5s; i++) {
+            if (send(fd, &slow[i], 1, MSG_NOSIGNAL) != 1) {
+                closed = true;
+                break;
+            }
+            pollfd p{fd, POLLIN, 0};
+            if (poll(&p, 1, 200) > 0) {
+                char buf[4096];
+                ssize_t n = read(fd, buf, sizeof(buf));
+                if (n <= 0)
+                    closed = true;
+                else
+                    got.append(buf, n);
+            }
+        }
+        double seconds = std::chrono::duration<double>(Clock::now() - began).count();
+        close(fd);
+        return std::make_tuple(closed, seconds, got);
+    };
+    std::string head = chat_head(100);
+    auto [closed, seconds, got] = trickle("", head + std::string(100, ' '));
+    EXPECT_TRUE(closed);
+    EXPECT_GT(seconds, 0.8);
+    EXPECT_LT(seconds, 2.0);
+    EXPECT_EQ(got.rfind("HTTP/1.1 408", 0), 0u) << got;
+
+    // The body has its own second after the headers.
+    auto [body_closed, body_seconds, body_got] = trickle(head, std::string(100, ' '));
+    EXPECT_TRUE(body_closed);
+    EXPECT_GT(body_seconds, 0.8);
+    EXPECT_LT(body_seconds, 2.0);
+
+    // Callers in time are served, on the same connection again and again.
+    int fd = connect_raw();
+    ASSERT_GE(fd, 0);
+    std::string body = chat_body("chat").dump();
+    std::string request = chat_head(body.size()) + body;
+    for (int i = 0; i < 3; i++) {
+        ASSERT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
+        std::string answer = read_until(fd, whole_response);
+        EXPECT_EQ(answer.rfind("HTTP/1.1 200", 0), 0u) << answer;
+        std::this_thread::sleep_for(700ms);  // idle between requests is not the deadline's
+    }
+    close(fd);
+}
+
+TEST_F(GatewayTest, SlowStreamReaderPausesTheUpstream) {
+    config.request_timeout_ms = 2000;  // a paused upstream is not an idle one
+    start();
+    int fd = connect_raw();
+    ASSERT_GE(fd, 0);
+    std::string body = chat_body("bulk", true).dump();
+    std::string request = chat_head(body.size()) + body;
+    ASSERT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
+    // The caller reads nothing for 3 s: the gateway holds its high-water mark and what the
+    // sockets buffer, not the 26 MB stream.
+    std::this_thread::sleep_for(3s);
+    size_t delivered = loop.run([&] { return upstream->stream_bytes_delivered(); });
+    EXPECT_GT(delivered, 0u);
+    EXPECT_LT(delivered, 16u << 20) << delivered;
+    // Read at last, the stream resumes and ends whole.
+    std::string tail;
+    size_t total = 0;
+    auto until = Clock::now() + 20s;
+    while (Clock::now() < until) {
+        pollfd p{fd, POLLIN, 0};
+        if (poll(&p, 1, 200) <= 0)
+            continue;
+        char buf[65536];
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n <= 0)
+            break;
+        total += static_cast<size_t>(n);
+        tail.append(buf, n);
+        if (tail.size() > 4096)
+            tail.erase(0, tail.size() - 4096);
+        if (tail.find("[DONE]") != std::string::npos)
+            break;
+    }
+    close(fd);
+    EXPECT_NE(tail.find("[DONE]"), std::string::npos);
+    EXPECT_GT(total, 25u << 20);
 }
 
 // A throwaway self-signed certificate for the TLS test.
