@@ -198,6 +198,10 @@ void wait_on_latch(long timeout_ms) {
 
 void report_failure(const std::string &message, int sqlerrcode);
 
+// When report_failure last ran: only a round that started after it clears last_error, so the
+// error stays visible until a round has run entirely after it.
+std::optional<std::chrono::steady_clock::time_point> last_failure_at;
+
 // Table writes are batched: at most one transaction a second while probes run.
 constexpr long kWriteEveryMs = 1000;
 
@@ -455,13 +459,15 @@ class Scheduler {
         const int failed = static_cast<int>(std::count_if(
             services_.begin(), services_.end(), [](const auto &p) { return p.second.failed; }));
         const int services = static_cast<int>(services_.size());
+        const bool clean = !last_failure_at || *last_failure_at < round_started_;
         update_shared([&](WorkerShared &s) {
             s.rounds++;
             s.last_round_at = round_started_at_;
             s.last_round_ms = ms;
             s.last_round_services = services;
             s.last_round_failed = failed;
-            s.last_error[0] = '\0';
+            if (clean)
+                s.last_error[0] = '\0';
         });
         pg_guard_void([&]() {
             ereport(DEBUG1, (errmsg("pg_inference health check: %d services in %.0f ms (%d failed)",
@@ -488,6 +494,7 @@ class Scheduler {
 // After a failure (its transaction, if any, already aborted by run_in_transaction): a log line
 // and last_error. The worker carries on.
 void report_failure(const std::string &message, int sqlerrcode) {
+    last_failure_at = Clock::now();
     HOLD_INTERRUPTS();
     pgstat_report_activity(STATE_IDLE, nullptr);
     MemoryContextSwitchTo(worker_cxt);
