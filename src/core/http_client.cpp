@@ -8,6 +8,7 @@
 #include <mutex>
 #include <string_view>
 #include <sys/socket.h>
+#include <unordered_map>
 
 #include "address_filter.h"
 #include "error.h"
@@ -431,59 +432,127 @@ long backoff_ms(const Response &response, int retry_number, const RetryPolicy &r
     return std::uniform_int_distribution<long>(0, cap)(jitter);
 }
 
+// One request of a run() call: what to send, the caller's id for it and its attempts so far.
+struct Client::Job {
+    size_t id = 0;
+    const Request *request = nullptr;
+    std::unique_ptr<Request> owned;  // set for fed requests; request points into it
+    int attempts = 0;
+};
+
 std::vector<Response> Client::perform(const std::vector<Request> &requests, size_t max_concurrency,
                                       const WaitHook &wait, const RetryPolicy &retry,
                                       const DoneHook &on_done) {
-    std::vector<const Request *> pointers;
-    pointers.reserve(requests.size());
-    for (const auto &r : requests)
-        pointers.push_back(&r);
-    return run(pointers, max_concurrency, wait, retry, on_done);
+    std::vector<Response> results(requests.size());
+    bool handed = false;
+    run(
+        [&](std::vector<Job> &out) {
+            if (!handed) {
+                handed = true;
+                out.reserve(requests.size());
+                for (size_t i = 0; i < requests.size(); i++) {
+                    out.emplace_back();
+                    out.back().id = i;
+                    out.back().request = &requests[i];
+                }
+            }
+            return false;
+        },
+        max_concurrency, wait, retry,
+        [&](size_t index, Response &response) {
+            results[index] = std::move(response);
+            if (on_done)
+                on_done(index, results[index]);
+        });
+    return results;
 }
 
 Response Client::perform_one(const Request &request, const WaitHook &wait,
                              const RetryPolicy &retry) {
-    return std::move(run({&request}, 1, wait, retry, nullptr).front());
+    Response result;
+    bool handed = false;
+    run(
+        [&](std::vector<Job> &out) {
+            if (!handed) {
+                handed = true;
+                out.emplace_back();
+                out.back().request = &request;
+            }
+            return false;
+        },
+        1, wait, retry, [&](size_t, Response &response) { result = std::move(response); });
+    return result;
 }
 
-std::vector<Response> Client::run(const std::vector<const Request *> &requests,
-                                  size_t max_concurrency, const WaitHook &wait,
-                                  const RetryPolicy &retry, const DoneHook &on_done) {
+void Client::perform_feed(const Feeder &feeder, size_t max_concurrency, const WaitHook &wait,
+                          const RetryPolicy &retry, const DoneHook &on_done) {
+    std::vector<FedRequest> fed;
+    run(
+        [&](std::vector<Job> &out) {
+            fed.clear();
+            const bool more = feeder(fed);
+            for (auto &f : fed) {
+                out.emplace_back();
+                out.back().id = f.id;
+                out.back().owned = std::make_unique<Request>(std::move(f.request));
+                out.back().request = out.back().owned.get();
+            }
+            return more;
+        },
+        max_concurrency, wait, retry,
+        [&](size_t id, Response &response) {
+            if (on_done)
+                on_done(id, response);
+        });
+}
+
+void Client::run(const std::function<bool(std::vector<Job> &)> &source, size_t max_concurrency,
+                 const WaitHook &wait, const RetryPolicy &retry,
+                 const std::function<void(size_t, Response &)> &on_done) {
     const size_t limit = std::max<size_t>(1, max_concurrency);
-    std::vector<Response> results(requests.size());
-    std::vector<int> attempts(requests.size(), 0);
+    // Keyed by the loop's own sequence number: fed ids need not be unique.
+    std::unordered_map<size_t, Job> jobs;
+    size_t next_key = 0;
+    bool more = true;
+    std::vector<Job> incoming;
     std::deque<size_t> ready;
-    for (size_t i = 0; i < requests.size(); i++)
-        ready.push_back(i);
     struct Sleeper {
         Clock::time_point wake;
-        size_t index;
+        size_t key;
     };
     std::vector<Sleeper> sleeping;
     ActiveSet active(*this);
 
-    auto start = [&](size_t index) {
+    // A settled job leaves the table before on_done runs: on_done may throw.
+    auto settle = [&](size_t key, Response &response) {
+        auto it = jobs.find(key);
+        const size_t id = it->second.id;
+        response.attempts = it->second.attempts;
+        jobs.erase(it);
+        if (on_done)
+            on_done(id, response);
+    };
+
+    auto start = [&](size_t key) {
+        Job &job = jobs.at(key);
         CURL *easy = acquire_easy();
         Active *a;
         try {
-            a = &active.add(index, easy);
+            a = &active.add(key, easy);
         } catch (...) {
             easy_pool_.release(multi_, easy);
             throw;
         }
         a->transfer.owner = a;
-        attempts[index]++;
-        apply_request(easy, *requests[index], a->transfer);
+        job.attempts++;
+        apply_request(easy, *job.request, a->transfer);
         CURLMcode mc = curl_multi_add_handle(multi_, easy);
         if (mc != CURLM_OK) {
-            Response &r = results[index];
-            r = Response();
+            Response r;
             r.curl_code = CURLE_FAILED_INIT;
             r.transport_error = curl_multi_strerror(mc);
-            r.attempts = attempts[index];
             active.remove(*a);
-            if (on_done)
-                on_done(index, r);
+            settle(key, r);
         }
     };
 
@@ -494,41 +563,45 @@ std::vector<Response> Client::run(const std::vector<const Request *> &requests,
         long connects = 0;
         if (curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK)
             connections_opened_ += connects;
-        const size_t index = a.index;
-        results[index] = std::move(t->response);
-        results[index].attempts = attempts[index];
+        const size_t key = a.index;
+        Response response = std::move(t->response);
         active.remove(a);
-
-        auto settled = [&]() {
-            if (on_done)
-                on_done(index, results[index]);
-        };
-        if (attempts[index] > retry.max_retries || !is_retryable(results[index]))
-            return settled();
-        long delay = backoff_ms(results[index], attempts[index] - 1, retry, jitter_);
+        const int attempts = jobs.at(key).attempts;
+        if (attempts > retry.max_retries || !is_retryable(response))
+            return settle(key, response);
+        long delay = backoff_ms(response, attempts - 1, retry, jitter_);
         if (delay > kMaxRetryAfterMs)
-            return settled();
+            return settle(key, response);
         Clock::time_point now = Clock::now();
         // Past the deadline the caller gets the last answer rather than an error of ours.
         if (retry.deadline - now < std::chrono::milliseconds(delay))
-            return settled();
-        sleeping.push_back({now + std::chrono::milliseconds(delay), index});
+            return settle(key, response);
+        sleeping.push_back({now + std::chrono::milliseconds(delay), key});
     };
 
     for (;;) {
+        if (more) {
+            incoming.clear();
+            more = source(incoming);
+            for (auto &job : incoming) {
+                const size_t key = next_key++;
+                jobs.emplace(key, std::move(job));
+                ready.push_back(key);
+            }
+        }
         Clock::time_point now = Clock::now();
         for (auto it = sleeping.begin(); it != sleeping.end();) {
             if (it->wake <= now) {
-                ready.push_back(it->index);
+                ready.push_back(it->key);
                 it = sleeping.erase(it);
             } else {
                 ++it;
             }
         }
         while (active.size() < limit && !ready.empty()) {
-            size_t index = ready.front();
+            size_t key = ready.front();
             ready.pop_front();
-            start(index);
+            start(key);
         }
         if (!active.empty()) {
             int running = 0;
@@ -539,7 +612,7 @@ std::vector<Response> Client::run(const std::vector<const Request *> &requests,
                     finish(msg->easy_handle, msg->data.result);
             }
         }
-        if (active.empty() && ready.empty() && sleeping.empty())
+        if (!more && active.empty() && ready.empty() && sleeping.empty())
             break;
         if (wait)
             wait();
@@ -555,7 +628,6 @@ std::vector<Response> Client::run(const std::vector<const Request *> &requests,
         // With no handles, curl_multi_poll just sleeps for the timeout: the backoff sleep.
         curl_multi_poll(multi_, nullptr, 0, static_cast<int>(timeout), nullptr);
     }
-    return results;
 }
 
 }  // namespace pgi::http

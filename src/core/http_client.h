@@ -60,6 +60,17 @@ using WaitHook = std::function<void()>;
 // request's index; may throw like a WaitHook, with the same cleanup.
 using DoneHook = std::function<void(size_t index, const Response &response)>;
 
+// A request handed to Client::perform_feed, with the caller's tag for it.
+struct FedRequest {
+    size_t id = 0;
+    Request request;
+};
+
+// Polled by perform_feed on every turn of its loop (at least every 20 ms): appends the requests
+// to start now to out, and returns false once no more will ever come. After it has returned
+// false it is not called again. May throw like a WaitHook.
+using Feeder = std::function<bool(std::vector<FedRequest> &out)>;
+
 struct RetryPolicy {
     int max_retries = 0;         // retries after the first attempt
     long base_backoff_ms = 250;  // exponential: base * 2^retry, full jitter, capped at max
@@ -164,6 +175,14 @@ class Client {
     Response perform_one(const Request &request, const WaitHook &wait,
                          const RetryPolicy &retry = {});
 
+    // Runs requests as feeder hands them over, never more than max_concurrency at once (0 counts
+    // as 1; the others queue), so a long-running caller can start new work while slow requests
+    // are still in flight. on_done hears of each request by the id it was fed with, once, when
+    // its final response is known. Returns when the feeder has said stop and every fed request
+    // has been settled. perform is this loop over a feeder that hands over its batch at once.
+    void perform_feed(const Feeder &feeder, size_t max_concurrency, const WaitHook &wait,
+                      const RetryPolicy &retry, const DoneHook &on_done);
+
     // Total new connections made (sum of CURLINFO_NUM_CONNECTS), for reuse tests and benchmarks.
     long connections_opened() const { return connections_opened_; }
 
@@ -171,9 +190,12 @@ class Client {
     struct Active;
     class ActiveSet;
 
-    std::vector<Response> run(const std::vector<const Request *> &requests, size_t max_concurrency,
-                              const WaitHook &wait, const RetryPolicy &retry,
-                              const DoneHook &on_done);
+    struct Job;
+    // The one transfer loop. source appends jobs (a borrowed or an owned request each) and
+    // returns false once no more will come.
+    void run(const std::function<bool(std::vector<Job> &)> &source, size_t max_concurrency,
+             const WaitHook &wait, const RetryPolicy &retry,
+             const std::function<void(size_t id, Response &response)> &on_done);
     CURL *acquire_easy();
 
     CURLM *multi_ = nullptr;

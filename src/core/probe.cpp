@@ -1,7 +1,10 @@
 #include "probe.h"
 
+#include <algorithm>
+#include <chrono>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <unordered_map>
 
 #include "address_filter.h"
 #include "error.h"
@@ -81,8 +84,8 @@ Result diagnose(const ServiceEndpoint &service, const std::string &url,
             return failure(sqlstate::kUpstreamBadResponse,
                            "unexpected response from " + url + ": " + why, url, status);
         if (response.blocked) {
-            Result r = failure(sqlstate::kInsufficientPrivilege, "endpoint refused: " + why, url,
-                               status);
+            Result r =
+                failure(sqlstate::kInsufficientPrivilege, "endpoint refused: " + why, url, status);
             r.hint = net::kBlockedCallHint;
             return r;
         }
@@ -161,64 +164,142 @@ Result diagnose_list_fallback(const ServiceEndpoint &service, const std::string 
     return diagnose(service, list_url, list_response);
 }
 
+void probe_feed(http::Client &client, const ProbeFeeder &feeder, const Settings &settings,
+                const http::WaitHook &wait, const ResultHook &on_result) {
+    using Clock = std::chrono::steady_clock;
+    // A probe under way: its first answer is kept while the model-list request runs.
+    struct Probe {
+        size_t id = 0;
+        ServiceEndpoint service;
+        std::string url;
+        http::Response model_response;
+        Clock::time_point started;
+    };
+    // A model-list request under way, and the probes waiting for it.
+    struct ListFetch {
+        std::string key;
+        std::string url;
+        std::vector<size_t> waiters;
+    };
+    // A model list that arrived after a probe started answers that probe too: services behind
+    // one server that finish together share one list request. Newer probes ask again.
+    struct ListAnswer {
+        std::string url;
+        http::Response response;
+        Clock::time_point at;
+    };
+    // Request ids: 2k for probe k's first request, 2m+1 for list request m.
+    std::unordered_map<size_t, Probe> probes;
+    std::unordered_map<size_t, ListFetch> lists;
+    std::map<std::string, size_t> list_by_key;
+    std::map<std::string, ListAnswer> answers;
+    std::vector<http::FedRequest> queued;
+    std::vector<FedProbe> fresh;
+    size_t next_probe = 0;
+    size_t next_list = 0;
+    bool more = true;
+
+    auto settle = [&](size_t key, const http::Response &list_response,
+                      const std::string &list_url) {
+        auto it = probes.find(key);
+        const size_t id = it->second.id;
+        const Result r = diagnose_list_fallback(it->second.service, it->second.url,
+                                                it->second.model_response, list_url, list_response);
+        probes.erase(it);
+        if (on_result)
+            on_result(id, r);
+    };
+
+    auto feed = [&](std::vector<http::FedRequest> &out) {
+        out = std::move(queued);
+        queued.clear();
+        if (more) {
+            fresh.clear();
+            more = feeder(fresh);
+            for (auto &f : fresh) {
+                const size_t key = next_probe++;
+                Probe &p = probes[key];
+                p.id = f.id;
+                p.service = std::move(f.service);
+                p.url = probe_url(p.service);
+                p.started = Clock::now();
+                out.push_back({2 * key, probe_request(p.service, p.url, settings)});
+            }
+        }
+        return more || !probes.empty() || !out.empty();
+    };
+
+    auto done = [&](size_t request_id, const http::Response &response) {
+        if (request_id % 2 == 0) {
+            const size_t key = request_id / 2;
+            Probe &p = probes.at(key);
+            if (!needs_list_fallback(p.service, response)) {
+                const size_t id = p.id;
+                const Result r = diagnose(p.service, p.url, response);
+                probes.erase(key);
+                if (on_result)
+                    on_result(id, r);
+                return;
+            }
+            p.model_response = response;
+            http::Request request = probe_request(p.service, list_url(p.service), settings);
+            std::string list_key = request.url + (request.insecure ? "\n1" : "\n0") +
+                                   (request.blocked_networks ? "1" : "0");
+            for (const auto &h : request.headers)
+                list_key += "\n" + h;
+            auto answered = answers.find(list_key);
+            if (answered != answers.end() && answered->second.at >= p.started)
+                return settle(key, answered->second.response, answered->second.url);
+            auto running = list_by_key.find(list_key);
+            if (running != list_by_key.end()) {
+                lists.at(running->second).waiters.push_back(key);
+                return;
+            }
+            const size_t m = next_list++;
+            lists[m] = ListFetch{list_key, request.url, {key}};
+            list_by_key.emplace(list_key, m);
+            queued.push_back({2 * m + 1, std::move(request)});
+            return;
+        }
+        auto it = lists.find(request_id / 2);
+        ListFetch fetch = std::move(it->second);
+        lists.erase(it);
+        list_by_key.erase(fetch.key);
+        answers[fetch.key] = ListAnswer{fetch.url, response, Clock::now()};
+        for (size_t key : fetch.waiters)
+            settle(key, response, fetch.url);
+        // Answers older than every probe under way can serve none of them.
+        Clock::time_point oldest = Clock::time_point::max();
+        for (const auto &p : probes)
+            oldest = std::min(oldest, p.second.started);
+        for (auto a = answers.begin(); a != answers.end();)
+            a = a->second.at < oldest ? answers.erase(a) : std::next(a);
+    };
+
+    client.perform_feed(feed, settings.max_concurrency, wait, {}, done);
+}
+
 std::vector<Result> probe_all(http::Client &client, const std::vector<ServiceEndpoint> &services,
                               const Settings &settings, const http::WaitHook &wait,
                               const ResultHook &on_result) {
-    std::vector<std::string> urls;
-    std::vector<http::Request> requests;
-    urls.reserve(services.size());
-    requests.reserve(services.size());
-    for (const auto &s : services) {
-        urls.push_back(probe_url(s));
-        requests.push_back(probe_request(s, urls.back(), settings));
-    }
-    // A result settled by the first response is handed on at once; the rest wait for the
-    // model-list round below.
-    http::DoneHook first_done;
-    if (on_result)
-        first_done = [&](size_t i, const http::Response &response) {
-            if (!needs_list_fallback(services[i], response))
-                on_result(i, diagnose(services[i], urls[i], response));
-        };
-    const std::vector<http::Response> responses =
-        client.perform(requests, settings.max_concurrency, wait, {}, first_done);
-
-    // Services behind one vLLM server share one list request.
-    std::vector<http::Request> list_requests;
-    std::map<std::string, size_t> list_index_by_key;
-    constexpr size_t kNoList = static_cast<size_t>(-1);
-    std::vector<size_t> list_index(services.size(), kNoList);
     std::vector<Result> results(services.size());
-    for (size_t i = 0; i < services.size(); i++) {
-        const ServiceEndpoint &s = services[i];
-        if (!needs_list_fallback(s, responses[i])) {
-            results[i] = diagnose(s, urls[i], responses[i]);
-            continue;
-        }
-        http::Request request = probe_request(s, list_url(s), settings);
-        std::string key = request.url + (request.insecure ? "\n1" : "\n0") +
-                          (request.blocked_networks ? "1" : "0");
-        for (const auto &h : request.headers)
-            key += "\n" + h;
-        auto [it, inserted] = list_index_by_key.emplace(key, list_requests.size());
-        if (inserted)
-            list_requests.push_back(std::move(request));
-        list_index[i] = it->second;
-    }
-    if (list_requests.empty())
-        return results;
-
-    const std::vector<http::Response> list_responses =
-        client.perform(list_requests, settings.max_concurrency, wait);
-    for (size_t i = 0; i < services.size(); i++) {
-        if (list_index[i] == kNoList)
-            continue;
-        const http::Request &list_request = list_requests[list_index[i]];
-        results[i] = diagnose_list_fallback(services[i], urls[i], responses[i], list_request.url,
-                                            list_responses[list_index[i]]);
-        if (on_result)
-            on_result(i, results[i]);
-    }
+    bool handed = false;
+    probe_feed(
+        client,
+        [&](std::vector<FedProbe> &out) {
+            if (!handed) {
+                handed = true;
+                for (size_t i = 0; i < services.size(); i++)
+                    out.push_back({i, services[i]});
+            }
+            return false;
+        },
+        settings, wait,
+        [&](size_t i, const Result &r) {
+            results[i] = r;
+            if (on_result)
+                on_result(i, r);
+        });
     return results;
 }
 

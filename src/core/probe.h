@@ -31,15 +31,32 @@ struct Settings {
 // base_url/v1beta/models/<model>.
 std::string probe_url(const ServiceEndpoint &service);
 
-// Hears of each service's result (by its index in services) as soon as it is known.
+// Hears of each service's result (by its id or index) as soon as it is known.
 using ResultHook = std::function<void(size_t index, const Result &result)>;
 
-// Probes all services concurrently with one client, without retries: a health check reports what
-// it sees. An OPENAI_V1 404 gets a second round, GET base_url/v1/models, looking for the model id
-// in data[].id, because vLLM serves no per-model route. Results in the order of services; when
-// on_result is set it also gets each one as its probe ends, so one hung upstream does not hold
-// back the others (a service that needs the model-list request is known once the first round has
-// ended).
+// A probe to start from a feed, with the caller's tag for it.
+struct FedProbe {
+    size_t id = 0;
+    ServiceEndpoint service;
+};
+
+// Polled on every turn of the client's loop (at least every 20 ms): appends the probes to start
+// now to out, and returns false once no more will come (it is not called again after that).
+using ProbeFeeder = std::function<bool(std::vector<FedProbe> &out)>;
+
+// Probes services as feeder hands them over, with one client and no retries (a health check
+// reports what it sees), so a long-running caller can start a service's next probe while another
+// one still hangs. An OPENAI_V1 404 is followed by GET base_url/v1/models, looking for the model
+// id in data[].id, because vLLM serves no per-model route; that request is just another one in
+// the same loop, so it waits for nothing else, and services behind one server share one list
+// request. on_result hears of each probe by its id as soon as its result is known. Returns when
+// the feeder has said stop and every probe has its result. settings is read as each probe starts
+// (a caller may change its timeouts between turns); max_concurrency only at the start.
+void probe_feed(http::Client &client, const ProbeFeeder &feeder, const Settings &settings,
+                const http::WaitHook &wait, const ResultHook &on_result);
+
+// probe_feed over a fixed list: results in the order of services, and on_result, when set, gets
+// each one (by its index) as its probe ends.
 std::vector<Result> probe_all(http::Client &client, const std::vector<ServiceEndpoint> &services,
                               const Settings &settings, const http::WaitHook &wait,
                               const ResultHook &on_result = nullptr);

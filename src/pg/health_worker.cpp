@@ -1,11 +1,14 @@
 // The health-check worker (SPEC.md §3.1) and the probe-and-record steps it shares with
 // inference.check_service().
 //
-// One round: read every service in one short transaction, commit, probe them all with curl multi
-// while no transaction is open, then write every result in one short transaction. A round that
-// fails (an SPI error, a lock or statement timeout, a cancel) is logged and the worker carries on
-// at the next interval: run_in_transaction aborts the transaction from C++, which keeps the HTTP
-// client and its connections instead of paying a restart and fresh handshakes.
+// Each service is scheduled on its own: probed when its interval has passed since its last probe
+// started and none of its probes is in flight, so an upstream that hangs until the timeout holds
+// back no other service. Probes run in one curl-multi feed loop while no transaction is open;
+// the service list is re-read in a short transaction at the interval or when the catalog
+// changes, and results reach shared memory as each probe ends and the table in short batched
+// transactions. A step that fails (an SPI error, a lock or statement timeout, a cancel) is logged
+// and the worker carries on: run_in_transaction aborts the transaction from C++, which keeps the
+// HTTP client and its connections instead of paying a restart and fresh handshakes.
 #include "health_worker.h"
 
 #include "cpp_wall.h"
@@ -36,8 +39,11 @@ PGDLLEXPORT void pgi_health_worker_main(Datum arg);
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <optional>
+#include <set>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "catalog_generation.h"
@@ -155,19 +161,18 @@ StatusRecord record_of(const probe::Result &r, TimestampTz checked_at) {
 
 using Clock = std::chrono::steady_clock;
 
-// Holds what a round allocates outside transactions (mostly copies of errors); reset each round.
+// Holds what the worker allocates outside transactions (mostly copies of errors); reset between
+// probing sessions.
 MemoryContext worker_cxt = nullptr;
 
-probe::Settings worker_probe_settings() {
-    probe::Settings s;
+void fill_probe_settings(probe::Settings &s) {
     s.timeout_ms = setting_health_check_timeout_ms;
     s.connect_timeout_ms = std::min(setting_connect_timeout_ms, setting_health_check_timeout_ms);
     s.max_concurrency = kMaxConcurrentProbes;
-    return s;
 }
 
 // Every transaction of the worker is short and bounded: a lock held by someone else (LOCK TABLE,
-// VACUUM FULL) or a slow statement fails the round after these limits instead of stalling it.
+// VACUUM FULL) or a slow statement fails that step after these limits instead of stalling it.
 constexpr TransactionLimits kTransactionLimits{1000, 10000};
 
 void in_transaction(const char *activity, const std::function<void()> &body) {
@@ -191,102 +196,310 @@ void wait_on_latch(long timeout_ms) {
     });
 }
 
-// A full round probes every service on the interval; a catch-up probes only services never
-// checked since the server started (a new registration, one registered with validate => false),
-// run as soon as the catalog changes so they do not wait for the interval.
-enum class RoundKind { kFull, kCatchUp };
+void report_failure(const std::string &message, int sqlerrcode);
 
-// Returns whether the extension is installed.
-bool run_round(http::Client &client, RoundKind kind) {
-    const Clock::time_point started = Clock::now();
-    const TimestampTz started_at = GetCurrentTimestamp();
-    if (kind == RoundKind::kFull)
-        set_state(WorkerState::kChecking);
+// When report_failure last ran: only a round that started after it clears last_error, so the
+// error stays visible until a round has run entirely after it.
+std::optional<std::chrono::steady_clock::time_point> last_failure_at;
 
-    std::vector<ServiceRow> rows;
-    bool installed = false;
-    in_transaction("pg_inference health check: reading services", [&]() {
-        installed = extension_installed();
-        if (installed)
+// Table writes are batched: at most one transaction a second while probes run.
+constexpr long kWriteEveryMs = 1000;
+
+// Schedules each service on its own: a service is probed when its interval has passed since its
+// last probe started and no probe of it is in flight, so a hung upstream holds back only its own
+// service. Everything here runs on the worker's one thread, from the client's feed loop while
+// probes are in flight and from the latch sleep otherwise.
+//
+// A round, for health_worker_status(): it starts when the service list is re-read at the
+// interval (or when the extension appears) and ends once every service listed then has a result
+// from a probe started since (a service deregistered meanwhile no longer counts).
+class Scheduler {
+  public:
+    Scheduler() : seen_generation_(catalog_generation()) { fill_probe_settings(settings_); }
+
+    // Read as each probe starts, so a reloaded timeout applies to the next probe.
+    const probe::Settings &settings() const { return settings_; }
+    bool idle() const { return flights_.empty(); }
+
+    // One turn: reloads the configuration, re-reads the services when the interval has passed or
+    // the catalog changed, writes the results not yet in the table when it is time, and returns
+    // the probes to start now.
+    std::vector<probe::FedProbe> tick() {
+        if (ConfigReloadPending) {
+            ConfigReloadPending = false;
+            pg_guard_void([]() { ProcessConfigFile(PGC_SIGHUP); });
+            fill_probe_settings(settings_);
+        }
+        const auto now = Clock::now();
+        const auto interval = std::chrono::seconds(setting_health_check_interval_s);
+        // A committed catalog change anywhere in the cluster (a registration, CREATE EXTENSION)
+        // moves the generation; it is looked at on every turn, at least every second.
+        const uint64_t generation = catalog_generation();
+        const bool interval_due = !last_read_ || now >= *last_read_ + interval;
+        bool transacted = false;
+        if (interval_due || generation != seen_generation_) {
+            seen_generation_ = generation;
+            transacted = true;
+            guarded([&]() { read_services(now, interval_due); });
+        }
+        if (!unwritten_.empty() &&
+            (flights_.empty() || now >= last_write_ + std::chrono::milliseconds(kWriteEveryMs))) {
+            transacted = true;
+            guarded([&]() { write_statuses(now); });
+        }
+
+        std::vector<probe::FedProbe> out;
+        if (installed_) {
+            for (auto &[name, s] : services_) {
+                if (s.in_flight || (s.last_started && now < *s.last_started + interval))
+                    continue;
+                s.last_started = now;
+                ServiceEndpoint endpoint;
+                // An unset env variable or a changed cluster key is that service's failure only.
+                try {
+                    endpoint = endpoint_of(s.row);
+                } catch (const pgi::Error &e) {
+                    StatusRecord rec;
+                    rec.status = HealthStatus::kFailed;
+                    rec.message = std::string("API key unavailable: ") + e.what();
+                    rec.checked_at = GetCurrentTimestamp();
+                    publish(name, s, rec, now);
+                    continue;
+                }
+                const size_t id = next_id_++;
+                flights_[id] = Flight{name, now};
+                s.in_flight = true;
+                out.push_back({id, std::move(endpoint)});
+            }
+            set_state(flights_.empty() ? WorkerState::kSleeping : WorkerState::kChecking);
+        }
+        // A transaction leaves the activity idle; while probes wait, the worker shows as probing.
+        const bool probing = !flights_.empty();
+        if (transacted || probing != reported_probing_) {
+            reported_probing_ = probing;
+            pg_guard_void([&]() {
+                if (probing)
+                    pgstat_report_activity(STATE_RUNNING, "pg_inference health check: probing");
+                else
+                    pgstat_report_activity(STATE_IDLE, nullptr);
+            });
+        }
+        return out;
+    }
+
+    // A probe's result: into shared memory at once, into the table with the next write.
+    void done(size_t id, const probe::Result &result) {
+        auto f = flights_.find(id);
+        if (f == flights_.end())
+            return;
+        const Flight flight = f->second;
+        flights_.erase(f);
+        auto it = services_.find(flight.name);
+        if (it == services_.end())
+            return;  // deregistered, or the extension dropped, while it ran
+        it->second.in_flight = false;
+        publish(flight.name, it->second, record_of(result, GetCurrentTimestamp()), flight.started);
+    }
+
+    // After the feed loop was left by an exception: the client has dropped every transfer. Those
+    // services are probed again at the next interval.
+    void abandon_flights() {
+        const auto now = Clock::now();
+        for (const auto &f : flights_) {
+            auto it = services_.find(f.second.name);
+            if (it != services_.end()) {
+                it->second.in_flight = false;
+                it->second.last_started = now;
+            }
+        }
+        flights_.clear();
+        reported_probing_ = false;
+    }
+
+    // How long the idle worker may sleep: until the next service or re-read is due, and at most
+    // a second, so catalog changes are noticed within one.
+    long sleep_ms() const {
+        const auto now = Clock::now();
+        const auto interval = std::chrono::seconds(setting_health_check_interval_s);
+        auto until = now + std::chrono::milliseconds(kCatalogPollMs);
+        if (last_read_)
+            until = std::min(until, *last_read_ + interval);
+        if (installed_)
+            for (const auto &[name, s] : services_)
+                if (!s.in_flight)
+                    until = std::min(until, s.last_started ? *s.last_started + interval : now);
+        if (!unwritten_.empty())
+            until = std::min(until, last_write_ + std::chrono::milliseconds(kWriteEveryMs));
+        const long ms =
+            static_cast<long>(std::chrono::ceil<std::chrono::milliseconds>(until - now).count());
+        return std::max(1L, ms);
+    }
+
+  private:
+    struct Service {
+        ServiceRow row;
+        std::optional<Clock::time_point> last_started;  // none: probe at once
+        bool in_flight = false;
+        bool failed = false;  // the last result
+    };
+    struct Flight {
+        std::string name;
+        Clock::time_point started;
+    };
+
+    // A failed read or write (a lock or statement timeout, an SPI error, a cancel) is logged
+    // like a failed round; probes in flight carry on, and the step is tried again later.
+    template <typename F>
+    void guarded(F &&f) {
+        std::string failure;
+        int code = ERRCODE_INTERNAL_ERROR;
+        try {
+            f();
+            return;
+        } catch (const PgError &e) {
+            failure = e.what();
+            code = e.data()->sqlerrcode;
+        } catch (const pgi::Error &e) {
+            failure = e.what();
+            code = sqlstate_code(e.sqlstate());
+        }
+        report_failure(failure, code);
+    }
+
+    void read_services(Clock::time_point now, bool interval_due) {
+        // Set first: a read that fails is tried again at the next interval, not on every turn.
+        last_read_ = now;
+        std::vector<ServiceRow> rows;
+        std::unordered_set<std::string> unchecked;
+        bool installed = false;
+        in_transaction("pg_inference health check: reading services", [&]() {
+            installed = extension_installed();
+            if (!installed)
+                return;
             rows = all_services();
-        if (kind == RoundKind::kCatchUp)
-            rows.erase(std::remove_if(rows.begin(), rows.end(),
-                                      [](const ServiceRow &r) {
-                                          return status_get(r.name).checked_at.has_value();
-                                      }),
-                       rows.end());
-    });
-    if (!installed) {
-        set_state(WorkerState::kNoExtension);
-        pg_guard_void([]() {
-            ereport(DEBUG1,
-                    (errmsg("pg_inference health check: extension not installed in database "
-                            "\"%s\"; checking again when it is created",
-                            setting_database)));
-        });
-        return false;
-    }
-    if (kind == RoundKind::kCatchUp && rows.empty()) {
-        set_state(WorkerState::kSleeping);
-        return true;
-    }
-    set_state(WorkerState::kChecking);
-
-    // No transaction is open while the network is waited on; the wait hook keeps SIGTERM,
-    // cancellation and barriers working through a round that hangs until its timeout. Each
-    // status reaches shared memory as its probe ends, so a hung upstream holds back no other
-    // service; the table gets them all at the end, in one statement.
-    pg_guard_void(
-        []() { pgstat_report_activity(STATE_RUNNING, "pg_inference health check: probing"); });
-    std::vector<StatusRecord> records =
-        probe_services(client, rows, worker_probe_settings(), check_for_interrupts,
-                       [&](size_t i, const StatusRecord &rec) { status_put(rows[i].name, rec); });
-
-    in_transaction("pg_inference health check: recording statuses", [&]() {
-        // The extension may have been dropped while the probes ran; its services went with it.
-        if (extension_installed())
-            record_statuses(rows, records);
-        else
             for (const auto &r : rows)
-                status_forget(r.name);
-    });
-
-    if (kind == RoundKind::kCatchUp) {
-        set_state(WorkerState::kSleeping);
-        return true;
+                if (!status_get(r.name).checked_at.has_value())
+                    unchecked.insert(r.name);
+        });
+        if (!installed) {
+            installed_ = false;
+            services_.clear();
+            round_open_ = false;
+            set_state(WorkerState::kNoExtension);
+            pg_guard_void([]() {
+                ereport(DEBUG1,
+                        (errmsg("pg_inference health check: extension not installed in database "
+                                "\"%s\"; checking again when it is created",
+                                setting_database)));
+            });
+            return;
+        }
+        const bool appeared = !installed_;
+        installed_ = true;
+        std::map<std::string, Service> next;
+        for (auto &row : rows) {
+            auto it = services_.find(row.name);
+            Service s = it != services_.end() ? std::move(it->second) : Service{};
+            // Never checked since the server started (a new registration, one changed with
+            // validate => false): probed at once rather than at its interval.
+            if (unchecked.count(row.name) && !s.in_flight)
+                s.last_started.reset();
+            const std::string name = row.name;
+            s.row = std::move(row);
+            next.emplace(name, std::move(s));
+        }
+        services_ = std::move(next);
+        for (auto it = round_left_.begin(); it != round_left_.end();)
+            it = services_.count(*it) ? std::next(it) : round_left_.erase(it);
+        if (appeared || (interval_due && !round_open_)) {
+            round_open_ = true;
+            round_started_ = now;
+            round_started_at_ = GetCurrentTimestamp();
+            round_left_.clear();
+            for (const auto &[name, s] : services_)
+                round_left_.insert(name);
+        }
+        if (round_open_ && round_left_.empty())
+            end_round();
     }
-    const double ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
-    const int failed =
-        static_cast<int>(std::count_if(records.begin(), records.end(), [](const StatusRecord &r) {
-            return r.status == HealthStatus::kFailed;
-        }));
-    update_shared([&](WorkerShared &s) {
-        s.rounds++;
-        s.last_round_at = started_at;
-        s.last_round_ms = ms;
-        s.last_round_services = static_cast<int>(rows.size());
-        s.last_round_failed = failed;
-        s.last_error[0] = '\0';
-        s.state = WorkerState::kSleeping;
-    });
-    pg_guard_void([&]() {
-        ereport(DEBUG1, (errmsg("pg_inference health check: %zu services in %.0f ms (%d failed)",
-                                rows.size(), ms, failed)));
-    });
-    return true;
-}
 
-// After a failed round (its transaction, if any, already aborted by run_in_transaction): a log
-// line. The worker then waits for the next interval as after any round.
+    void write_statuses(Clock::time_point now) {
+        last_write_ = now;
+        std::vector<ServiceRow> rows;
+        std::vector<StatusRecord> records;
+        for (const auto &[name, u] : unwritten_) {
+            rows.push_back(u.first);
+            records.push_back(u.second);
+        }
+        in_transaction("pg_inference health check: recording statuses", [&]() {
+            // The extension may have been dropped while the probes ran; its services went too.
+            if (extension_installed())
+                record_statuses(rows, records);
+            else
+                for (const auto &r : rows)
+                    status_forget(r.name);
+        });
+        unwritten_.clear();
+    }
+
+    void publish(const std::string &name, Service &s, const StatusRecord &rec,
+                 Clock::time_point started) {
+        status_put(name, rec);
+        unwritten_[name] = {s.row, rec};
+        s.failed = rec.status == HealthStatus::kFailed;
+        if (round_open_ && started >= round_started_ && round_left_.erase(name) &&
+            round_left_.empty())
+            end_round();
+    }
+
+    void end_round() {
+        round_open_ = false;
+        const double ms =
+            std::chrono::duration<double, std::milli>(Clock::now() - round_started_).count();
+        const int failed = static_cast<int>(std::count_if(
+            services_.begin(), services_.end(), [](const auto &p) { return p.second.failed; }));
+        const int services = static_cast<int>(services_.size());
+        const bool clean = !last_failure_at || *last_failure_at < round_started_;
+        update_shared([&](WorkerShared &s) {
+            s.rounds++;
+            s.last_round_at = round_started_at_;
+            s.last_round_ms = ms;
+            s.last_round_services = services;
+            s.last_round_failed = failed;
+            if (clean)
+                s.last_error[0] = '\0';
+        });
+        pg_guard_void([&]() {
+            ereport(DEBUG1, (errmsg("pg_inference health check: %d services in %.0f ms (%d failed)",
+                                    services, ms, failed)));
+        });
+    }
+
+    probe::Settings settings_;
+    uint64_t seen_generation_;
+    std::optional<Clock::time_point> last_read_;  // none: read at once
+    Clock::time_point last_write_;
+    bool installed_ = false;
+    bool reported_probing_ = false;
+    std::map<std::string, Service> services_;
+    std::unordered_map<size_t, Flight> flights_;
+    size_t next_id_ = 0;
+    std::map<std::string, std::pair<ServiceRow, StatusRecord>> unwritten_;
+    bool round_open_ = false;
+    Clock::time_point round_started_;
+    TimestampTz round_started_at_ = 0;
+    std::set<std::string> round_left_;
+};
+
+// After a failure (its transaction, if any, already aborted by run_in_transaction): a log line
+// and last_error. The worker carries on.
 void report_failure(const std::string &message, int sqlerrcode) {
+    last_failure_at = Clock::now();
     HOLD_INTERRUPTS();
     pgstat_report_activity(STATE_IDLE, nullptr);
     MemoryContextSwitchTo(worker_cxt);
     RESUME_INTERRUPTS();
-    update_shared([&](WorkerShared &s) {
-        strlcpy(s.last_error, message.c_str(), kErrorLen);
-        s.state = WorkerState::kSleeping;
-    });
+    update_shared([&](WorkerShared &s) { strlcpy(s.last_error, message.c_str(), kErrorLen); });
     pg_guard_void([&]() {
         ereport(
             WARNING,
@@ -300,11 +513,9 @@ void worker_loop() {
                                        ALLOCSET_DEFAULT_SIZES);
     MemoryContextSwitchTo(worker_cxt);
     // One client for the worker's life: its connection cache spares a handshake per service per
-    // round when the interval is shorter than the upstreams' keep-alive.
+    // interval when the interval is shorter than the upstreams' keep-alive.
     http::Client client;
-    std::optional<Clock::time_point> last_round;  // none: the first round runs at once
-    bool installed = false;
-    uint64_t seen_generation = catalog_generation();
+    Scheduler scheduler;
 
     for (;;) {
         bool failed = false;
@@ -312,37 +523,28 @@ void worker_loop() {
         int code = ERRCODE_INTERNAL_ERROR;
         try {
             MemoryContextReset(worker_cxt);
-            if (ConfigReloadPending) {
-                ConfigReloadPending = false;
-                pg_guard_void([]() { ProcessConfigFile(PGC_SIGHUP); });
-            }
-            // A committed catalog change anywhere in the cluster (a registration, CREATE
-            // EXTENSION) moves the generation; the worker looks at it at least every second.
-            const uint64_t generation = catalog_generation();
-            const bool catalog_changed = generation != seen_generation;
-            // Measured from the last round's start, with the interval in force now: a reload
-            // that shortens it takes effect at once.
-            const auto now = Clock::now();
-            const bool due =
-                !last_round ||
-                now >= *last_round + std::chrono::seconds(setting_health_check_interval_s);
-            if (!due && !catalog_changed) {
-                const auto until_due =
-                    *last_round + std::chrono::seconds(setting_health_check_interval_s) - now;
-                wait_on_latch(std::min<long>(
-                    kCatalogPollMs,
-                    static_cast<long>(
-                        std::chrono::ceil<std::chrono::milliseconds>(until_due).count())));
+            std::vector<probe::FedProbe> first = scheduler.tick();
+            if (first.empty() && scheduler.idle()) {
+                wait_on_latch(scheduler.sleep_ms());
                 continue;
             }
-            // Read before the round: a change made while it runs gets a catch-up after it.
-            seen_generation = generation;
-            if (due || !installed) {
-                last_round = now;
-                installed = run_round(client, RoundKind::kFull);
-            } else {
-                installed = run_round(client, RoundKind::kCatchUp);
-            }
+            // No transaction is open while the network is waited on; the wait hook keeps
+            // SIGTERM, cancellation and barriers working while a probe hangs until its timeout.
+            // The session lasts while any probe is in flight; each turn starts what is due.
+            bool handed = false;
+            probe::probe_feed(
+                client,
+                [&](std::vector<probe::FedProbe> &out) {
+                    if (!handed) {
+                        handed = true;
+                        out = std::move(first);
+                    } else {
+                        out = scheduler.tick();
+                    }
+                    return !scheduler.idle();
+                },
+                scheduler.settings(), check_for_interrupts,
+                [&](size_t id, const probe::Result &r) { scheduler.done(id, r); });
         } catch (const PgError &e) {
             failed = true;
             failure = e.what();
@@ -355,8 +557,10 @@ void worker_loop() {
             failed = true;
             failure = e.what();
         }
-        if (failed)
+        if (failed) {
+            scheduler.abandon_flights();
             report_failure(failure, code);
+        }
     }
 }
 

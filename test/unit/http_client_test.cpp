@@ -737,6 +737,129 @@ TEST_F(HttpClientTest, TransferStreamsBodyThroughSink) {
     curl_easy_cleanup(easy);
 }
 
+// perform_feed: requests join while others are in flight, and a hung one holds back no other.
+TEST_F(HttpClientTest, FeedStartsRequestsAddedWhileOthersRun) {
+    using pgi::http::FedRequest;
+    std::vector<std::pair<size_t, long>> done;  // id, ms since start
+    const auto start = Clock::now();
+    int polls = 0;
+    bool added = false;
+    client.perform_feed(
+        [&](std::vector<FedRequest> &out) {
+            polls++;
+            if (polls == 1) {
+                out.push_back({1, get("/hang")});
+                out.back().request.timeout_ms = 1500;
+                out.push_back({2, get("/slow/50/a")});
+            }
+            // Added once the first fast one is done, while the hung one is still in flight.
+            if (!added && done.size() == 1) {
+                added = true;
+                out.push_back({3, get("/ok/b")});
+            }
+            return !added;
+        },
+        8, no_wait, {},
+        [&](size_t id, const Response &r) {
+            done.emplace_back(id, ms_since(start));
+            if (id != 1) {
+                EXPECT_EQ(r.status, 200);
+            }
+        });
+    ASSERT_EQ(done.size(), 3u);
+    EXPECT_EQ(done[0].first, 2u);
+    EXPECT_EQ(done[1].first, 3u);
+    // The request fed late finished long before the hung one timed out.
+    EXPECT_LT(done[1].second, 700);
+    EXPECT_EQ(done[2].first, 1u);
+    EXPECT_GE(done[2].second, 1400);
+    EXPECT_GT(polls, 3);
+}
+
+TEST_F(HttpClientTest, FeedIsPolledWhileNothingIsInFlightAndStopsWhenTold) {
+    using pgi::http::FedRequest;
+    int polls = 0;
+    int done = 0;
+    const auto start = Clock::now();
+    client.perform_feed(
+        [&](std::vector<FedRequest> &out) {
+            polls++;
+            if (polls == 5)
+                out.push_back({7, get("/ok/late")});
+            return ms_since(start) < 200;
+        },
+        2, no_wait, {},
+        [&](size_t id, const Response &r) {
+            EXPECT_EQ(id, 7u);
+            EXPECT_EQ(r.status, 200);
+            done++;
+        });
+    EXPECT_EQ(done, 1);
+    EXPECT_GE(ms_since(start), 200);
+    // At least every 20 ms (plus scheduling slack) over 200 ms.
+    EXPECT_GE(polls, 6);
+}
+
+TEST_F(HttpClientTest, FeedWaitsForInFlightRequestsAfterStop) {
+    using pgi::http::FedRequest;
+    int polls = 0;
+    std::vector<size_t> done;
+    client.perform_feed(
+        [&](std::vector<FedRequest> &out) {
+            polls++;
+            for (int i = 0; i < 6; i++)
+                out.push_back({static_cast<size_t>(i), get("/slow/80/" + std::to_string(i))});
+            return false;  // these are the last, but they still run to the end
+        },
+        2, no_wait, {},
+        [&](size_t id, const Response &r) {
+            EXPECT_EQ(r.status, 200);
+            done.push_back(id);
+        });
+    EXPECT_EQ(polls, 1);
+    EXPECT_EQ(done.size(), 6u);
+    EXPECT_LE(server.max_in_flight(), 2);
+}
+
+TEST_F(HttpClientTest, FeedKeepsRetriesAndStaysUsableAfterAThrow) {
+    using pgi::http::FedRequest;
+    RetryPolicy retry;
+    retry.max_retries = 3;
+    retry.base_backoff_ms = 10;
+    int attempts = 0;
+    bool handed = false;
+    client.perform_feed(
+        [&](std::vector<FedRequest> &out) {
+            if (!handed)
+                out.push_back({0, get("/flaky/2/feed")});
+            handed = true;
+            return false;
+        },
+        1, no_wait, retry,
+        [&](size_t, const Response &r) {
+            EXPECT_EQ(r.status, 200);
+            attempts = r.attempts;
+        });
+    EXPECT_EQ(attempts, 3);
+
+    // A feeder that throws while a request hangs: the client cleans up and carries on.
+    const auto start = Clock::now();
+    bool hung = false;
+    EXPECT_THROW(client.perform_feed(
+                     [&](std::vector<FedRequest> &out) {
+                         if (ms_since(start) > 150)
+                             throw std::runtime_error("stop");
+                         if (!hung)
+                             out.push_back({0, get("/hang")});
+                         hung = true;
+                         return true;
+                     },
+                     4, no_wait, {}, nullptr),
+                 std::runtime_error);
+    EXPECT_LT(ms_since(start), 1000);
+    EXPECT_EQ(client.perform_one(get("/ok/after"), no_wait).status, 200);
+}
+
 // probe_all over real HTTP lives here because it needs the loopback server above.
 class ProbeOverHttpTest : public ::testing::Test {
   protected:
