@@ -24,6 +24,7 @@ CORE_OBJS = \
 	src/core/protocol.o \
 	src/core/rate_limiter.o \
 	src/core/redact.o \
+	src/core/setting_list.o \
 	src/core/sse.o \
 	src/core/transaction_steps.o \
 	src/core/translate.o \

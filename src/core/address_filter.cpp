@@ -7,20 +7,13 @@
 #include <sys/socket.h>
 
 #include "error.h"
+#include "setting_list.h"
 
 namespace pgi::net {
 
 namespace {
 
 constexpr std::uint8_t kMappedPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-
-std::string trim(const std::string &s) {
-    std::size_t b = s.find_first_not_of(" \t\r\n");
-    if (b == std::string::npos)
-        return {};
-    std::size_t e = s.find_last_not_of(" \t\r\n");
-    return s.substr(b, e - b + 1);
-}
 
 [[noreturn]] void bad_element(const std::string &element, const std::string &why) {
     throw Error(sqlstate::kInvalidParameterValue,
@@ -57,19 +50,10 @@ bool prefix_matches(const std::uint8_t *a, const std::uint8_t *b, int prefix) {
 
 AddressFilter AddressFilter::parse(const std::string &list) {
     AddressFilter filter;
-    std::size_t start = 0;
-    while (start <= list.size()) {
-        std::size_t comma = list.find(',', start);
-        if (comma == std::string::npos)
-            comma = list.size();
-        const std::string element = trim(list.substr(start, comma - start));
-        start = comma + 1;
-        if (element.empty()) {
-            // "a, , b" and a trailing comma are typing slips, an empty setting is a choice.
-            if (!trim(list).empty())
-                bad_element(element, "empty element");
-            continue;
-        }
+    for (const std::string &element : split_setting_list(list)) {
+        // "a, , b" and a trailing comma are typing slips; an empty setting is a choice.
+        if (element.empty())
+            bad_element(element, "empty element");
         Network n;
         std::string address = element;
         const std::size_t slash = element.find('/');

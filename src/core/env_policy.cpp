@@ -3,33 +3,14 @@
 #include <algorithm>
 
 #include "error.h"
+#include "setting_list.h"
 #include "validation.h"
 
 namespace pgi::validate {
 
-namespace {
-
-std::string trim(const std::string &s) {
-    std::size_t b = s.find_first_not_of(" \t\r\n");
-    if (b == std::string::npos)
-        return {};
-    std::size_t e = s.find_last_not_of(" \t\r\n");
-    return s.substr(b, e - b + 1);
-}
-
-}  // namespace
-
 std::vector<std::string> parse_env_key_list(const std::string &list) {
     std::vector<std::string> names;
-    if (trim(list).empty())
-        return names;
-    std::size_t start = 0;
-    while (start <= list.size()) {
-        std::size_t comma = list.find(',', start);
-        if (comma == std::string::npos)
-            comma = list.size();
-        const std::string name = trim(list.substr(start, comma - start));
-        start = comma + 1;
+    for (const std::string &name : split_setting_list(list)) {
         if (!env_key_name("env:" + name))
             throw Error(sqlstate::kInvalidParameterValue,
                         "invalid variable name \"" + display_value(name) +

@@ -537,25 +537,6 @@ size_t header_end(evbuffer *buffer, size_t from) {
     return best;
 }
 
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size())
-        return false;
-    for (size_t i = 0; i < a.size(); i++) {
-        if (std::tolower(static_cast<unsigned char>(a[i])) !=
-            std::tolower(static_cast<unsigned char>(b[i])))
-            return false;
-    }
-    return true;
-}
-
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-        s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
-        s.remove_suffix(1);
-    return s;
-}
-
 unsigned method_bit(std::string_view name) {
     static const std::pair<const char *, unsigned> kMethods[] = {
         {"GET", kGet},       {"POST", kPost},       {"HEAD", kHead},  {"PUT", kPut},

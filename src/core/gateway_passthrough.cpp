@@ -20,13 +20,6 @@ namespace pgi::gateway {
 
 namespace {
 
-bool iequals(std::string_view a, std::string_view b) {
-    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-               return std::tolower(static_cast<unsigned char>(x)) ==
-                      std::tolower(static_cast<unsigned char>(y));
-           });
-}
-
 bool in_list(std::string_view name, std::initializer_list<std::string_view> list) {
     return std::any_of(list.begin(), list.end(),
                        [&](std::string_view n) { return iequals(n, name); });

@@ -11,6 +11,8 @@ namespace {
 constexpr std::string_view kPassthroughPrefix = "/inferenceservices/";
 constexpr std::string_view kModelPrefix = "/v1/models/";
 
+}  // namespace
+
 bool iequals(std::string_view a, std::string_view b) {
     if (a.size() != b.size())
         return false;
@@ -25,12 +27,10 @@ bool iequals(std::string_view a, std::string_view b) {
 std::string_view trim(std::string_view s) {
     while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
         s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
         s.remove_suffix(1);
     return s;
 }
-
-}  // namespace
 
 Route route(std::string_view path) {
     Route r;

@@ -11,6 +11,11 @@
 
 namespace pgi::gateway {
 
+// ASCII case-insensitive equality, for header names and auth schemes.
+bool iequals(std::string_view a, std::string_view b);
+// Without the spaces, tabs and carriage returns around a header value.
+std::string_view trim(std::string_view s);
+
 enum class Endpoint {
     kUnknown,
     kHealth,       // GET /health
