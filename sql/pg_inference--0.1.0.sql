@@ -47,7 +47,7 @@ CREATE TABLE inference.service_secrets (
 );
 
 -- The last probe result of each service, kept for inspection across restarts. What functions
--- report as the live status comes from shared memory (SPEC §3.1).
+-- report as the live status comes from shared memory.
 CREATE TABLE inference.service_status (
     service        text PRIMARY KEY REFERENCES inference.services (name) ON DELETE CASCADE,
     status         text NOT NULL,
@@ -115,7 +115,7 @@ AS 'MODULE_PATHNAME', 'pgi_gateway_base_url' LANGUAGE C STABLE;
 REVOKE ALL ON FUNCTION inference._gateway_base_url() FROM PUBLIC;
 
 -------------------------------------------------------------------------------------------------
--- Public API (SPEC §1.2)
+-- Public API
 
 CREATE FUNCTION inference.list_models(function text DEFAULT NULL)
 RETURNS SETOF inference.service_info
@@ -178,7 +178,7 @@ AS $$
 $$;
 
 -- Deregistering a service that an access key names: refused unless force, which removes the
--- service from those keys' lists (SPEC §1.2).
+-- service from those keys' lists.
 CREATE FUNCTION inference.deregister_external_service(name text, force boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -231,7 +231,7 @@ GRANT EXECUTE ON FUNCTION
 TO inference_user;
 
 -------------------------------------------------------------------------------------------------
--- Calling models (SPEC §2). SECURITY DEFINER: they read the sealed key of the service they call.
+-- Calling models. SECURITY DEFINER: they read the sealed key of the service they call.
 
 CREATE FUNCTION inference.encode_text(service text, input text, options jsonb DEFAULT '{}')
 RETURNS real[] AS 'MODULE_PATHNAME', 'pgi_encode_text'
@@ -269,7 +269,7 @@ GRANT EXECUTE ON FUNCTION
 TO inference_user;
 
 -------------------------------------------------------------------------------------------------
--- Health worker (SPEC §3.1) — begin. The worker's report on itself, read from shared memory:
+-- Health worker — begin. The worker's report on itself, read from shared memory:
 --   pid            the worker's process id; NULL when no worker runs
 --   database       inference.database, the one database whose services the worker checks
 --   state          off (library not in shared_preload_libraries: no worker), stopped, starting,
@@ -290,7 +290,7 @@ GRANT EXECUTE ON FUNCTION inference.health_worker_status() TO inference_admin;
 -- Health worker — end.
 
 -------------------------------------------------------------------------------------------------
--- Gateway access keys (SPEC §4.3). Keys are shown once and stored as SHA-256 hashes.
+-- Gateway access keys. Keys are shown once and stored as SHA-256 hashes.
 
 CREATE TABLE inference.access_key_store (
     name                text PRIMARY KEY,
@@ -523,7 +523,7 @@ CREATE TRIGGER catalog_changed_update
     ON inference.access_key_store FOR EACH STATEMENT EXECUTE FUNCTION inference._catalog_changed();
 
 -------------------------------------------------------------------------------------------------
--- Gateway usage ledger (SPEC §4.3) — begin. The listeners count usage in shared memory and add
+-- Gateway usage ledger — begin. The listeners count usage in shared memory and add
 -- it here in batches (every inference.gateway_usage_flush_interval, and when each listener
 -- exits), so the ledger lags live traffic by at most that interval. One row per access key,
 -- service and UTC day:

@@ -1,4 +1,4 @@
-// The cryptography pg_inference needs (SPEC.md §1.3): random tokens, SHA-256 for access-key
+// The cryptography pg_inference needs: random tokens, SHA-256 for access-key
 // hashes, AES-256-GCM for stored API keys, and the per-cluster key file. OpenSSL 3 EVP only.
 // Errors are pgi::Error; no function here logs or puts key material in a message.
 #pragma once

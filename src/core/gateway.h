@@ -1,4 +1,4 @@
-// The gateway engine (SPEC.md §4): an OpenAI-compatible HTTP server on a libevent event_base
+// The gateway engine: an OpenAI-compatible HTTP server on a libevent event_base
 // (evhttp, HTTP/1.1 keep-alive, chunked SSE, optional TLS) that authenticates callers with access
 // keys, routes each request to a registered service, translates it with pgi::translate and calls
 // the upstream through http::AsyncClient (curl multi on the same loop). No threads, no blocking
@@ -32,7 +32,7 @@ struct AccessKey {
     std::optional<std::vector<std::string>> services;  // nullopt: every service
     std::optional<int64_t> expires_at_ms;              // unix milliseconds
     bool revoked = false;
-    // Limits, enforced by the Governor (issue 6); the engine only carries them.
+    // Limits, enforced by the Governor; the engine only carries them.
     std::optional<int> rpm, rph, burst;
     std::optional<int64_t> tokens_per_hour;
     // May use /inferenceservices/ (pass-through). With tokens_per_hour, only on paths whose
@@ -74,13 +74,13 @@ struct Config {
     // first byte, and its body this long after its headers, or the connection is closed.
     int header_timeout_s = 10;
     long default_max_tokens = 1024;  // Anthropic needs max_tokens (inference.default_max_tokens)
-    int max_retries = 2;             // non-streamed upstream failures (SPEC §2.1 statuses)
+    int max_retries = 2;             // non-streamed upstream failures (the retryable statuses)
     // Open client connections a Server (one listener process) keeps; past it a new connection
     // is answered 503 and closed. 0: no cap.
     std::size_t max_connections = 10000;
 };
 
-// A governance decision for one request (issue 6). headers go on the response in every case
+// A governance decision for one request. headers go on the response in every case
 // (x-ratelimit-*, retry-after); a refusal answers status with an OpenAI error carrying message.
 struct Admission {
     bool allowed = true;

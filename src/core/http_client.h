@@ -1,4 +1,4 @@
-// The one outbound HTTP client (SPEC.md §2.1). Backends and workers call it synchronously through
+// The one outbound HTTP client. Backends and workers call it synchronously through
 // Client, which drives libcurl's multi interface in short polls so a wait hook can check for
 // cancellation; the gateway drives the same easy-handle setup (apply_request, Transfer) from its
 // own event loop. No threads: PostgreSQL code must stay on the main thread.
@@ -122,7 +122,7 @@ void finish_transfer(CURL *easy, CURLcode result, Transfer &transfer);
 // The Transfer that apply_request attached to an easy handle.
 Transfer *transfer_of(CURL *easy);
 
-// Whether a finished attempt is worth repeating (SPEC.md §2.1): connection failures and the
+// Whether a finished attempt is worth repeating: connection failures and the
 // statuses that mean "try again later"; never the overall timeout, TLS failures, oversized bodies
 // or other 4xx.
 bool is_retryable(const Response &response);

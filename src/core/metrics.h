@@ -1,4 +1,4 @@
-// The gateway's metrics (SPEC §4.2, GET /metrics): per-service counters and latency histograms
+// The gateway's metrics (GET /metrics): per-service counters and latency histograms
 // kept in plain structs that the host places in shared memory, so every listener reports the
 // same totals, and their rendering in the Prometheus text format 0.0.4.
 #pragma once

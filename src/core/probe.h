@@ -63,7 +63,7 @@ std::vector<Result> probe_all(http::Client &client, const std::vector<ServiceEnd
 Result probe_one(http::Client &client, const ServiceEndpoint &service, const Settings &settings,
                  const http::WaitHook &wait);
 
-// The §3.2 diagnosis of one probe response. Pure.
+// The diagnosis of one probe response. Pure.
 Result diagnose(const ServiceEndpoint &service, const std::string &url,
                 const http::Response &response);
 

@@ -1,5 +1,5 @@
 // The wire protocols a registered service can speak, and the per-protocol facts every other part
-// needs: names, auth headers and well-known paths (SPEC.md §1.1).
+// needs: names, auth headers and well-known paths.
 #pragma once
 
 #include <memory>

@@ -1,4 +1,4 @@
-// Per-key rate limits of the gateway (SPEC §4.3). Three token buckets, one algorithm:
+// Per-key rate limits of the gateway. Three token buckets, one algorithm:
 //   requests per minute: holds `burst` requests (default: requests_per_minute), refilled at
 //                        requests_per_minute / 60 per second;
 //   requests per hour:   holds requests_per_hour, refilled at requests_per_hour / 3600 per second;

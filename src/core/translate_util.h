@@ -71,7 +71,7 @@ Usage usage_from_gemini(const nlohmann::json &usage_metadata);
 void append_usage_json(std::string &out, const Usage &usage);
 nlohmann::json usage_json(const Usage &usage);
 
-// finish_reason for a provider's stop reason (PROTOCOLS.md mapping conventions).
+// finish_reason for a provider's stop reason.
 const char *anthropic_finish_reason(const nlohmann::json &stop_reason);
 const char *gemini_finish_reason(const nlohmann::json &finish_reason, bool has_tool_calls);
 

@@ -1,4 +1,4 @@
-// Reading an upstream's error body. Each provider has its own error shape (PROTOCOLS.md); this is
+// Reading an upstream's error body. Each provider has its own error shape; this is
 // the one place that knows them, used by the probe diagnosis, the SQL functions and the gateway.
 #pragma once
 

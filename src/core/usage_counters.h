@@ -1,4 +1,4 @@
-// The gateway's usage per (access key, service, UTC day) (SPEC §4.3): every finished request adds
+// The gateway's usage per (access key, service, UTC day): every finished request adds
 // its counts to an entry of a table in shared memory, and one flush at a time takes the entries'
 // counts out (leaving zeros) and adds them to inference.usage_ledger in one transaction. A flush
 // that fails gives its counts back, so counting never depends on the database being writable.

@@ -1,4 +1,4 @@
-// Gateway access keys (SPEC.md §4.3): the random part. Keys are shown once and stored as their
+// Gateway access keys: the random part. Keys are shown once and stored as their
 // SHA-256; the SQL functions in the extension script keep the catalog rows.
 #include "cpp_wall.h"
 #include "crypto.h"

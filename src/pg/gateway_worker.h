@@ -1,4 +1,4 @@
-// The gateway listeners (SPEC.md §4): inference.gateway_workers background workers, each a
+// The gateway listeners: inference.gateway_workers background workers, each a
 // single-threaded libevent loop running the core's gateway::Server on a shared SO_REUSEPORT port.
 #pragma once
 

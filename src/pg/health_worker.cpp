@@ -1,4 +1,4 @@
-// The health-check worker (SPEC.md §3.1) and the probe-and-record steps it shares with
+// The health-check worker and the probe-and-record steps it shares with
 // inference.check_service().
 //
 // Each service is scheduled on its own: probed when its interval has passed since its last probe

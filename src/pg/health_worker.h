@@ -1,4 +1,4 @@
-// Health checks (SPEC.md §3): the background worker that probes every service of
+// Health checks: the background worker that probes every service of
 // inference.database on a timer, and the probe-and-record steps it shares with
 // inference.check_service(), so a status reads the same whoever produced it.
 #pragma once
@@ -20,7 +20,7 @@ void health_worker_request_shmem();
 void health_worker_init_shmem();
 
 // Probes the services concurrently and turns each result into the status to record: Ready, or
-// Failed with the §3.2 diagnosis (a hint joins the message: a status has no field of its own for
+// Failed with the diagnosis (a hint joins the message: a status has no field of its own for
 // it). A key that cannot be read fails that service alone. Apart from timestamps it makes no
 // PostgreSQL call, so it runs outside any transaction; results are in the order of rows.
 // on_record, when set, gets each record (by its index in rows) as soon as it is known.

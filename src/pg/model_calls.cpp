@@ -1,4 +1,4 @@
-// Calling registered services from SQL (SPEC.md §2): encode_text, encode_text_batch, chat,
+// Calling registered services from SQL: encode_text, encode_text_batch, chat,
 // chat_completion, rerank. Requests and answers go through the one translation layer in
 // src/core, and the wire through the backend's curl-multi client (backend_http).
 #include "cpp_wall.h"

@@ -1,4 +1,4 @@
-// The service registry's SQL functions (SPEC.md §1.2). The SQL wrappers in the extension script
+// The service registry's SQL functions. The SQL wrappers in the extension script
 // shape results as inference.service_info; these bodies validate, probe and write the catalog.
 #include "cpp_wall.h"
 

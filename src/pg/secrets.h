@@ -1,4 +1,4 @@
-// API keys at rest (SPEC.md §1.3): AES-256-GCM under a per-cluster key, bound to the service name,
+// API keys at rest: AES-256-GCM under a per-cluster key, bound to the service name,
 // or an `env:NAME` reference resolved from the server's environment at call time.
 #pragma once
 

@@ -1,4 +1,4 @@
-// Service health status in shared memory (SPEC.md §3): written by probes (registration,
+// Service health status in shared memory: written by probes (registration,
 // check_service, the health worker), read by service_info. Shared memory is what lets a hot
 // standby serve statuses and makes "Pending" mean "not probed since the server started".
 #pragma once

@@ -77,7 +77,7 @@ const row = (latency, endpoint, concurrency, target) =>
                      r.concurrency === concurrency && r.target === target);
 
 // ------------------------------------------------------------------------------------------------
-// Acceptance (issue 7), from this run alone.
+// Acceptance, from this run alone.
 
 const fmt3 = (v) => (v === null || v === undefined ? '-' : v.toFixed(3));
 const acceptance = [];
@@ -190,7 +190,7 @@ for (const r of rows) {
         fmt(r.proxy_cpu_us_per_request, 1), fmt(r.proxy_rss_mb, 1), fmt(r.load_cpu_percent, 0), r.errors,
     ]));
 }
-console.log('\nacceptance (issue 7):');
+console.log('\nacceptance:');
 for (const a of acceptance) {
     console.log(`  ${a.met ? 'MET    ' : 'NOT MET'}  ${a.name}: ${fmt(typeof a.value === 'number' ? a.value : null, 3)} ` +
                 `(target ${a.target})${a.detail ? '  ' + a.detail : ''}`);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark of the SQL embedding path (issue 3), in one run against the mock upstream:
+# Benchmark of the SQL embedding path, in one run against the mock upstream:
 #   1. throughput of encode_text_batch (10,000 texts) versus one encode_text call per row
 #      (1,000 rows), with a mock that answers after a fixed 20 ms;
 #   2. the added cost of one encode_text over a bare curl request on a kept-alive connection,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# pg_inference's gateway side by side with the alternatives (issue 7), in one session:
+# pg_inference's gateway side by side with the alternatives, in one session:
 #   direct    the load generator straight to the mock upstream (the baseline)
 #   nginx     nginx (Debian package) as a plain keep-alive reverse proxy to the mock
 #   floor     test/bench/stack_floor.cpp: the least a proxy made of the gateway's mandated parts

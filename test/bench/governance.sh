@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark of gateway governance (issue 6): the cost of access keys, rate limits, usage counters
+# Benchmark of gateway governance: the cost of access keys, rate limits, usage counters
 # and metrics on the request path. Two clusters, side by side, measured in one run:
 #   on:  inference.gateway_require_key = on, every request with a key that has all three limits
 #        (high enough never to refuse), so each request is admitted through the shared limiter;

@@ -1,4 +1,4 @@
-// The floor of the gateway's mandated stack, for the side-by-side benchmark (issue 7).
+// The floor of the gateway's mandated stack, for the side-by-side benchmark.
 //
 // ARCHITECTURE.md fixes the listener's parts: libevent's evhttp for the client side and libcurl's
 // multi socket interface on the same event_base for the upstream side. This program is the least

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Gateway governance (issue 6): per-key limits enforced across both listeners, token budgets
+# Gateway governance: per-key limits enforced across both listeners, token budgets
 # counted from streams of all three protocols, the usage ledger (exact, and complete after a
 # clean restart) and /metrics. The checks themselves are in node/governance.mjs.
 set -uo pipefail

@@ -1,4 +1,4 @@
-// The probe diagnosis table (SPEC.md §3.2), row by row and protocol by protocol, on synthetic
+// The probe diagnosis table, row by row and protocol by protocol, on synthetic
 // responses; probe_all over real HTTP is tested in http_client_test.cpp next to its server.
 #include "probe.h"
 

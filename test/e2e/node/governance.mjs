@@ -1,4 +1,4 @@
-// Gateway governance end to end (issue 6), driven by test/e2e/50_governance.sh:
+// Gateway governance end to end, driven by test/e2e/50_governance.sh:
 //   node governance.mjs run     rate limits across both listeners, token budgets counted from
 //                               streams of all three protocols and from pass-through (which a
 //                               key may be refused), a mixed run whose usage and
