@@ -1,4 +1,4 @@
-// The connectivity probe and its diagnosis (SPEC.md §1.1 probe column, §3.2). Registration, key
+// The connectivity probe and its diagnosis. Registration, key
 // updates, check_service and the health worker all ask the same question the same way, so a
 // service's status_message reads the same whoever produced it.
 #pragma once

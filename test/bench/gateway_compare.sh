@@ -3,7 +3,7 @@
 #   direct    the load generator straight to the mock upstream (the baseline)
 #   nginx     nginx (Debian package) as a plain keep-alive reverse proxy to the mock
 #   floor     test/bench/stack_floor.cpp: the least a proxy made of the gateway's mandated parts
-#             (libevent evhttp + libcurl multi, ARCHITECTURE.md, SPEC §2.1) can do, nothing else;
+#             (libevent evhttp + libcurl multi) can do, nothing else;
 #             what those libraries cost by themselves
 #   pg        the pg_inference gateway in a PostgreSQL cluster, with an access key (generous
 #             limits), rate limiting and usage counting on

@@ -1,6 +1,6 @@
 // The floor of the gateway's mandated stack, for the side-by-side benchmark.
 //
-// ARCHITECTURE.md fixes the listener's parts: libevent's evhttp for the client side and libcurl's
+// The design fixes the listener's parts: libevent's evhttp for the client side and libcurl's
 // multi socket interface on the same event_base for the upstream side. This program is the least
 // a proxy built from exactly those parts can do: it forwards each request's body to one upstream
 // URL and the answer back, with kept-alive connections and reused easy handles, and nothing else

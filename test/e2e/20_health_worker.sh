@@ -132,7 +132,7 @@ poll_eq "a reloaded interval applies without restart" \
 check_eq "the reload did not restart the worker" "$pid_before_reload" "$(worker_pid)"
 scenario hw_ok null
 
-# --- every diagnosis of SPEC §3.2 at the next tick, and Ready again after recovery -------------
+# --- every probe diagnosis at the next tick, and Ready again after recovery -------------
 scenario hw_401 bad_key
 scenario hw_claude_401 bad_key
 scenario hw_gemini_401 bad_key
