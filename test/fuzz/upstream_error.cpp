@@ -1,0 +1,50 @@
+// An upstream's error body (the input) read by parse_upstream_error, and the error the user sees
+// built by upstream_failure: the service's key never reaches the message or the detail, and
+// OpenAI error JSON built from it is valid.
+#include "upstream_error.h"
+
+#include <nlohmann/json.hpp>
+
+#include "error.h"
+#include "fuzz_common.h"
+#include "translate.h"
+#include "validation.h"
+
+using namespace pgi;
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    FuzzedDataProvider in(data, size);
+    ServiceEndpoint service = fuzz::endpoint(in.PickValueInArray(
+        {Protocol::kOpenAiV1, Protocol::kAnthropicV1, Protocol::kGeminiV1Beta}));
+    // A key as registration accepts it (short ones included), or the usual one.
+    if (in.ConsumeBool()) {
+        std::string key = in.ConsumeRandomLengthString(24);
+        try {
+            validate::api_key(key);
+            service.api_key = std::move(key);
+        } catch (const Error &) {
+        }
+    }
+    const long status = in.ConsumeIntegralInRange<long>(100, 599);
+    const std::string body = in.ConsumeRemainingBytesAsString();
+
+    const UpstreamError parsed = parse_upstream_error(body);
+    const Error e = translate::upstream_failure(service, status, body);
+    const std::string message = e.what();
+    FUZZ_CHECK(message.rfind("service \"" + service.name + "\" returned HTTP ", 0) == 0);
+    FUZZ_CHECK(e.sqlstate().size() == 5);
+    // The key is scrubbed. A key that is part of "[redacted]" itself, or holds a bracket, can
+    // meet the replacement text; elsewhere no trace of it may remain.
+    const std::string &key = service.api_key;
+    if (std::string("redacted").find(key) == std::string::npos &&
+        key.find_first_of("[]") == std::string::npos) {
+        FUZZ_CHECK(message.find(key) == std::string::npos);
+        FUZZ_CHECK(e.detail().find(key) == std::string::npos);
+    }
+    // A message from a parsed JSON body is text a JSON error object can carry.
+    if (nlohmann::json::accept(body)) {
+        FUZZ_CHECK(fuzz::valid_json(
+            translate::openai_error_json(parsed.message, parsed.type, parsed.code)));
+    }
+    return 0;
+}
