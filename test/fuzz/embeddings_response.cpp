@@ -46,8 +46,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FUZZ_CHECK(values.is_array() && values.size() == e.vectors[i].size());
         for (std::size_t k = 0; k < values.size(); ++k) {
             const float f = e.vectors[i][k];
+            // Numerically equal: JSON readers take "-0" for the integer 0, so the sign of zero
+            // survives only in base64.
             if (std::isfinite(f))
-                FUZZ_CHECK(values[k].is_number() && same_bits(values[k].get<float>(), f));
+                FUZZ_CHECK(values[k].is_number() && values[k].get<float>() == f);
             else
                 FUZZ_CHECK(values[k].is_null());
         }

@@ -31,7 +31,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const UpstreamError parsed = parse_upstream_error(body);
     const Error e = translate::upstream_failure(service, status, body);
     const std::string message = e.what();
-    FUZZ_CHECK(message.rfind("service \"" + service.name + "\" returned HTTP ", 0) == 0);
+    const std::string head =
+        "service \"" + service.name + "\" returned HTTP " + std::to_string(status);
+    if (head.find(service.api_key) == std::string::npos)  // else the scrub rightly edits it
+        FUZZ_CHECK(message.rfind(head, 0) == 0);
     FUZZ_CHECK(e.sqlstate().size() == 5);
     // The key is scrubbed. A key that is part of "[redacted]" itself, or holds a bracket, can
     // meet the replacement text; elsewhere no trace of it may remain.
