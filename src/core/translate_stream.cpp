@@ -381,7 +381,8 @@ void ChatStream::anthropic_event(const SseEventView &e, std::string &out) {
             usage_.completion_tokens = d.completion_tokens;
             if (member(*u, "input_tokens") != nullptr)
                 usage_.prompt_tokens = d.prompt_tokens;
-            usage_.total_tokens = usage_.prompt_tokens + usage_.completion_tokens;
+            usage_.total_tokens =
+                detail::add_counts(usage_.prompt_tokens, usage_.completion_tokens);
             usage_.present = true;
         }
         const json *delta = member(j, "delta");

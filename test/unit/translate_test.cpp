@@ -1,6 +1,7 @@
 #include "translate.h"
 
 #include <gtest/gtest.h>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "translate_util.h"
@@ -287,4 +288,27 @@ TEST(TranslateUpstreamFailure, KeyNeverAppears) {
         R"({"error":{"message":"key sk-secret-123 bad","type":"sk-secret-123"}})");
     EXPECT_EQ(std::string(e.what()).find("sk-secret-123"), std::string::npos);
     EXPECT_EQ(e.detail().find("sk-secret-123"), std::string::npos);
+}
+
+// Token counts are whatever number an upstream wrote: one past the range of long long, or a sum
+// that would be, saturates instead of overflowing.
+TEST(Translate, HugeTokenCountsSaturate) {
+    constexpr long long kMax = std::numeric_limits<long long>::max();
+    auto in_place = tr::usage_from_openai_body(
+        R"({"usage":{"prompt_tokens":9223372036854775807,"completion_tokens":5}})");
+    EXPECT_EQ(in_place.total_tokens, kMax);
+    auto openai = tr::detail::usage_from_openai(
+        json::parse(R"({"prompt_tokens":1e300,"completion_tokens":-1e300})"));
+    EXPECT_EQ(openai.prompt_tokens, kMax);
+    EXPECT_EQ(openai.completion_tokens, std::numeric_limits<long long>::min());
+    auto anthropic = tr::detail::usage_from_anthropic(json::parse(
+        R"({"input_tokens":9223372036854775807,"cache_read_input_tokens":9223372036854775807,
+            "output_tokens":9223372036854775807})"));
+    EXPECT_EQ(anthropic.prompt_tokens, kMax);
+    EXPECT_EQ(anthropic.total_tokens, kMax);
+    auto gemini = tr::detail::usage_from_gemini(json::parse(
+        R"({"promptTokenCount":1,"candidatesTokenCount":9223372036854775807,
+            "thoughtsTokenCount":9e18})"));
+    EXPECT_EQ(gemini.completion_tokens, kMax);
+    EXPECT_EQ(gemini.total_tokens, kMax);
 }
