@@ -187,11 +187,14 @@ void ChatStream::openai_event(const SseEventView &e, std::string &out) {
             if (!caller_wants_usage_)
                 return;  // requested by us for the ledger, not by the caller
             if (choices.empty() || choices == "null") {
-                // vLLM sends choices:null; OpenAI clients index into choices unguarded.
+                // vLLM sends choices:null; OpenAI clients index into choices unguarded. The scan
+                // above is no validation: a chunk that is not JSON goes on as it came.
                 json chunk = json::parse(e.data, nullptr, false);
-                chunk["choices"] = json::array();
-                forward(out, chunk.dump());
-                return;
+                if (chunk.is_object()) {
+                    chunk["choices"] = json::array();
+                    forward(out, chunk.dump());
+                    return;
+                }
             }
         }
     }
