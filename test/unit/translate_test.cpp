@@ -312,3 +312,17 @@ TEST(Translate, HugeTokenCountsSaturate) {
     EXPECT_EQ(gemini.completion_tokens, kMax);
     EXPECT_EQ(gemini.total_tokens, kMax);
 }
+
+// A body that is no error object is quoted by its first 200 bytes, cut where a character ends:
+// the message goes into JSON error objects and logs, which need valid UTF-8.
+TEST(TranslateUpstreamFailure, QuotedBodyCutAtACharacterBoundary) {
+    const std::string body = std::string(199, 'x') + "\xc3\xa9 and more";  // é spans byte 200
+    auto e = tr::upstream_failure(service(Protocol::kOpenAiV1), 502, body);
+    EXPECT_EQ(std::string(e.what()), "service \"svc\" returned HTTP 502: " + std::string(199, 'x'));
+    const std::string json_body =
+        "[\"" + std::string(197, 'y') + "\xe2\x82\xac\"]";  // € at bytes 199-201
+    e = tr::upstream_failure(service(Protocol::kOpenAiV1), 502, json_body);
+    EXPECT_EQ(std::string(e.what()),
+              "service \"svc\" returned HTTP 502: [\"" + std::string(197, 'y'));
+    EXPECT_TRUE(json::accept(tr::openai_error_json(e.what(), "upstream_error")));
+}
