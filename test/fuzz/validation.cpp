@@ -94,7 +94,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (accepted([&] { normal = validate::base_url(url); })) {
                 FUZZ_CHECK(normal.rfind("http://", 0) == 0 || normal.rfind("https://", 0) == 0);
                 FUZZ_CHECK(normal.back() != '/');
-                FUZZ_CHECK(normal.find_first_of("?# \t\r\n@") == std::string::npos);
+                FUZZ_CHECK(normal.find_first_of("?# \t\r\n") == std::string::npos);
+                // No credentials: no '@' before the path ('@' is a legal path character).
+                const std::size_t path = normal.find('/', normal.find("//") + 2);
+                FUZZ_CHECK(normal.substr(0, path).find('@') == std::string::npos);
                 FUZZ_CHECK(clean_utf8(normal));
                 std::string again;
                 FUZZ_CHECK(accepted([&] { again = validate::base_url(normal); }));
