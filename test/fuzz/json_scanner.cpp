@@ -14,7 +14,11 @@ namespace detail = pgi::translate::detail;
 
 namespace {
 
+// nlohmann's parser ends the input at a NUL byte and ignores what follows, which the scanner
+// (rightly) does not: text holding a NUL is not taken for JSON here.
 json parse(std::string_view text) {
+    if (text.find('\0') != std::string_view::npos)
+        return json(json::value_t::discarded);
     return json::parse(text.begin(), text.end(), nullptr, false);
 }
 
