@@ -59,7 +59,7 @@ fi
 # --- 1b. fuzzing -------------------------------------------------------------------------------
 # Every libFuzzer target of test/fuzz for a few seconds each: a regression net for the parsers
 # and translators, not a search (test/fuzz/README.md has the long runs).
-FUZZ_SECONDS="${PGI_FUZZ_SECONDS:-2}"
+FUZZ_SECONDS="${PGI_FUZZ_SECONDS:-1}"
 echo "== fuzz (libFuzzer, ${FUZZ_SECONDS} s per target)"
 bash test/fuzz/run.sh "$FUZZ_SECONDS" >"$TEST_WORK/fuzz.log" 2>&1
 grep -vE ': ok, |^[0-9]+ passed, [0-9]+ failed$' "$TEST_WORK/fuzz.log" | tail -40
