@@ -56,6 +56,21 @@ else
     count_line "unit" 0 1
 fi
 
+# --- 1b. fuzzing -------------------------------------------------------------------------------
+# Every libFuzzer target of test/fuzz for a few seconds each: a regression net for the parsers
+# and translators, not a search (test/fuzz/README.md has the long runs).
+FUZZ_SECONDS="${PGI_FUZZ_SECONDS:-1}"
+echo "== fuzz (libFuzzer, ${FUZZ_SECONDS} s per target)"
+bash test/fuzz/run.sh "$FUZZ_SECONDS" >"$TEST_WORK/fuzz.log" 2>&1
+grep -vE ': ok, |^[0-9]+ passed, [0-9]+ failed$' "$TEST_WORK/fuzz.log" | tail -40
+summary="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$TEST_WORK/fuzz.log" | tail -1)"
+if [ -n "$summary" ]; then
+    count_line "fuzz" "$(echo "$summary" | cut -d' ' -f1)" "$(echo "$summary" | cut -d' ' -f3)"
+else
+    tail -20 "$TEST_WORK/fuzz.log"
+    count_line "fuzz" 0 1
+fi
+
 # --- 2. servers --------------------------------------------------------------------------------
 # The official openai SDK for the gateway tests, from the committed lockfile.
 (cd test/e2e/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || { echo "npm ci failed"; exit 1; }

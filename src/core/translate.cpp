@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <cmath>
+#include <limits>
 #include <random>
 
 #include "redact.h"
@@ -91,7 +92,15 @@ long long int_member(const nlohmann::json &object, const char *key) {
     const nlohmann::json *v = member(object, key);
     if (v == nullptr || !v->is_number())
         return 0;
-    return v->is_number_float() ? static_cast<long long>(v->get<double>()) : v->get<long long>();
+    if (!v->is_number_float())
+        return v->get<long long>();
+    // A fraction is cut off; a value past long long's range saturates (casting it is undefined).
+    const double d = v->get<double>();
+    if (d >= 9223372036854775807.0)
+        return std::numeric_limits<long long>::max();
+    if (d <= -9223372036854775808.0)
+        return std::numeric_limits<long long>::min();
+    return static_cast<long long>(d);
 }
 
 }  // namespace
@@ -342,6 +351,14 @@ nlohmann::json parse_upstream_body(const ServiceEndpoint &service, std::string_v
     return j;
 }
 
+long long add_counts(long long a, long long b) {
+    long long sum = 0;
+    if (__builtin_add_overflow(a, b, &sum))
+        return b > 0 ? std::numeric_limits<long long>::max()
+                     : std::numeric_limits<long long>::min();
+    return sum;
+}
+
 const nlohmann::json *member(const nlohmann::json &object, const char *key) {
     if (!object.is_object())
         return nullptr;
@@ -363,7 +380,7 @@ Usage usage_from_openai(const nlohmann::json &usage) {
     u.completion_tokens = int_member(usage, "completion_tokens");
     u.total_tokens = member(usage, "total_tokens") != nullptr
                          ? int_member(usage, "total_tokens")
-                         : u.prompt_tokens + u.completion_tokens;
+                         : add_counts(u.prompt_tokens, u.completion_tokens);
     return u;
 }
 
@@ -398,8 +415,8 @@ Usage usage_from_openai_text(std::string_view object) {
     u.present = true;
     u.prompt_tokens = token_count(counts[0]);
     u.completion_tokens = token_count(counts[1]);
-    u.total_tokens =
-        !counts[2].empty() ? token_count(counts[2]) : u.prompt_tokens + u.completion_tokens;
+    u.total_tokens = !counts[2].empty() ? token_count(counts[2])
+                                        : add_counts(u.prompt_tokens, u.completion_tokens);
     return u;
 }
 
@@ -410,11 +427,11 @@ Usage usage_from_anthropic(const nlohmann::json &usage) {
     u.present = true;
     // Anthropic's input_tokens leaves out cached prompt tokens; OpenAI's prompt_tokens counts
     // them, and so must the ledger.
-    u.prompt_tokens = int_member(usage, "input_tokens") +
-                      int_member(usage, "cache_creation_input_tokens") +
-                      int_member(usage, "cache_read_input_tokens");
+    u.prompt_tokens = add_counts(add_counts(int_member(usage, "input_tokens"),
+                                            int_member(usage, "cache_creation_input_tokens")),
+                                 int_member(usage, "cache_read_input_tokens"));
     u.completion_tokens = int_member(usage, "output_tokens");
-    u.total_tokens = u.prompt_tokens + u.completion_tokens;
+    u.total_tokens = add_counts(u.prompt_tokens, u.completion_tokens);
     return u;
 }
 
@@ -425,11 +442,11 @@ Usage usage_from_gemini(const nlohmann::json &metadata) {
     u.present = true;
     u.prompt_tokens = int_member(metadata, "promptTokenCount");
     // Thinking tokens are billed as output, as OpenAI counts reasoning in completion_tokens.
-    u.completion_tokens =
-        int_member(metadata, "candidatesTokenCount") + int_member(metadata, "thoughtsTokenCount");
+    u.completion_tokens = add_counts(int_member(metadata, "candidatesTokenCount"),
+                                     int_member(metadata, "thoughtsTokenCount"));
     u.total_tokens = member(metadata, "totalTokenCount") != nullptr
                          ? int_member(metadata, "totalTokenCount")
-                         : u.prompt_tokens + u.completion_tokens;
+                         : add_counts(u.prompt_tokens, u.completion_tokens);
     return u;
 }
 

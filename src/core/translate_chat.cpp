@@ -746,7 +746,11 @@ json chat_request_from_prompt(const std::string &prompt, const json &options) {
     json req = json::object();
     json messages = json::array();
     if (options.is_object()) {
-        for (const auto &[key, value] : options.items()) {
+        for (const auto &item : options.items()) {
+            // Named, not a structured binding: lambdas capture those only from C++20 (clang
+            // refuses it in C++17, and the fuzz build uses clang).
+            const std::string &key = item.key();
+            const json &value = item.value();
             if (value.is_null())
                 continue;
             auto wrong = [&](const char *expected) {

@@ -253,11 +253,14 @@ void ChatStream::openai_event(const SseEventView &e, std::string &out) {
             if (!caller_wants_usage_)
                 return;  // requested by us for the ledger, not by the caller
             if (choices.empty() || choices == "null") {
-                // vLLM sends choices:null; OpenAI clients index into choices unguarded.
+                // vLLM sends choices:null; OpenAI clients index into choices unguarded. The scan
+                // above is no validation: a chunk that is not JSON goes on as it came.
                 json chunk = json::parse(e.data, nullptr, false);
-                chunk["choices"] = json::array();
-                forward(out, chunk.dump());
-                return;
+                if (chunk.is_object()) {
+                    chunk["choices"] = json::array();
+                    forward(out, chunk.dump());
+                    return;
+                }
             }
         }
     }
@@ -447,7 +450,8 @@ void ChatStream::anthropic_event(const SseEventView &e, std::string &out) {
             usage_.completion_tokens = d.completion_tokens;
             if (member(*u, "input_tokens") != nullptr)
                 usage_.prompt_tokens = d.prompt_tokens;
-            usage_.total_tokens = usage_.prompt_tokens + usage_.completion_tokens;
+            usage_.total_tokens =
+                detail::add_counts(usage_.prompt_tokens, usage_.completion_tokens);
             usage_.present = true;
         }
         const json *delta = member(j, "delta");

@@ -1,6 +1,8 @@
 #include "upstream_error.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
+#include <string_view>
 
 #include "redact.h"
 
@@ -17,8 +19,15 @@ std::string text_of(const nlohmann::json &j) {
 }
 
 std::string first_chars(std::string_view body) {
+    constexpr std::size_t kMax = 200;
+    std::size_t n = std::min(body.size(), kMax);
+    // Not in the middle of a UTF-8 character: the message ends up in JSON and in logs.
+    if (n < body.size()) {
+        while (n > 0 && (static_cast<unsigned char>(body[n]) & 0xC0) == 0x80)
+            --n;
+    }
     std::string out;
-    for (char c : body.substr(0, 200))
+    for (char c : body.substr(0, n))
         out.push_back((c == '\n' || c == '\r') ? ' ' : c);
     return out;
 }

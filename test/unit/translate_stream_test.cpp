@@ -543,3 +543,18 @@ TEST(TranslateStream, OpenAiUsageAndErrorFoundAtEveryOffset) {
             << "pad " << pad;
     }
 }
+
+// The in-place scan that spots a usage chunk is no validation: a chunk it can walk that is not
+// JSON is the upstream's to judge, forwarded as it came rather than thrown out of feed().
+TEST(TranslateStream, OpenAiMalformedUsageChunkIsForwarded) {
+    const std::string bad = "{\"choices\":null,\"usage\":{\"prompt_tokens\":3 4}}";
+    const std::string in = std::string(kOpenAiStream) + "data: " + bad + "\n\n" + kDone;
+    for (bool wants_usage : {true, false}) {
+        tr::ChatStream s(kOpenAi, wants_usage);
+        std::string out;
+        ASSERT_NO_THROW(s.feed(in, out));
+        s.finish(out);
+        EXPECT_EQ(out.find("data: " + bad + "\n\n") != std::string::npos, wants_usage);
+        EXPECT_FALSE(s.failed());
+    }
+}

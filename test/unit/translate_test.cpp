@@ -1,6 +1,7 @@
 #include "translate.h"
 
 #include <gtest/gtest.h>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "translate_util.h"
@@ -287,4 +288,41 @@ TEST(TranslateUpstreamFailure, KeyNeverAppears) {
         R"({"error":{"message":"key sk-secret-123 bad","type":"sk-secret-123"}})");
     EXPECT_EQ(std::string(e.what()).find("sk-secret-123"), std::string::npos);
     EXPECT_EQ(e.detail().find("sk-secret-123"), std::string::npos);
+}
+
+// Token counts are whatever number an upstream wrote: one past the range of long long, or a sum
+// that would be, saturates instead of overflowing.
+TEST(Translate, HugeTokenCountsSaturate) {
+    constexpr long long kMax = std::numeric_limits<long long>::max();
+    auto in_place = tr::usage_from_openai_body(
+        R"({"usage":{"prompt_tokens":9223372036854775807,"completion_tokens":5}})");
+    EXPECT_EQ(in_place.total_tokens, kMax);
+    auto openai = tr::detail::usage_from_openai(
+        json::parse(R"({"prompt_tokens":1e300,"completion_tokens":-1e300})"));
+    EXPECT_EQ(openai.prompt_tokens, kMax);
+    EXPECT_EQ(openai.completion_tokens, std::numeric_limits<long long>::min());
+    auto anthropic = tr::detail::usage_from_anthropic(json::parse(
+        R"({"input_tokens":9223372036854775807,"cache_read_input_tokens":9223372036854775807,
+            "output_tokens":9223372036854775807})"));
+    EXPECT_EQ(anthropic.prompt_tokens, kMax);
+    EXPECT_EQ(anthropic.total_tokens, kMax);
+    auto gemini = tr::detail::usage_from_gemini(json::parse(
+        R"({"promptTokenCount":1,"candidatesTokenCount":9223372036854775807,
+            "thoughtsTokenCount":9e18})"));
+    EXPECT_EQ(gemini.completion_tokens, kMax);
+    EXPECT_EQ(gemini.total_tokens, kMax);
+}
+
+// A body that is no error object is quoted by its first 200 bytes, cut where a character ends:
+// the message goes into JSON error objects and logs, which need valid UTF-8.
+TEST(TranslateUpstreamFailure, QuotedBodyCutAtACharacterBoundary) {
+    const std::string body = std::string(199, 'x') + "\xc3\xa9 and more";  // é spans byte 200
+    auto e = tr::upstream_failure(service(Protocol::kOpenAiV1), 502, body);
+    EXPECT_EQ(std::string(e.what()), "service \"svc\" returned HTTP 502: " + std::string(199, 'x'));
+    const std::string json_body =
+        "[\"" + std::string(197, 'y') + "\xe2\x82\xac\"]";  // € at bytes 199-201
+    e = tr::upstream_failure(service(Protocol::kOpenAiV1), 502, json_body);
+    EXPECT_EQ(std::string(e.what()),
+              "service \"svc\" returned HTTP 502: [\"" + std::string(197, 'y'));
+    EXPECT_TRUE(json::accept(tr::openai_error_json(e.what(), "upstream_error")));
 }
