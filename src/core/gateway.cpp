@@ -1099,6 +1099,15 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
                         "unsupported_media_type");
             return;
         }
+        // nlohmann's parser ends its input at a NUL and would accept what precedes it, while
+        // the whole body may be forwarded: JSON text cannot hold a raw NUL, so it is refused.
+        if (text.find('\0') != std::string_view::npos) {
+            reply_error(context, 400,
+                        "The JSON body of your request contains a NUL byte: JSON text cannot "
+                        "hold one; write it as \\u0000 inside a string.",
+                        "invalid_json");
+            return;
+        }
         body = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
         if (body.is_discarded()) {
             reply_error(context, 400,

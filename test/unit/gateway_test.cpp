@@ -1687,6 +1687,13 @@ TEST_F(GatewayTest, BadRequests) {
     EXPECT_EQ(error(r)["code"], "invalid_json");
     o.body = "[1]";
     EXPECT_EQ(call(port, "/v1/chat/completions", o).status, 400);
+    // The JSON parser stops at a NUL and would take what precedes it for the whole body, while
+    // the bytes after it would still be forwarded: a raw NUL is refused instead.
+    o.body = chat_body("chat").dump() + std::string(1, '\0') + "{\"model\":\"other\"}";
+    r = call(port, "/v1/chat/completions", o);
+    EXPECT_EQ(r.status, 400);
+    EXPECT_EQ(error(r)["code"], "invalid_json");
+    EXPECT_NE(error(r)["message"].get<std::string>().find("NUL"), std::string::npos);
     o.body = "{\"messages\":[]}";
     r = call(port, "/v1/chat/completions", o);
     EXPECT_EQ(r.status, 400);
