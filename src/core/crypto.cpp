@@ -110,6 +110,19 @@ std::optional<std::string> from_hex(const std::string &hex) {
     return out;
 }
 
+void wipe(std::string &secret) noexcept {
+    // resize within the capacity never reallocates, and makes every owned byte part of the
+    // string, so writing them through data() is defined.
+    secret.resize(secret.capacity());
+    OPENSSL_cleanse(secret.data(), secret.size());
+    secret.clear();
+}
+
+void wipe(std::vector<std::string> &secrets) noexcept {
+    for (std::string &s : secrets)
+        wipe(s);
+}
+
 bool constant_time_equal(const std::string &a, const std::string &b) {
     if (a.size() != b.size())
         return false;
@@ -299,7 +312,7 @@ std::optional<std::string> read_key_file(const std::string &path) {
     }
     contents.resize(size);
     std::optional<std::string> key = try_parse_key_file(contents);
-    OPENSSL_cleanse(contents.data(), contents.size());
+    wipe(contents);
     if (!key)
         throw Error(sqlstate::kConfigFileError,
                     "invalid cluster key file " + quoted_path(path) + ": " + kKeyFileExpectation,

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace pgi::crypto {
 
@@ -32,6 +33,12 @@ std::optional<std::string> from_hex(const std::string &hex);
 // Comparison whose time depends only on the lengths, never on where the contents differ: for
 // secrets and hashes presented by clients.
 bool constant_time_equal(const std::string &a, const std::string &b);
+
+// Overwrites every byte the string owns (its whole capacity, so a short key kept inline or the
+// tail of a longer one left by a shrink is wiped too) with OPENSSL_cleanse, which the compiler
+// may not remove, and leaves it empty. For decrypted keys and header lines that carry them.
+void wipe(std::string &secret) noexcept;
+void wipe(std::vector<std::string> &secrets) noexcept;
 
 // AES-256-GCM. The blob is version (0x01) || 12-byte random nonce || ciphertext || 16-byte tag.
 // The version byte and aad are authenticated: pass the service name as aad so a stored key

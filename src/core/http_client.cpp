@@ -11,9 +11,14 @@
 #include <unordered_map>
 
 #include "address_filter.h"
+#include "crypto.h"
 #include "error.h"
 
 namespace pgi::http {
+
+Request::~Request() {
+    crypto::wipe(headers);
+}
 
 namespace {
 

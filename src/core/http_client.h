@@ -33,6 +33,14 @@ struct Request {
     // made (CURLOPT_OPENSOCKETFUNCTION, after DNS), a kept-alive one before the request is sent
     // on it (CURLOPT_PREREQFUNCTION). Never retried.
     std::shared_ptr<const net::AddressFilter> blocked_networks;
+
+    // The header lines carry the upstream key: wiped when the request goes.
+    Request() = default;
+    Request(const Request &) = default;
+    Request(Request &&) = default;
+    Request &operator=(const Request &) = default;
+    Request &operator=(Request &&) = default;
+    ~Request();
 };
 
 struct Response {

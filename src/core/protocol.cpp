@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cctype>
 
+#include "crypto.h"
+
 namespace pgi {
 
 std::optional<Protocol> parse_protocol(const std::string &text) {
@@ -28,6 +30,10 @@ const char *protocol_name(Protocol p) {
             return "ANTHROPIC_V1";
     }
     return "OPENAI_V1";
+}
+
+ServiceEndpoint::~ServiceEndpoint() {
+    crypto::wipe(api_key);
 }
 
 std::vector<std::string> auth_headers(const ServiceEndpoint &service) {

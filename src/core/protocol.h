@@ -32,6 +32,15 @@ struct ServiceEndpoint {
     // inference.blocked_networks restricts: every connection made for it is refused when its
     // address is in these networks. Null: no address is refused.
     std::shared_ptr<const net::AddressFilter> blocked_networks;
+
+    // The key is wiped when an endpoint goes: snapshots and catalogs hold plain keys for as
+    // long as they live, and freed memory must not keep them.
+    ServiceEndpoint() = default;
+    ServiceEndpoint(const ServiceEndpoint &) = default;
+    ServiceEndpoint(ServiceEndpoint &&) = default;
+    ServiceEndpoint &operator=(const ServiceEndpoint &) = default;
+    ServiceEndpoint &operator=(ServiceEndpoint &&) = default;
+    ~ServiceEndpoint();
 };
 
 // The headers that carry the upstream credentials (and Anthropic's version header), as

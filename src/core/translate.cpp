@@ -5,11 +5,16 @@
 #include <limits>
 #include <random>
 
+#include "crypto.h"
 #include "redact.h"
 #include "translate_util.h"
 #include "upstream_error.h"
 
 namespace pgi::translate {
+
+UpstreamRequest::~UpstreamRequest() {
+    crypto::wipe(headers);
+}
 
 namespace detail {
 

@@ -22,6 +22,16 @@ struct UpstreamRequest {
     std::string url;
     std::vector<std::string> headers;
     std::string body;
+
+    // The header lines carry the key: wiped when the request goes.
+    UpstreamRequest() = default;
+    UpstreamRequest(std::string m, std::string u, std::vector<std::string> h, std::string b)
+        : method(std::move(m)), url(std::move(u)), headers(std::move(h)), body(std::move(b)) {}
+    UpstreamRequest(const UpstreamRequest &) = default;
+    UpstreamRequest(UpstreamRequest &&) = default;
+    UpstreamRequest &operator=(const UpstreamRequest &) = default;
+    UpstreamRequest &operator=(UpstreamRequest &&) = default;
+    ~UpstreamRequest();
 };
 
 // Token counts in OpenAI's terms. present is false when the upstream reported none, which the

@@ -31,7 +31,12 @@ const std::string &cluster_key(bool for_sealing) {
     if (!path.empty() && path[0] != '/')
         path = std::string(DataDir) + "/" + path;
     if (cached_key.empty() || cached_path != path) {
-        cached_key = crypto::load_or_create_key_file(path, in_data_dir && for_sealing);
+        std::string loaded = crypto::load_or_create_key_file(path, in_data_dir && for_sealing);
+        // The replaced key is wiped, not merely freed; the new one is copied into the kept
+        // buffer and its temporary wiped too.
+        crypto::wipe(cached_key);
+        cached_key = loaded;
+        crypto::wipe(loaded);
         cached_path = path;
     }
     return cached_key;

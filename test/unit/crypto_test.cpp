@@ -76,6 +76,26 @@ TEST(Crypto, ConstantTimeEqual) {
     EXPECT_FALSE(c::constant_time_equal(std::string("a\0b", 3), std::string("a\0c", 3)));
 }
 
+// Every byte the string owns is zeroed in place: a long key on the heap, a short one kept inline,
+// and the tail left behind when a longer value was shortened.
+TEST(Crypto, WipeZeroesTheWholeBufferInPlace) {
+    for (std::size_t length : {std::size_t{5}, std::size_t{15}, std::size_t{200}}) {
+        std::string secret(length, 'k');
+        secret.resize(length / 2);  // the tail keeps its 'k's past size()
+        const char *buffer = secret.data();
+        const std::size_t capacity = secret.capacity();
+        c::wipe(secret);
+        EXPECT_TRUE(secret.empty());
+        ASSERT_EQ(secret.data(), buffer) << "wipe must not reallocate";
+        for (std::size_t i = 0; i < capacity; ++i)
+            ASSERT_EQ(buffer[i], '\0') << "byte " << i << " of a " << length << "-byte secret";
+    }
+    std::vector<std::string> lines{"Authorization: Bearer sk-1", std::string(300, 'x')};
+    c::wipe(lines);
+    EXPECT_TRUE(lines[0].empty());
+    EXPECT_TRUE(lines[1].empty());
+}
+
 const std::string kDecryptMessage = "could not decrypt the stored API key";
 const std::string kDecryptHint =
     "The cluster key changed: restore the original key file or set inference.secret_key_file, "
