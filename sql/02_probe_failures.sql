@@ -1,4 +1,4 @@
--- A failed probe refuses the registration with the §3.2 diagnosis and stores nothing.
+-- A failed probe refuses the registration with its diagnosis and stores nothing.
 SELECT mock.reset();
 
 -- Wrong key, for each protocol (Gemini answers a bad key with 400 API_KEY_INVALID).
@@ -47,7 +47,7 @@ SELECT name, allow_insecure, status FROM inference.register_external_service(
     'tls-gemini', 'gemini-2.0-flash', mock.tls_url('t3'), api_key => 'sk-test-gemini',
     protocol => 'GEMINI_V1_BETA', allow_insecure => true);
 
--- The rest of the §3.2 table, through scenarios of the mock.
+-- The rest of the diagnoses (README, Health checks), through scenarios of the mock.
 SELECT inference.register_external_service('s-forbidden', 'gpt-4o-mini', mock.url('forbidden'),
                                            api_key => 'sk-test-openai');
 SELECT inference.register_external_service('s-quota', 'gpt-4o-mini', mock.url('quota'),

@@ -1,4 +1,4 @@
--- Every field rule of SPEC §1.1, with the refused value and the message. Nothing here reaches
+-- Every field rule of a service, with the refused value and the message. Nothing here reaches
 -- the network (validate => false) and nothing is stored.
 CREATE FUNCTION try_register(name text, model text, base_url text, api_key text DEFAULT NULL,
                              protocol text DEFAULT 'OPENAI_V1', functions text[] DEFAULT '{}')

@@ -1,4 +1,4 @@
--- Outbound HTTP behaviour (SPEC §2.1): retries, upstream errors, cancellation, size cap.
+-- Outbound HTTP behaviour: retries, upstream errors, cancellation, size cap.
 SELECT mock.reset();
 SELECT s.name
   FROM (VALUES ('flaky-svc', 'flaky:2'), ('broken-svc', 'server_error'),

@@ -14,7 +14,7 @@ namespace pgi::probe {
 
 struct Result {
     bool ok = false;
-    std::string message;   // §3.2 message ("" when ok)
+    std::string message;   // the diagnosis shown to users ("" when ok)
     std::string hint;      // what to do, when the message alone does not say
     std::string sqlstate;  // one of pgi::sqlstate's upstream codes ("" when ok)
     long http_status = 0;

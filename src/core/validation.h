@@ -1,4 +1,4 @@
-// Validation of the user-supplied fields of a service (§1.3). Registration, update
+// Validation of the user-supplied fields of a service. Registration, update
 // and the gateway's snapshot loader all call these, so a value is judged the same way everywhere.
 // Every refusal is a pgi::Error with SQLSTATE 22023 (invalid_parameter_value), a PostgreSQL-style
 // message that quotes the offending value (escaped, and never an API key or URL credentials) and a

@@ -1,6 +1,6 @@
 // The report of test/bench/gateway_compare.sh: reads the load client's JSON lines (one per run,
 // labelled "target latency endpoint concurrency round"), prints the table and the acceptance
-// ratios of issue 7, writes everything to --out and exits 1 when a target is missed.
+// ratios the benchmark targets, writes everything to --out and exits 1 when a target is missed.
 //
 // Added latency is computed within a round (the target's percentile minus direct's, measured
 // minutes apart at most) and then the median over the rounds is taken, as for every other number:

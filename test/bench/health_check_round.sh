@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # How long one round of the health-check worker takes for 1,000 services behind an upstream that
-# answers every request after 200 ms (SPEC.md §3.1: "1,000 services must be checked within a few
-# seconds"; target < 5 s).
+# answers every request after 200 ms (1,000 services must be checked within a few seconds;
+# target < 5 s).
 #
 # The round time is the worker's own measure (inference.health_worker_status().last_round_ms):
 # reading the services, probing them all, writing every result. The baseline is the same 1,000

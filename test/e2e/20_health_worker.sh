@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The health-check worker: Pending after a restart, a reloaded interval applied
-# without restart, every §3.2 diagnosis at the next tick and Ready again once the upstream
+# without restart, every diagnosis at the next tick and Ready again once the upstream
 # recovers, SIGTERM at once in the middle of a probe, restarts after pg_terminate_backend and
 # kill -9, DROP DATABASE not blocked, DROP/CREATE EXTENSION under a running worker, a hot standby
 # that checks on its own, and Unknown without shared_preload_libraries.
