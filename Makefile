@@ -35,6 +35,8 @@ CORE_OBJS = \
 	src/core/upstream_error.o \
 	src/core/usage_counters.o \
 	src/core/validation.o
+# One module per wire protocol (docs/dialects.md).
+PROTOCOL_OBJS = $(patsubst %.cpp,%.o,$(sort $(wildcard src/core/protocols/*.cpp)))
 PG_OBJS = \
 	src/pg/access_keys.o \
 	src/pg/backend_http.o \
@@ -53,7 +55,7 @@ PG_OBJS = \
 	src/pg/usage_writer.o \
 	src/pg/worker_connection.o \
 	src/pg/worker_transaction.o
-OBJS = $(CORE_OBJS) $(PG_OBJS)
+OBJS = $(CORE_OBJS) $(PROTOCOL_OBJS) $(PG_OBJS)
 
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(filter-out sql/pg_inference--%,$(wildcard sql/*.sql))))
 REGRESS_OPTS = --load-extension=pg_inference
@@ -62,7 +64,7 @@ PG_CONFIG ?= pg_config
 PG_INCLUDEDIR_SERVER := $(shell $(PG_CONFIG) --includedir-server)
 
 # PGXS adds PG_CXXFLAGS to its C++ compile line. PostgreSQL's headers are included as system headers so -Wextra -Werror applies to our code only.
-PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -fPIC -isystem $(PG_INCLUDEDIR_SERVER) -Isrc/core -Isrc/pg
+PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -fPIC -isystem $(PG_INCLUDEDIR_SERVER) -Isrc/core -Isrc/core/protocols -Isrc/pg
 SHLIB_LINK = -lcurl -lssl -lcrypto -levent -levent_openssl -lstdc++
 
 # Debian's server is built with LLVM JIT; PGXS would then compile bitcode with clang for every
