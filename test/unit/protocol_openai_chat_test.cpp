@@ -689,6 +689,16 @@ TEST(ProtocolOpenAiChat, StreamWriterKeepsIdCreatedAndModel) {
     EXPECT_EQ(chunks.back()["choices"], json::array());
 }
 
+TEST(ProtocolOpenAiChat, StreamWriterIgnoresARepeatedStart) {
+    std::vector<Event> events = answer_events();
+    Event again = events[0];
+    again.id = "other";
+    events.insert(events.begin() + 2, again);
+    EXPECT_EQ(write_stream(events, false).find("other"), std::string::npos);
+    EXPECT_EQ(normalised(write_stream(events, false)),
+              normalised(write_stream(answer_events(), false)));
+}
+
 TEST(ProtocolOpenAiChat, StreamWriterEndsOnAnError) {
     std::vector<Event> events = answer_events();
     Event error;

@@ -409,6 +409,8 @@ void StreamWriter::write(const Event &e, std::string &out) {
     std::string delta;
     switch (e.kind) {
         case Event::Kind::kStart:
+            if (!prefix_.empty())
+                break;  // one stream, one id: a repeated start says nothing new
             start(e.id, e.model);
             if (e.usage.present)
                 usage_ = e.usage;
