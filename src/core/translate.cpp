@@ -371,6 +371,11 @@ const nlohmann::json *member(const nlohmann::json &object, const char *key) {
     return it == object.end() ? nullptr : &*it;
 }
 
+const nlohmann::json *given(const nlohmann::json &object, const char *key) {
+    const nlohmann::json *v = member(object, key);
+    return v == nullptr || v->is_null() ? nullptr : v;
+}
+
 std::string string_member(const nlohmann::json &object, const char *key) {
     const nlohmann::json *v = member(object, key);
     return v != nullptr && v->is_string() ? v->get<std::string>() : std::string();

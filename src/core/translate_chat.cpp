@@ -11,11 +11,11 @@ namespace pgi::translate {
 
 namespace {
 
+using detail::given;
 using detail::member;
 using nlohmann::json;
 
-constexpr const char *kRequestHint =
-    "An OpenAI chat request looks like {\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}.";
+constexpr const char *kRequestHint = detail::kOpenAiChatRequestHint;
 
 [[noreturn]] void invalid(const std::string &message, const std::string &hint = kRequestHint) {
     throw Error(sqlstate::kInvalidParameterValue, message, hint);
@@ -29,12 +29,6 @@ constexpr const char *kRequestHint =
 
 std::string where(std::size_t i) {
     return "messages[" + std::to_string(i) + "]";
-}
-
-// A member that is present and not null: OpenAI clients send null for "not set".
-const json *given(const json &object, const char *key) {
-    const json *v = member(object, key);
-    return v == nullptr || v->is_null() ? nullptr : v;
 }
 
 std::optional<long long> positive_integer(const json &req, const char *key) {
@@ -225,11 +219,7 @@ std::vector<FunctionTool> function_tools(const ServiceEndpoint &s, const json &r
     return tools;
 }
 
-// tool_choice as one of auto, none, required, or the name of the one function to call.
-struct ToolChoice {
-    std::string mode;
-    std::string function;
-};
+using ToolChoice = detail::OpenAiToolChoice;
 
 std::optional<ToolChoice> tool_choice(const json &req) {
     const json *v = given(req, "tool_choice");
@@ -674,6 +664,41 @@ json gemini_response(const ServiceEndpoint &s, std::string_view body) {
 }
 
 }  // namespace
+
+namespace detail {
+
+void validate_openai_chat(const json &request) {
+    validate(request);
+}
+
+std::optional<long long> openai_max_tokens(const json &request) {
+    return max_tokens(request);
+}
+
+json openai_stop_sequences(const json &request) {
+    return stop_sequences(request);
+}
+
+std::optional<OpenAiToolChoice> openai_tool_choice(const json &request) {
+    return tool_choice(request);
+}
+
+json openai_chat_completion(std::string id, std::string model, std::string text, json tool_calls,
+                            const char *finish_reason, const Usage &usage) {
+    json choices = json::array(
+        {choice_json(0, message_json(std::move(text), std::move(tool_calls)), finish_reason)});
+    return completion_json(std::move(id), std::move(model), std::move(choices), usage);
+}
+
+json openai_tool_arguments(const json &call, std::size_t message_index) {
+    return arguments_object(call, message_index);
+}
+
+bool openai_stream_usage_asked(const json &request) {
+    return stream_usage_asked(request);
+}
+
+}  // namespace detail
 
 ChatCall chat_request(const ServiceEndpoint &s, json req, const ChatDefaults &defaults,
                       std::string_view raw) {
