@@ -12,6 +12,7 @@ CORE_OBJS = \
 	src/core/crypto.o \
 	src/core/env_policy.o \
 	src/core/gateway.o \
+	src/core/gateway_messages.o \
 	src/core/gateway_openai.o \
 	src/core/gateway_passthrough.o \
 	src/core/gateway_request.o \

@@ -554,6 +554,17 @@ std::string raw_response(int status, const char *reason, const std::string &body
            "\r\nConnection: close\r\n\r\n" + body;
 }
 
+// The caller's dialect for a route: null for the gateway's own OpenAI shape.
+const protocols::Module *dialect_for(const Route &r, bool anthropic_version) {
+    if (r.endpoint == Endpoint::kMessages)
+        return &protocols::anthropic_module();
+    // The Anthropic SDK lists models on the same path as OpenAI's and says who it is by the
+    // version header every Anthropic request carries.
+    if ((r.endpoint == Endpoint::kModels || r.endpoint == Endpoint::kModel) && anthropic_version)
+        return &protocols::anthropic_module();
+    return nullptr;
+}
+
 }  // namespace
 
 const char *Server::Impl::check_key(const Snapshot &snap, const char *authorization,
@@ -590,7 +601,7 @@ std::string Server::Impl::precheck(std::string_view block, int &status,
 
     std::string authorization, x_api_key, content_length;
     bool have_authorization = false, have_x_api_key = false, have_length = false;
-    bool chunked = false;
+    bool chunked = false, anthropic_version = false;
     size_t pos = eol + 1;
     while (pos < block.size()) {
         size_t end = block.find('\n', pos);
@@ -619,8 +630,20 @@ std::string Server::Impl::precheck(std::string_view block, int &status,
             have_length = true;
         } else if (iequals(name, "Transfer-Encoding")) {
             chunked = true;
+        } else if (iequals(name, "anthropic-version")) {
+            anthropic_version = true;
         }
     }
+
+    // The route decides the shape of a refusal: each dialect's callers get their own errors.
+    Route r;
+    if (evhttp_uri *parsed = evhttp_uri_parse_with_flags(uri.c_str(), EVHTTP_URI_NONCONFORMANT)) {
+        const char *path = evhttp_uri_get_path(parsed);
+        r = route(path != nullptr ? path : "");
+        evhttp_uri_free(parsed);
+    }
+    RequestContext shape;
+    shape.dialect = dialect_for(r, anthropic_version);
 
     body_length = chunked ? -1 : 0;
     if (have_length && !chunked) {
@@ -636,19 +659,14 @@ std::string Server::Impl::precheck(std::string_view block, int &status,
             status = 413;
             return raw_response(
                 413, "Payload Too Large",
-                error_body("Request too large: the gateway accepts bodies and headers up to " +
+                error_json(shape, 413,
+                           "Request too large: the gateway accepts bodies and headers up to " +
                                std::to_string(config.max_body_size) + " bytes",
-                           413, "request_too_large", {}));
+                           "request_too_large", {}));
         }
     }
     if (!config.require_key || method == 0 || snapshot->unavailable)
         return {};
-    evhttp_uri *parsed = evhttp_uri_parse_with_flags(uri.c_str(), EVHTTP_URI_NONCONFORMANT);
-    if (parsed == nullptr)
-        return {};
-    const char *path = evhttp_uri_get_path(parsed);
-    Route r = route(path != nullptr ? path : "");
-    evhttp_uri_free(parsed);
     // What handle() answers before it looks at the key is left to it.
     if (r.endpoint == Endpoint::kUnknown || (r.allowed & method) == 0 ||
         r.endpoint == Endpoint::kHealth || r.endpoint == Endpoint::kMetrics ||
@@ -660,7 +678,8 @@ std::string Server::Impl::precheck(std::string_view block, int &status,
     if (refusal == nullptr)
         return {};
     status = 401;
-    return raw_response(401, "Unauthorized", error_body(refusal, 401, "invalid_api_key", {}));
+    return raw_response(401, "Unauthorized",
+                        error_json(shape, 401, refusal, "invalid_api_key", {}));
 }
 
 void Server::Impl::track(evhttp_connection *conn, bufferevent *bev) {
@@ -968,15 +987,19 @@ void Server::Impl::handle(evhttp_request *req) {
         std::string_view raw_path = path != nullptr ? path : "";
         unsigned method = static_cast<unsigned>(evhttp_request_get_command(req));
         Route r = route(raw_path);
+        evkeyvalq *in = evhttp_request_get_input_headers(req);
+        context.dialect = dialect_for(r, evhttp_find_header(in, "anthropic-version") != nullptr);
 
         if (context.snapshot->unavailable &&
             !(r.endpoint == Endpoint::kMetrics && method == kGet)) {
             // Nothing can be served, and there is no ledger to count it in.
             context.ledger = false;
-            reply(
-                context, 503,
-                translate::openai_error_json(*context.snapshot->unavailable, "service_unavailable",
-                                             "extension_not_installed", {}));
+            reply(context, 503,
+                  context.dialect != nullptr
+                      ? context.dialect->error_body(503, *context.snapshot->unavailable)
+                      : translate::openai_error_json(*context.snapshot->unavailable,
+                                                     "service_unavailable",
+                                                     "extension_not_installed", {}));
             return;
         }
         if (r.endpoint == Endpoint::kUnknown) {
@@ -1014,7 +1037,6 @@ void Server::Impl::handle(evhttp_request *req) {
         }
 
         // The caller's access key.
-        evkeyvalq *in = evhttp_request_get_input_headers(req);
         const char *refusal = check_key(*context.snapshot, evhttp_find_header(in, "Authorization"),
                                         evhttp_find_header(in, "X-API-Key"), &context.key);
         // Without required keys a bad key is ignored rather than refused: the caller could
@@ -1046,6 +1068,7 @@ void Server::Impl::handle_models(RequestContext &context, const Route &r) {
                               {"owned_by", "pg_inference"}};
     };
     const Snapshot &snap = *context.snapshot;
+    const bool anthropic = context.dialect == &protocols::anthropic_module();
     if (r.endpoint == Endpoint::kModel) {
         auto it = snap.services.find(r.model_id);
         if (it == snap.services.end() ||
@@ -1057,14 +1080,22 @@ void Server::Impl::handle_models(RequestContext &context, const Route &r) {
             return;
         }
         context.service = &it->second;
-        reply(context, 200, model_object(it->first).dump());
+        reply(context, 200,
+              (anthropic ? anthropic_model_object(it->first) : model_object(it->first)).dump());
+        return;
+    }
+    std::vector<std::string> names;
+    for (const auto &entry : snap.services) {
+        if (context.key == nullptr || context.key->allows(entry.first))
+            names.push_back(entry.first);
+    }
+    if (anthropic) {
+        reply(context, 200, anthropic_model_list(names).dump());
         return;
     }
     nlohmann::json data = nlohmann::json::array();
-    for (const auto &entry : snap.services) {
-        if (context.key == nullptr || context.key->allows(entry.first))
-            data.push_back(model_object(entry.first));
-    }
+    for (const std::string &name : names)
+        data.push_back(model_object(name));
     reply(context, 200, nlohmann::json{{"object", "list"}, {"data", std::move(data)}}.dump());
 }
 
@@ -1166,6 +1197,9 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
         case Endpoint::kChat:
             start_chat(*this, std::move(handed), std::move(body));
             break;
+        case Endpoint::kMessages:
+            start_messages(*this, std::move(handed), std::move(body));
+            break;
         case Endpoint::kEmbeddings:
             start_embeddings(*this, std::move(handed), std::move(body));
             break;
@@ -1195,8 +1229,16 @@ void Server::Impl::reply(RequestContext &context, int status, std::string body,
 
 void Server::Impl::reply_error(RequestContext &context, int status, std::string_view message,
                                std::string_view code, std::string_view param, bool rate_limited) {
-    reply(context, status, error_body(message, status, code, param), "application/json",
+    reply(context, status, error_json(context, status, message, code, param), "application/json",
           rate_limited);
+}
+
+std::string Server::Impl::error_json(const RequestContext &context, int status,
+                                     std::string_view message, std::string_view code,
+                                     std::string_view param) {
+    if (context.dialect != nullptr)
+        return context.dialect->error_body(status, message);
+    return error_body(message, status, code, param);
 }
 
 http::Request to_http(translate::UpstreamRequest &&request) {
@@ -1311,7 +1353,7 @@ void Server::Impl::respond(Exchange &ex, int status, std::string body, const cha
 
 void Server::Impl::respond_error(Exchange &ex, int status, std::string_view message,
                                  std::string_view code, std::string_view param) {
-    respond(ex, status, error_body(message, status, code, param));
+    respond(ex, status, error_json(ex.context, status, message, code, param));
 }
 
 void Server::Impl::respond_upstream_failure(Exchange &ex, const http::Response &r) {

@@ -17,6 +17,7 @@
 #include "gateway_request.h"
 #include "http_async.h"
 #include "log_throttle.h"
+#include "modules.h"
 
 struct bufferevent;
 struct event;
@@ -42,6 +43,9 @@ struct RequestContext {
     const ServiceEndpoint *service = nullptr;
     std::vector<std::pair<std::string, std::string>> headers;  // the Governor's, on every reply
     bool ledger = true;  // tell the Governor (not for /health and /metrics)
+    // The caller's dialect when it is not the gateway's own OpenAI shape: its errors are written
+    // by this module (Anthropic's {"type":"error",...}), with that dialect's error types.
+    const protocols::Module *dialect = nullptr;
 };
 
 // One request being served with an upstream call. Owned by Server::Impl::exchanges until done;
@@ -111,6 +115,19 @@ void start_chat(Server::Impl &server, RequestContext &&context, nlohmann::json b
 void start_embeddings(Server::Impl &server, RequestContext &&context, nlohmann::json body);
 void start_rerank(Server::Impl &server, RequestContext &&context, nlohmann::json body);
 void start_passthrough(Server::Impl &server, RequestContext &&context, const Route &route);
+// POST /v1/messages (gateway_messages.cpp): the Anthropic Messages dialect for any service.
+void start_messages(Server::Impl &server, RequestContext &&context, nlohmann::json body);
+// An Anthropic model object / list for GET /v1/models with an anthropic-version header.
+nlohmann::json anthropic_model_object(const std::string &name);
+nlohmann::json anthropic_model_list(const std::vector<std::string> &names);
+
+// The caller's body as it arrived (handle_service_call made it one contiguous piece to parse it),
+// for calls that pass it on rather than serialise the parsed document again.
+std::string_view raw_body(const Exchange &ex);
+// Whether an upstream call succeeded with a 2xx answer.
+bool upstream_ok(const http::Response &response);
+// The headers of an SSE answer.
+extern const std::vector<std::pair<std::string, std::string>> kSseHeaders;
 
 // A translated upstream call as the HTTP client's request.
 http::Request to_http(translate::UpstreamRequest &&request);
@@ -138,6 +155,10 @@ struct Server::Impl {
     void reply_error(RequestContext &context, int status, std::string_view message,
                      std::string_view code = {}, std::string_view param = {},
                      bool rate_limited = false);
+    // An error body in the caller's dialect (context.dialect), OpenAI's shape by default.
+    static std::string error_json(const RequestContext &context, int status,
+                                  std::string_view message, std::string_view code,
+                                  std::string_view param);
 
     // The evhttp side of config (body size cap, client timeout), at start and on reconfigure.
     void apply_http_limits();
@@ -225,5 +246,20 @@ struct Server::Impl {
     LogThrottle throttle;
     event *warn_event = nullptr;  // summaries of repeated warnings
 };
+
+// Runs an exchange's setup, answering the caller for whatever it throws.
+template <class F>
+void guarded_start(Server::Impl &server, Exchange &ex, F &&setup) {
+    try {
+        setup();
+    } catch (const Error &e) {
+        server.respond_translate_error(ex, e);
+    } catch (const nlohmann::json::exception &e) {
+        server.respond_error(ex, 400, e.what(), "invalid_value");
+    } catch (const std::exception &e) {
+        server.respond_error(ex, 500, std::string("internal gateway error: ") + e.what(),
+                             "internal_error");
+    }
+}
 
 }  // namespace pgi::gateway

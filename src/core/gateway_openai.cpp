@@ -19,15 +19,8 @@ namespace {
 
 using json = nlohmann::json;
 
-const std::vector<std::pair<std::string, std::string>> kSseHeaders = {
-    {"Content-Type", "text/event-stream"},
-    {"Cache-Control", "no-cache"},
-    // Proxies in front of the gateway (nginx) must not buffer the stream either.
-    {"X-Accel-Buffering", "no"},
-};
-
 bool ok(const http::Response &r) {
-    return r.curl_code == 0 && r.status >= 200 && r.status <= 299;
+    return upstream_ok(r);
 }
 
 long long int_member(const json &object, const char *key) {
@@ -67,33 +60,6 @@ std::optional<bool> embeddings_are_base64(std::string_view body) {
         return std::nullopt;
     }
     return std::nullopt;
-}
-
-// The caller's body as it arrived (handle_service_call made it one contiguous piece to parse
-// it), for translations that pass it on rather than serialise the parsed document again.
-std::string_view raw_body(const Exchange &ex) {
-    if (ex.req == nullptr)
-        return {};
-    evbuffer *input = evhttp_request_get_input_buffer(ex.req);
-    std::size_t size = evbuffer_get_length(input);
-    if (size == 0)
-        return {};
-    return std::string_view(reinterpret_cast<const char *>(evbuffer_pullup(input, -1)), size);
-}
-
-// Runs an exchange's setup, answering the caller for whatever it throws.
-template <class F>
-void guarded_start(Server::Impl &server, Exchange &ex, F &&setup) {
-    try {
-        setup();
-    } catch (const Error &e) {
-        server.respond_translate_error(ex, e);
-    } catch (const json::exception &e) {
-        server.respond_error(ex, 400, e.what(), "invalid_value");
-    } catch (const std::exception &e) {
-        server.respond_error(ex, 500, std::string("internal gateway error: ") + e.what(),
-                             "internal_error");
-    }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -253,6 +219,27 @@ struct RerankExchange : Exchange {
 };
 
 }  // namespace
+
+const std::vector<std::pair<std::string, std::string>> kSseHeaders = {
+    {"Content-Type", "text/event-stream"},
+    {"Cache-Control", "no-cache"},
+    // Proxies in front of the gateway (nginx) must not buffer the stream either.
+    {"X-Accel-Buffering", "no"},
+};
+
+bool upstream_ok(const http::Response &r) {
+    return r.curl_code == 0 && r.status >= 200 && r.status <= 299;
+}
+
+std::string_view raw_body(const Exchange &ex) {
+    if (ex.req == nullptr)
+        return {};
+    evbuffer *input = evhttp_request_get_input_buffer(ex.req);
+    std::size_t size = evbuffer_get_length(input);
+    if (size == 0)
+        return {};
+    return std::string_view(reinterpret_cast<const char *>(evbuffer_pullup(input, -1)), size);
+}
 
 void start_chat(Server::Impl &server, RequestContext &&context, json body) {
     auto &ex = static_cast<ChatExchange &>(

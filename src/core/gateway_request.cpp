@@ -53,6 +53,9 @@ Route route(std::string_view path) {
     } else if (path == "/v1/chat/completions") {
         r.endpoint = Endpoint::kChat;
         r.allowed = kPost;
+    } else if (path == "/v1/messages") {
+        r.endpoint = Endpoint::kMessages;
+        r.allowed = kPost;
     } else if (path == "/v1/embeddings") {
         r.endpoint = Endpoint::kEmbeddings;
         r.allowed = kPost;

@@ -23,6 +23,7 @@ enum class Endpoint {
     kModels,       // GET /v1/models
     kModel,        // GET /v1/models/{id}
     kChat,         // POST /v1/chat/completions
+    kMessages,     // POST /v1/messages (the Anthropic Messages dialect)
     kEmbeddings,   // POST /v1/embeddings
     kRerank,       // POST /v1/rerank
     kRanking,      // POST /v1/ranking
