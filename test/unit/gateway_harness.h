@@ -5,8 +5,6 @@
 // namespace).
 #pragma once
 
-#include "gateway.h"
-
 #include <arpa/inet.h>
 #include <atomic>
 #include <chrono>
@@ -23,11 +21,11 @@
 #include <gtest/gtest.h>
 #include <map>
 #include <mutex>
-#include <optional>
 #include <netinet/in.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <optional>
 #include <poll.h>
 #include <set>
 #include <signal.h>
@@ -42,6 +40,7 @@
 #include "address_filter.h"
 #include "base64.h"
 #include "crypto.h"
+#include "gateway.h"
 #include "gateway_request.h"
 #include "http_async.h"
 
@@ -885,7 +884,7 @@ std::vector<std::string> sse_data(const std::string &body) {
 }
 
 // The content deltas of an OpenAI SSE body, joined.
-std::string sse_text(const std::string &body) {
+[[maybe_unused]] std::string sse_text(const std::string &body) {
     std::string text;
     for (const std::string &d : sse_data(body)) {
         json j = json::parse(d, nullptr, false);
