@@ -42,11 +42,10 @@ struct MessagesExchange : Exchange {
             usage = tally.charged();
     }
 
-    // Upstream stream bytes (or their end) through the reader, into `out` for the caller.
+    // Upstream stream bytes (or their end) through the reader; a translated stream's bytes for
+    // the caller go to `out` (the fast path sends the upstream's own).
     void pump(std::string_view bytes, bool end) {
         out.clear();
-        if (writer == nullptr)
-            out.assign(bytes.data(), bytes.size());
         if (reader_broken)
             return;
         events.clear();
@@ -91,7 +90,10 @@ struct MessagesExchange : Exchange {
         if (!streaming)
             server.start_stream(*this, 200, kSseHeaders);
         pump(std::string_view(data, size), false);
-        server.send_chunk(*this, out.data(), out.size());
+        if (writer == nullptr)
+            server.send_chunk(*this, data, size);
+        else
+            server.send_chunk(*this, out.data(), out.size());
         // A translated stream that failed is over for the caller; the rest is not read.
         return !(writer != nullptr && tally.failed());
     }

@@ -365,4 +365,27 @@ TEST_F(MessagesTest, ModelsInAnthropicShape) {
     EXPECT_EQ(r.js()["object"], "list");
 }
 
+TEST_F(MessagesTest, CallerLeavingMidStreamStopsTheUpstreamAndIsCharged) {
+    start();
+    int fd = connect_raw();
+    ASSERT_GE(fd, 0);
+    std::string body = hello("slow", true).dump();
+    std::string request =
+        "POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: " + std::string(kGatewayKey) +
+        "\r\nanthropic-version: 2023-06-01\r\nContent-Type: application/json"
+        "\r\nContent-Length: " +
+        std::to_string(body.size()) + "\r\n\r\n" + body;
+    ASSERT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
+    std::string got = read_until(
+        fd, [](const std::string &text) { return text.find("hello") != std::string::npos; });
+    ASSERT_NE(got.find("content_block_delta"), std::string::npos) << got;
+    expect_abandoned(fd);
+    EXPECT_TRUE(eventually([&] { return upstream->streams_closed_by_peer() == 1; }));
+    // Gone before the usage: charged an estimate from the text streamed, not zero.
+    auto done = governor.all();
+    ASSERT_FALSE(done.empty());
+    EXPECT_TRUE(done[0].usage.present);
+    EXPECT_GE(done[0].usage.completion_tokens, 2);
+}
+
 }  // namespace
