@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The official openai npm SDK (installed from the committed lockfile) against the gateway.
+# The official openai and Anthropic npm SDKs (installed from the committed lockfile) against the
+# gateway.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 source "$ROOT/test/lib/cluster.sh"
@@ -12,4 +13,6 @@ wait_for_key "$KEY" || { fail "the new key reaches the gateway"; exit 0; }
 
 (cd "$ROOT/test/e2e/node" && GATEWAY_URL="$GATEWAY_URL" GATEWAY_KEY="$KEY" MOCK_URL="$MOCK_URL" \
     node gateway_sdk.mjs) | tee -a "$RESULTS"
+(cd "$ROOT/test/e2e/node" && GATEWAY_URL="$GATEWAY_URL" GATEWAY_KEY="$KEY" MOCK_URL="$MOCK_URL" \
+    node anthropic_sdk.mjs) | tee -a "$RESULTS"
 psql_gw -c "SELECT inference.revoke_access_key('sdk-tests')" >/dev/null
