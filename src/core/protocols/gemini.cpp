@@ -194,12 +194,13 @@ struct CallRecord {
 };
 
 void read_contents(const json &contents, chat::Request &req) {
-    if (!contents.is_array() || contents.empty())
+    if (!(contents.is_array() && !contents.empty()) && !contents.is_object())
         invalid("\"contents\" must be a non-empty array");
     std::vector<CallRecord> calls;  // every function call so far, in order
     int next_call = 0;
-    for (std::size_t i = 0; i < contents.size(); ++i) {
-        const json &turn = contents[i];
+    const std::vector<const json *> turns = list_of(&contents);
+    for (std::size_t i = 0; i < turns.size(); ++i) {
+        const json &turn = *turns[i];
         const std::string at = "contents[" + std::to_string(i) + "]";
         if (!turn.is_object())
             invalid(at + " must be an object with \"role\" and \"parts\"");
@@ -608,13 +609,14 @@ json write_response(const chat::Response &r) {
     return out;
 }
 
-void StreamWriter::chunk(std::string &out, const json &parts, const char *finish, bool with_usage) {
+void StreamWriter::chunk(std::string &out, const json &parts, const char *finish) {
     json candidate = {{"content", {{"role", "model"}, {"parts", parts}}}};
     if (finish != nullptr)
         candidate["finishReason"] = finish;
     candidate["index"] = 0;
     json event = {{"candidates", json::array({std::move(candidate)})}};
-    if (with_usage && usage_.present)
+    // Gemini reports the usage known so far on every event.
+    if (usage_.present)
         event["usageMetadata"] = usage_metadata(usage_);
     event["modelVersion"] = model_;
     event["responseId"] = id_;
@@ -643,7 +645,7 @@ void StreamWriter::write(const chat::Event &e, std::string &out) {
             break;
         case Kind::kTextDelta:
             if (!e.text.empty())
-                chunk(out, json::array({{{"text", e.text}}}), nullptr, false);
+                chunk(out, json::array({{{"text", e.text}}}), nullptr);
             break;
         case Kind::kToolInputDelta:
             if (in_tool_)
@@ -664,7 +666,7 @@ void StreamWriter::write(const chat::Event &e, std::string &out) {
                     return;
                 }
                 tool_.input = std::move(input);
-                chunk(out, json::array({function_call_part(tool_, true)}), nullptr, false);
+                chunk(out, json::array({function_call_part(tool_, true)}), nullptr);
             }
             break;
         case Kind::kStop:
@@ -675,7 +677,7 @@ void StreamWriter::write(const chat::Event &e, std::string &out) {
             break;
         case Kind::kEnd:
             // Gemini's last event carries the finish reason and usage, with an empty text part.
-            chunk(out, json::array({{{"text", ""}}}), finish_reason(stop_), true);
+            chunk(out, json::array({{{"text", ""}}}), finish_reason(stop_));
             done_ = true;
             break;
         case Kind::kError:
@@ -714,7 +716,7 @@ const char *status_name(int status) {
         default:
             break;
     }
-    return status >= 400 && status < 500 ? "FAILED_PRECONDITION" : "INTERNAL";
+    return status >= 400 && status < 500 ? "INVALID_ARGUMENT" : "INTERNAL";
 }
 
 std::string error_body(int status, std::string_view message) {

@@ -47,8 +47,7 @@ class StreamWriter {
     void write(const chat::Event &event, std::string &out);
 
   private:
-    void chunk(std::string &out, const nlohmann::json &parts, const char *finish_reason,
-               bool with_usage);
+    void chunk(std::string &out, const nlohmann::json &parts, const char *finish_reason);
 
     std::string id_;
     std::string model_;
