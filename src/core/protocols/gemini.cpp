@@ -150,12 +150,13 @@ json json_schema(const json &schema) {
 // and {"error": ...} (Google's way to report a failed call) marks the result as an error.
 void read_function_response(const json &response, chat::Block &block) {
     if (response.is_object() && response.size() == 1) {
-        const auto &item = *response.items().begin();
+        const auto item = response.begin();
         const std::string &key = item.key();
+        const json &value = item.value();
         if (key == "content" || key == "output" || key == "error") {
             block.is_error = key == "error";
-            block.text = item.value().is_string() ? item.value().get<std::string>()
-                                                  : translate::detail::serialise(item.value());
+            block.text =
+                value.is_string() ? value.get<std::string>() : translate::detail::serialise(value);
             return;
         }
     }
