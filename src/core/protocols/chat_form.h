@@ -37,6 +37,10 @@ struct Block {
     std::string tool_name;
     nlohmann::json input = nlohmann::json::object();
     bool is_error = false;
+    // kToolUse: an opaque token the upstream attached to the call and wants back when the call
+    // is replayed (Gemini's thoughtSignature: Gemini refuses a replayed call of a thinking model
+    // without it). "" for none; protocols that have no place for it drop it.
+    std::string signature;
 };
 
 // System text is not a message: it is Request::system, as Anthropic and Gemini keep it apart.
