@@ -4,8 +4,8 @@
 #include <utility>
 
 #include "anthropic.h"
+#include "gemini.h"
 #include "openai_chat.h"
-#include "translate_stream.h"
 
 namespace pgi::protocols {
 
@@ -77,61 +77,28 @@ const Module kAnthropic = {
     reader_of<anthropic::StreamReader>,
 };
 
-// ---- Gemini, through the OpenAI chat translation ----
-// Until Gemini has a module of its own, its upstream side is the older OpenAI-to-Gemini
-// translation (translate_chat, ChatStream) wrapped around the OpenAI chat module: the form goes
-// out as an OpenAI chat request, which translate_chat turns into generateContent, and the answer
-// comes back as a chat.completion (or chunks) that the OpenAI chat module reads into the form.
-// It carries what OpenAI's chat API carries (so top_k is refused); the gemini module replaces
-// this whole section.
+// ---- Gemini ----
 
-translate::UpstreamRequest gemini_write_request(const ServiceEndpoint &service,
-                                                const chat::Request &request,
-                                                const translate::ChatDefaults &defaults) {
-    translate::UpstreamRequest openai = openai_chat::write_request(service, request, defaults);
-    return translate::chat_request(service, nlohmann::json::parse(openai.body), defaults).request;
+// Gemini's body does not say whether the caller wants a stream (the route does): a body read
+// through the common interface is a whole-answer request, and the Gemini routes say otherwise.
+chat::Request gemini_read_request(const nlohmann::json &body) {
+    return gemini::read_request(body, false);
 }
 
-chat::Response gemini_read_response(const ServiceEndpoint &service, std::string_view body) {
-    return openai_chat::read_response(service, translate::chat_response(service, body).dump());
+std::unique_ptr<EventWriter> gemini_writer(const chat::Request &) {
+    return std::make_unique<WriterOf<gemini::StreamWriter>>();
 }
 
-class GeminiBridgeReader final : public EventReader {
-  public:
-    explicit GeminiBridgeReader(const ServiceEndpoint &service)
-        : chunks_(service, true), reader_(service) {}
-    void feed(std::string_view bytes, std::vector<chat::Event> &out) override {
-        text_.clear();
-        chunks_.feed(bytes, text_);
-        reader_.feed(text_, out);
-    }
-    void finish(std::vector<chat::Event> &out) override {
-        text_.clear();
-        chunks_.finish(text_);
-        reader_.feed(text_, out);
-        reader_.finish(out);
-    }
-
-  private:
-    translate::ChatStream chunks_;  // Gemini SSE to chat.completion.chunk SSE
-    openai_chat::StreamReader reader_;
-    std::string text_;
-};
-
-std::unique_ptr<EventReader> gemini_reader(const ServiceEndpoint &service) {
-    return std::make_unique<GeminiBridgeReader>(service);
-}
-
-const Module kGeminiBridge = {
+const Module kGemini = {
     Protocol::kGeminiV1Beta,
     "gemini",
-    openai_chat::read_request,
-    openai_chat::write_response,
-    openai_writer,
-    openai_chat::error_body,
-    gemini_write_request,
-    gemini_read_response,
-    gemini_reader,
+    gemini_read_request,
+    gemini::write_response,
+    gemini_writer,
+    gemini::error_body,
+    gemini::write_request,
+    gemini::read_response,
+    reader_of<gemini::StreamReader>,
 };
 
 std::size_t utf8_chars(std::string_view text) {
@@ -150,7 +117,7 @@ const Module &module_for(Protocol protocol) {
         case Protocol::kAnthropicV1:
             return kAnthropic;
         case Protocol::kGeminiV1Beta:
-            return kGeminiBridge;
+            return kGemini;
     }
     return kOpenAiChat;
 }
