@@ -9,10 +9,13 @@ DATA = sql/pg_inference--0.1.0.sql
 CORE_OBJS = \
 	src/core/address_filter.o \
 	src/core/base64.o \
+	src/core/chat_call.o \
+	src/core/chat_prompt.o \
 	src/core/crypto.o \
 	src/core/env_policy.o \
 	src/core/gateway.o \
-	src/core/gateway_messages.o \
+	src/core/gateway_anthropic.o \
+	src/core/gateway_chat.o \
 	src/core/gateway_openai.o \
 	src/core/gateway_passthrough.o \
 	src/core/gateway_request.o \
@@ -29,10 +32,8 @@ CORE_OBJS = \
 	src/core/sse.o \
 	src/core/transaction_steps.o \
 	src/core/translate.o \
-	src/core/translate_chat.o \
 	src/core/translate_embeddings.o \
 	src/core/translate_rerank.o \
-	src/core/translate_stream.o \
 	src/core/upstream_error.o \
 	src/core/usage_counters.o \
 	src/core/validation.o

@@ -1195,10 +1195,11 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
     context.req = nullptr;
     switch (r.endpoint) {
         case Endpoint::kChat:
-            start_chat(*this, std::move(handed), std::move(body));
+            start_chat(*this, std::move(handed), std::move(body),
+                       protocols::module_for(Protocol::kOpenAiV1));
             break;
         case Endpoint::kMessages:
-            start_messages(*this, std::move(handed), std::move(body));
+            start_chat(*this, std::move(handed), std::move(body), protocols::anthropic_module());
             break;
         case Endpoint::kEmbeddings:
             start_embeddings(*this, std::move(handed), std::move(body));

@@ -109,14 +109,17 @@ struct ClientConnection {
     int refusal_status = 0;
 };
 
-// The endpoints' starters (gateway_openai.cpp, gateway_passthrough.cpp): each builds its exchange,
-// translates the request and calls the upstream, or answers the caller's mistake.
-void start_chat(Server::Impl &server, RequestContext &&context, nlohmann::json body);
+// The endpoints' starters (gateway_chat.cpp, gateway_openai.cpp, gateway_passthrough.cpp): each
+// builds its exchange, translates the request and calls the upstream, or answers the caller's
+// mistake. start_chat serves the chat route of every dialect: `caller` is the route's module.
+void start_chat(Server::Impl &server, RequestContext &&context, nlohmann::json body,
+                const protocols::Module &caller);
 void start_embeddings(Server::Impl &server, RequestContext &&context, nlohmann::json body);
 void start_rerank(Server::Impl &server, RequestContext &&context, nlohmann::json body);
 void start_passthrough(Server::Impl &server, RequestContext &&context, const Route &route);
-// POST /v1/messages (gateway_messages.cpp): the Anthropic Messages dialect for any service.
-void start_messages(Server::Impl &server, RequestContext &&context, nlohmann::json body);
+// The caller's headers its dialect forwards with a request passed through to a service of the
+// same protocol (Anthropic's anthropic-beta; gateway_anthropic.cpp).
+void forward_dialect_headers(const Exchange &ex, translate::UpstreamRequest &request);
 // An Anthropic model object / list for GET /v1/models with an anthropic-version header.
 nlohmann::json anthropic_model_object(const std::string &name);
 nlohmann::json anthropic_model_list(const std::vector<std::string> &names);

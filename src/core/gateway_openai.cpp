@@ -1,6 +1,6 @@
-// The gateway's OpenAI endpoints: /v1/chat/completions (streamed or not), /v1/embeddings and
-// /v1/rerank, /v1/ranking. Translation is pgi::translate's; this file only moves bytes and
-// decides when an OpenAI upstream's answer can go to the caller untouched.
+// The gateway's OpenAI endpoints besides chat (gateway_chat.cpp): /v1/embeddings and /v1/rerank,
+// /v1/ranking. Translation is pgi::translate's; this file only moves bytes and decides when an
+// OpenAI upstream's answer can go to the caller untouched.
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <memory>
@@ -8,10 +8,8 @@
 
 #include "gateway_internal.h"
 #include "redact.h"
-#include "translate_chat.h"
 #include "translate_embeddings.h"
 #include "translate_rerank.h"
-#include "translate_stream.h"
 
 namespace pgi::gateway {
 
@@ -21,23 +19,6 @@ using json = nlohmann::json;
 
 bool ok(const http::Response &r) {
     return upstream_ok(r);
-}
-
-long long int_member(const json &object, const char *key) {
-    auto it = object.find(key);
-    return it != object.end() && it->is_number() ? it->get<long long>() : 0;
-}
-
-translate::Usage usage_of(const json &response) {
-    translate::Usage u;
-    auto it = response.find("usage");
-    if (it == response.end() || !it->is_object())
-        return u;
-    u.present = true;
-    u.prompt_tokens = int_member(*it, "prompt_tokens");
-    u.completion_tokens = int_member(*it, "completion_tokens");
-    u.total_tokens = int_member(*it, "total_tokens");
-    return u;
 }
 
 // Whether an OpenAI embeddings body carries base64 strings (true) or float arrays (false),
@@ -61,74 +42,6 @@ std::optional<bool> embeddings_are_base64(std::string_view body) {
     }
     return std::nullopt;
 }
-
-// ------------------------------------------------------------------------------------------------
-
-struct ChatExchange : Exchange {
-    using Exchange::Exchange;
-
-    std::unique_ptr<translate::ChatStream> stream;  // set for stream: true
-
-    void on_caller_left() override {
-        if (stream)
-            usage = stream->charged_usage();
-    }
-
-    bool on_body(const http::Response &, const char *data, std::size_t size) override {
-        if (!streaming)
-            server.start_stream(*this, 200, kSseHeaders);
-        out.clear();
-        bool more = true;
-        try {
-            stream->feed(std::string_view(data, size), out);
-        } catch (const std::exception &e) {
-            // An event past the parser's size cap: the caller learns why the stream ended.
-            if (!stream->done())
-                stream->fail(e.what(), out);
-            more = false;
-        }
-        server.send_chunk(*this, out.data(), out.size());
-        return more;
-    }
-
-    void on_done(http::Response &r) override {
-        const ServiceEndpoint &service = *context.service;
-        if (stream) {
-            if (!streaming) {
-                if (!ok(r)) {
-                    server.respond_upstream_failure(*this, r);
-                    return;
-                }
-                server.start_stream(*this, 200, kSseHeaders);
-            }
-            out.clear();
-            if (r.curl_code == 0) {
-                stream->finish(out);
-            } else if (!stream->done()) {
-                std::string why =
-                    "the upstream stream broke off: " + redact_key(r.transport_error, service);
-                stream->fail(why, out);
-            }
-            server.send_chunk(*this, out.data(), out.size());
-            usage = stream->usage();
-            server.end_stream(*this, stream->failed() ? 502 : 200);
-            return;
-        }
-        if (!ok(r)) {
-            server.respond_upstream_failure(*this, r);
-            return;
-        }
-        if (service.protocol == Protocol::kOpenAiV1) {
-            // The caller gets the upstream's own bytes; only the usage is read.
-            usage = translate::usage_from_openai_body(r.body);
-            server.respond(*this, 200, std::move(r.body));
-            return;
-        }
-        json answer = translate::chat_response(service, r.body);
-        usage = usage_of(answer);
-        server.respond(*this, 200, answer.dump());
-    }
-};
 
 // ------------------------------------------------------------------------------------------------
 
@@ -239,22 +152,6 @@ std::string_view raw_body(const Exchange &ex) {
     if (size == 0)
         return {};
     return std::string_view(reinterpret_cast<const char *>(evbuffer_pullup(input, -1)), size);
-}
-
-void start_chat(Server::Impl &server, RequestContext &&context, json body) {
-    auto &ex = static_cast<ChatExchange &>(
-        server.adopt(std::make_unique<ChatExchange>(server, std::move(context))));
-    guarded_start(server, ex, [&] {
-        translate::ChatDefaults defaults;
-        defaults.default_max_tokens = server.config.default_max_tokens;
-        translate::ChatCall call =
-            translate::chat_request(*ex.context.service, std::move(body), defaults, raw_body(ex));
-        if (call.stream) {
-            ex.stream = std::make_unique<translate::ChatStream>(*ex.context.service,
-                                                                call.caller_wants_usage);
-        }
-        server.call_upstream(ex, to_http(std::move(call.request)), call.stream);
-    });
 }
 
 void start_embeddings(Server::Impl &server, RequestContext &&context, json body) {

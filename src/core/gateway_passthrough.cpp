@@ -12,9 +12,9 @@
 #include <memory>
 #include <optional>
 
+#include "chat_call.h"
 #include "gateway_internal.h"
 #include "redact.h"
-#include "translate_stream.h"
 
 namespace pgi::gateway {
 
@@ -71,9 +71,9 @@ struct PassthroughExchange : Exchange {
     bool head = false;  // HEAD: the upstream's Content-Length describes a body never sent
     std::optional<Protocol> shape;  // the usage shape of the path's answers, if readable
     // Reading the answer's usage, set with the first bytes of a 2xx answer of a known shape:
-    // an SSE answer goes through a ChatStream (whose output is dropped), any other is kept
-    // whole (up to the response size cap) and read at its end.
-    std::unique_ptr<translate::ChatStream> events;
+    // an SSE answer goes through a usage watch, any other is kept whole (up to the response
+    // size cap) and read at its end.
+    std::unique_ptr<chat_call::Stream> events;
     bool keep_body = false;
     std::string kept;
 
@@ -82,9 +82,7 @@ struct PassthroughExchange : Exchange {
             server.start_stream(*this, static_cast<int>(r.status), answer_headers(r, true));
             if (shape && r.status >= 200 && r.status <= 299) {
                 if (is_event_stream(r)) {
-                    ServiceEndpoint as = *context.service;
-                    as.protocol = *shape;
-                    events = std::make_unique<translate::ChatStream>(as, false);
+                    events = chat_call::usage_watch(*shape, *context.service);
                 } else {
                     keep_body = true;
                 }
@@ -118,7 +116,7 @@ struct PassthroughExchange : Exchange {
                 } catch (const std::exception &) {
                 }
             }
-            usage = events->charged_usage();
+            usage = events->charged();
         } else if (keep_body && complete) {
             usage = translate::usage_from_answer_body(*shape, kept);
         }

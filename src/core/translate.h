@@ -1,9 +1,10 @@
-// The one translation layer between the OpenAI shapes that callers use (SQL functions and the
-// gateway alike) and each upstream protocol. Everything under pgi::translate is pure: JSON or
-// bytes in, JSON or bytes out, no I/O, so the SQL path and the gateway cannot drift apart.
+// The translation layer between the shapes that callers use (SQL functions and the gateway
+// alike) and each upstream protocol. Everything under pgi::translate is pure: JSON or bytes in,
+// JSON or bytes out, no I/O, so the SQL path and the gateway cannot drift apart.
 //
-// This header holds what every translation shares; the per-feature APIs are in
-// translate_chat.h, translate_stream.h, translate_embeddings.h and translate_rerank.h.
+// This header holds what every translation shares; embeddings and rerank are in
+// translate_embeddings.h and translate_rerank.h, chat in the protocol modules (chat_call.h,
+// protocols/) and chat_prompt.h.
 #pragma once
 
 #include <string>

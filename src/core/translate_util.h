@@ -96,33 +96,4 @@ std::string string_member(const nlohmann::json &object, const char *key);
 // A member that is present and not null: OpenAI clients send null for "not set".
 const nlohmann::json *given(const nlohmann::json &object, const char *key);
 
-// The rules an OpenAI chat request is held to (translate_chat.cpp), shared with the openai_chat
-// protocol module so that both refuse the same input in the same words. Bad input is a 22023
-// error saying what to fix.
-void validate_openai_chat(const nlohmann::json &request);
-// The hint of those errors: what a request looks like.
-inline constexpr const char *kOpenAiChatRequestHint =
-    "An OpenAI chat request looks like {\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}.";
-// max_completion_tokens, else max_tokens; nullopt when neither is set.
-std::optional<long long> openai_max_tokens(const nlohmann::json &request);
-// "stop" as an array of strings whichever of its two forms was used; null when not set.
-nlohmann::json openai_stop_sequences(const nlohmann::json &request);
-// tool_choice: mode is auto, none, required, or function (then function names it).
-struct OpenAiToolChoice {
-    std::string mode;
-    std::string function;
-};
-std::optional<OpenAiToolChoice> openai_tool_choice(const nlohmann::json &request);
-// An assistant tool call's arguments (JSON text) as the object they spell; {} when empty. Text
-// that is not a JSON object is a 22023 error naming messages[message_index] and the call.
-nlohmann::json openai_tool_arguments(const nlohmann::json &call, std::size_t message_index);
-// A chat.completion with one choice: the assistant's text (null content when it is empty and there
-// are tool calls), its tool_calls (OpenAI's shape, omitted when empty), finish_reason, usage, and
-// created set to now.
-nlohmann::json openai_chat_completion(std::string id, std::string model, std::string text,
-                                      nlohmann::json tool_calls, const char *finish_reason,
-                                      const Usage &usage);
-// stream_options.include_usage is true.
-bool openai_stream_usage_asked(const nlohmann::json &request);
-
 }  // namespace pgi::translate::detail

@@ -17,11 +17,12 @@ extern "C" {
 
 #include "address_filter.h"
 #include "backend_http.h"
+#include "chat_call.h"
+#include "chat_prompt.h"
 #include "error.h"
 #include "redact.h"
 #include "service_catalog.h"
 #include "settings.h"
-#include "translate_chat.h"
 #include "translate_embeddings.h"
 #include "translate_rerank.h"
 
@@ -146,13 +147,14 @@ std::vector<std::vector<float>> embed(const ServiceEndpoint &service,
 }
 
 nlohmann::json complete_chat(const ServiceEndpoint &service, nlohmann::json request) {
-    translate::ChatDefaults defaults;
+    chat::Defaults defaults;
     defaults.default_max_tokens = setting_default_max_tokens;
-    translate::ChatCall call = translate::chat_request(service, std::move(request), defaults);
+    chat_call::Call call =
+        chat_call::plan(protocols::module_for(Protocol::kOpenAiV1), service, request, defaults);
     http::Response r = call_one(service, call.request);
     if (!ok(r))
         throw call_failure(service, r);
-    return translate::chat_response(service, r.body);
+    return chat_call::answer_document(call, service, r.body);
 }
 
 const char *route_name(translate::RerankRoute route) {

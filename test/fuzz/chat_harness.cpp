@@ -1,33 +1,76 @@
 #include "chat_harness.h"
 
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "chat_call.h"
+#include "chat_prompt.h"
 #include "error.h"
 #include "fuzz_common.h"
-#include "translate_chat.h"
-#include "translate_stream.h"
+#include "modules.h"
 
 namespace pgi::fuzz {
 
 using nlohmann::json;
 
+namespace {
+
+const protocols::Module &openai_caller() {
+    return protocols::module_for(Protocol::kOpenAiV1);
+}
+
+// An OpenAI caller's stream from the service, as the gateway's chat route runs it.
+class CallerStream {
+  public:
+    CallerStream(const ServiceEndpoint &service, bool wants_usage) {
+        json req = {{"messages", json::array({{{"role", "user"}, {"content", "hi"}}})},
+                    {"stream", true},
+                    {"stream_options", {{"include_usage", wants_usage}}}};
+        call_ = chat_call::plan(openai_caller(), service, req, {});
+        stream_ = chat_call::stream(call_, service);
+    }
+    void feed(std::string_view bytes, std::string &out) { stream_->feed(bytes, out); }
+    std::string feed(std::string_view bytes) {
+        std::string out;
+        feed(bytes, out);
+        return out;
+    }
+    void finish(std::string &out) { stream_->finish(out); }
+    std::string finish() {
+        std::string out;
+        finish(out);
+        return out;
+    }
+    void fail(std::string_view message, std::string &out) { stream_->fail(message, out); }
+    translate::Usage usage() const { return stream_->charged(); }
+    bool failed() const { return stream_->failed(); }
+    bool done() const { return stream_->done(); }
+
+  private:
+    chat_call::Call call_;
+    std::unique_ptr<chat_call::Stream> stream_;
+};
+
+}  // namespace
+
 void chat_request_target(Protocol protocol, const uint8_t *data, std::size_t size) {
     FuzzedDataProvider in(data, size);
     const bool pass_raw = in.ConsumeBool();  // the gateway hands its raw body, SQL does not
-    translate::ChatDefaults defaults;
+    chat::Defaults defaults;
     defaults.default_max_tokens = in.ConsumeIntegralInRange<long>(1, 1 << 20);
     const std::string text = in.ConsumeRemainingBytesAsString();
     const json request = json::parse(text, nullptr, false);
     if (request.is_discarded())
         return;  // the gateway answers 400 before any translation
     const ServiceEndpoint service = endpoint(protocol);
-    translate::ChatCall call;
+    chat_call::Call call;
     try {
-        call = translate::chat_request(service, request, defaults,
-                                       pass_raw ? std::string_view(text) : std::string_view());
+        json body = request;
+        call = chat_call::plan(openai_caller(), service, body, defaults,
+                               pass_raw ? std::string_view(text) : std::string_view());
     } catch (const Error &) {
         return;  // a refusal the caller is told about
     }
@@ -69,7 +112,9 @@ void chat_response_target(Protocol protocol, const uint8_t *data, std::size_t si
     const ServiceEndpoint service = endpoint(protocol);
     json response;
     try {
-        response = translate::chat_response(service, body);
+        json req = {{"messages", json::array({{{"role", "user"}, {"content", "hi"}}})}};
+        response = chat_call::answer_document(chat_call::plan(openai_caller(), service, req, {}),
+                                              service, body);
     } catch (const Error &) {
         return;  // a malformed answer, reported as PI400
     }
@@ -139,11 +184,11 @@ void chat_stream_target(Protocol protocol, const uint8_t *data, std::size_t size
     const std::string body = in.ConsumeRemainingBytesAsString();
     const ServiceEndpoint service = endpoint(protocol);
 
-    translate::ChatStream whole(service, wants_usage);
+    CallerStream whole(service, wants_usage);
     std::string out_whole = whole.feed(body);
     out_whole += whole.finish();
 
-    translate::ChatStream pieces(service, wants_usage);
+    CallerStream pieces(service, wants_usage);
     std::string out_pieces;
     for (std::string_view piece : split(body, cuts))
         pieces.feed(piece, out_pieces);
@@ -171,7 +216,7 @@ void chat_stream_target(Protocol protocol, const uint8_t *data, std::size_t size
     FUZZ_CHECK(whole.finish().empty());
 
     // A transfer that breaks mid-way ends in an error chunk.
-    translate::ChatStream broken(service, wants_usage);
+    CallerStream broken(service, wants_usage);
     std::string out_broken = broken.feed(body.substr(0, body.size() / 2));
     const bool was_done = broken.done();
     broken.fail("transfer interrupted", out_broken);

@@ -1,10 +1,12 @@
 // inference.chat(service, prompt, options): the options object (the input, as JSON) becomes an
-// OpenAI request, which every protocol's chat_request must then accept.
+// OpenAI request, which every protocol's chat call must then accept.
+#include "chat_prompt.h"
+
 #include <nlohmann/json.hpp>
 
+#include "chat_call.h"
 #include "error.h"
 #include "fuzz_common.h"
-#include "translate_chat.h"
 
 using nlohmann::json;
 using namespace pgi;
@@ -29,8 +31,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     // refuse it only with a pgi::Error.
     for (Protocol p : {Protocol::kOpenAiV1, Protocol::kAnthropicV1, Protocol::kGeminiV1Beta}) {
         try {
-            translate::ChatCall call =
-                translate::chat_request(fuzz::endpoint(p), request, translate::ChatDefaults());
+            json body = request;
+            chat_call::Call call = chat_call::plan(protocols::module_for(Protocol::kOpenAiV1),
+                                                   fuzz::endpoint(p), body, chat::Defaults());
             FUZZ_CHECK(json::parse(call.request.body, nullptr, false).is_object());
         } catch (const Error &) {
         }

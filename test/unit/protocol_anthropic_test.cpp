@@ -435,7 +435,7 @@ TEST(ProtocolAnthropic, WriteRequestBody) {
     r.seed = 42;
     r.user = "u-1";
 
-    pgi::translate::ChatDefaults defaults;
+    pgi::chat::Defaults defaults;
     defaults.default_max_tokens = 777;
     json body = body_of(an::write_request(kClaude, r, defaults));
     json expected = json::parse(R"({

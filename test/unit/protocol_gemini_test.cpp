@@ -6,7 +6,6 @@
 
 #include "error_capture.h"
 #include "gemini.h"
-#include "translate_chat.h"
 
 namespace {
 
@@ -529,7 +528,7 @@ TEST(ProtocolGemini, WritesARequest) {
     })"));
 }
 
-TEST(ProtocolGemini, WritesTheSameUrlAndHeadersAsTodaysTranslation) {
+TEST(ProtocolGemini, WritesTheModelsRouteForWholeAnswersAndStreams) {
     ServiceEndpoint s = kService;
     s.model = "models/gemini-2.5-pro";  // the prefix Gemini's own listings use is not doubled
     for (bool stream : {false, true}) {
@@ -541,18 +540,12 @@ TEST(ProtocolGemini, WritesTheSameUrlAndHeadersAsTodaysTranslation) {
         m.content = {b};
         r.messages = {m};
         translate::UpstreamRequest mine = gemini::write_request(s, r, {});
-        translate::ChatCall today = translate::chat_request(
-            s, json{{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"stream", stream}}, {});
-        EXPECT_EQ(mine.url, today.request.url);
-        EXPECT_EQ(mine.headers, today.request.headers);
-        EXPECT_EQ(mine.body, today.request.body);
+        EXPECT_EQ(mine.url, stream ? "http://up/v1beta/models/gemini-2.5-pro:streamGenerateContent"
+                                     "?alt=sse"
+                                   : "http://up/v1beta/models/gemini-2.5-pro:generateContent");
+        EXPECT_EQ(json::parse(mine.body),
+                  json::parse(R"({"contents":[{"role":"user","parts":[{"text":"hi"}]}]})"));
     }
-    chat::Request r;
-    r.stream = true;
-    r.messages.resize(1);
-    r.messages[0].content.resize(1);
-    EXPECT_EQ(gemini::write_request(s, r, {}).url,
-              "http://up/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse");
 }
 
 TEST(ProtocolGemini, WriteRequestRefusals) {

@@ -465,6 +465,7 @@ TEST(ProtocolOpenAiChat, WritesARequest) {
       "top_p": 0.9,
       "stop": ["END"],
       "seed": 7,
+      "presence_penalty": 0.1,
       "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object"}, "strict": true}},
       "user": "u-1",
       "stream": true,

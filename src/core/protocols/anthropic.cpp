@@ -542,6 +542,13 @@ chat::Request read_request(const json &body) {
     req.messages = read_messages(body);
     req.tools = read_tools(body);
     req.tool_choice = read_tool_choice(body);
+    if (const json *choice = given(body, "tool_choice")) {
+        if (const json *v = given(*choice, "disable_parallel_tool_use")) {
+            if (!v->is_boolean())
+                invalid("tool_choice.disable_parallel_tool_use must be a boolean");
+            req.parallel_tool_calls = !v->get<bool>();
+        }
+    }
     req.stop = read_stop(body);
     req.temperature = number(body, "temperature");
     req.top_p = number(body, "top_p");
@@ -728,7 +735,7 @@ void StreamWriter::write(const chat::Event &e, std::string &out) {
 // ---- upstream side ----
 
 translate::UpstreamRequest write_request(const ServiceEndpoint &s, const chat::Request &r,
-                                         const translate::ChatDefaults &d) {
+                                         const chat::Defaults &d) {
     json turns = turns_of(s, r.messages);
     if (turns.empty())
         invalid("the chat request has no user or assistant message");
@@ -778,6 +785,13 @@ translate::UpstreamRequest write_request(const ServiceEndpoint &s, const chat::R
                     body["tool_choice"] = {{"type", "tool"}, {"name", r.tool_choice->name}};
                     break;
             }
+        }
+        // One call at a time is a flag of the tool choice, "auto" unless another was asked.
+        if (r.parallel_tool_calls && !*r.parallel_tool_calls &&
+            (!r.tool_choice || r.tool_choice->mode != chat::ToolChoice::Mode::kNone)) {
+            if (!body.contains("tool_choice"))
+                body["tool_choice"] = {{"type", "auto"}};
+            body["tool_choice"]["disable_parallel_tool_use"] = true;
         }
     }
     switch (r.format.kind) {
@@ -1073,6 +1087,29 @@ void StreamReader::event(const SseEventView &sse, std::vector<chat::Event> &out)
              std::move(message), out);
     }
     // ping and event types added later carry nothing for the form.
+}
+
+// ---- the same protocol on both sides ----
+
+chat::Passed pass_request(const ServiceEndpoint &service, json &body, std::string_view raw, bool) {
+    chat::Passed call;
+    auto s = body.find("stream");
+    if (s != body.end() && !s->is_boolean() && !s->is_null())
+        throw Error(sqlstate::kInvalidParameterValue, "\"stream\" must be a boolean");
+    call.stream = s != body.end() && s->is_boolean() && s->get<bool>();
+    std::string model;
+    translate::detail::append_json_string(model, service.model);
+    const translate::detail::MemberEdit edit = {"model", model};
+    std::optional<std::string> text;
+    if (!raw.empty())
+        text = translate::detail::with_members(raw, &edit, 1);
+    if (!text) {
+        body["model"] = service.model;
+        text = translate::detail::serialise(body);
+    }
+    call.request =
+        translate::detail::post_json(service, "/v1/messages", call.stream, std::move(*text));
+    return call;
 }
 
 }  // namespace pgi::protocols::anthropic

@@ -6,7 +6,8 @@
 // What the form cannot carry: thinking and redacted_thinking blocks of earlier assistant turns
 // are dropped (they are the model's own notes, meaningless to another provider); documents,
 // search results, server tools and container uploads are refused with 0A000. Fields only
-// Anthropic knows (cache_control, thinking, disable_parallel_tool_use, service_tier) are dropped.
+// Anthropic knows (cache_control, thinking, service_tier) are dropped; disable_parallel_tool_use
+// is the form's parallel_tool_calls.
 // JSON output: a JSON Schema answer format maps to output_config.format (Anthropic's constrained
 // decoding, on the models that have it); "any JSON object" has no Anthropic counterpart, as every
 // object of a structured-output schema must list its properties, and is refused with 0A000.
@@ -21,7 +22,6 @@
 #include "protocol.h"
 #include "sse.h"
 #include "translate.h"
-#include "translate_chat.h"
 
 namespace pgi::protocols::anthropic {
 
@@ -66,7 +66,7 @@ std::string error_body(int status, std::string_view message);
 // has none and it only asks for best effort); a JSON object answer format is refused with 0A000.
 translate::UpstreamRequest write_request(const ServiceEndpoint &service,
                                          const chat::Request &request,
-                                         const translate::ChatDefaults &defaults);
+                                         const chat::Defaults &defaults);
 
 // An Anthropic `message` body as the form. Blocks other than text and tool_use (thinking, server
 // tool results) are left out. A body that is not a message is a PI400 error.
@@ -107,5 +107,14 @@ class StreamReader {
     std::vector<long> blocks_;
     std::size_t next_index_ = 0;
 };
+
+// ---- the same protocol on both sides ----
+
+// An Anthropic caller's request for an Anthropic service: its bytes (`raw`, when given) with only
+// "model" set to the service's, so that fields only Anthropic knows (thinking, cache_control, the
+// betas' fields) reach it unchanged. Only "stream" is read, to know how to read the answer; a
+// stream that is not a boolean is 22023. stream_route is not read: the body says.
+chat::Passed pass_request(const ServiceEndpoint &service, nlohmann::json &body,
+                          std::string_view raw, bool stream_route);
 
 }  // namespace pgi::protocols::anthropic

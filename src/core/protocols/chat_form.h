@@ -83,6 +83,11 @@ struct Request {
     std::optional<long long> top_k;
     std::vector<std::string> stop;
     std::optional<long long> seed;
+    std::optional<double> presence_penalty;  // OpenAI and Gemini; others drop them
+    std::optional<double> frequency_penalty;
+    // false: at most one tool call per answer (OpenAI's parallel_tool_calls, Anthropic's
+    // disable_parallel_tool_use); unset leaves it to the provider.
+    std::optional<bool> parallel_tool_calls;
     OutputFormat format;
     std::string user;  // the end user's id, when the caller names one
     bool stream = false;
@@ -134,6 +139,20 @@ struct Event {
         std::string type;  // the caller dialect's error type is derived from status
         std::string message;
     } error;
+};
+
+// What a chat call gets when the caller left it out.
+struct Defaults {
+    // Anthropic refuses a request without max_tokens; this fills it when the caller gave none
+    // (inference.default_max_tokens). The other protocols get no limit the caller did not set.
+    long default_max_tokens = 1024;
+};
+
+// A call that goes to a service of the caller's own protocol, as the caller wrote it.
+struct Passed {
+    translate::UpstreamRequest request;
+    bool stream = false;
+    bool stream_usage = false;  // the caller asked for a stream's usage chunk (OpenAI chat)
 };
 
 }  // namespace pgi::chat

@@ -332,6 +332,8 @@ void read_config(const json &config, chat::Request &req) {
     req.top_p = number(config, "topP");
     req.top_k = integer(config, "topK", 1);
     req.seed = integer(config, "seed", std::numeric_limits<long long>::min());
+    req.presence_penalty = number(config, "presencePenalty");
+    req.frequency_penalty = number(config, "frequencyPenalty");
     if (const json *stop = given(config, "stopSequences")) {
         if (!stop->is_array())
             invalid("generationConfig.stopSequences must be an array of strings");
@@ -730,7 +732,7 @@ std::string error_body(int status, std::string_view message) {
 // ---------------------------------------------------------------- upstream side
 
 translate::UpstreamRequest write_request(const ServiceEndpoint &s, const chat::Request &req,
-                                         const translate::ChatDefaults &) {
+                                         const chat::Defaults &) {
     json contents = json::array();
     // Gemini answers a call by the function's name; the form by the call's id.
     std::map<std::string, std::string> call_names;
@@ -815,6 +817,10 @@ translate::UpstreamRequest write_request(const ServiceEndpoint &s, const chat::R
         config["stopSequences"] = req.stop;
     if (req.seed)
         config["seed"] = *req.seed;
+    if (req.presence_penalty)
+        config["presencePenalty"] = *req.presence_penalty;
+    if (req.frequency_penalty)
+        config["frequencyPenalty"] = *req.frequency_penalty;
     if (req.format.kind != chat::OutputFormat::Kind::kText)
         config["responseMimeType"] = "application/json";
     if (req.format.kind == chat::OutputFormat::Kind::kJsonSchema)
@@ -1073,6 +1079,19 @@ void StreamReader::event(std::string_view data, std::vector<chat::Event> &out) {
         !finish->get_ref<const std::string &>().empty()) {
         stop_ = stop_reason(finish, calls_ > 0);
     }
+}
+
+// ---- the same protocol on both sides ----
+
+chat::Passed pass_request(const ServiceEndpoint &s, json &body, std::string_view raw,
+                          bool stream_route) {
+    chat::Passed call;
+    call.stream = stream_route;
+    std::string path = "/v1beta/models/" + std::string(translate::detail::gemini_model(s)) +
+                       (call.stream ? ":streamGenerateContent?alt=sse" : ":generateContent");
+    call.request = translate::detail::post_json(
+        s, path, call.stream, raw.empty() ? translate::detail::serialise(body) : std::string(raw));
+    return call;
 }
 
 }  // namespace pgi::protocols::gemini

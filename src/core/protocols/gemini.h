@@ -17,7 +17,6 @@
 #include "protocol.h"
 #include "sse.h"
 #include "translate.h"
-#include "translate_chat.h"
 
 namespace pgi::protocols::gemini {
 
@@ -76,7 +75,7 @@ const char *status_name(int status);
 // Schema reaches Gemini rather than its OpenAPI subset. Consecutive turns of one role merge, as
 // Gemini wants roles alternating. The end user's id has no counterpart and is dropped.
 translate::UpstreamRequest write_request(const ServiceEndpoint &service, const chat::Request &req,
-                                         const translate::ChatDefaults &defaults);
+                                         const chat::Defaults &defaults);
 
 // A GenerateContentResponse as the chat form: the first candidate, thought parts skipped. A
 // prompt Gemini blocked (no candidate, promptFeedback.blockReason) is an empty answer stopped
@@ -114,5 +113,14 @@ class StreamReader {
     chat::StopReason stop_ = chat::StopReason::kEndTurn;
     translate::Usage usage_;
 };
+
+// ---- the same protocol on both sides ----
+
+// A Gemini caller's request for a Gemini service: its bytes (`raw`, when given) as they are,
+// since Gemini names the model in the route, posted to the service model's generateContent, or
+// streamGenerateContent?alt=sse when stream_route says so (Gemini's body does not), so that
+// fields only Gemini knows (safetySettings, cachedContent, thinkingConfig) reach it unchanged.
+chat::Passed pass_request(const ServiceEndpoint &service, nlohmann::json &body,
+                          std::string_view raw, bool stream_route);
 
 }  // namespace pgi::protocols::gemini

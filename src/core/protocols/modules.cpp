@@ -57,6 +57,7 @@ const Module kOpenAiChat = {
     openai_chat::write_request,
     openai_chat::read_response,
     reader_of<openai_chat::StreamReader>,
+    openai_chat::pass_request,
 };
 
 // ---- Anthropic ----
@@ -75,6 +76,7 @@ const Module kAnthropic = {
     anthropic::write_request,
     anthropic::read_response,
     reader_of<anthropic::StreamReader>,
+    anthropic::pass_request,
 };
 
 // ---- Gemini ----
@@ -99,6 +101,7 @@ const Module kGemini = {
     gemini::write_request,
     gemini::read_response,
     reader_of<gemini::StreamReader>,
+    gemini::pass_request,
 };
 
 std::size_t utf8_chars(std::string_view text) {

@@ -14,7 +14,6 @@
 #include "chat_form.h"
 #include "protocol.h"
 #include "translate.h"
-#include "translate_chat.h"
 
 namespace pgi::protocols {
 
@@ -47,9 +46,17 @@ struct Module {
     // ---- upstream side ----
     translate::UpstreamRequest (*write_request)(const ServiceEndpoint &service,
                                                 const chat::Request &request,
-                                                const translate::ChatDefaults &defaults);
+                                                const chat::Defaults &defaults);
     chat::Response (*read_response)(const ServiceEndpoint &service, std::string_view body);
     std::unique_ptr<EventReader> (*stream_reader)(const ServiceEndpoint &service);
+
+    // ---- the same protocol on both sides ----
+    // The caller's request for a service of this protocol: its bytes (`raw` when the caller has
+    // them, else `body` serialised) with only what names the service changed, so that fields
+    // only this provider knows reach it. `stream_route` is the route's say on streaming, for the
+    // protocols whose body does not tell (Gemini); the others read their body's own.
+    chat::Passed (*pass_request)(const ServiceEndpoint &service, nlohmann::json &body,
+                                 std::string_view raw, bool stream_route);
 };
 
 // The module of a protocol. Every Protocol has one.

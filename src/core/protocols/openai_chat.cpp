@@ -6,8 +6,10 @@
 #include <cstdlib>
 #include <ctime>
 #include <map>
+#include <optional>
 
 #include "gateway_request.h"
+#include "openai_chat_rules.h"
 #include "redact.h"
 #include "translate_util.h"
 #include "upstream_error.h"
@@ -27,7 +29,7 @@ using translate::detail::string_member;
 constexpr std::size_t kMaxCalls = 4096;
 
 [[noreturn]] void invalid(const std::string &message,
-                          const std::string &hint = translate::detail::kOpenAiChatRequestHint) {
+                          const std::string &hint = rules::kRequestHint) {
     throw Error(sqlstate::kInvalidParameterValue, message, hint);
 }
 
@@ -98,6 +100,20 @@ std::vector<Block> user_blocks(const json &content, std::size_t i) {
         blocks.push_back(std::move(b));
     }
     return blocks;
+}
+
+// Gemini's thought signature on an OpenAI tool call, where Google's own OpenAI-compatible API
+// puts it (extra_content.google.thought_signature): a Gemini thinking model refuses a replayed
+// call without the signature it gave, so it must survive a round trip through OpenAI's shape.
+std::string signature_of(const json &call) {
+    const json *extra = member(call, "extra_content");
+    const json *google = extra != nullptr ? member(*extra, "google") : nullptr;
+    return google != nullptr ? string_member(*google, "thought_signature") : std::string();
+}
+
+void put_signature(json &call, const std::string &signature) {
+    if (!signature.empty())
+        call["extra_content"] = {{"google", {{"thought_signature", signature}}}};
 }
 
 bool is_function(const json &object) {
@@ -247,7 +263,7 @@ int stream_error_status(const UpstreamError &err) {
 // ---- caller side ----
 
 chat::Request read_request(const json &body) {
-    translate::detail::validate_openai_chat(body);
+    rules::validate(body);
     chat::Request r;
     if (const json *n = given(body, "n"); n != nullptr && n->get<long long>() > 1)
         cannot_cross("\"n\" greater than 1");
@@ -281,7 +297,8 @@ chat::Request read_request(const json &body) {
                     b.kind = Block::Kind::kToolUse;
                     b.tool_id = string_member(call, "id");
                     b.tool_name = string_member(call["function"], "name");
-                    b.input = translate::detail::openai_tool_arguments(call, i);
+                    b.input = rules::tool_arguments(call, i);
+                    b.signature = signature_of(call);
                     call_names[b.tool_id] = b.tool_name;
                     message.content.push_back(std::move(b));
                 }
@@ -314,7 +331,7 @@ chat::Request read_request(const json &body) {
         invalid("the chat request has no user or assistant message");
 
     r.tools = read_tools(body);
-    if (auto choice = translate::detail::openai_tool_choice(body)) {
+    if (auto choice = rules::tool_choice(body)) {
         chat::ToolChoice c;
         if (choice->mode == "none") {
             c.mode = chat::ToolChoice::Mode::kNone;
@@ -326,12 +343,12 @@ chat::Request read_request(const json &body) {
         }
         r.tool_choice = c;
     }
-    r.max_tokens = translate::detail::openai_max_tokens(body);
+    r.max_tokens = rules::max_tokens(body);
     if (const json *v = given(body, "temperature"))
         r.temperature = v->get<double>();
     if (const json *v = given(body, "top_p"))
         r.top_p = v->get<double>();
-    if (json stop = translate::detail::openai_stop_sequences(body); stop.is_array()) {
+    if (json stop = rules::stop_sequences(body); stop.is_array()) {
         for (const json &s : stop)
             r.stop.push_back(s.get<std::string>());
     }
@@ -341,6 +358,16 @@ chat::Request read_request(const json &body) {
         r.seed = v->get<long long>();
     }
     r.format = read_format(body);
+    for (auto [key, field] : {std::pair{"presence_penalty", &r.presence_penalty},
+                              std::pair{"frequency_penalty", &r.frequency_penalty}}) {
+        if (const json *v = given(body, key))
+            *field = v->get<double>();  // rules::validate checked it is a number
+    }
+    if (const json *v = given(body, "parallel_tool_calls")) {
+        if (!v->is_boolean())
+            invalid("\"parallel_tool_calls\" must be a boolean");
+        r.parallel_tool_calls = v->get<bool>();
+    }
     if (const json *v = given(body, "user")) {
         if (!v->is_string())
             invalid("\"user\" must be a string");
@@ -348,7 +375,7 @@ chat::Request read_request(const json &body) {
     }
     const json *stream = given(body, "stream");
     r.stream = stream != nullptr && stream->get<bool>();
-    r.stream_usage = r.stream && translate::detail::openai_stream_usage_asked(body);
+    r.stream_usage = r.stream && rules::stream_usage_asked(body);
     return r;
 }
 
@@ -363,13 +390,13 @@ json write_response(const chat::Response &response) {
                 {{"id", b.tool_id},
                  {"type", "function"},
                  {"function", {{"name", b.tool_name}, {"arguments", dump(b.input)}}}});
+            put_signature(tool_calls.back(), b.signature);
         }
         // An answer's images or tool results have no place in an OpenAI message.
     }
-    return translate::detail::openai_chat_completion(
-        response.id.empty() ? translate::detail::completion_id() : response.id, response.model,
-        std::move(text), std::move(tool_calls), finish_reason(response.stop_reason),
-        response.usage);
+    return rules::completion(response.id.empty() ? translate::detail::completion_id() : response.id,
+                             response.model, std::move(text), std::move(tool_calls),
+                             finish_reason(response.stop_reason), response.usage);
 }
 
 void StreamWriter::start(std::string id, const std::string &model) {
@@ -425,7 +452,13 @@ void StreamWriter::write(const Event &e, std::string &out) {
             translate::detail::append_json_string(delta, e.block.tool_id);
             delta += ",\"type\":\"function\",\"function\":{\"name\":";
             translate::detail::append_json_string(delta, e.block.tool_name);
-            delta += ",\"arguments\":\"\"}}]}";
+            delta += ",\"arguments\":\"\"}";
+            if (!e.block.signature.empty()) {
+                delta += ",\"extra_content\":{\"google\":{\"thought_signature\":";
+                translate::detail::append_json_string(delta, e.block.signature);
+                delta += "}}";
+            }
+            delta += "}]}";
             delta_chunk(out, delta, nullptr);
             break;
         }
@@ -487,8 +520,8 @@ std::string error_body(int status, std::string_view message) {
 // ---- upstream side ----
 
 translate::UpstreamRequest write_request(const ServiceEndpoint &s, const chat::Request &r,
-                                         const translate::ChatDefaults &) {
-    // ChatDefaults holds Anthropic's required limit; OpenAI gets no limit the caller did not set.
+                                         const chat::Defaults &) {
+    // chat::Defaults holds Anthropic's required limit; OpenAI gets no limit the caller did not set.
     if (r.top_k)
         unsupported(s, "\"top_k\"");
     json messages = json::array();
@@ -536,6 +569,7 @@ translate::UpstreamRequest write_request(const ServiceEndpoint &s, const chat::R
                         {{"id", b.tool_id},
                          {"type", "function"},
                          {"function", {{"name", b.tool_name}, {"arguments", dump(b.input)}}}});
+                    put_signature(tool_calls.back(), b.signature);
                     break;
                 case Block::Kind::kImage:
                     unsupported(s, "images in an assistant message");
@@ -592,6 +626,12 @@ translate::UpstreamRequest write_request(const ServiceEndpoint &s, const chat::R
         body["stop"] = r.stop;
     if (r.seed)
         body["seed"] = *r.seed;
+    if (r.presence_penalty)
+        body["presence_penalty"] = *r.presence_penalty;
+    if (r.frequency_penalty)
+        body["frequency_penalty"] = *r.frequency_penalty;
+    if (r.parallel_tool_calls && !r.tools.empty())
+        body["parallel_tool_calls"] = *r.parallel_tool_calls;
     switch (r.format.kind) {
         case chat::OutputFormat::Kind::kText:
             break;
@@ -658,6 +698,7 @@ chat::Response read_response(const ServiceEndpoint &s, std::string_view body) {
                 b.tool_id = "call_" + std::to_string(number);
             number++;
             b.tool_name = string_member(*fn, "name");
+            b.signature = signature_of(call);
             const json *args = given(*fn, "arguments");
             if (args != nullptr && args->is_object()) {
                 b.input = *args;
@@ -856,6 +897,8 @@ void StreamReader::tool_delta(const json &delta, std::size_t position, std::vect
         call.id = string_member(delta, "id");
     if (call.name.empty() && fn != nullptr)
         call.name = string_member(*fn, "name");
+    if (call.signature.empty())
+        call.signature = signature_of(delta);
     std::string piece = fn != nullptr ? string_member(*fn, "arguments") : std::string();
 
     if (call.live) {
@@ -888,6 +931,7 @@ void StreamReader::tool_delta(const json &delta, std::size_t position, std::vect
     start.block.kind = Block::Kind::kToolUse;
     start.block.tool_id = call_id(call);
     start.block.tool_name = call.name;
+    start.block.signature = call.signature;
     out.push_back(std::move(start));
     if (!piece.empty()) {
         Event e = event_of(Event::Kind::kToolInputDelta, open_index_);
@@ -927,6 +971,7 @@ void StreamReader::flush(std::vector<Event> &out) {
             start.block.kind = Block::Kind::kToolUse;
             start.block.tool_id = call_id(call);
             start.block.tool_name = call.name;
+            start.block.signature = call.signature;
             delta.kind = Event::Kind::kToolInputDelta;
             delta.text = std::move(call.arguments);
             call.arguments.clear();
@@ -973,6 +1018,38 @@ void StreamReader::fail(int status, std::string type, std::string message,
                                       : std::move(message);
     out.push_back(std::move(e));
     done_ = true;
+}
+
+// ---- the same protocol on both sides ----
+
+chat::Passed pass_request(const ServiceEndpoint &service, json &body, std::string_view raw, bool) {
+    rules::validate(body);
+    chat::Passed call;
+    call.stream = rules::streaming(body);
+    call.stream_usage = call.stream && rules::stream_usage_asked(body);
+    // The caller's bytes with the model set: serialising the document again would cost as much
+    // as parsing it. A caller's own stream_options is edited in the document.
+    std::optional<std::string> text;
+    if (!raw.empty() && (!call.stream || given(body, "stream_options") == nullptr)) {
+        std::string model;
+        translate::detail::append_json_string(model, service.model);
+        const translate::detail::MemberEdit edits[] = {
+            {"model", model}, {"stream_options", "{\"include_usage\":true}"}};
+        text = translate::detail::with_members(raw, edits, call.stream ? 2 : 1);
+    }
+    if (!text) {
+        body["model"] = service.model;
+        if (call.stream) {
+            json &options = body["stream_options"];
+            if (!options.is_object())
+                options = json::object();
+            options["include_usage"] = true;
+        }
+        text = translate::detail::serialise(body);
+    }
+    call.request = translate::detail::post_json(service, "/v1/chat/completions", call.stream,
+                                                std::move(*text));
+    return call;
 }
 
 }  // namespace pgi::protocols::openai_chat

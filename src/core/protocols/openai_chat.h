@@ -19,7 +19,6 @@
 #include "protocol.h"
 #include "sse.h"
 #include "translate.h"
-#include "translate_chat.h"
 
 namespace pgi::protocols::openai_chat {
 
@@ -28,7 +27,7 @@ namespace pgi::protocols::openai_chat {
 // The caller's chat request. The request's "model" is not read (the gateway picks the service
 // by it). Bad input is a 22023 error saying what to fix, in the words the SQL functions and the
 // gateway have always used; what the form cannot carry is 0A000. Fields with no place in the
-// form (logprobs, penalties, parallel_tool_calls, ...) are dropped.
+// form (logprobs, logit_bias, service_tier, ...) are dropped.
 chat::Request read_request(const nlohmann::json &body);
 
 // A chat.completion with one choice. An empty Response::id gets a fresh chatcmpl- id.
@@ -71,7 +70,7 @@ std::string error_body(int status, std::string_view message);
 // in OpenAI's API and is refused with 0A000.
 translate::UpstreamRequest write_request(const ServiceEndpoint &service,
                                          const chat::Request &request,
-                                         const translate::ChatDefaults &defaults);
+                                         const chat::Defaults &defaults);
 
 // The first choice of a chat.completion. A body that is not one (or whose tool call arguments
 // are not a JSON object) is a PI400 error.
@@ -98,6 +97,7 @@ class StreamReader {
         long long openai_index = 0;
         std::string id;
         std::string name;
+        std::string signature;  // Gemini's thought signature (extra_content), if any
         std::string arguments;  // pieces kept while the call waits for its block
         bool live = false;      // it is the open block: pieces go out as they come
         bool emitted = false;   // its block went out
@@ -135,6 +135,56 @@ class StreamReader {
     std::vector<Pending> pending_;
     translate::Usage usage_;
     int generated_ids_ = 0;
+};
+
+// ---- the same protocol on both sides ----
+
+// An OpenAI caller's request for an OpenAI service, checked by the same rules as the caller side
+// but otherwise as written: its bytes (`raw`, when given) with "model" set to the service's, and
+// for a stream stream_options.include_usage set (the ledger needs the usage chunk; StreamRelay
+// hides it from a caller who did not ask). Nothing the form cannot carry is refused: the
+// upstream judges it. stream_route is not read: the body says.
+chat::Passed pass_request(const ServiceEndpoint &service, nlohmann::json &body,
+                          std::string_view raw, bool stream_route);
+
+// An OpenAI service's stream on its way to an OpenAI caller, relayed event by event as the
+// upstream wrote it (only the SSE framing is rewritten), whatever pieces its bytes arrive in. The
+// usage chunk (choices [] or null, with usage) is the ledger's: it is dropped unless the caller
+// asked for it, and vLLM's choices:null becomes [] when it is forwarded. An error event or chunk
+// goes on as `data: {"error":{...}}` and ends the stream without [DONE], as OpenAI fails a stream;
+// input after the end is ignored. Chunks that mention neither usage nor error are not parsed.
+class StreamRelay {
+  public:
+    StreamRelay(const ServiceEndpoint &service, bool caller_wants_usage);
+
+    // Appends what the caller gets for this piece of upstream body (often nothing).
+    void feed(std::string_view upstream_bytes, std::string &out);
+    // The body ended normally: a last unterminated event, then [DONE] unless the stream ended.
+    void finish(std::string &out);
+    // The transfer broke: an error chunk carrying message, so the caller does not take a cut
+    // answer for a whole one.
+    void fail(std::string_view message, std::string &out);
+
+    // Tokens reported so far; final once the stream is done.
+    const translate::Usage &usage() const { return usage_; }
+    // What a stream that did not end with the upstream's usage is charged: the usage so far,
+    // with at least one completion token per 4 characters of streamed text.
+    translate::Usage charged_usage() const;
+    bool failed() const { return failed_; }
+    bool done() const { return done_; }
+
+  private:
+    struct Sink;
+    void event(const SseEventView &event, std::string &out);
+    void error(std::string &out, std::string_view message, std::string_view type);
+
+    ServiceEndpoint service_;  // its name and key, for error texts
+    bool caller_wants_usage_;
+    SseParser parser_;
+    translate::Usage usage_;
+    std::size_t streamed_chars_ = 0;
+    bool failed_ = false;
+    bool done_ = false;
 };
 
 }  // namespace pgi::protocols::openai_chat

@@ -1,11 +1,11 @@
-#include "translate_stream.h"
-
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "chat_call.h"
+#include "modules.h"
 #include "sse.h"
 
 namespace {
@@ -21,6 +21,38 @@ const ServiceEndpoint kAnthropic{
     "claude", "claude-sonnet-4-5", "http://up", Protocol::kAnthropicV1, "", false, nullptr};
 const ServiceEndpoint kGemini{
     "gem", "gemini-2.5-flash", "http://up", Protocol::kGeminiV1Beta, "", false, nullptr};
+
+// An OpenAI caller's stream from the service, as the gateway's chat route runs it.
+class ChatStream {
+  public:
+    ChatStream(const ServiceEndpoint &s, bool wants_usage) {
+        json req = {{"messages", json::array({{{"role", "user"}, {"content", "hi"}}})},
+                    {"stream", true},
+                    {"stream_options", {{"include_usage", wants_usage}}}};
+        call_ = pgi::chat_call::plan(pgi::protocols::module_for(Protocol::kOpenAiV1), s, req, {});
+        stream_ = pgi::chat_call::stream(call_, s);
+    }
+    void feed(std::string_view bytes, std::string &out) { stream_->feed(bytes, out); }
+    std::string feed(std::string_view bytes) {
+        std::string out;
+        feed(bytes, out);
+        return out;
+    }
+    void finish(std::string &out) { stream_->finish(out); }
+    std::string finish() {
+        std::string out;
+        finish(out);
+        return out;
+    }
+    void fail(std::string_view message, std::string &out) { stream_->fail(message, out); }
+    tr::Usage usage() const { return stream_->charged(); }
+    bool failed() const { return stream_->failed(); }
+    bool done() const { return stream_->done(); }
+
+  private:
+    pgi::chat_call::Call call_;
+    std::unique_ptr<pgi::chat_call::Stream> stream_;
+};
 
 // `created` is the clock at the stream's start and a generated id is random; everything else
 // must not depend on the run.
@@ -52,7 +84,7 @@ struct Result {
 
 Result run(const ServiceEndpoint &s, bool wants_usage, std::string_view in,
            const std::vector<std::size_t> &cuts = {}) {
-    tr::ChatStream stream(s, wants_usage);
+    ChatStream stream(s, wants_usage);
     std::string out;
     std::size_t pos = 0;
     for (std::size_t cut : cuts) {
@@ -205,7 +237,7 @@ const char kGeminiStream[] =
 
 // ---------------------------------------------------------------- OpenAI
 
-TEST(TranslateStream, OpenAiUsageChunkHiddenWhenNotAsked) {
+TEST(ChatCallStream, OpenAiUsageChunkHiddenWhenNotAsked) {
     std::string in = std::string(kOpenAiStream) + kOpenAiUsageChunk + kDone;
     Result r = run_every_way(kOpenAi, false, in);
     EXPECT_EQ(r.out, normalised(std::string(kOpenAiStream) + kDone));
@@ -216,14 +248,14 @@ TEST(TranslateStream, OpenAiUsageChunkHiddenWhenNotAsked) {
     EXPECT_FALSE(r.failed);
 }
 
-TEST(TranslateStream, OpenAiUsageChunkShownWhenAsked) {
+TEST(ChatCallStream, OpenAiUsageChunkShownWhenAsked) {
     std::string in = std::string(kOpenAiStream) + kOpenAiUsageChunk + kDone;
     Result r = run_every_way(kOpenAi, true, in);
     EXPECT_EQ(r.out, normalised(in));  // byte for byte, but for created
     EXPECT_EQ(r.usage.total_tokens, 7);
 }
 
-TEST(TranslateStream, OpenAiVllmNullChoicesUsageChunk) {
+TEST(ChatCallStream, OpenAiVllmNullChoicesUsageChunk) {
     const char vllm_usage[] =
         "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt\","
         "\"choices\":null,\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"total_tokens\":"
@@ -242,7 +274,7 @@ TEST(TranslateStream, OpenAiVllmNullChoicesUsageChunk) {
     EXPECT_EQ(list[4], "[DONE]");
 }
 
-TEST(TranslateStream, OpenAiUsageOnAChunkWithChoicesIsForwarded) {
+TEST(ChatCallStream, OpenAiUsageOnAChunkWithChoicesIsForwarded) {
     const char in[] =
         "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}],"
         "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":2}}\n\n"
@@ -252,7 +284,7 @@ TEST(TranslateStream, OpenAiUsageOnAChunkWithChoicesIsForwarded) {
     EXPECT_EQ(r.usage.total_tokens, 2);
 }
 
-TEST(TranslateStream, OpenAiFramingIsNormalised) {
+TEST(ChatCallStream, OpenAiFramingIsNormalised) {
     // CRLF framing, comments, a data payload on two lines: the caller gets plain framing.
     const char in[] =
         ": keep-alive\r\n\r\n"
@@ -264,13 +296,16 @@ TEST(TranslateStream, OpenAiFramingIsNormalised) {
               "data: [DONE]\n\n");
 }
 
-TEST(TranslateStream, OpenAiMissingDoneIsAdded) {
+TEST(ChatCallStream, OpenAiMissingDoneIsAdded) {
     Result r = run_every_way(kOpenAi, false, kOpenAiStream);
     EXPECT_EQ(r.out, normalised(std::string(kOpenAiStream) + kDone));
-    EXPECT_FALSE(r.usage.present);
+    // No usage reported: the stream is charged one token per 4 characters it streamed.
+    EXPECT_TRUE(r.usage.present);
+    EXPECT_EQ(r.usage.prompt_tokens, 0);
+    EXPECT_GT(r.usage.completion_tokens, 0);
 }
 
-TEST(TranslateStream, OpenAiErrorChunkEndsTheStream) {
+TEST(ChatCallStream, OpenAiErrorChunkEndsTheStream) {
     const char error[] = "data: {\"error\":{\"message\":\"boom\",\"type\":\"server_error\"}}\n\n";
     std::string in = std::string(kOpenAiStream) + error + "data: {\"choices\":[]}\n\n" + kDone;
     Result r = run_every_way(kOpenAi, false, in);
@@ -278,7 +313,7 @@ TEST(TranslateStream, OpenAiErrorChunkEndsTheStream) {
     EXPECT_TRUE(r.failed);
 }
 
-TEST(TranslateStream, OpenAiNamedErrorEvent) {
+TEST(ChatCallStream, OpenAiNamedErrorEvent) {
     Result r =
         run_every_way(kOpenAi, false, "event: error\ndata: {\"message\":\"model overloaded\"}\n\n");
     EXPECT_EQ(
@@ -288,7 +323,7 @@ TEST(TranslateStream, OpenAiNamedErrorEvent) {
     EXPECT_TRUE(r.failed);
 }
 
-TEST(TranslateStream, ErrorEventsAreRedacted) {
+TEST(ChatCallStream, ErrorEventsAreRedacted) {
     ServiceEndpoint s = kOpenAi;
     s.api_key = "sk-live-9876";
     Result r = run_every_way(
@@ -306,8 +341,8 @@ TEST(TranslateStream, ErrorEventsAreRedacted) {
     EXPECT_EQ(chunks(r.out)[0]["error"]["message"], "[redacted] invalid");
 }
 
-TEST(TranslateStream, InputAfterTheEndIsIgnored) {
-    tr::ChatStream s(kOpenAi, false);
+TEST(ChatCallStream, InputAfterTheEndIsIgnored) {
+    ChatStream s(kOpenAi, false);
     std::string out = s.feed(std::string(kOpenAiStream) + kDone);
     EXPECT_TRUE(s.done());
     EXPECT_EQ(s.feed("data: {\"choices\":[]}\n\n"), "");
@@ -317,7 +352,7 @@ TEST(TranslateStream, InputAfterTheEndIsIgnored) {
 
 // ---------------------------------------------------------------- Anthropic
 
-TEST(TranslateStream, AnthropicFullStream) {
+TEST(ChatCallStream, AnthropicFullStream) {
     const char *id = "msg_1";
     const char *model = "claude-sonnet-4-5-20250929";
     std::vector<json> expected = {
@@ -356,7 +391,7 @@ TEST(TranslateStream, AnthropicFullStream) {
     EXPECT_EQ(chunks(with_usage.out), expected);
 }
 
-TEST(TranslateStream, AnthropicStopReasonsInStreams) {
+TEST(ChatCallStream, AnthropicStopReasonsInStreams) {
     for (auto [reason, expected] :
          {std::pair{"end_turn", "stop"}, std::pair{"max_tokens", "length"},
           std::pair{"stop_sequence", "stop"}, std::pair{"refusal", "content_filter"}}) {
@@ -374,10 +409,12 @@ TEST(TranslateStream, AnthropicStopReasonsInStreams) {
     }
 }
 
-TEST(TranslateStream, AnthropicErrorMidStream) {
+TEST(ChatCallStream, AnthropicErrorMidStream) {
     std::string in =
         "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\","
         "\"model\":\"c\",\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n"
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,"
+        "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n"
         "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
         "\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n"
         "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\","
@@ -393,28 +430,31 @@ TEST(TranslateStream, AnthropicErrorMidStream) {
     EXPECT_EQ(r.usage.prompt_tokens, 9);
 }
 
-TEST(TranslateStream, AnthropicMalformedEvent) {
+TEST(ChatCallStream, AnthropicMalformedEvent) {
     Result r = run(kAnthropic, false, "event: content_block_delta\ndata: {not json\n\n");
     EXPECT_TRUE(r.failed);
     EXPECT_EQ(chunks(r.out)[0]["error"]["message"],
               "service \"claude\" sent a malformed stream event");
 }
 
-TEST(TranslateStream, AnthropicWithoutEventNamesUsesDataType) {
+TEST(ChatCallStream, AnthropicWithoutEventNamesUsesDataType) {
     std::string in =
         "data: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"c\"}}\n\n"
+        "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":"
+        "\"text\",\"text\":\"\"}}\n\n"
         "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","
         "\"text\":\"ok\"}}\n\n"
         "data: {\"type\":\"message_stop\"}\n\n";
     auto list = chunks(run(kAnthropic, false, in).out);
-    ASSERT_EQ(list.size(), 3u);
+    ASSERT_EQ(list.size(), 4u);
     EXPECT_EQ(list[1]["choices"][0]["delta"]["content"], "ok");
-    EXPECT_EQ(list[2], "[DONE]");
+    EXPECT_EQ(list[2]["choices"][0]["finish_reason"], "stop");
+    EXPECT_EQ(list[3], "[DONE]");
 }
 
 // ---------------------------------------------------------------- Gemini
 
-TEST(TranslateStream, GeminiFullStream) {
+TEST(ChatCallStream, GeminiFullStream) {
     const char *id = "r1";
     const char *model = "gemini-2.5-flash-001";
     std::vector<json> expected = {
@@ -426,7 +466,10 @@ TEST(TranslateStream, GeminiFullStream) {
                       {{{"index", 0},
                         {"id", "call_0"},
                         {"type", "function"},
-                        {"function", {{"name", "f"}, {"arguments", "{\"x\":1}"}}}}}}})),
+                        {"function", {{"name", "f"}, {"arguments", ""}}}}}}})),
+        chunk(
+            id, model,
+            delta({{"tool_calls", {{{"index", 0}, {"function", {{"arguments", "{\"x\":1}"}}}}}}})),
         chunk(id, model, delta(json::object(), "tool_calls")),
     };
     Result r = run_every_way(kGemini, true, kGeminiStream);
@@ -442,33 +485,29 @@ TEST(TranslateStream, GeminiFullStream) {
     EXPECT_EQ(hidden.usage.total_tokens, 18);
 }
 
-TEST(TranslateStream, GeminiFinishReasonsAndCandidates) {
+TEST(ChatCallStream, GeminiFinishReasonsAndCandidates) {
     const char in[] =
         "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]},\"index\":0},"
         "{\"content\":{\"parts\":[{\"text\":\"b\"}]},\"index\":1}]}\n\n"
         "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"c\"}]},\"index\":0,"
         "\"finishReason\":\"MAX_TOKENS\"},{\"index\":1,\"finishReason\":\"SAFETY\"}]}\n\n";
     auto list = chunks(run_every_way(kGemini, false, in).out);
-    ASSERT_EQ(list.size(), 8u);
+    // One answer per call: the first candidate's (n above 1 reaches only OpenAI services).
+    ASSERT_EQ(list.size(), 5u);
     auto choice = [&](std::size_t i) { return list[i]["choices"][0]; };
     EXPECT_EQ(choice(0)["index"], 0);
     EXPECT_EQ(choice(0)["delta"]["role"], "assistant");
     EXPECT_EQ(choice(1)["delta"]["content"], "a");
-    EXPECT_EQ(choice(2)["index"], 1);
-    EXPECT_EQ(choice(2)["delta"]["role"], "assistant");
-    EXPECT_EQ(choice(3)["delta"]["content"], "b");
-    EXPECT_EQ(choice(4)["delta"]["content"], "c");
-    EXPECT_EQ(choice(5)["finish_reason"], "length");
-    EXPECT_EQ(choice(6)["index"], 1);
-    EXPECT_EQ(choice(6)["finish_reason"], "content_filter");
-    EXPECT_EQ(list[7], "[DONE]");
+    EXPECT_EQ(choice(2)["delta"]["content"], "c");
+    EXPECT_EQ(choice(3)["finish_reason"], "length");
+    EXPECT_EQ(list[4], "[DONE]");
     // Without a responseId, the stream still has one id of its own.
-    EXPECT_EQ(list[0]["id"], list[6]["id"]);
+    EXPECT_EQ(list[0]["id"], list[3]["id"]);
     EXPECT_EQ(list[0]["id"], "chatcmpl-X");
     EXPECT_EQ(list[0]["model"], "gemini-2.5-flash");
 }
 
-TEST(TranslateStream, GeminiBlockedPrompt) {
+TEST(ChatCallStream, GeminiBlockedPrompt) {
     auto list =
         chunks(run(kGemini, false,
                    "data: {\"promptFeedback\":{\"blockReason\":\"PROHIBITED_CONTENT\"}}\n\n")
@@ -477,7 +516,7 @@ TEST(TranslateStream, GeminiBlockedPrompt) {
     EXPECT_EQ(list[1]["choices"][0]["finish_reason"], "content_filter");
 }
 
-TEST(TranslateStream, GeminiErrorEvent) {
+TEST(ChatCallStream, GeminiErrorEvent) {
     std::string in =
         "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"x\"}]}}]}\r\n\r\n"
         "data: {\"error\":{\"code\":500,\"message\":\"Internal "
@@ -490,7 +529,7 @@ TEST(TranslateStream, GeminiErrorEvent) {
     EXPECT_TRUE(r.failed);
 }
 
-TEST(TranslateStream, GeminiLastEventWithoutBlankLine) {
+TEST(ChatCallStream, GeminiLastEventWithoutBlankLine) {
     std::string in = kGeminiStream;
     in.resize(in.size() - 4);  // the body ends right after the last data line
     EXPECT_EQ(run(kGemini, true, in).out, run(kGemini, true, kGeminiStream).out);
@@ -498,8 +537,8 @@ TEST(TranslateStream, GeminiLastEventWithoutBlankLine) {
 
 // ---------------------------------------------------------------- failures
 
-TEST(TranslateStream, TransportFailure) {
-    tr::ChatStream s(kGemini, false);
+TEST(ChatCallStream, TransportFailure) {
+    ChatStream s(kGemini, false);
     std::string out = s.feed(std::string(kGeminiStream).substr(0, 250));
     s.fail("service \"gem\" timed out after 120 s", out);
     EXPECT_TRUE(s.failed());
@@ -509,8 +548,8 @@ TEST(TranslateStream, TransportFailure) {
     EXPECT_EQ(s.finish(), "");
 }
 
-TEST(TranslateStream, OversizedEvent) {
-    tr::ChatStream s(kOpenAi, false);
+TEST(ChatCallStream, OversizedEvent) {
+    ChatStream s(kOpenAi, false);
     std::string out = s.feed("data: {\"choices\":[]}\n\n");
     s.feed("data: " + std::string(pgi::SseParser::kDefaultMaxEventBytes + 10, 'x'), out);
     EXPECT_TRUE(s.failed());
@@ -519,17 +558,20 @@ TEST(TranslateStream, OversizedEvent) {
     EXPECT_NE(list[1]["error"]["message"].get<std::string>().find("exceeds"), std::string::npos);
 }
 
-TEST(TranslateStream, EmptyUpstream) {
+TEST(ChatCallStream, EmptyUpstream) {
     // A body that ends before any event still gives the caller a well-formed ending.
     EXPECT_EQ(run(kOpenAi, false, "").out, "data: [DONE]\n\n");
-    auto list = chunks(run(kAnthropic, true, "").out);
-    ASSERT_EQ(list.size(), 2u);
-    EXPECT_EQ(list[0]["usage"]["total_tokens"], 0);
+    // An Anthropic body with no event is no answer: the caller is told, not sent an empty one.
+    Result r = run(kAnthropic, true, "");
+    EXPECT_TRUE(r.failed);
+    auto list = chunks(r.out);
+    ASSERT_EQ(list.size(), 1u);
+    EXPECT_TRUE(list[0].contains("error"));
 }
 
 // The check for a "usage" or "error" member scans 16 bytes at a time: the key must be found
 // wherever it falls in a block, and across two.
-TEST(TranslateStream, OpenAiUsageAndErrorFoundAtEveryOffset) {
+TEST(ChatCallStream, OpenAiUsageAndErrorFoundAtEveryOffset) {
     for (int pad = 0; pad < 40; ++pad) {
         std::string id(static_cast<std::size_t>(pad), 'x');
         std::string usage = "data: {\"id\":\"" + id +
@@ -546,11 +588,11 @@ TEST(TranslateStream, OpenAiUsageAndErrorFoundAtEveryOffset) {
 
 // The in-place scan that spots a usage chunk is no validation: a chunk it can walk that is not
 // JSON is the upstream's to judge, forwarded as it came rather than thrown out of feed().
-TEST(TranslateStream, OpenAiMalformedUsageChunkIsForwarded) {
+TEST(ChatCallStream, OpenAiMalformedUsageChunkIsForwarded) {
     const std::string bad = "{\"choices\":null,\"usage\":{\"prompt_tokens\":3 4}}";
     const std::string in = std::string(kOpenAiStream) + "data: " + bad + "\n\n" + kDone;
     for (bool wants_usage : {true, false}) {
-        tr::ChatStream s(kOpenAi, wants_usage);
+        ChatStream s(kOpenAi, wants_usage);
         std::string out;
         ASSERT_NO_THROW(s.feed(in, out));
         s.finish(out);
