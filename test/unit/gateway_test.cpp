@@ -1723,6 +1723,55 @@ TEST_F(GatewayTest, BadRequests) {
     EXPECT_EQ(call(port, "/health").status, 200);
 }
 
+// A method libevent does not serve (TRACE, CONNECT, an unknown token) is the caller's mistake:
+// 405 with the methods the gateway serves, OpenAI-shaped, never a 5xx.
+TEST_F(GatewayTest, UnservedMethodsAre405) {
+    start();
+    for (std::string method : {"TRACE", "CONNECT", "BREW", "post"}) {
+        int fd = connect_raw();
+        ASSERT_GE(fd, 0);
+        std::string request = method + " /v1/models HTTP/1.1\r\nHost: x\r\n\r\n";
+        ASSERT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
+        std::string got =
+            read_until(fd, [](const std::string &g) { return g.find("}}") != std::string::npos; });
+        close(fd);
+        EXPECT_EQ(got.rfind("HTTP/1.1 405 Method Not Allowed\r\n", 0), 0u) << method << ": " << got;
+        EXPECT_NE(got.find("Allow: GET, POST, HEAD, PUT, DELETE, OPTIONS, PATCH\r\n"),
+                  std::string::npos)
+            << got;
+        EXPECT_NE(got.find("\"type\":\"invalid_request_error\""), std::string::npos) << got;
+        EXPECT_NE(got.find("\"code\":\"method_not_allowed\""), std::string::npos) << got;
+    }
+    EXPECT_EQ(call(port, "/health").status, 200);
+}
+
+// Headers past the limit, still being sent when the gateway refuses them: the caller reads a 431
+// rather than meeting a reset while it writes the rest.
+TEST_F(GatewayTest, OversizedHeadersAre431WithoutAReset) {
+    start();
+    for (size_t size : {size_t(70000), size_t(300000)}) {
+        int fd = connect_raw();
+        ASSERT_GE(fd, 0);
+        std::string request =
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Filler: " + std::string(size, 'f') +
+            "\r\nContent-Length: 2\r\n\r\n{}";
+        size_t sent = 0;
+        while (sent < request.size()) {
+            ssize_t n = send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+            if (n <= 0)
+                break;
+            sent += static_cast<size_t>(n);
+        }
+        EXPECT_EQ(sent, request.size()) << "the gateway stopped reading at " << sent;
+        std::string got =
+            read_until(fd, [](const std::string &g) { return g.find("}}") != std::string::npos; });
+        close(fd);
+        EXPECT_EQ(got.rfind("HTTP/1.1 431 ", 0), 0u) << got.substr(0, 300);
+        EXPECT_NE(got.find("\"code\":\"headers_too_large\""), std::string::npos) << got;
+    }
+    EXPECT_EQ(call(port, "/health").status, 200);
+}
+
 TEST_F(GatewayTest, TooLargeOnAKeptAliveConnection) {
     start();
     // libevent writes its own 413 on a connection that served a request before; it must be
