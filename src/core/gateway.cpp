@@ -94,6 +94,15 @@ void send_response(evhttp_request *req, int status, std::string &&body, const ch
     add_headers(req, headers);
     if (content_type != nullptr)
         evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", content_type);
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+        // libevent writes whatever is in the output buffer, even for HEAD: a body there would be
+        // read as the start of the next answer on a kept-alive connection. The length says what
+        // a GET would have carried.
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Length",
+                          std::to_string(body.size()).c_str());
+        evhttp_send_reply(req, status, nullptr, nullptr);
+        return;
+    }
     set_body(req, std::move(body));
     evhttp_send_reply(req, status, nullptr, nullptr);
 }
@@ -650,7 +659,18 @@ std::string Server::Impl::precheck(std::string_view block, int &status,
                            413, "request_too_large", {}));
         }
     }
-    if (!config.require_key || method == 0 || snapshot->unavailable)
+    if (method == 0) {
+        // A method the gateway does not serve: refused here with a lingering close, so that a
+        // caller still sending a body reads the answer instead of meeting a reset.
+        status = 405;
+        std::string allow = allow_header(kServedMethods);
+        std::string response = raw_response(
+            405, "Method Not Allowed",
+            error_body("The request method is not one the gateway serves; use " + allow, 405,
+                       "method_not_allowed", {}));
+        return response.insert(response.find("\r\n") + 2, "Allow: " + allow + "\r\n");
+    }
+    if (!config.require_key || snapshot->unavailable)
         return {};
     evhttp_uri *parsed = evhttp_uri_parse_with_flags(uri.c_str(), EVHTTP_URI_NONCONFORMANT);
     if (parsed == nullptr)

@@ -1745,6 +1745,31 @@ TEST_F(GatewayTest, UnservedMethodsAre405) {
     EXPECT_EQ(call(port, "/health").status, 200);
 }
 
+// A HEAD answer carries no body, whatever the route answers to it: on a kept-alive connection a
+// body would be read as the start of the next answer.
+TEST_F(GatewayTest, HeadAnswersHaveNoBody) {
+    start();
+    int fd = connect_raw();
+    ASSERT_GE(fd, 0);
+    std::string requests =
+        "HEAD /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n"
+        "HEAD /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+        std::string(kGatewayKey) +
+        "\r\n\r\n"
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    ASSERT_EQ(write(fd, requests.data(), requests.size()), static_cast<ssize_t>(requests.size()));
+    std::string got = read_until(fd, [](const std::string &g) {
+        return g.find("{\"status\":\"ok\"}") != std::string::npos;
+    });
+    close(fd);
+    EXPECT_EQ(got.rfind("HTTP/1.1 405 ", 0), 0u) << got;
+    size_t second = got.find("\r\n\r\nHTTP/1.1 200 ");
+    ASSERT_NE(second, std::string::npos) << got;
+    size_t third = got.find("\r\n\r\nHTTP/1.1 200 ", second + 4);
+    ASSERT_NE(third, std::string::npos) << got;
+    EXPECT_EQ(got.substr(got.size() - 15), "{\"status\":\"ok\"}") << got;
+}
+
 // Headers past the limit, still being sent when the gateway refuses them: the caller reads a 431
 // rather than meeting a reset while it writes the rest.
 TEST_F(GatewayTest, OversizedHeadersAre431WithoutAReset) {
