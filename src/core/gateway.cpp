@@ -609,6 +609,7 @@ std::string Server::Impl::precheck(std::string_view block, int &status,
     std::string authorization, x_api_key, content_length;
     bool have_authorization = false, have_x_api_key = false, have_length = false;
     bool chunked = false;
+    std::string transfer_encoding;
     size_t pos = eol + 1;
     while (pos < block.size()) {
         size_t end = block.find('\n', pos);
@@ -637,7 +638,24 @@ std::string Server::Impl::precheck(std::string_view block, int &status,
             have_length = true;
         } else if (iequals(name, "Transfer-Encoding")) {
             chunked = true;
+            transfer_encoding = value;
         }
+    }
+    // Only chunked framing is read. libevent would close on any other transfer coding (or a
+    // HEAD's body, which it reads as the next request) while the caller is still sending, and
+    // the reset would destroy the answer: both are refused here with a lingering close, the
+    // 400 and close that HTTP/1.1 asks of a server for a framing it cannot read.
+    const char *framing_error = nullptr;
+    if (chunked && !iequals(transfer_encoding, "chunked"))
+        framing_error =
+            "The request's Transfer-Encoding is not one the gateway reads: send the "
+            "body with a Content-Length, or with Transfer-Encoding: chunked";
+    else if (method == kHead && (chunked || (have_length && trim(content_length) != "0")))
+        framing_error = "A HEAD request cannot carry a body";
+    if (framing_error != nullptr) {
+        status = 400;
+        return raw_response(400, "Bad Request",
+                            error_body(framing_error, 400, "invalid_request", {}));
     }
 
     body_length = chunked ? -1 : 0;

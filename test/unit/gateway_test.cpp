@@ -1797,6 +1797,35 @@ TEST_F(GatewayTest, OversizedHeadersAre431WithoutAReset) {
     EXPECT_EQ(call(port, "/health").status, 200);
 }
 
+// A framing the gateway does not read (a transfer coding other than chunked, a HEAD with a
+// body) is a 400 sent while the caller may still be sending, not a close that resets the answer.
+TEST_F(GatewayTest, UnreadableFramingIs400WithoutAReset) {
+    start();
+    const std::string body(200000, 'b');
+    for (const std::string &head :
+         {std::string("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      "Transfer-Encoding: identity\r\nContent-Length: 200000\r\n\r\n"),
+          std::string("HEAD /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n")}) {
+        int fd = connect_raw();
+        ASSERT_GE(fd, 0);
+        std::string request = head + body;
+        size_t sent = 0;
+        while (sent < request.size()) {
+            ssize_t n = send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+            if (n <= 0)
+                break;
+            sent += static_cast<size_t>(n);
+        }
+        EXPECT_EQ(sent, request.size()) << "the gateway stopped reading at " << sent;
+        std::string got =
+            read_until(fd, [](const std::string &g) { return g.find("}}") != std::string::npos; });
+        close(fd);
+        EXPECT_EQ(got.rfind("HTTP/1.1 400 ", 0), 0u) << head << got.substr(0, 300);
+        EXPECT_NE(got.find("\"code\":\"invalid_request\""), std::string::npos) << got;
+    }
+    EXPECT_EQ(call(port, "/health").status, 200);
+}
+
 TEST_F(GatewayTest, TooLargeOnAKeptAliveConnection) {
     start();
     // libevent writes its own 413 on a connection that served a request before; it must be
