@@ -180,6 +180,13 @@ std::size_t redact_literals(std::string_view text, const LiteralSyntax &syntax, 
         if (comment != i) {
             w.put(text.substr(i, comment - i));
             i = comment;
+        } else if (c == '"' && syntax.quoted_values) {
+            // The value is quoted as it is, without doubling: it ends at the next quote.
+            const std::size_t close = text.find('"', i + 1);
+            w.put('"');
+            w.put(kRedacted);
+            w.put('"');
+            i = close == std::string_view::npos ? text.size() : close + 1;
         } else if (c == '"' && syntax.sql_only) {
             const std::size_t close = text.find('"', i + 1);
             const std::size_t end = close == std::string_view::npos ? text.size() : close + 1;

@@ -36,6 +36,10 @@ struct LiteralSyntax {
     // The text is SQL alone (an internal query), so "..." is an identifier whose quotes are not
     // literals. Off for messages, which quote SQL tokens in double quotes ("at or near "'key'"").
     bool sql_only = false;
+    // The text is one of PostgreSQL's own messages, which quote an offending value in double
+    // quotes (malformed array literal: "..."): every "..." is replaced as well, since a key
+    // passed in the wrong argument comes back that way.
+    bool quoted_values = false;
 };
 
 // Writes the text with every SQL string literal replaced by '[redacted]': '...' (with ''),

@@ -44,24 +44,14 @@ namespace {
 
 emit_log_hook_type previous_emit_log_hook = nullptr;
 
-// Whether the report was raised by this extension's own C++ code. Its texts are already free of
-// keys (errors from the core pass through the key scrubber before they become a report) and
-// are left readable: `service "x" already exists` stays as it is. The report's filename tells
-// them apart: ereport records __FILE__, which for the extension is a path in this file's
-// directory (the build compiles every src/pg file the same way, e.g. "src/pg/registry.cpp"),
-// while PostgreSQL's own reports carry its source names ("postgres.c", "arrayfuncs.c",
-// "pl_exec.c"). An error from PostgreSQL that the extension caught and re-threw keeps PostgreSQL's
-// filename, so it is scrubbed like any other. The message domain cannot serve: the extension's
-// reports and the server's share the "postgres" domain. Compiled without a directory in __FILE__,
-// nothing counts as the extension's own, so everything is scrubbed: safe, only less readable.
+// Whether the report was raised by this extension's own C++ code (through the C++/PostgreSQL
+// wall, which reports in kReportDomain). Its texts are already free of keys (errors from the
+// core pass through the key scrubber before they become a report) and are left readable:
+// `service "x" already exists` stays as it is. An error from PostgreSQL that the extension caught
+// and re-threw keeps PostgreSQL's domain, so it is scrubbed like any other. The report's file
+// name cannot serve: PostgreSQL keeps only its base name.
 bool raised_by_extension(const ErrorData *edata) {
-    const char *self = __FILE__;
-    const char *slash = std::strrchr(self, '/');
-    if (slash == nullptr || edata->filename == nullptr)
-        return false;
-    const std::size_t dir = static_cast<std::size_t>(slash - self) + 1;
-    return std::strncmp(edata->filename, self, dir) == 0 &&
-           std::strchr(edata->filename + dir, '/') == nullptr;
+    return edata->domain != nullptr && std::strcmp(edata->domain, kReportDomain) == 0;
 }
 
 bool key_bearing(const char *text) {
@@ -84,16 +74,17 @@ bool statement_is_key_bearing() {
 }
 
 // Replaces the string literals of one palloc'd field of the report.
-void scrub(char **field, bool sql_only) {
+void scrub(char **field, bool sql_only, bool quoted_values = false) {
     if (*field == nullptr)
         return;
     const std::size_t size = std::strlen(*field);
     const std::string_view text(*field, size);
-    if (text.find_first_of("'$") == std::string_view::npos)
+    if (text.find_first_of(quoted_values ? "'$\"" : "'$") == std::string_view::npos)
         return;  // no literal can start here
     pgi::LiteralSyntax syntax;
     syntax.standard_strings = standard_conforming_strings || pgi::quotes_parameters(text);
     syntax.sql_only = sql_only;
+    syntax.quoted_values = quoted_values;
     const std::size_t need = pgi::redact_literals(text, syntax, nullptr, 0);
     char *copy = nullptr;
     if (need < MaxAllocSize - 1)
@@ -118,10 +109,12 @@ void redact_report(ErrorData *edata) {
         key_bearing(edata->internalquery)) {
         edata->hide_stmt = true;
         if (!raised_by_extension(edata)) {
-            scrub(&edata->message, false);
-            scrub(&edata->detail, false);
-            scrub(&edata->detail_log, false);
-            scrub(&edata->hint, false);
+            // PostgreSQL's own errors quote the value they refuse ("malformed array literal"),
+            // which is the key itself when it went into the wrong argument.
+            scrub(&edata->message, false, true);
+            scrub(&edata->detail, false, true);
+            scrub(&edata->detail_log, false, true);
+            scrub(&edata->hint, false, true);
         }
         // Context and query quote the caller's SQL, whoever raised the error.
         scrub(&edata->context, false);

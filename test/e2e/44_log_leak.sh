@@ -92,27 +92,32 @@ leak_case "misspelt named argument" "$k" "ERROR:  function inference.register_ex
     -U postgres -c "SELECT inference.register_external_service(name => 'x', model => 'm', base_url => '$URL', api_kye => '$k')"
 
 k="$(key tags)"
-leak_case "bad tags value" "$k" 'ERROR:  malformed array literal: "team-a"' \
+leak_case "bad tags value" "$k" 'ERROR:  malformed array literal: "[redacted]"' \
     -U postgres -c "$(call "$k" "tags => 'team-a'")"
 
+# The key in the wrong argument: PostgreSQL's own message quotes the value it refuses.
+k="$(key slot)"
+leak_case "key in the wrong argument" "$k" 'ERROR:  malformed array literal: "[redacted]"' \
+    -U postgres -c "$(call "not-a-key" "tags => '$k'")"
+
 k="$(key typed)"
-leak_case "wrong-typed argument" "$k" 'ERROR:  invalid input syntax for type boolean: "perhaps"' \
+leak_case "wrong-typed argument" "$k" 'ERROR:  invalid input syntax for type boolean: "[redacted]"' \
     -U postgres -c "$(call "$k" "allow_insecure => 'perhaps'")"
 
 k="$(key syntax)"
-leak_case "syntax error later in the statement" "$k" 'ERROR:  syntax error at or near "WHERE"' \
+leak_case "syntax error later in the statement" "$k" 'ERROR:  syntax error at or near "[redacted]"' \
     -U postgres -c "$(call "$k") FROM WHERE 1"
 
 k="$(key token)"
-leak_case "syntax error quoting the key" "$k" "ERROR:  syntax error at or near \"'[redacted]'\"" \
+leak_case "syntax error quoting the key" "$k" 'ERROR:  syntax error at or near "[redacted]"' \
     -U postgres -c "SELECT inference.register_external_service(name => 'x', model => 'm', base_url => '$URL', api_key => 'a' '$k')"
 
 k="$(key unterminated)"
-leak_case "unterminated literal" "$k" "ERROR:  unterminated quoted string at or near \"'[redacted]'" \
+leak_case "unterminated literal" "$k" 'ERROR:  unterminated quoted string at or near "[redacted]"' \
     -U postgres -c "SELECT inference.register_external_service(name => 'x', api_key => '$k)"
 
 k="$(key escape)"
-leak_case "E'' literal and a bad argument" "$k" 'ERROR:  malformed array literal: "x"' \
+leak_case "E'' literal and a bad argument" "$k" 'ERROR:  malformed array literal: "[redacted]"' \
     -U postgres -c "SELECT inference.update_external_service('ll-svc', api_key => E'$k\\'', functions => 'x')"
 
 k="$(key do)"
@@ -150,7 +155,7 @@ leak_case "log_min_duration_statement = 0" "$k" "statement: SELECT inference.reg
 check_contains "log_min_duration_statement = 0: a duration line" "duration: " "$(tail -5 "$LOG")"
 
 k="$(key prepared)"
-leak_case "PREPARE / EXECUTE failing" "$k" 'ERROR:  invalid input syntax for type boolean: "perhaps"' \
+leak_case "PREPARE / EXECUTE failing" "$k" 'ERROR:  invalid input syntax for type boolean: "[redacted]"' \
     -U postgres -c "PREPARE ll_reg(text, text) AS SELECT inference.register_external_service(name => 'll-p', model => 'm', base_url => '$URL', api_key => \$1, allow_insecure => \$2::boolean)" \
     -c "EXECUTE ll_reg('$k', 'perhaps')"
 
@@ -208,7 +213,7 @@ q -U postgres -c "SET log_statement = 'all'" \
     >/dev/null 2>&1
 check_eq "env:NAME registers" "t" \
     "$(q -U postgres -At -c "SELECT has_api_key FROM inference.list_models() WHERE name = 'll-env'")"
-check_contains "env:NAME: the failing call is logged" 'ERROR:  malformed array literal: "bad"' "$(since "$before")"
+check_contains "env:NAME: the failing call is logged" 'ERROR:  malformed array literal: "[redacted]"' "$(since "$before")"
 check_eq "env:NAME: the secret is nowhere in the server log" "0" "$(grep -cF -- "$ENV_SECRET" "$LOG")"
 
 check_eq "no key of this script anywhere in the server log" "" "$(grep -F 'sk-leak-' "$LOG" | head -3)"

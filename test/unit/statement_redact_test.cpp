@@ -117,6 +117,21 @@ TEST(RedactLiterals, QuotedIdentifiersInSql) {
               "SELECT \"it's\" FROM t WHERE k = '[redacted]'");
 }
 
+// PostgreSQL's messages quote the value they refuse; a key passed in the wrong argument comes
+// back that way.
+TEST(RedactLiterals, QuotedValuesInMessages) {
+    LiteralSyntax message;
+    message.quoted_values = true;
+    EXPECT_EQ(redact_literals("malformed array literal: \"sk-abc\"", message),
+              "malformed array literal: \"[redacted]\"");
+    EXPECT_EQ(redact_literals("syntax error at or near \"'sk-abc'\"", message),
+              "syntax error at or near \"[redacted]\"");
+    EXPECT_EQ(redact_literals("invalid input: \"sk-unterminated", message),
+              "invalid input: \"[redacted]\"");
+    // Without the option a double-quoted value is text, as in the extension's own messages.
+    EXPECT_EQ(redact_literals("service \"x\" already exists"), "service \"x\" already exists");
+}
+
 TEST(RedactLiterals, ParameterValues) {
     EXPECT_TRUE(quotes_parameters("parameters: $1 = 'sk', $2 = NULL"));
     EXPECT_TRUE(quotes_parameters("unnamed portal with parameters: $1 = 'x'"));
