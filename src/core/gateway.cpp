@@ -604,7 +604,22 @@ std::string Server::Impl::precheck(std::string_view block, int &status,
     if (sp2 == std::string_view::npos)
         return {};  // malformed: libevent answers it
     unsigned method = method_bit(line.substr(0, sp1));
+    // A request line without a target, or with one that is no URI, would make libevent close
+    // while the caller may still be sending: it is refused here, with a lingering close.
     std::string uri(line.substr(sp1 + 1, sp2 - sp1 - 1));
+    std::string path;
+    evhttp_uri *parsed =
+        uri.empty() ? nullptr : evhttp_uri_parse_with_flags(uri.c_str(), EVHTTP_URI_NONCONFORMANT);
+    if (parsed == nullptr) {
+        status = 400;
+        return raw_response(
+            400, "Bad Request",
+            error_body("The request line has no valid target: send METHOD /path HTTP/1.1", 400,
+                       "invalid_request", {}));
+    }
+    if (const char *p = evhttp_uri_get_path(parsed))
+        path = p;
+    evhttp_uri_free(parsed);
 
     std::string authorization, x_api_key, content_length;
     bool have_authorization = false, have_x_api_key = false, have_length = false;
@@ -690,12 +705,7 @@ std::string Server::Impl::precheck(std::string_view block, int &status,
     }
     if (!config.require_key || snapshot->unavailable)
         return {};
-    evhttp_uri *parsed = evhttp_uri_parse_with_flags(uri.c_str(), EVHTTP_URI_NONCONFORMANT);
-    if (parsed == nullptr)
-        return {};
-    const char *path = evhttp_uri_get_path(parsed);
-    Route r = route(path != nullptr ? path : "");
-    evhttp_uri_free(parsed);
+    Route r = route(path);
     // What handle() answers before it looks at the key is left to it.
     if (r.endpoint == Endpoint::kUnknown || (r.allowed & method) == 0 ||
         r.endpoint == Endpoint::kHealth || r.endpoint == Endpoint::kMetrics ||

@@ -1812,7 +1812,10 @@ TEST_F(GatewayTest, UnreadableFramingIs400WithoutAReset) {
     for (const std::string &head :
          {std::string("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
                       "Transfer-Encoding: identity\r\nContent-Length: 200000\r\n\r\n"),
-          std::string("HEAD /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n")}) {
+          std::string("HEAD /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n"),
+          // A request line without a target, or with one that is no URI.
+          std::string("POST  HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n"),
+          std::string("POST http://[::1 HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n")}) {
         int fd = connect_raw();
         ASSERT_GE(fd, 0);
         std::string request = head + body;
