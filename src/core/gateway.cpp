@@ -12,6 +12,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/http_struct.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <fcntl.h>
@@ -1021,6 +1022,12 @@ Server::Impl::~Impl() {
 }
 
 void Server::Impl::handle(evhttp_request *req) {
+    // libevent takes a request whose target is an absolute URI ("POST http://host/v1/models")
+    // for a proxy request and closes the connection after answering it, without saying so: a
+    // caller's next request on that connection was lost. The gateway is no proxy; such a target
+    // names one of its own routes (HTTP/1.1 servers must accept the absolute form) and keeps the
+    // connection like any other.
+    req->flags &= ~EVHTTP_PROXY_REQUEST;
     request_dispatched(req);
     evhttp_request_set_on_complete_cb(req, on_request_complete, this);
     RequestContext context;

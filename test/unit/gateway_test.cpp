@@ -2530,3 +2530,30 @@ TEST_F(AsyncClientTest, StreamsRetriesAndCancels) {
 }
 
 }  // namespace
+
+// A target in absolute form names one of the gateway's routes; the connection is kept for the
+// caller's next request as with any other (libevent took it for a proxy request and closed).
+TEST_F(GatewayTest, AbsoluteFormTargetsKeepTheConnection) {
+    start();
+    std::string body = "{}";
+    for (std::string target : {"http://127.0.0.1/v1/models", "/v1/models"}) {
+        for (std::string method : {"POST", "GET"}) {
+            std::string req;
+            for (const char *conn : {"keep-alive", "close"})
+                req += method + " " + target + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                       std::string(kGatewayKey) +
+                       "\r\nContent-Type: application/json\r\nContent-Length: " +
+                       std::to_string(body.size()) + "\r\nConnection: " + conn + "\r\n\r\n" + body;
+            int fd = connect_raw();
+            ASSERT_GE(fd, 0);
+            ASSERT_EQ(write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
+            std::string got = read_until(fd, [](const std::string &) { return false; });
+            close(fd);
+            size_t answers = 0;
+            for (size_t at = got.find("HTTP/1.1 "); at != std::string::npos;
+                 at = got.find("HTTP/1.1 ", at + 1))
+                answers++;
+            EXPECT_EQ(answers, 2u) << method << " " << target << ": " << got;
+        }
+    }
+}
