@@ -16,27 +16,14 @@
 # by pid. Standalone it takes the suite's lock and prints "N passed, M failed".
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-STANDALONE=0
-if [ -z "${PGI_TESTS_LOCK_HELD:-}" ]; then
-    STANDALONE=1
-    exec 9>/tmp/pg_inference-tests.lock
-    flock -w 900 9 || { echo "could not take /tmp/pg_inference-tests.lock"; exit 1; }
-    export PGI_TESTS_LOCK_HELD=1
-fi
+source "$ROOT/test/lib/standalone.sh"
+standalone_lock
 source "$ROOT/test/lib/cluster.sh"
 source "$ROOT/test/lib/mock.sh"
 source "$ROOT/test/lib/check.sh"
 
-if [ -n "${TEST_WORK:-}" ]; then
-    LL_WORK="$TEST_WORK/log-leak"
-    mkdir -p "$LL_WORK" && chmod 755 "$LL_WORK"
-else
-    LL_WORK="$(cluster_workdir pgi-log-leak)" || exit 1
-fi
-if [ "$STANDALONE" = 1 ] && [ "${RESULTS:-/dev/null}" = /dev/null ]; then
-    RESULTS="$LL_WORK/results.txt"
-    : >"$RESULTS"
-fi
+standalone_workdir log-leak
+LL_WORK="$WORKDIR"
 
 LL_PORT=""
 for p in $(seq "${PGI_TEST_LL_PORT:-25471}" 25490); do
@@ -220,8 +207,9 @@ check_eq "no key of this script anywhere in the server log" "" "$(grep -F 'sk-le
 
 cluster_stop "$LL_DIR"
 trap - EXIT
-if [ "$STANDALONE" = 1 ]; then
-    echo "$(grep -c '^PASS' "$RESULTS") passed, $(grep -c '^FAIL' "$RESULTS") failed"
-    [ "${PGI_KEEP:-0}" = 1 ] && echo "   results and logs kept in $LL_WORK" || rm -rf "$LL_WORK"
+standalone_summary
+# Alone, the keys this script made up are not left on disk unless asked (PGI_KEEP=1).
+if [ "$STANDALONE" = 1 ] && [ "${PGI_KEEP:-0}" != 1 ]; then
+    rm -rf "$LL_WORK"
 fi
 exit 0

@@ -20,35 +20,12 @@ source "$ROOT/test/lib/mock.sh"
 source "$ROOT/test/lib/check.sh"
 source "$ROOT/test/lib/gateway.sh"
 
-STANDALONE=0
-if [ -z "${PGI_TESTS_LOCK_HELD:-}" ]; then
-    STANDALONE=1
-    exec 9>/tmp/pg_inference-tests.lock
-    flock -w 900 9 || { echo "could not take /tmp/pg_inference-tests.lock"; exit 1; }
-    export PGI_TESTS_LOCK_HELD=1
-fi
+source "$ROOT/test/lib/standalone.sh"
+standalone_lock
 
-if [ -n "${TEST_WORK:-}" ]; then
-    MW="$TEST_WORK/mutations"
-    mkdir -p "$MW" && chmod 755 "$MW"
-else
-    MW="$(cluster_workdir pgi-mutations)" || exit 1
-fi
-if [ "$STANDALONE" = 1 ] && [ "${RESULTS:-/dev/null}" = /dev/null ]; then
-    RESULTS="$MW/results.txt"
-    : >"$RESULTS"
-fi
+standalone_workdir mutations
+MW="$WORKDIR"
 
-# A free loopback port, away from the suite's fixed ones.
-pick_port() {
-    local p
-    for _ in $(seq 1 300); do
-        p=$((20000 + RANDOM % 5000))
-        case " 18181 18182 18765 25432 $* " in *" $p "*) continue ;; esac
-        port_is_free "$p" && { echo "$p"; return 0; }
-    done
-    return 1
-}
 
 OWN_MOCK=0
 cleanup() {
@@ -122,8 +99,5 @@ bad="$(grep -E '(WARNING|ERROR|FATAL|PANIC):|terminated by signal|was terminated
 check_eq "mutations: the server log has nothing above LOG" "" "$bad"
 
 psql_gw -c "SELECT inference.revoke_access_key('mutations')" >/dev/null
-if [ "$STANDALONE" = 1 ]; then
-    echo "$(grep -c '^PASS' "$RESULTS") passed, $(grep -c '^FAIL' "$RESULTS") failed"
-    [ "${PGI_KEEP:-0}" = 1 ] && echo "   results and logs kept in $MW"
-fi
+standalone_summary
 exit 0
