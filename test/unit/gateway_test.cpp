@@ -994,6 +994,19 @@ class GatewayTest : public ::testing::Test {
                "Content-Length: " + std::to_string(body_size) + "\r\n\r\n";
     }
 
+    // Sends data until all of it is sent, the gateway stops reading, or it closes; returns how
+    // much was sent. MSG_NOSIGNAL: a closed connection is a short count, not a SIGPIPE.
+    static size_t send_all(int fd, const std::string &data) {
+        size_t sent = 0;
+        while (sent < data.size()) {
+            ssize_t n = send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
+            if (n <= 0)
+                break;
+            sent += static_cast<size_t>(n);
+        }
+        return sent;
+    }
+
     // Reads until done() accepts what came so far, the gateway closes, or 5 s pass.
     static std::string read_until(int fd, const std::function<bool(const std::string &)> &done) {
         std::string got;
@@ -1787,13 +1800,7 @@ TEST_F(GatewayTest, OversizedHeadersAre431WithoutAReset) {
         std::string request =
             "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Filler: " + std::string(size, 'f') +
             "\r\nContent-Length: 2\r\n\r\n{}";
-        size_t sent = 0;
-        while (sent < request.size()) {
-            ssize_t n = send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
-            if (n <= 0)
-                break;
-            sent += static_cast<size_t>(n);
-        }
+        size_t sent = send_all(fd, request);
         EXPECT_EQ(sent, request.size()) << "the gateway stopped reading at " << sent;
         std::string got =
             read_until(fd, [](const std::string &g) { return g.find("}}") != std::string::npos; });
@@ -1819,13 +1826,7 @@ TEST_F(GatewayTest, UnreadableFramingIs400WithoutAReset) {
         int fd = connect_raw();
         ASSERT_GE(fd, 0);
         std::string request = head + body;
-        size_t sent = 0;
-        while (sent < request.size()) {
-            ssize_t n = send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
-            if (n <= 0)
-                break;
-            sent += static_cast<size_t>(n);
-        }
+        size_t sent = send_all(fd, request);
         EXPECT_EQ(sent, request.size()) << "the gateway stopped reading at " << sent;
         std::string got =
             read_until(fd, [](const std::string &g) { return g.find("}}") != std::string::npos; });
@@ -1845,13 +1846,7 @@ TEST_F(GatewayTest, TooLargeOnAKeptAliveConnection) {
     auto exchange = [&](const std::string &body) {
         std::string request = chat_head(body.size());
         EXPECT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
-        size_t sent = 0;
-        while (sent < body.size()) {
-            ssize_t n = write(fd, body.data() + sent, body.size() - sent);
-            if (n <= 0)
-                break;
-            sent += static_cast<size_t>(n);
-        }
+        send_all(fd, body);
         // One whole response: its head, and as much body as its Content-Length says.
         return read_until(fd, [](const std::string &got) {
             size_t head = got.find("\r\n\r\n");
