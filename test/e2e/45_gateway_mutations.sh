@@ -36,12 +36,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ -z "${MOCK_URL:-}" ]; then
-    MOCK_PORT="$(pick_port)" && MOCK_TLS_PORT="$(pick_port "$MOCK_PORT")" || exit 1
-    mock_start "$MW" "$MOCK_PORT" "$MOCK_TLS_PORT" || exit 1
-    OWN_MOCK=1
-    MOCK_URL="http://127.0.0.1:$MOCK_PORT"
-fi
+standalone_mock "$MW"
 
 PG_PORT="$(pick_port)" && GW_PORT="$(pick_port "$PG_PORT")" || { fail "mutations: free ports"; exit 0; }
 PG_DIR="$MW/pg"

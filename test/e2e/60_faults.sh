@@ -65,12 +65,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ -z "${MOCK_URL:-}" ]; then
-    MOCK_PORT="$(pick_port)" && MOCK_TLS_PORT="$(pick_port "$MOCK_PORT")" || exit 1
-    mock_start "$FW" "$MOCK_PORT" "$MOCK_TLS_PORT" || exit 1
-    OWN_MOCK=1
-    MOCK_URL="http://127.0.0.1:$MOCK_PORT"
-fi
+standalone_mock "$FW"
 MOCK_TLS_PORT="${MOCK_TLS_PORT:-18182}"
 
 PG_PORT="$(pick_port)" && GW_PORT="$(pick_port "$PG_PORT")" || { fail "faults: free ports"; exit 1; }

@@ -47,3 +47,15 @@ pick_port() {
     done
     return 1
 }
+
+# standalone_mock DIR: without the suite's mock (MOCK_URL unset), starts one of the script's own
+# on free ports, logging into DIR; sets MOCK_URL, MOCK_TLS_PORT and OWN_MOCK (1: stop it with
+# mock_stop when done).
+standalone_mock() {
+    OWN_MOCK=0
+    [ -n "${MOCK_URL:-}" ] && return 0
+    MOCK_PORT="$(pick_port)" && MOCK_TLS_PORT="$(pick_port "$MOCK_PORT")" || exit 1
+    mock_start "$1" "$MOCK_PORT" "$MOCK_TLS_PORT" || exit 1
+    OWN_MOCK=1
+    MOCK_URL="http://127.0.0.1:$MOCK_PORT"
+}
