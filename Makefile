@@ -30,6 +30,7 @@ CORE_OBJS = \
 	src/core/redact.o \
 	src/core/setting_list.o \
 	src/core/sse.o \
+	src/core/statement_redact.o \
 	src/core/transaction_steps.o \
 	src/core/translate.o \
 	src/core/translate_embeddings.o \
@@ -47,6 +48,7 @@ PG_OBJS = \
 	src/pg/gateway_worker.o \
 	src/pg/governance.o \
 	src/pg/health_worker.o \
+	src/pg/log_redaction.o \
 	src/pg/model_calls.o \
 	src/pg/pg_inference.o \
 	src/pg/registry.o \

@@ -12,6 +12,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/http_struct.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <fcntl.h>
@@ -45,9 +46,11 @@ constexpr long kAcceptPauseMs = 100;
 // How long a refused connection is drained before it is closed, so that what the client sent
 // does not turn the close into a reset that could destroy the 503 before it is read.
 constexpr auto kLingerTime = std::chrono::seconds(2);
-// The longest header block evhttp accepts (evhttp_set_max_headers_size); past it without the
-// block's end, libevent gets the bytes and refuses them itself.
+// The longest header block evhttp accepts (evhttp_set_max_headers_size); a longer one is refused
+// with 431 before libevent reads it (Server::Impl::client_input).
 constexpr size_t kMaxHeaderBytes = 64 * 1024;
+// The methods any route serves; libevent refuses others before a route is looked up.
+constexpr unsigned kServedMethods = kGet | kPost | kHead | kPut | kDelete | kOptions | kPatch;
 // A streamed answer pauses its upstream while more than this waits for a slow caller, and
 // resumes below the low mark: a slow reader costs at most about this much memory.
 constexpr size_t kStreamHighWater = 1u << 20;
@@ -92,6 +95,15 @@ void send_response(evhttp_request *req, int status, std::string &&body, const ch
     add_headers(req, headers);
     if (content_type != nullptr)
         evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", content_type);
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+        // libevent writes whatever is in the output buffer, even for HEAD: a body there would be
+        // read as the start of the next answer on a kept-alive connection. The length says what
+        // a GET would have carried.
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Length",
+                          std::to_string(body.size()).c_str());
+        evhttp_send_reply(req, status, nullptr, nullptr);
+        return;
+    }
     set_body(req, std::move(body));
     evhttp_send_reply(req, status, nullptr, nullptr);
 }
@@ -225,9 +237,10 @@ void on_accept_error(evconnlistener *, void *arg) {
 }
 
 // libevent answers some requests itself, before any callback of ours runs: bodies over the limit
-// (413), malformed requests (400), unknown methods (501). Its answer is an HTML page; the
-// gateway's errors are always OpenAI-shaped, so the page is rewritten in the connection's output
-// buffer before it reaches the socket. The page is recognised by libevent's fixed error format.
+// (413), malformed requests (400), unknown methods (501, answered as 405). Its answer is an HTML
+// page; the gateway's errors are always OpenAI-shaped, so the page is rewritten in the connection's
+// output buffer before it reaches the socket. The page is recognised by libevent's fixed error
+// format.
 void rewrite_error_page(evbuffer *buffer, const evbuffer_cb_info *info, void *arg) {
     static bool rewriting = false;
     static constexpr char kPageEnd[] = "</BODY></HTML>\n";
@@ -269,23 +282,29 @@ void rewrite_error_page(evbuffer *buffer, const evbuffer_cb_info *info, void *ar
 
     auto *impl = static_cast<Server::Impl *>(arg);
     std::string message;
+    std::string extra;  // more header lines
     const char *code = nullptr;
     if (status == 413) {
         message = "Request too large: the gateway accepts bodies and headers up to " +
                   std::to_string(impl->config.max_body_size) + " bytes";
         code = "request_too_large";
     } else if (status == 501) {
-        message = "Method not implemented";
+        // libevent's answer to a method it does not know or the gateway does not serve. For the
+        // caller that is a request error like the routes' own 405, not a server failure.
+        status = 405;
+        reason = "Method Not Allowed";
+        message = std::string("The request method is not one the gateway serves; use ") +
+                  allow_header(kServedMethods);
         code = "method_not_allowed";
+        extra = "Allow: " + allow_header(kServedMethods) + "\r\n";
     } else {
         message = "Malformed HTTP request (" + reason + ")";
         code = "bad_request";
     }
     std::string body = error_body(message, status, code, {});
-    std::string response = page.substr(0, line_end) +
-                           "\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                           "Content-Length: " +
-                           std::to_string(body.size()) + "\r\n\r\n" + body;
+    std::string response = page.substr(0, 9) + std::to_string(status) + " " + reason +
+                           "\r\nContent-Type: application/json\r\nConnection: close\r\n" + extra +
+                           "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
     rewriting = true;
     evbuffer_drain(buffer, length);
     evbuffer_add(buffer, response.data(), response.size());
@@ -597,11 +616,27 @@ std::string Server::Impl::precheck(std::string_view block, int &status,
     if (sp2 == std::string_view::npos)
         return {};  // malformed: libevent answers it
     unsigned method = method_bit(line.substr(0, sp1));
+    // A request line without a target, or with one that is no URI, would make libevent close
+    // while the caller may still be sending: it is refused here, with a lingering close.
     std::string uri(line.substr(sp1 + 1, sp2 - sp1 - 1));
+    std::string path;
+    evhttp_uri *parsed =
+        uri.empty() ? nullptr : evhttp_uri_parse_with_flags(uri.c_str(), EVHTTP_URI_NONCONFORMANT);
+    if (parsed == nullptr) {
+        status = 400;
+        return raw_response(
+            400, "Bad Request",
+            error_body("The request line has no valid target: send METHOD /path HTTP/1.1", 400,
+                       "invalid_request", {}));
+    }
+    if (const char *p = evhttp_uri_get_path(parsed))
+        path = p;
+    evhttp_uri_free(parsed);
 
     std::string authorization, x_api_key, content_length;
     bool have_authorization = false, have_x_api_key = false, have_length = false;
     bool chunked = false, anthropic_version = false;
+    std::string transfer_encoding;
     size_t pos = eol + 1;
     while (pos < block.size()) {
         size_t end = block.find('\n', pos);
@@ -630,20 +665,32 @@ std::string Server::Impl::precheck(std::string_view block, int &status,
             have_length = true;
         } else if (iequals(name, "Transfer-Encoding")) {
             chunked = true;
+            transfer_encoding = value;
         } else if (iequals(name, "anthropic-version")) {
             anthropic_version = true;
         }
     }
-
     // The route decides the shape of a refusal: each dialect's callers get their own errors.
-    Route r;
-    if (evhttp_uri *parsed = evhttp_uri_parse_with_flags(uri.c_str(), EVHTTP_URI_NONCONFORMANT)) {
-        const char *path = evhttp_uri_get_path(parsed);
-        r = route(path != nullptr ? path : "");
-        evhttp_uri_free(parsed);
-    }
+    Route r = route(path);
     RequestContext shape;
     shape.dialect = dialect_for(r, anthropic_version);
+
+    // Only chunked framing is read. libevent would close on any other transfer coding (or a
+    // HEAD's body, which it reads as the next request) while the caller is still sending, and
+    // the reset would destroy the answer: both are refused here with a lingering close, the
+    // 400 and close that HTTP/1.1 asks of a server for a framing it cannot read.
+    const char *framing_error = nullptr;
+    if (chunked && !iequals(transfer_encoding, "chunked"))
+        framing_error =
+            "The request's Transfer-Encoding is not one the gateway reads: send the "
+            "body with a Content-Length, or with Transfer-Encoding: chunked";
+    else if (method == kHead && (chunked || (have_length && trim(content_length) != "0")))
+        framing_error = "A HEAD request cannot carry a body";
+    if (framing_error != nullptr) {
+        status = 400;
+        return raw_response(400, "Bad Request",
+                            error_json(shape, 400, framing_error, "invalid_request", {}));
+    }
 
     body_length = chunked ? -1 : 0;
     if (have_length && !chunked) {
@@ -665,7 +712,18 @@ std::string Server::Impl::precheck(std::string_view block, int &status,
                            "request_too_large", {}));
         }
     }
-    if (!config.require_key || method == 0 || snapshot->unavailable)
+    if (method == 0) {
+        // A method the gateway does not serve: refused here with a lingering close, so that a
+        // caller still sending a body reads the answer instead of meeting a reset.
+        status = 405;
+        std::string allow = allow_header(kServedMethods);
+        std::string response = raw_response(
+            405, "Method Not Allowed",
+            error_json(shape, 405, "The request method is not one the gateway serves; use " + allow,
+                       "method_not_allowed", {}));
+        return response.insert(response.find("\r\n") + 2, "Allow: " + allow + "\r\n");
+    }
+    if (!config.require_key || snapshot->unavailable)
         return {};
     // What handle() answers before it looks at the key is left to it.
     if (r.endpoint == Endpoint::kUnknown || (r.allowed & method) == 0 ||
@@ -732,14 +790,22 @@ void Server::Impl::client_input(ClientConnection &cc) {
     evbuffer *input = bufferevent_get_input(cc.bev);
     size_t length = evbuffer_get_length(input);
     size_t end = header_end(input, cc.scanned);
+    if ((end == 0 && length > kMaxHeaderBytes) || end > kMaxHeaderBytes + 4) {
+        // Too long. Refused here rather than by libevent, which would close at once on a caller
+        // still sending its headers: the reset then destroys the answer before it is read. A
+        // refusal is sent with a lingering close that drains what the caller still sends.
+        cc.refusal =
+            raw_response(431, "Request Header Fields Too Large",
+                         error_body("Request headers too large: the gateway accepts up to " +
+                                        std::to_string(kMaxHeaderBytes) + " bytes of headers",
+                                    431, "headers_too_large", {}));
+        cc.refusal_status = 431;
+        bufferevent_disable(cc.bev, EV_READ);
+        event_active(cc.timer, EV_TIMEOUT, 0);
+        return;
+    }
     if (end == 0) {
-        if (length > kMaxHeaderBytes) {
-            // Too long: libevent refuses it (its read callback runs at this length).
-            cc.phase = ClientConnection::Phase::kBody;
-            bufferevent_setwatermark(cc.bev, EV_READ, 0, 0);
-        } else {
-            cc.scanned = length > 2 ? length - 2 : 0;
-        }
+        cc.scanned = length > 2 ? length - 2 : 0;
         return;
     }
     std::string block(end, '\0');
@@ -903,7 +969,7 @@ Server::Impl::Impl(event_base *b, Config c, Governor &g)
     http = evhttp_new(base);
     if (http == nullptr)
         throw Error(sqlstate::kInternalError, "could not create the gateway's HTTP server");
-    evhttp_set_allowed_methods(http, kGet | kPost | kHead | kPut | kDelete | kOptions | kPatch);
+    evhttp_set_allowed_methods(http, kServedMethods);
     evhttp_set_max_headers_size(http, 64 * 1024);
     apply_http_limits();
     evhttp_set_gencb(http, on_request, this);
@@ -975,6 +1041,12 @@ Server::Impl::~Impl() {
 }
 
 void Server::Impl::handle(evhttp_request *req) {
+    // libevent takes a request whose target is an absolute URI ("POST http://host/v1/models")
+    // for a proxy request and closes the connection after answering it, without saying so: a
+    // caller's next request on that connection was lost. The gateway is no proxy; such a target
+    // names one of its own routes (HTTP/1.1 servers must accept the absolute form) and keeps the
+    // connection like any other.
+    req->flags &= ~EVHTTP_PROXY_REQUEST;
     request_dispatched(req);
     evhttp_request_set_on_complete_cb(req, on_request_complete, this);
     RequestContext context;

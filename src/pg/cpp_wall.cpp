@@ -113,7 +113,8 @@ Datum invoke_cpp(Datum (*body)(FunctionCallInfo), FunctionCallInfo fcinfo) {
         pg_error->hide_stmt = true;
         ReThrowError(pg_error);
     }
-    ereport(ERROR, (errcode(code), errmsg_internal("%s", message), hint ? errhint("%s", hint) : 0,
+    ereport_domain(ERROR, kReportDomain,
+                   (errcode(code), errmsg_internal("%s", message), hint ? errhint("%s", hint) : 0,
                     detail ? errdetail_internal("%s", detail) : 0, errhidestmt(true)));
     pg_unreachable();
 }

@@ -68,6 +68,12 @@ inline void MarkGUCPrefixReserved(const char *prefix) {
 
 namespace pgi::pg {
 
+// The message domain of the errors the extension raises from its C++ code. Their texts never
+// hold a key (the core scrubs them first); the server-log hook tells them from PostgreSQL's own
+// reports by it and leaves them readable. PostgreSQL keeps only a report's file base name, so
+// the file cannot serve. No message catalog exists for it: texts are shown as written.
+inline constexpr const char kReportDomain[] = "pg_inference";
+
 // A PostgreSQL error caught by pg_guard, travelling as a C++ exception.
 class PgError : public std::exception {
   public:

@@ -15,6 +15,7 @@ void _PG_init(void);
 #include "gateway_worker.h"
 #include "governance.h"
 #include "health_worker.h"
+#include "log_redaction.h"
 #include "restrictions.h"
 #include "settings.h"
 #include "status_store.h"
@@ -131,6 +132,8 @@ void define_settings() {
 void _PG_init(void) {
     using namespace pgi::pg;
     define_settings();
+    // In every process that loads the library: preloaded, every backend inherits it.
+    log_redaction_install();
     if (!process_shared_preload_libraries_in_progress)
         return;
     loaded_at_startup = true;

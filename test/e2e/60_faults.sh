@@ -35,39 +35,15 @@ source "$ROOT/test/lib/mock.sh"
 source "$ROOT/test/lib/check.sh"
 source "$ROOT/test/lib/gateway.sh"
 
-STANDALONE=0
-if [ -z "${PGI_TESTS_LOCK_HELD:-}" ]; then
-    STANDALONE=1
-    exec 9>/tmp/pg_inference-tests.lock
-    flock -w 900 9 || { echo "could not take /tmp/pg_inference-tests.lock"; exit 1; }
-    export PGI_TESTS_LOCK_HELD=1
-fi
+source "$ROOT/test/lib/standalone.sh"
+standalone_lock
 
 now_ms() { date +%s%3N; }
 T_SCRIPT="$(now_ms)"
 
-if [ -n "${TEST_WORK:-}" ]; then
-    FW="$TEST_WORK/faults"
-    mkdir -p "$FW" && chmod 755 "$FW"
-else
-    FW="$(cluster_workdir pgi-faults)" || exit 1
-fi
-if [ "$STANDALONE" = 1 ] && [ "${RESULTS:-/dev/null}" = /dev/null ]; then
-    RESULTS="$FW/results.txt"
-    : >"$RESULTS"
-fi
+standalone_workdir faults
+FW="$WORKDIR"
 
-# A free loopback port, away from the suite's fixed ones and from the ephemeral range the
-# connection holder draws its source ports from.
-pick_port() {
-    local p
-    for _ in $(seq 1 300); do
-        p=$((20000 + RANDOM % 5000))
-        case " 18181 18182 18765 $* " in *" $p "*) continue ;; esac
-        port_is_free "$p" && { echo "$p"; return 0; }
-    done
-    return 1
-}
 
 BG_PIDS=()
 OWN_MOCK=0
@@ -89,12 +65,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ -z "${MOCK_URL:-}" ]; then
-    MOCK_PORT="$(pick_port)" && MOCK_TLS_PORT="$(pick_port "$MOCK_PORT")" || exit 1
-    mock_start "$FW" "$MOCK_PORT" "$MOCK_TLS_PORT" || exit 1
-    OWN_MOCK=1
-    MOCK_URL="http://127.0.0.1:$MOCK_PORT"
-fi
+standalone_mock "$FW"
 MOCK_TLS_PORT="${MOCK_TLS_PORT:-18182}"
 
 PG_PORT="$(pick_port)" && GW_PORT="$(pick_port "$PG_PORT")" || { fail "faults: free ports"; exit 1; }
@@ -701,8 +672,5 @@ for c in g a b c f d e; do
 done
 
 echo "   60_faults.sh took $(($(now_ms) - T_SCRIPT)) ms"
-if [ "$STANDALONE" = 1 ]; then
-    echo "$(grep -c '^PASS' "$RESULTS") passed, $(grep -c '^FAIL' "$RESULTS") failed"
-    [ "${PGI_KEEP:-0}" = 1 ] && echo "   results and logs kept in $FW"
-fi
+standalone_summary
 exit 0

@@ -4,7 +4,8 @@
 #   test/fuzz/run.sh SECONDS [TARGET...]
 # Prints each target's executions and ends with "N passed, M failed": a target passes when it
 # ends without a crash, a leak, a sanitizer report or a broken property. Crash inputs are kept
-# in build-fuzz/artifacts/. PGI_FUZZ_RUNS=N also stops a target after N executions.
+# in build-fuzz/artifacts/. PGI_FUZZ_RUNS=N also stops a target after N executions;
+# PGI_FUZZ_CORPUS=DIR keeps each target's grown corpus in DIR/<target> for the next run.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
@@ -66,10 +67,14 @@ for t in "${targets[@]}"; do
         failed=$((failed + 1))
         continue
     fi
-    mkdir -p "$WORK/corpus/$t"
-    cp test/fuzz/corpus/"$t"/* "$WORK/corpus/$t/" 2>/dev/null
+    corpus="$WORK/corpus/$t"
+    # A long campaign keeps what it learnt: with PGI_FUZZ_CORPUS=DIR each target works in
+    # DIR/<target> (seeded from the committed corpus once) and a later run resumes from there.
+    [ -n "${PGI_FUZZ_CORPUS:-}" ] && corpus="$PGI_FUZZ_CORPUS/$t"
+    mkdir -p "$corpus"
+    cp -n test/fuzz/corpus/"$t"/* "$corpus/" 2>/dev/null
     start=$(date +%s.%N)
-    "$bin" "$WORK/corpus/$t" -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -timeout=25 \
+    "$bin" "$corpus" -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -timeout=25 \
         -print_final_stats=1 -artifact_prefix="$BUILD/artifacts/$t-" "${extra[@]}" \
         >"$WORK/$t.log" 2>&1
     rc=$?

@@ -140,8 +140,30 @@ function readBody(req) {
   });
 }
 
+// Nesting deeper than this is refused as unparseable, as real APIs do: the mock would otherwise
+// fail on it later (echoing it back overflows JSON.stringify's stack) with a 500 of its own.
+const MAX_JSON_DEPTH = 512;
+
+function jsonDepth(text) {
+  let depth = 0, max = 0, inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) {
+      inString = true;
+    } else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) max = depth;
+    } else if (c === 0x5d || c === 0x7d) {
+      depth--;
+    }
+  }
+  return max;
+}
+
 function parseJson(text) {
-  if (!text) return null;
+  if (!text || jsonDepth(text) > MAX_JSON_DEPTH) return null;
   try { return JSON.parse(text); } catch { return null; }
 }
 

@@ -1017,6 +1017,19 @@ class GatewayTest : public ::testing::Test {
         return fd;
     }
 
+    // Sends data until all of it is sent, the gateway stops reading, or it closes; returns how
+    // much was sent. MSG_NOSIGNAL: a closed connection is a short count, not a SIGPIPE.
+    static size_t send_all(int fd, const std::string &data) {
+        size_t sent = 0;
+        while (sent < data.size()) {
+            ssize_t n = send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
+            if (n <= 0)
+                break;
+            sent += static_cast<size_t>(n);
+        }
+        return sent;
+    }
+
     // The head of an authorised chat request; the caller sends the body after it.
     static std::string chat_head(size_t body_size) {
         return "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +

@@ -701,6 +701,100 @@ TEST_F(GatewayTest, BadRequests) {
     EXPECT_EQ(call(port, "/health").status, 200);
 }
 
+// A method libevent does not serve (TRACE, CONNECT, an unknown token) is the caller's mistake:
+// 405 with the methods the gateway serves, OpenAI-shaped, never a 5xx.
+TEST_F(GatewayTest, UnservedMethodsAre405) {
+    start();
+    for (std::string method : {"TRACE", "CONNECT", "BREW", "post"}) {
+        int fd = connect_raw();
+        ASSERT_GE(fd, 0);
+        std::string request = method + " /v1/models HTTP/1.1\r\nHost: x\r\n\r\n";
+        ASSERT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
+        std::string got =
+            read_until(fd, [](const std::string &g) { return g.find("}}") != std::string::npos; });
+        close(fd);
+        EXPECT_EQ(got.rfind("HTTP/1.1 405 Method Not Allowed\r\n", 0), 0u) << method << ": " << got;
+        EXPECT_NE(got.find("Allow: GET, POST, HEAD, PUT, DELETE, OPTIONS, PATCH\r\n"),
+                  std::string::npos)
+            << got;
+        EXPECT_NE(got.find("\"type\":\"invalid_request_error\""), std::string::npos) << got;
+        EXPECT_NE(got.find("\"code\":\"method_not_allowed\""), std::string::npos) << got;
+    }
+    EXPECT_EQ(call(port, "/health").status, 200);
+}
+
+// A HEAD answer carries no body, whatever the route answers to it: on a kept-alive connection a
+// body would be read as the start of the next answer.
+TEST_F(GatewayTest, HeadAnswersHaveNoBody) {
+    start();
+    int fd = connect_raw();
+    ASSERT_GE(fd, 0);
+    std::string requests =
+        "HEAD /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n"
+        "HEAD /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+        std::string(kGatewayKey) +
+        "\r\n\r\n"
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    ASSERT_EQ(write(fd, requests.data(), requests.size()), static_cast<ssize_t>(requests.size()));
+    std::string got = read_until(fd, [](const std::string &g) {
+        return g.find("{\"status\":\"ok\"}") != std::string::npos;
+    });
+    close(fd);
+    EXPECT_EQ(got.rfind("HTTP/1.1 405 ", 0), 0u) << got;
+    size_t second = got.find("\r\n\r\nHTTP/1.1 200 ");
+    ASSERT_NE(second, std::string::npos) << got;
+    size_t third = got.find("\r\n\r\nHTTP/1.1 200 ", second + 4);
+    ASSERT_NE(third, std::string::npos) << got;
+    EXPECT_EQ(got.substr(got.size() - 15), "{\"status\":\"ok\"}") << got;
+}
+
+// Headers past the limit, still being sent when the gateway refuses them: the caller reads a 431
+// rather than meeting a reset while it writes the rest.
+TEST_F(GatewayTest, OversizedHeadersAre431WithoutAReset) {
+    start();
+    for (size_t size : {size_t(70000), size_t(300000)}) {
+        int fd = connect_raw();
+        ASSERT_GE(fd, 0);
+        std::string request =
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Filler: " + std::string(size, 'f') +
+            "\r\nContent-Length: 2\r\n\r\n{}";
+        size_t sent = send_all(fd, request);
+        EXPECT_EQ(sent, request.size()) << "the gateway stopped reading at " << sent;
+        std::string got =
+            read_until(fd, [](const std::string &g) { return g.find("}}") != std::string::npos; });
+        close(fd);
+        EXPECT_EQ(got.rfind("HTTP/1.1 431 ", 0), 0u) << got.substr(0, 300);
+        EXPECT_NE(got.find("\"code\":\"headers_too_large\""), std::string::npos) << got;
+    }
+    EXPECT_EQ(call(port, "/health").status, 200);
+}
+
+// A framing the gateway does not read (a transfer coding other than chunked, a HEAD with a
+// body) is a 400 sent while the caller may still be sending, not a close that resets the answer.
+TEST_F(GatewayTest, UnreadableFramingIs400WithoutAReset) {
+    start();
+    const std::string body(200000, 'b');
+    for (const std::string &head :
+         {std::string("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      "Transfer-Encoding: identity\r\nContent-Length: 200000\r\n\r\n"),
+          std::string("HEAD /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n"),
+          // A request line without a target, or with one that is no URI.
+          std::string("POST  HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n"),
+          std::string("POST http://[::1 HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n")}) {
+        int fd = connect_raw();
+        ASSERT_GE(fd, 0);
+        std::string request = head + body;
+        size_t sent = send_all(fd, request);
+        EXPECT_EQ(sent, request.size()) << "the gateway stopped reading at " << sent;
+        std::string got =
+            read_until(fd, [](const std::string &g) { return g.find("}}") != std::string::npos; });
+        close(fd);
+        EXPECT_EQ(got.rfind("HTTP/1.1 400 ", 0), 0u) << head << got.substr(0, 300);
+        EXPECT_NE(got.find("\"code\":\"invalid_request\""), std::string::npos) << got;
+    }
+    EXPECT_EQ(call(port, "/health").status, 200);
+}
+
 TEST_F(GatewayTest, TooLargeOnAKeptAliveConnection) {
     start();
     // libevent writes its own 413 on a connection that served a request before; it must be
@@ -710,13 +804,7 @@ TEST_F(GatewayTest, TooLargeOnAKeptAliveConnection) {
     auto exchange = [&](const std::string &body) {
         std::string request = chat_head(body.size());
         EXPECT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
-        size_t sent = 0;
-        while (sent < body.size()) {
-            ssize_t n = write(fd, body.data() + sent, body.size() - sent);
-            if (n <= 0)
-                break;
-            sent += static_cast<size_t>(n);
-        }
+        send_all(fd, body);
         // One whole response: its head, and as much body as its Content-Length says.
         return read_until(fd, [](const std::string &got) {
             size_t head = got.find("\r\n\r\n");
@@ -1395,3 +1483,30 @@ TEST_F(AsyncClientTest, StreamsRetriesAndCancels) {
 }
 
 }  // namespace
+
+// A target in absolute form names one of the gateway's routes; the connection is kept for the
+// caller's next request as with any other (libevent took it for a proxy request and closed).
+TEST_F(GatewayTest, AbsoluteFormTargetsKeepTheConnection) {
+    start();
+    std::string body = "{}";
+    for (std::string target : {"http://127.0.0.1/v1/models", "/v1/models"}) {
+        for (std::string method : {"POST", "GET"}) {
+            std::string req;
+            for (const char *conn : {"keep-alive", "close"})
+                req += method + " " + target + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                       std::string(kGatewayKey) +
+                       "\r\nContent-Type: application/json\r\nContent-Length: " +
+                       std::to_string(body.size()) + "\r\nConnection: " + conn + "\r\n\r\n" + body;
+            int fd = connect_raw();
+            ASSERT_GE(fd, 0);
+            ASSERT_EQ(write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
+            std::string got = read_until(fd, [](const std::string &) { return false; });
+            close(fd);
+            size_t answers = 0;
+            for (size_t at = got.find("HTTP/1.1 "); at != std::string::npos;
+                 at = got.find("HTTP/1.1 ", at + 1))
+                answers++;
+            EXPECT_EQ(answers, 2u) << method << " " << target << ": " << got;
+        }
+    }
+}

@@ -158,7 +158,7 @@ async function chat(ctx) {
   const promptTokens = body.messages.reduce((n, m) => n + C.wordCount(isObject(m) ? contentText(m.content) : ''), 0);
   const prompt = promptOf(body.messages);
   const tools = Array.isArray(body.tools) ? body.tools : [];
-  const toolName = tools.length && isObject(tools[0].function) ? tools[0].function.name : null;
+  const toolName = tools.length && isObject(tools[0]) && isObject(tools[0].function) ? tools[0].function.name : null;
 
   let answer;
   if (toolName && !prompt.fromTool && C.containsWeather(prompt.text)) {
