@@ -318,7 +318,14 @@ async function run() {
     // A stream the upstream breaks: the caller got 200 and an error event; the ledger says 502.
     const broken = await chatCase('gov-broken-stream', 'one two three four', { stream: true });
     check('mixed: a broken stream ends in an error event', broken.r.status === 200 && broken.r.text.includes('"error"'));
-    record('gov-broken-stream', broken.r, normalise(null), { ledgerStatus: 502 });
+    // It reported no usage: it is charged one completion token per 4 characters it streamed.
+    const streamed = broken.r.text.split('\n').filter((l) => l.startsWith('data: '))
+      .map((l) => { try { return JSON.parse(l.slice(6)); } catch { return null; } })
+      .reduce((n, j) => n + [...(j?.choices?.[0]?.delta?.content ?? '')].length, 0);
+    const charged = Math.ceil(streamed / 4);
+    check('mixed: the broken stream streamed some text', streamed > 0);
+    record('gov-broken-stream', broken.r, { prompt: 0, completion: charged, total: charged },
+           { ledgerStatus: 502 });
   }
   checkEq('mixed: the run made exactly as many admitted calls as the hourly limit', admitted, sent.length);
   for (let i = 0; i < 3; i++) {
