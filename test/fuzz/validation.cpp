@@ -13,7 +13,7 @@ using namespace pgi;
 namespace {
 
 // Whether text is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF)
-// and free of C0, DEL and C1 controls.
+// and free of C0, DEL and C1 controls and the line separators U+2028 and U+2029.
 bool clean_utf8(const std::string &s) {
     for (std::size_t i = 0; i < s.size();) {
         const auto c = static_cast<unsigned char>(s[i]);
@@ -34,7 +34,9 @@ bool clean_utf8(const std::string &s) {
         static constexpr char32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
         if (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
             return false;
-        if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F))
+        // Controls and the Unicode line separators: display_value escapes them all, as some
+        // log viewers end a line at U+2028 and U+2029.
+        if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F) || cp == 0x2028 || cp == 0x2029)
             return false;
         i += len;
     }
