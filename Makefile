@@ -16,6 +16,7 @@ CORE_OBJS = \
 	src/core/gateway.o \
 	src/core/gateway_anthropic.o \
 	src/core/gateway_chat.o \
+	src/core/gateway_gemini.o \
 	src/core/gateway_openai.o \
 	src/core/gateway_passthrough.o \
 	src/core/gateway_request.o \

@@ -577,6 +577,8 @@ std::string raw_response(int status, const char *reason, const std::string &body
 const protocols::Module *dialect_for(const Route &r, bool anthropic_version) {
     if (r.endpoint == Endpoint::kMessages)
         return &protocols::anthropic_module();
+    if (is_gemini_route(r))
+        return &protocols::module_for(Protocol::kGeminiV1Beta);
     // The Anthropic SDK lists models on the same path as OpenAI's and says who it is by the
     // version header every Anthropic request carries.
     if ((r.endpoint == Endpoint::kModels || r.endpoint == Endpoint::kModel) && anthropic_version)
@@ -591,7 +593,7 @@ const char *Server::Impl::check_key(const Snapshot &snap, const char *authorizat
     std::string_view presented = access_key(authorization, x_api_key);
     if (presented.empty()) {
         return "You didn't provide an access key. Send it as 'Authorization: Bearer "
-               "<key>' or 'X-API-Key: <key>'.";
+               "<key>', 'X-API-Key: <key>' or 'x-goog-api-key: <key>'.";
     }
     std::string hash = crypto::sha256(std::string(presented));
     auto it = snap.keys.find(hash);
@@ -631,10 +633,14 @@ std::string Server::Impl::precheck(std::string_view block, int &status,
     }
     if (const char *p = evhttp_uri_get_path(parsed))
         path = p;
+    const char *query_text = evhttp_uri_get_query(parsed);
+    std::string query = query_text != nullptr ? query_text : "";
     evhttp_uri_free(parsed);
 
-    std::string authorization, x_api_key, content_length;
+    std::string authorization, x_api_key, content_length, goog_api_key;
     bool have_authorization = false, have_x_api_key = false, have_length = false;
+    bool have_goog_api_key = false;
+    std::string query_key;
     bool chunked = false, anthropic_version = false;
     std::string transfer_encoding;
     size_t pos = eol + 1;
@@ -660,6 +666,9 @@ std::string Server::Impl::precheck(std::string_view block, int &status,
         } else if (iequals(name, "X-API-Key") && !have_x_api_key) {
             x_api_key = value;
             have_x_api_key = true;
+        } else if (iequals(name, "x-goog-api-key") && !have_goog_api_key) {
+            goog_api_key = value;
+            have_goog_api_key = true;
         } else if (iequals(name, "Content-Length") && !have_length) {
             content_length = value;
             have_length = true;
@@ -674,6 +683,8 @@ std::string Server::Impl::precheck(std::string_view block, int &status,
     Route r = route(path);
     RequestContext shape;
     shape.dialect = dialect_for(r, anthropic_version);
+    query_key = gemini_query_key(r, query.c_str());
+    crypto::wipe(query);
 
     // Only chunked framing is read. libevent would close on any other transfer coding (or a
     // HEAD's body, which it reads as the next request) while the caller is still sending, and
@@ -730,9 +741,20 @@ std::string Server::Impl::precheck(std::string_view block, int &status,
         r.endpoint == Endpoint::kHealth || r.endpoint == Endpoint::kMetrics ||
         (r.endpoint == Endpoint::kPassthrough && r.bad_path))
         return {};
+    // Gemini's clients send their key as x-goog-api-key or ?key=; it stands in for X-API-Key.
+    if (!have_x_api_key && have_goog_api_key) {
+        x_api_key = goog_api_key;
+        have_x_api_key = true;
+    }
+    if (!have_x_api_key && !query_key.empty()) {
+        x_api_key = query_key;
+        have_x_api_key = true;
+    }
     const AccessKey *key = nullptr;
     const char *refusal = check_key(*snapshot, have_authorization ? authorization.c_str() : nullptr,
                                     have_x_api_key ? x_api_key.c_str() : nullptr, &key);
+    crypto::wipe(query_key);
+    crypto::wipe(goog_api_key);
     if (refusal == nullptr)
         return {};
     status = 401;
@@ -1109,8 +1131,16 @@ void Server::Impl::handle(evhttp_request *req) {
         }
 
         // The caller's access key.
+        const char *x_api_key = evhttp_find_header(in, "X-API-Key");
+        if (x_api_key == nullptr)
+            x_api_key = evhttp_find_header(in, "x-goog-api-key");
+        std::string query_key =
+            gemini_query_key(r, uri != nullptr ? evhttp_uri_get_query(uri) : nullptr);
+        if (x_api_key == nullptr && !query_key.empty())
+            x_api_key = query_key.c_str();
         const char *refusal = check_key(*context.snapshot, evhttp_find_header(in, "Authorization"),
-                                        evhttp_find_header(in, "X-API-Key"), &context.key);
+                                        x_api_key, &context.key);
+        crypto::wipe(query_key);
         // Without required keys a bad key is ignored rather than refused: the caller could
         // simply have sent none.
         if (refusal != nullptr && config.require_key) {
@@ -1118,7 +1148,8 @@ void Server::Impl::handle(evhttp_request *req) {
             return;
         }
 
-        if (r.endpoint == Endpoint::kModels || r.endpoint == Endpoint::kModel) {
+        if (r.endpoint == Endpoint::kModels || r.endpoint == Endpoint::kModel ||
+            r.endpoint == Endpoint::kGeminiModels || r.endpoint == Endpoint::kGeminiModel) {
             handle_models(context, r);
             return;
         }
@@ -1141,7 +1172,8 @@ void Server::Impl::handle_models(RequestContext &context, const Route &r) {
     };
     const Snapshot &snap = *context.snapshot;
     const bool anthropic = context.dialect == &protocols::anthropic_module();
-    if (r.endpoint == Endpoint::kModel) {
+    const bool gemini = is_gemini_route(r);
+    if (r.endpoint == Endpoint::kModel || r.endpoint == Endpoint::kGeminiModel) {
         auto it = snap.services.find(r.model_id);
         if (it == snap.services.end() ||
             (context.key != nullptr && !context.key->allows(it->first))) {
@@ -1153,7 +1185,10 @@ void Server::Impl::handle_models(RequestContext &context, const Route &r) {
         }
         context.service = &it->second;
         reply(context, 200,
-              (anthropic ? anthropic_model_object(it->first) : model_object(it->first)).dump());
+              (gemini      ? gemini_model_object(it->first)
+               : anthropic ? anthropic_model_object(it->first)
+                           : model_object(it->first))
+                  .dump());
         return;
     }
     std::vector<std::string> names;
@@ -1163,6 +1198,10 @@ void Server::Impl::handle_models(RequestContext &context, const Route &r) {
     }
     if (anthropic) {
         reply(context, 200, anthropic_model_list(names).dump());
+        return;
+    }
+    if (gemini) {
+        reply(context, 200, gemini_model_list(names).dump());
         return;
     }
     nlohmann::json data = nlohmann::json::array();
@@ -1222,14 +1261,19 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
             reply_error(context, 400, "The request body must be a JSON object.", "invalid_json");
             return;
         }
-        auto model = body.find("model");
-        if (model == body.end() || !model->is_string() ||
-            model->get_ref<const std::string &>().empty()) {
-            reply_error(context, 400, "You must provide a model parameter (a service name).",
-                        "missing_required_parameter", "model");
-            return;
+        if (is_gemini_route(r)) {
+            // Gemini names the model in the path, not the body.
+            name = r.model_id;
+        } else {
+            auto model = body.find("model");
+            if (model == body.end() || !model->is_string() ||
+                model->get_ref<const std::string &>().empty()) {
+                reply_error(context, 400, "You must provide a model parameter (a service name).",
+                            "missing_required_parameter", "model");
+                return;
+            }
+            name = model->get<std::string>();
         }
-        name = model->get<std::string>();
     }
 
     auto it = snap.services.find(name);
@@ -1272,6 +1316,12 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
             break;
         case Endpoint::kMessages:
             start_chat(*this, std::move(handed), std::move(body), protocols::anthropic_module());
+            break;
+        case Endpoint::kGenerate:
+        case Endpoint::kStreamGenerate:
+            start_chat(*this, std::move(handed), std::move(body),
+                       protocols::module_for(Protocol::kGeminiV1Beta),
+                       r.endpoint == Endpoint::kStreamGenerate);
             break;
         case Endpoint::kEmbeddings:
             start_embeddings(*this, std::move(handed), std::move(body));

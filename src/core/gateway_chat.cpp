@@ -1,5 +1,6 @@
-// The gateway's chat routes, one exchange for every dialect: POST /v1/chat/completions (OpenAI)
-// and POST /v1/messages (Anthropic), to a service of any protocol. chat_call decides whether the
+// The gateway's chat routes, one exchange for every dialect: POST /v1/chat/completions (OpenAI),
+// POST /v1/messages (Anthropic) and models/{model}:generateContent or :streamGenerateContent
+// (Gemini), to a service of any protocol. chat_call decides whether the
 // caller's request passes through or is translated; this file moves the bytes: whole answers,
 // streams with backpressure and callers who leave (the exchange plumbing's), and failures in the
 // caller's dialect.
@@ -74,14 +75,14 @@ struct ChatExchange : Exchange {
 }  // namespace
 
 void start_chat(Server::Impl &server, RequestContext &&context, json body,
-                const protocols::Module &caller) {
+                const protocols::Module &caller, bool stream_route) {
     auto &ex = static_cast<ChatExchange &>(
         server.adopt(std::make_unique<ChatExchange>(server, std::move(context))));
     guarded_start(server, ex, [&] {
         const ServiceEndpoint &service = *ex.context.service;
         chat::Defaults defaults;
         defaults.default_max_tokens = server.config.default_max_tokens;
-        ex.call = chat_call::plan(caller, service, body, defaults, raw_body(ex));
+        ex.call = chat_call::plan(caller, service, body, defaults, raw_body(ex), stream_route);
         if (ex.call.passed())
             forward_dialect_headers(ex, ex.call.request);
         if (ex.call.stream)

@@ -113,7 +113,7 @@ struct ClientConnection {
 // builds its exchange, translates the request and calls the upstream, or answers the caller's
 // mistake. start_chat serves the chat route of every dialect: `caller` is the route's module.
 void start_chat(Server::Impl &server, RequestContext &&context, nlohmann::json body,
-                const protocols::Module &caller);
+                const protocols::Module &caller, bool stream_route = false);
 void start_embeddings(Server::Impl &server, RequestContext &&context, nlohmann::json body);
 void start_rerank(Server::Impl &server, RequestContext &&context, nlohmann::json body);
 void start_passthrough(Server::Impl &server, RequestContext &&context, const Route &route);
@@ -123,6 +123,9 @@ void forward_dialect_headers(const Exchange &ex, translate::UpstreamRequest &req
 // An Anthropic model object / list for GET /v1/models with an anthropic-version header.
 nlohmann::json anthropic_model_object(const std::string &name);
 nlohmann::json anthropic_model_list(const std::vector<std::string> &names);
+// A Gemini model object / list for GET /v1beta/models[/{model}] (gateway_gemini.cpp).
+nlohmann::json gemini_model_object(const std::string &name);
+nlohmann::json gemini_model_list(const std::vector<std::string> &names);
 
 // The caller's body as it arrived (handle_service_call made it one contiguous piece to parse it),
 // for calls that pass it on rather than serialise the parsed document again.

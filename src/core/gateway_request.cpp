@@ -32,6 +32,59 @@ std::string_view trim(std::string_view s) {
     return s;
 }
 
+namespace {
+
+// The Gemini dialect's routes: models/{model}, optionally followed by ":method", under /v1beta/
+// or /v1/. The model may carry Google's "models/" prefix once more (some clients double it).
+bool gemini_route(std::string_view path, Route &r) {
+    std::string_view rest;
+    for (std::string_view prefix :
+         {std::string_view("/v1beta/models"), std::string_view("/v1/models")}) {
+        if (path.substr(0, prefix.size()) == prefix) {
+            rest = path.substr(prefix.size());
+            if (prefix == "/v1/models" && rest.find(':') == std::string_view::npos)
+                return false;  // /v1/models[/{id}] is OpenAI's and Anthropic's
+            break;
+        }
+    }
+    if (rest.data() == nullptr)
+        return false;
+    if (rest.empty()) {
+        r.endpoint = Endpoint::kGeminiModels;
+        r.allowed = kGet | kHead;
+        return true;
+    }
+    if (rest.front() != '/')
+        return false;
+    rest.remove_prefix(1);
+    std::string_view method;
+    if (std::size_t colon = rest.rfind(':'); colon != std::string_view::npos) {
+        method = rest.substr(colon + 1);
+        rest = rest.substr(0, colon);
+    }
+    std::optional<std::string> model = percent_decode(rest);
+    if (!model)
+        model = std::string();  // names no service: the lookup answers 404
+    if (model->rfind("models/", 0) == 0)
+        model->erase(0, 7);
+    r.model_id = std::move(*model);
+    if (method.empty() && path.find(':') == std::string_view::npos) {
+        r.endpoint = Endpoint::kGeminiModel;
+        r.allowed = kGet | kHead;
+    } else if (method == "generateContent") {
+        r.endpoint = Endpoint::kGenerate;
+        r.allowed = kPost;
+    } else if (method == "streamGenerateContent") {
+        r.endpoint = Endpoint::kStreamGenerate;
+        r.allowed = kPost;
+    } else {
+        return false;  // a method the gateway does not serve: 404
+    }
+    return true;
+}
+
+}  // namespace
+
 Route route(std::string_view path) {
     Route r;
     if (path == "/health") {
@@ -43,6 +96,8 @@ Route route(std::string_view path) {
     } else if (path == "/v1/models") {
         r.endpoint = Endpoint::kModels;
         r.allowed = kGet | kHead;
+    } else if (gemini_route(path, r)) {
+        // set by gemini_route (before /v1/models/{id}, which its /v1/ form shares)
     } else if (path.size() > kModelPrefix.size() &&
                path.substr(0, kModelPrefix.size()) == kModelPrefix) {
         std::optional<std::string> id = percent_decode(path.substr(kModelPrefix.size()));
@@ -182,6 +237,26 @@ std::string_view access_key(const char *authorization, const char *x_api_key) {
     }
     if (x_api_key != nullptr)
         return trim(x_api_key);
+    return {};
+}
+
+bool is_gemini_route(const Route &r) {
+    return r.endpoint == Endpoint::kGeminiModels || r.endpoint == Endpoint::kGeminiModel ||
+           r.endpoint == Endpoint::kGenerate || r.endpoint == Endpoint::kStreamGenerate;
+}
+
+std::string gemini_query_key(const Route &r, const char *query) {
+    if (query == nullptr || !is_gemini_route(r))
+        return {};
+    std::string_view q(query);
+    while (!q.empty()) {
+        std::string_view param = q.substr(0, q.find('&'));
+        q.remove_prefix(std::min(q.size(), param.size() + 1));
+        if (param.substr(0, 4) == "key=") {
+            std::optional<std::string> key = percent_decode(param.substr(4));
+            return key ? *key : std::string();
+        }
+    }
     return {};
 }
 

@@ -28,6 +28,11 @@ enum class Endpoint {
     kRerank,       // POST /v1/rerank
     kRanking,      // POST /v1/ranking
     kPassthrough,  // ANY /inferenceservices/{name}/{path...}
+    // The Gemini dialect, under /v1beta/ (the @google/genai SDK's default) or /v1/:
+    kGeminiModels,    // GET /v1beta/models
+    kGeminiModel,     // GET /v1beta/models/{model}
+    kGenerate,        // POST /v1beta/models/{model}:generateContent
+    kStreamGenerate,  // POST /v1beta/models/{model}:streamGenerateContent
 };
 
 // Method bits, the same values as libevent's evhttp_cmd_type.
@@ -46,7 +51,7 @@ enum Method : unsigned {
 struct Route {
     Endpoint endpoint = Endpoint::kUnknown;
     unsigned allowed = 0;   // methods the endpoint serves (for 405 and Allow)
-    std::string model_id;   // kModel: the percent-decoded id
+    std::string model_id;   // kModel and the Gemini routes: the percent-decoded model (service)
     std::string service;    // kPassthrough: the percent-decoded service name
     std::string rest;       // kPassthrough: the path after the name, still encoded, "/" at least
     bool bad_path = false;  // kPassthrough: rest leads out of the service, or is not decodable
@@ -75,6 +80,13 @@ std::optional<Protocol> passthrough_usage_shape(std::string_view rest);
 // The access key from "Authorization: Bearer <key>" (scheme case-insensitive) or, failing
 // that, "X-API-Key: <key>". Empty when neither carries one.
 std::string_view access_key(const char *authorization, const char *x_api_key);
+
+// Whether the route is one of the Gemini dialect's.
+bool is_gemini_route(const Route &r);
+
+// The key a Gemini caller puts in the query ("?key=<key>", percent-decoded), read only on the
+// Gemini routes; empty when there is none.
+std::string gemini_query_key(const Route &r, const char *query);
 
 enum class BodyType { kJson, kUnsupported };
 // Content types a JSON endpoint accepts: none, anything naming json (application/json with or

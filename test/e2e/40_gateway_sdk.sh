@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The official openai and Anthropic npm SDKs (installed from the committed lockfile) against the
-# gateway.
+# The official openai, Anthropic and Google Gen AI npm SDKs (installed from the committed
+# lockfile) against the gateway.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 source "$ROOT/test/lib/cluster.sh"
@@ -15,4 +15,6 @@ wait_for_key "$KEY" || { fail "the new key reaches the gateway"; exit 0; }
     node gateway_sdk.mjs) | tee -a "$RESULTS"
 (cd "$ROOT/test/e2e/node" && GATEWAY_URL="$GATEWAY_URL" GATEWAY_KEY="$KEY" MOCK_URL="$MOCK_URL" \
     node anthropic_sdk.mjs) | tee -a "$RESULTS"
+(cd "$ROOT/test/e2e/node" && GATEWAY_URL="$GATEWAY_URL" GATEWAY_KEY="$KEY" MOCK_URL="$MOCK_URL" \
+    node gemini_sdk.mjs) | tee -a "$RESULTS"
 psql_gw -c "SELECT inference.revoke_access_key('sdk-tests')" >/dev/null

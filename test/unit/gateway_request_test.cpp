@@ -35,6 +35,43 @@ TEST(GatewayRoute, ModelIdIsPercentDecoded) {
     EXPECT_EQ(route("/v1/models/a%zz").model_id, "");
 }
 
+TEST(GatewayRoute, GeminiRoutes) {
+    Route r = route("/v1beta/models/gw-chat:generateContent");
+    EXPECT_EQ(r.endpoint, Endpoint::kGenerate);
+    EXPECT_EQ(r.allowed, unsigned(kPost));
+    EXPECT_EQ(r.model_id, "gw-chat");
+    EXPECT_TRUE(is_gemini_route(r));
+    r = route("/v1beta/models/gw%20chat:streamGenerateContent");
+    EXPECT_EQ(r.endpoint, Endpoint::kStreamGenerate);
+    EXPECT_EQ(r.model_id, "gw chat");
+    // Google's own prefix, doubled by some clients, and the v1 version of the routes.
+    EXPECT_EQ(route("/v1beta/models/models/gw-chat:generateContent").model_id, "gw-chat");
+    EXPECT_EQ(route("/v1/models/gw-chat:generateContent").endpoint, Endpoint::kGenerate);
+    EXPECT_EQ(route("/v1beta/models").endpoint, Endpoint::kGeminiModels);
+    r = route("/v1beta/models/gw-chat");
+    EXPECT_EQ(r.endpoint, Endpoint::kGeminiModel);
+    EXPECT_EQ(r.allowed, unsigned(kGet | kHead));
+    // OpenAI's and Anthropic's model routes stay theirs.
+    EXPECT_EQ(route("/v1/models").endpoint, Endpoint::kModels);
+    EXPECT_EQ(route("/v1/models/gw-chat").endpoint, Endpoint::kModel);
+    EXPECT_FALSE(is_gemini_route(route("/v1/models/gw-chat")));
+    // Methods the gateway does not serve are unknown routes (404).
+    EXPECT_EQ(route("/v1beta/models/gw-chat:predict").endpoint, Endpoint::kUnknown);
+    EXPECT_EQ(route("/v1beta/modelsx").endpoint, Endpoint::kUnknown);
+}
+
+TEST(GatewayRequest, GeminiQueryKey) {
+    Route gemini = route("/v1beta/models/gw-chat:generateContent");
+    EXPECT_EQ(gemini_query_key(gemini, "key=gk-1"), "gk-1");
+    EXPECT_EQ(gemini_query_key(gemini, "alt=sse&key=gk%2B2"), "gk+2");
+    EXPECT_EQ(gemini_query_key(gemini, "alt=sse"), "");
+    EXPECT_EQ(gemini_query_key(gemini, "keys=no"), "");
+    EXPECT_EQ(gemini_query_key(gemini, nullptr), "");
+    // Only the Gemini routes read it: elsewhere a query goes upstream with the path.
+    EXPECT_EQ(gemini_query_key(route("/v1/chat/completions"), "key=gk-1"), "");
+    EXPECT_EQ(gemini_query_key(route("/inferenceservices/x/y"), "key=gk-1"), "");
+}
+
 TEST(GatewayRoute, Passthrough) {
     Route r = route("/inferenceservices/chat.v2/v1/models/x%20y");
     EXPECT_EQ(r.endpoint, Endpoint::kPassthrough);
