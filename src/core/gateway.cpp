@@ -574,16 +574,28 @@ std::string raw_response(int status, const char *reason, const std::string &body
 }
 
 // The caller's dialect for a route: null for the gateway's own OpenAI shape.
-const protocols::Module *dialect_for(const Route &r, bool anthropic_version) {
+// Who lists models on the OpenAI path says so by a header: anthropic-version on every Anthropic
+// SDK request, x-goog-api-key or x-goog-api-client on every Google Gen AI SDK request.
+enum class ModelsCaller { kOpenAi, kAnthropic, kGemini };
+
+const protocols::Module *dialect_for(const Route &r, ModelsCaller caller) {
     if (r.endpoint == Endpoint::kMessages)
         return &protocols::anthropic_module();
     if (is_gemini_route(r))
         return &protocols::module_for(Protocol::kGeminiV1Beta);
-    // The Anthropic SDK lists models on the same path as OpenAI's and says who it is by the
-    // version header every Anthropic request carries.
-    if ((r.endpoint == Endpoint::kModels || r.endpoint == Endpoint::kModel) && anthropic_version)
-        return &protocols::anthropic_module();
+    if (r.endpoint == Endpoint::kModels || r.endpoint == Endpoint::kModel) {
+        if (caller == ModelsCaller::kAnthropic)
+            return &protocols::anthropic_module();
+        if (caller == ModelsCaller::kGemini)
+            return &protocols::module_for(Protocol::kGeminiV1Beta);
+    }
     return nullptr;
+}
+
+ModelsCaller models_caller(bool anthropic_version, bool goog_header) {
+    return anthropic_version ? ModelsCaller::kAnthropic
+           : goog_header     ? ModelsCaller::kGemini
+                             : ModelsCaller::kOpenAi;
 }
 
 }  // namespace
@@ -639,7 +651,7 @@ std::string Server::Impl::precheck(std::string_view block, int &status,
 
     std::string authorization, x_api_key, content_length, goog_api_key;
     bool have_authorization = false, have_x_api_key = false, have_length = false;
-    bool have_goog_api_key = false;
+    bool have_goog_api_key = false, goog_client = false;
     std::string query_key;
     bool chunked = false, anthropic_version = false;
     std::string transfer_encoding;
@@ -677,12 +689,15 @@ std::string Server::Impl::precheck(std::string_view block, int &status,
             transfer_encoding = value;
         } else if (iequals(name, "anthropic-version")) {
             anthropic_version = true;
+        } else if (iequals(name, "x-goog-api-client")) {
+            goog_client = true;
         }
     }
     // The route decides the shape of a refusal: each dialect's callers get their own errors.
     Route r = route(path);
     RequestContext shape;
-    shape.dialect = dialect_for(r, anthropic_version);
+    shape.dialect =
+        dialect_for(r, models_caller(anthropic_version, goog_client || have_goog_api_key));
     query_key = gemini_query_key(r, query.c_str());
     crypto::wipe(query);
 
@@ -1082,7 +1097,10 @@ void Server::Impl::handle(evhttp_request *req) {
         unsigned method = static_cast<unsigned>(evhttp_request_get_command(req));
         Route r = route(raw_path);
         evkeyvalq *in = evhttp_request_get_input_headers(req);
-        context.dialect = dialect_for(r, evhttp_find_header(in, "anthropic-version") != nullptr);
+        context.dialect = dialect_for(
+            r, models_caller(evhttp_find_header(in, "anthropic-version") != nullptr,
+                             evhttp_find_header(in, "x-goog-api-key") != nullptr ||
+                                 evhttp_find_header(in, "x-goog-api-client") != nullptr));
 
         if (context.snapshot->unavailable &&
             !(r.endpoint == Endpoint::kMetrics && method == kGet)) {
@@ -1172,7 +1190,7 @@ void Server::Impl::handle_models(RequestContext &context, const Route &r) {
     };
     const Snapshot &snap = *context.snapshot;
     const bool anthropic = context.dialect == &protocols::anthropic_module();
-    const bool gemini = is_gemini_route(r);
+    const bool gemini = context.dialect == &protocols::module_for(Protocol::kGeminiV1Beta);
     if (r.endpoint == Endpoint::kModel || r.endpoint == Endpoint::kGeminiModel) {
         auto it = snap.services.find(r.model_id);
         if (it == snap.services.end() ||

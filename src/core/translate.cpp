@@ -577,6 +577,19 @@ Usage usage_from_openai_body(std::string_view body) {
     return detail::usage_from_openai_text(value);
 }
 
+Usage charged_usage(const Usage &reported, bool complete, std::size_t streamed_chars) {
+    if (complete && reported.present)
+        return reported;
+    Usage u = reported;
+    long long estimate = static_cast<long long>((streamed_chars + 3) / 4);
+    if (estimate > u.completion_tokens) {
+        u.completion_tokens = estimate;
+        u.total_tokens = u.prompt_tokens + u.completion_tokens;
+        u.present = true;
+    }
+    return u;
+}
+
 Usage usage_from_answer_body(Protocol shape, std::string_view body) {
     if (shape == Protocol::kOpenAiV1)
         return usage_from_openai_body(body);

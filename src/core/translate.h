@@ -7,6 +7,7 @@
 // protocols/) and chat_prompt.h.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -54,6 +55,12 @@ Usage usage_from_openai_body(std::string_view body);
 // last element that has one when the body is a streamed JSON array). Used for answers the
 // gateway passes through unread. Absent or unreadable usage gives present == false.
 Usage usage_from_answer_body(Protocol shape, std::string_view body);
+
+// What a stream is charged: the usage the upstream reported when the stream ended with it
+// (`complete`), else what was reported with at least one completion token per 4 characters
+// streamed, so that a caller who leaves early, or a stream that breaks off, pays for what was
+// generated.
+Usage charged_usage(const Usage &reported, bool complete, std::size_t streamed_chars);
 
 // The error for an upstream answer with a non-2xx status: `service "<name>" returned HTTP
 // <status>: <provider message>`, with a SQLSTATE from the status (401 PI401, 403 PI403, 404

@@ -6,6 +6,7 @@
 #include <string_view>
 #include <vector>
 
+#include "../unit/caller_stream.h"
 #include "chat_call.h"
 #include "chat_prompt.h"
 #include "error.h"
@@ -22,37 +23,7 @@ const protocols::Module &openai_caller() {
     return protocols::module_for(Protocol::kOpenAiV1);
 }
 
-// An OpenAI caller's stream from the service, as the gateway's chat route runs it.
-class CallerStream {
-  public:
-    CallerStream(const ServiceEndpoint &service, bool wants_usage) {
-        json req = {{"messages", json::array({{{"role", "user"}, {"content", "hi"}}})},
-                    {"stream", true},
-                    {"stream_options", {{"include_usage", wants_usage}}}};
-        call_ = chat_call::plan(openai_caller(), service, req, {});
-        stream_ = chat_call::stream(call_, service);
-    }
-    void feed(std::string_view bytes, std::string &out) { stream_->feed(bytes, out); }
-    std::string feed(std::string_view bytes) {
-        std::string out;
-        feed(bytes, out);
-        return out;
-    }
-    void finish(std::string &out) { stream_->finish(out); }
-    std::string finish() {
-        std::string out;
-        finish(out);
-        return out;
-    }
-    void fail(std::string_view message, std::string &out) { stream_->fail(message, out); }
-    translate::Usage usage() const { return stream_->charged(); }
-    bool failed() const { return stream_->failed(); }
-    bool done() const { return stream_->done(); }
-
-  private:
-    chat_call::Call call_;
-    std::unique_ptr<chat_call::Stream> stream_;
-};
+using pgi::test_support::CallerStream;
 
 }  // namespace
 

@@ -4,8 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "chat_call.h"
-#include "modules.h"
+#include "caller_stream.h"
 #include "sse.h"
 
 namespace {
@@ -22,37 +21,7 @@ const ServiceEndpoint kAnthropic{
 const ServiceEndpoint kGemini{
     "gem", "gemini-2.5-flash", "http://up", Protocol::kGeminiV1Beta, "", false, nullptr};
 
-// An OpenAI caller's stream from the service, as the gateway's chat route runs it.
-class ChatStream {
-  public:
-    ChatStream(const ServiceEndpoint &s, bool wants_usage) {
-        json req = {{"messages", json::array({{{"role", "user"}, {"content", "hi"}}})},
-                    {"stream", true},
-                    {"stream_options", {{"include_usage", wants_usage}}}};
-        call_ = pgi::chat_call::plan(pgi::protocols::module_for(Protocol::kOpenAiV1), s, req, {});
-        stream_ = pgi::chat_call::stream(call_, s);
-    }
-    void feed(std::string_view bytes, std::string &out) { stream_->feed(bytes, out); }
-    std::string feed(std::string_view bytes) {
-        std::string out;
-        feed(bytes, out);
-        return out;
-    }
-    void finish(std::string &out) { stream_->finish(out); }
-    std::string finish() {
-        std::string out;
-        finish(out);
-        return out;
-    }
-    void fail(std::string_view message, std::string &out) { stream_->fail(message, out); }
-    tr::Usage usage() const { return stream_->charged(); }
-    bool failed() const { return stream_->failed(); }
-    bool done() const { return stream_->done(); }
-
-  private:
-    pgi::chat_call::Call call_;
-    std::unique_ptr<pgi::chat_call::Stream> stream_;
-};
+using ChatStream = pgi::test_support::CallerStream;
 
 // `created` is the clock at the stream's start and a generated id is random; everything else
 // must not depend on the run.

@@ -181,6 +181,14 @@ TEST_F(GeminiDialectTest, ModelsInGoogleShape) {
     ASSERT_EQ(one.status, 200) << one.body;
     EXPECT_EQ(one.js()["name"], "models/claude");
     expect_google_error(call(port, "/v1beta/models/nope", o), 404, "NOT_FOUND");
+    // The SDK lists on /v1/models too, with its own headers: Google's shape there as well.
+    Reply v1 = call(port, "/v1/models", o);
+    ASSERT_EQ(v1.status, 200) << v1.body;
+    EXPECT_TRUE(v1.js().contains("models")) << v1.body;
+    Reply v1one = call(port, "/v1/models/chat", o);
+    EXPECT_EQ(v1one.js()["name"], "models/chat") << v1one.body;
+    // An OpenAI caller still gets OpenAI's.
+    EXPECT_EQ(call(port, "/v1/models/chat").js()["object"], "model");
 }
 
 }  // namespace

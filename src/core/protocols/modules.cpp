@@ -158,16 +158,7 @@ void StreamTally::see(const chat::Event &event) {
 }
 
 translate::Usage StreamTally::charged() const {
-    if (ended_ && usage_.present)
-        return usage_;
-    translate::Usage u = usage_;
-    long long estimate = static_cast<long long>((chars_ + 3) / 4);
-    if (estimate > u.completion_tokens) {
-        u.completion_tokens = estimate;
-        u.total_tokens = u.prompt_tokens + u.completion_tokens;
-        u.present = true;
-    }
-    return u;
+    return translate::charged_usage(usage_, ended_, chars_);
 }
 
 }  // namespace pgi::protocols

@@ -133,16 +133,7 @@ StreamRelay::StreamRelay(const ServiceEndpoint &service, bool caller_wants_usage
     : service_(service), caller_wants_usage_(caller_wants_usage) {}
 
 Usage StreamRelay::charged_usage() const {
-    if (done_ && usage_.present)
-        return usage_;
-    Usage u = usage_;
-    long long estimate = static_cast<long long>((streamed_chars_ + 3) / 4);
-    if (estimate > u.completion_tokens) {
-        u.completion_tokens = estimate;
-        u.total_tokens = u.prompt_tokens + u.completion_tokens;
-        u.present = true;
-    }
-    return u;
+    return translate::charged_usage(usage_, done_, streamed_chars_);
 }
 
 // Hands each parsed event to the relay, writing to `out`.
