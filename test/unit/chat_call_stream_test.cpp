@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "caller_stream.h"
+#include "openai_chunks.h"
 #include "sse.h"
 
 namespace {
@@ -23,27 +24,7 @@ const ServiceEndpoint kGemini{
 
 using ChatStream = pgi::test_support::CallerStream;
 
-// `created` is the clock at the stream's start and a generated id is random; everything else
-// must not depend on the run.
-std::string normalised(const std::string &out) {
-    std::string text = out;
-    for (std::size_t at = text.find("\"created\":"); at != std::string::npos;
-         at = text.find("\"created\":", at + 1)) {
-        std::size_t digits = at + 10, end = digits;
-        while (end < text.size() && std::isdigit(static_cast<unsigned char>(text[end])))
-            ++end;
-        text.replace(digits, end - digits, "0");
-    }
-    for (std::size_t at = text.find("chatcmpl-"); at != std::string::npos;
-         at = text.find("chatcmpl-", at + 1)) {
-        std::size_t end = at + 9;
-        while (end < text.size() && std::isalnum(static_cast<unsigned char>(text[end])))
-            ++end;
-        if (end - at - 9 == 24)
-            text.replace(at + 9, 24, "X");
-    }
-    return text;
-}
+using pgi::test_support::normalised;
 
 struct Result {
     std::string out;

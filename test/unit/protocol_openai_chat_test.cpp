@@ -5,6 +5,7 @@
 
 #include "error_capture.h"
 #include "openai_chat.h"
+#include "openai_chunks.h"
 
 namespace {
 
@@ -135,25 +136,7 @@ std::vector<std::string> merged(const std::vector<Event> &events) {
     return describe(joined);
 }
 
-// `created` is the clock and generated ids are random; the rest must not depend on the run.
-std::string normalised(std::string text) {
-    for (std::size_t at = text.find("\"created\":"); at != std::string::npos;
-         at = text.find("\"created\":", at + 1)) {
-        std::size_t digits = at + 10, end = digits;
-        while (end < text.size() && std::isdigit(static_cast<unsigned char>(text[end])))
-            ++end;
-        text.replace(digits, end - digits, "0");
-    }
-    for (std::size_t at = text.find("chatcmpl-"); at != std::string::npos;
-         at = text.find("chatcmpl-", at + 1)) {
-        std::size_t end = at + 9;
-        while (end < text.size() && std::isalnum(static_cast<unsigned char>(text[end])))
-            ++end;
-        if (end - at - 9 == 24)
-            text.replace(at + 9, 24, "X");
-    }
-    return text;
-}
+using pgi::test_support::normalised;
 
 std::vector<Event> read_stream(std::string_view in, const std::vector<std::size_t> &cuts = {}) {
     oc::StreamReader reader(kService);
