@@ -114,6 +114,14 @@ show "POST /v1/chat/completions, model = an Anthropic service (translated both w
 show "the same, streamed (SSE translated event by event)" -N \
     -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' "$GATEWAY/v1/chat/completions" \
     -d '{"model": "claude", "stream": true, "messages": [{"role": "user", "content": "stream me"}]}'
+show "POST /v1/messages (Anthropic's API, as Claude Code sends it), model = an OpenAI service" \
+    -H "x-api-key: $KEY" -H 'anthropic-version: 2023-06-01' -H 'Content-Type: application/json' \
+    "$GATEWAY/v1/messages" \
+    -d '{"model": "openai-chat", "max_tokens": 50, "messages": [{"role": "user", "content": "hello from an Anthropic client"}]}'
+show "POST /v1beta/models/claude:generateContent (Gemini's API), to an Anthropic service" \
+    -H "x-goog-api-key: $KEY" -H 'Content-Type: application/json' \
+    "$GATEWAY/v1beta/models/claude:generateContent" \
+    -d '{"contents": [{"role": "user", "parts": [{"text": "hello from a Gemini client"}]}]}'
 show "POST /v1/embeddings to a Gemini service" \
     -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' "$GATEWAY/v1/embeddings" \
     -d '{"model": "gemini-embed", "input": ["PostgreSQL"], "dimensions": 4}'
