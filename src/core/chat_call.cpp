@@ -120,7 +120,7 @@ Call plan(const protocols::Module &caller, const ServiceEndpoint &service, nlohm
     Call call;
     call.caller = &caller;
     const protocols::Module &target = protocols::module_for(service.protocol);
-    if (target.protocol == caller.protocol) {
+    if (target.protocol == caller.protocol && (caller.passes == nullptr || caller.passes(body))) {
         chat::Passed passed = caller.pass_request(service, body, raw, stream_route);
         call.request = std::move(passed.request);
         call.stream = passed.stream;
@@ -140,7 +140,7 @@ Call plan(const protocols::Module &caller, const ServiceEndpoint &service, nlohm
 Answer answer(const Call &call, const ServiceEndpoint &service, std::string upstream_body) {
     Answer a;
     if (call.passed()) {
-        a.usage = translate::usage_from_answer_body(service.protocol, upstream_body);
+        a.usage = call.caller->answer_usage(upstream_body);
         a.body = std::move(upstream_body);
         return a;
     }
@@ -166,10 +166,10 @@ nlohmann::json answer_document(const Call &call, const ServiceEndpoint &service,
 std::unique_ptr<Stream> stream(const Call &call, const ServiceEndpoint &service) {
     if (!call.passed())
         return std::make_unique<EventStream>(call, service, *call.target, false);
-    if (service.protocol == Protocol::kOpenAiV1)
+    if (call.caller->chunk_relay)
         return std::make_unique<RelayStream>(call, service);
-    return std::make_unique<EventStream>(call, service, protocols::module_for(service.protocol),
-                                         true);
+    // The caller's own protocol is the service's: its reader finds the usage.
+    return std::make_unique<EventStream>(call, service, *call.caller, true);
 }
 
 std::unique_ptr<Stream> usage_watch(Protocol protocol, const ServiceEndpoint &service) {

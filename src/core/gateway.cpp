@@ -1335,6 +1335,9 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
         case Endpoint::kMessages:
             start_chat(*this, std::move(handed), std::move(body), protocols::anthropic_module());
             break;
+        case Endpoint::kResponses:
+            start_chat(*this, std::move(handed), std::move(body), protocols::responses_module());
+            break;
         case Endpoint::kGenerate:
         case Endpoint::kStreamGenerate:
             start_chat(*this, std::move(handed), std::move(body),

@@ -111,6 +111,9 @@ Route route(std::string_view path) {
     } else if (path == "/v1/messages") {
         r.endpoint = Endpoint::kMessages;
         r.allowed = kPost;
+    } else if (path == "/v1/responses") {
+        r.endpoint = Endpoint::kResponses;
+        r.allowed = kPost;
     } else if (path == "/v1/embeddings") {
         r.endpoint = Endpoint::kEmbeddings;
         r.allowed = kPost;

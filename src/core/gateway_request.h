@@ -24,6 +24,7 @@ enum class Endpoint {
     kModel,        // GET /v1/models/{id}
     kChat,         // POST /v1/chat/completions
     kMessages,     // POST /v1/messages (the Anthropic Messages dialect)
+    kResponses,    // POST /v1/responses (OpenAI's Responses API)
     kEmbeddings,   // POST /v1/embeddings
     kRerank,       // POST /v1/rerank
     kRanking,      // POST /v1/ranking

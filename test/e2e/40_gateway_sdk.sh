@@ -14,6 +14,8 @@ wait_for_key "$KEY" || { fail "the new key reaches the gateway"; exit 0; }
 (cd "$ROOT/test/e2e/node" && GATEWAY_URL="$GATEWAY_URL" GATEWAY_KEY="$KEY" MOCK_URL="$MOCK_URL" \
     node gateway_sdk.mjs) | tee -a "$RESULTS"
 (cd "$ROOT/test/e2e/node" && GATEWAY_URL="$GATEWAY_URL" GATEWAY_KEY="$KEY" MOCK_URL="$MOCK_URL" \
+    node responses_sdk.mjs) | tee -a "$RESULTS"
+(cd "$ROOT/test/e2e/node" && GATEWAY_URL="$GATEWAY_URL" GATEWAY_KEY="$KEY" MOCK_URL="$MOCK_URL" \
     node anthropic_sdk.mjs) | tee -a "$RESULTS"
 (cd "$ROOT/test/e2e/node" && GATEWAY_URL="$GATEWAY_URL" GATEWAY_KEY="$KEY" MOCK_URL="$MOCK_URL" \
     node gemini_sdk.mjs) | tee -a "$RESULTS"

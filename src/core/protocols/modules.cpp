@@ -6,6 +6,7 @@
 #include "anthropic.h"
 #include "gemini.h"
 #include "openai_chat.h"
+#include "openai_responses.h"
 
 namespace pgi::protocols {
 
@@ -58,6 +59,11 @@ const Module kOpenAiChat = {
     openai_chat::read_response,
     reader_of<openai_chat::StreamReader>,
     openai_chat::pass_request,
+    nullptr,
+    [](std::string_view body) {
+        return translate::usage_from_answer_body(Protocol::kOpenAiV1, body);
+    },
+    true,
 };
 
 // ---- Anthropic ----
@@ -77,6 +83,11 @@ const Module kAnthropic = {
     anthropic::read_response,
     reader_of<anthropic::StreamReader>,
     anthropic::pass_request,
+    nullptr,
+    [](std::string_view body) {
+        return translate::usage_from_answer_body(Protocol::kAnthropicV1, body);
+    },
+    false,
 };
 
 // ---- Gemini ----
@@ -102,6 +113,34 @@ const Module kGemini = {
     gemini::read_response,
     reader_of<gemini::StreamReader>,
     gemini::pass_request,
+    nullptr,
+    [](std::string_view body) {
+        return translate::usage_from_answer_body(Protocol::kGeminiV1Beta, body);
+    },
+    false,
+};
+
+// ---- OpenAI Responses (a caller dialect; an OPENAI_V1 upstream gets a chat completion unless
+// the request needs the upstream's own /v1/responses) ----
+
+std::unique_ptr<EventWriter> responses_writer(const chat::Request &) {
+    return std::make_unique<WriterOf<openai_responses::StreamWriter>>();
+}
+
+const Module kResponses = {
+    Protocol::kOpenAiV1,
+    "openai_responses",
+    openai_responses::read_request,
+    openai_responses::write_response,
+    responses_writer,
+    openai_responses::error_body,
+    nullptr,  // never a service's protocol: module_for() does not return it
+    openai_responses::read_response,
+    reader_of<openai_responses::StreamReader>,
+    openai_responses::pass_request,
+    openai_responses::needs_upstream_state,
+    openai_responses::answer_usage,
+    false,
 };
 
 std::size_t utf8_chars(std::string_view text) {
@@ -127,6 +166,10 @@ const Module &module_for(Protocol protocol) {
 
 const Module &anthropic_module() {
     return kAnthropic;
+}
+
+const Module &responses_module() {
+    return kResponses;
 }
 
 void StreamTally::see(const chat::Event &event) {

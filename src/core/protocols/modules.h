@@ -57,6 +57,15 @@ struct Module {
     // protocols whose body does not tell (Gemini); the others read their body's own.
     chat::Passed (*pass_request)(const ServiceEndpoint &service, nlohmann::json &body,
                                  std::string_view raw, bool stream_route);
+    // Whether a request of this dialect for a service of `protocol` passes through rather than
+    // being translated; null for always. (A Responses request passes only when it needs state
+    // the upstream keeps.)
+    bool (*passes)(const nlohmann::json &body);
+    // The usage a passed-through whole answer reports.
+    translate::Usage (*answer_usage)(std::string_view body);
+    // A passed-through stream is OpenAI's chunk stream, relayed chunk by chunk
+    // (openai_chat::StreamRelay); otherwise stream_reader reads it for the usage.
+    bool chunk_relay;
 };
 
 // The module of a protocol. Every Protocol has one.
@@ -64,6 +73,7 @@ const Module &module_for(Protocol protocol);
 
 // The dialects the gateway speaks to callers besides its native OpenAI chat endpoint.
 const Module &anthropic_module();
+const Module &responses_module();
 
 // What a stream cost, from the events that went by: the usage the upstream reported (kStart's
 // prompt tokens, kUsage's cumulative totals) and the characters of text and tool input streamed.

@@ -1,10 +1,11 @@
 'use strict';
-// OpenAI-protocol routes: /v1/models, /v1/chat/completions, /v1/embeddings, and the two rerank
-// dialects (/v1/ranking from NIM, /v1/rerank from vLLM/Cohere/Jina). The vllm, nim and cohere
-// scenarios change which of these exist and how auth and 404s look.
+// OpenAI-protocol routes: /v1/models, /v1/chat/completions, /v1/responses, /v1/embeddings, and
+// the two rerank dialects (/v1/ranking from NIM, /v1/rerank from vLLM/Cohere/Jina). The vllm, nim
+// and cohere scenarios change which of these exist and how auth and 404s look.
 
 const C = require('./common');
 const E = require('./errors');
+const R = require('./responses');
 
 const CHAT_ID = 'chatcmpl-mock';
 const SSE = 'text/event-stream; charset=utf-8';
@@ -54,6 +55,8 @@ function routesFor(flavor) {
     { path: '/v1/chat/completions', methods: ['POST'], run: chat },
     { path: '/v1/embeddings', methods: ['POST'], run: embeddings },
   ];
+  // OpenAI serves the Responses API; the vllm scenario plays a server that does not.
+  if (flavor !== 'vllm') routes.push({ path: '/v1/responses', methods: ['POST'], run: R.responses });
   if (flavor !== 'vllm' && flavor !== 'cohere') {
     routes.push({ path: '/v1/ranking', methods: ['POST'], run: ranking });
   }
