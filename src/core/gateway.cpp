@@ -1338,6 +1338,9 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
         case Endpoint::kResponses:
             start_chat(*this, std::move(handed), std::move(body), protocols::responses_module());
             break;
+        case Endpoint::kCompletions:
+            start_chat(*this, std::move(handed), std::move(body), protocols::completions_module());
+            break;
         case Endpoint::kGenerate:
         case Endpoint::kStreamGenerate:
             start_chat(*this, std::move(handed), std::move(body),

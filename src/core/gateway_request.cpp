@@ -114,6 +114,9 @@ Route route(std::string_view path) {
     } else if (path == "/v1/responses") {
         r.endpoint = Endpoint::kResponses;
         r.allowed = kPost;
+    } else if (path == "/v1/completions") {
+        r.endpoint = Endpoint::kCompletions;
+        r.allowed = kPost;
     } else if (path == "/v1/embeddings") {
         r.endpoint = Endpoint::kEmbeddings;
         r.allowed = kPost;

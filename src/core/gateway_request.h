@@ -25,6 +25,7 @@ enum class Endpoint {
     kChat,         // POST /v1/chat/completions
     kMessages,     // POST /v1/messages (the Anthropic Messages dialect)
     kResponses,    // POST /v1/responses (OpenAI's Responses API)
+    kCompletions,  // POST /v1/completions (OpenAI's legacy completions)
     kEmbeddings,   // POST /v1/embeddings
     kRerank,       // POST /v1/rerank
     kRanking,      // POST /v1/ranking

@@ -6,6 +6,7 @@
 #include "anthropic.h"
 #include "gemini.h"
 #include "openai_chat.h"
+#include "openai_completions.h"
 #include "openai_responses.h"
 
 namespace pgi::protocols {
@@ -44,6 +45,10 @@ std::unique_ptr<EventReader> reader_of(const ServiceEndpoint &service) {
 
 // ---- OpenAI chat ----
 
+translate::Usage openai_answer_usage(std::string_view body) {
+    return translate::usage_from_answer_body(Protocol::kOpenAiV1, body);
+}
+
 std::unique_ptr<EventWriter> openai_writer(const chat::Request &request) {
     return std::make_unique<WriterOf<openai_chat::StreamWriter>>(request.stream_usage);
 }
@@ -60,9 +65,7 @@ const Module kOpenAiChat = {
     reader_of<openai_chat::StreamReader>,
     openai_chat::pass_request,
     nullptr,
-    [](std::string_view body) {
-        return translate::usage_from_answer_body(Protocol::kOpenAiV1, body);
-    },
+    openai_answer_usage,
     true,
 };
 
@@ -143,6 +146,28 @@ const Module kResponses = {
     false,
 };
 
+// ---- OpenAI legacy completions (a caller dialect; an OPENAI_V1 service serves it itself) ----
+
+std::unique_ptr<EventWriter> completions_writer(const chat::Request &request) {
+    return std::make_unique<WriterOf<openai_completions::StreamWriter>>(request.stream_usage);
+}
+
+const Module kCompletions = {
+    Protocol::kOpenAiV1,
+    "openai_completions",
+    openai_completions::read_request,
+    openai_completions::write_response,
+    completions_writer,
+    openai_chat::error_body,
+    nullptr,  // never a service's protocol: module_for() does not return it
+    nullptr,  // a passed answer is read only for its usage
+    nullptr,  // a passed stream is relayed (chunk_relay)
+    openai_completions::pass_request,
+    nullptr,
+    openai_answer_usage,
+    true,
+};
+
 std::size_t utf8_chars(std::string_view text) {
     std::size_t n = 0;
     for (char c : text)
@@ -170,6 +195,10 @@ const Module &anthropic_module() {
 
 const Module &responses_module() {
     return kResponses;
+}
+
+const Module &completions_module() {
+    return kCompletions;
 }
 
 void StreamTally::see(const chat::Event &event) {

@@ -74,6 +74,7 @@ const Module &module_for(Protocol protocol);
 // The dialects the gateway speaks to callers besides its native OpenAI chat endpoint.
 const Module &anthropic_module();
 const Module &responses_module();
+const Module &completions_module();
 
 // What a stream cost, from the events that went by: the usage the upstream reported (kStart's
 // prompt tokens, kUsage's cumulative totals) and the characters of text and tool input streamed.

@@ -182,22 +182,6 @@ std::vector<chat::Tool> read_tools(const json &body) {
 
 // ---- answers ----
 
-const char *finish_reason(chat::StopReason reason) {
-    switch (reason) {
-        case chat::StopReason::kMaxTokens:
-            return "length";
-        case chat::StopReason::kToolUse:
-            return "tool_calls";
-        case chat::StopReason::kContentFilter:
-            return "content_filter";
-        case chat::StopReason::kEndTurn:
-        case chat::StopReason::kStopSequence:
-        case chat::StopReason::kOther:
-            break;
-    }
-    return "stop";
-}
-
 // The stop reason of a choice. Some servers (vLLM, Ollama) say "stop" when the answer is tool
 // calls; a caller of another dialect must still be told to run them. vLLM names the stop string
 // that matched in the choice's stop_reason.
@@ -259,6 +243,22 @@ int stream_error_status(const UpstreamError &err) {
 }
 
 }  // namespace
+
+const char *finish_reason(chat::StopReason reason) {
+    switch (reason) {
+        case chat::StopReason::kMaxTokens:
+            return "length";
+        case chat::StopReason::kToolUse:
+            return "tool_calls";
+        case chat::StopReason::kContentFilter:
+            return "content_filter";
+        case chat::StopReason::kEndTurn:
+        case chat::StopReason::kStopSequence:
+        case chat::StopReason::kOther:
+            break;
+    }
+    return "stop";
+}
 
 // ---- caller side ----
 
@@ -1022,33 +1022,37 @@ void StreamReader::fail(int status, std::string type, std::string message,
 
 // ---- the same protocol on both sides ----
 
+std::string passed_body(const ServiceEndpoint &service, json &body, std::string_view raw,
+                        bool ask_stream_usage) {
+    // The caller's bytes with the model set: serialising the document again would cost as much
+    // as parsing it. A caller's own stream_options is edited in the document.
+    if (!raw.empty() && (!ask_stream_usage || given(body, "stream_options") == nullptr)) {
+        std::string model;
+        translate::detail::append_json_string(model, service.model);
+        const translate::detail::MemberEdit edits[] = {
+            {"model", model}, {"stream_options", "{\"include_usage\":true}"}};
+        if (std::optional<std::string> text =
+                translate::detail::with_members(raw, edits, ask_stream_usage ? 2 : 1)) {
+            return std::move(*text);
+        }
+    }
+    body["model"] = service.model;
+    if (ask_stream_usage) {
+        json &options = body["stream_options"];
+        if (!options.is_object())
+            options = json::object();
+        options["include_usage"] = true;
+    }
+    return translate::detail::serialise(body);
+}
+
 chat::Passed pass_request(const ServiceEndpoint &service, json &body, std::string_view raw, bool) {
     rules::validate(body);
     chat::Passed call;
     call.stream = rules::streaming(body);
     call.stream_usage = call.stream && rules::stream_usage_asked(body);
-    // The caller's bytes with the model set: serialising the document again would cost as much
-    // as parsing it. A caller's own stream_options is edited in the document.
-    std::optional<std::string> text;
-    if (!raw.empty() && (!call.stream || given(body, "stream_options") == nullptr)) {
-        std::string model;
-        translate::detail::append_json_string(model, service.model);
-        const translate::detail::MemberEdit edits[] = {
-            {"model", model}, {"stream_options", "{\"include_usage\":true}"}};
-        text = translate::detail::with_members(raw, edits, call.stream ? 2 : 1);
-    }
-    if (!text) {
-        body["model"] = service.model;
-        if (call.stream) {
-            json &options = body["stream_options"];
-            if (!options.is_object())
-                options = json::object();
-            options["include_usage"] = true;
-        }
-        text = translate::detail::serialise(body);
-    }
     call.request = translate::detail::post_json(service, "/v1/chat/completions", call.stream,
-                                                std::move(*text));
+                                                passed_body(service, body, raw, call.stream));
     return call;
 }
 

@@ -137,7 +137,17 @@ class StreamReader {
     int generated_ids_ = 0;
 };
 
+// OpenAI's finish_reason for a stop reason (stop, length, tool_calls, content_filter).
+const char *finish_reason(chat::StopReason reason);
+
 // ---- the same protocol on both sides ----
+
+// The body of a request passed through to an OpenAI-protocol upstream: the caller's bytes (`raw`
+// when given, else `body` serialised) with "model" set to the service's and, when
+// ask_stream_usage (a chat or completions stream), stream_options.include_usage set: the ledger
+// needs the usage chunk. body may be edited.
+std::string passed_body(const ServiceEndpoint &service, nlohmann::json &body, std::string_view raw,
+                        bool ask_stream_usage);
 
 // An OpenAI caller's request for an OpenAI service, checked by the same rules as the caller side
 // but otherwise as written: its bytes (`raw`, when given) with "model" set to the service's, and

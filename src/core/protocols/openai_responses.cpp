@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "gateway_request.h"
+#include "openai_chat.h"
 #include "redact.h"
 #include "translate_util.h"
 
@@ -693,19 +694,10 @@ chat::Passed pass_request(const ServiceEndpoint &service, json &body, std::strin
         call.stream = stream->get<bool>();
     }
     call.stream_usage = call.stream;
-    std::optional<std::string> text;
-    std::string model;
-    translate::detail::append_json_string(model, service.model);
-    if (!raw.empty()) {
-        const translate::detail::MemberEdit edit{"model", model};
-        text = translate::detail::with_members(raw, &edit, 1);
-    }
-    if (!text) {
-        body["model"] = service.model;
-        text = translate::detail::serialise(body);
-    }
-    call.request =
-        translate::detail::post_json(service, "/v1/responses", call.stream, std::move(*text));
+    // Usage comes in response.completed: no stream_options to add.
+    call.request = translate::detail::post_json(
+        service, "/v1/responses", call.stream,
+        openai_chat::passed_body(service, body, raw, /*ask_stream_usage=*/false));
     return call;
 }
 

@@ -1,7 +1,7 @@
 // The official openai SDK's Responses API against the pg_inference gateway, for a service of
 // each protocol: plain, with instructions, a function tool round trip, a JSON schema answer
-// format and streamed; and a request that continues a stored response, which goes to an
-// OpenAI-protocol upstream's own /v1/responses. Values are checked against what the mock
+// format and streamed; a request that continues a stored response, which goes to an
+// OpenAI-protocol upstream's own /v1/responses; and legacy completions, streamed and not. Values are checked against what the mock
 // upstream answers. Prints one PASS/FAIL line per check.
 import OpenAI from 'openai';
 
@@ -125,6 +125,41 @@ try {
   check('a built-in tool crossing protocols is refused', false, 'no error');
 } catch (e) {
   check('a built-in tool crossing protocols is refused', e.status === 400 && /web_search/.test(e.message),
+        `${e.status} ${e.message}`);
+}
+// --- legacy completions ----------------------------------------------------------------------
+for (const [service, label, path] of [...services.slice(0, 1).map(([s, l]) => [s, l, '/v1/completions']),
+  ...services.slice(1)]) {
+  const prompt = `once upon a time at ${service}`;
+  const reply = `echo: ${prompt}`;
+  const c = await client.completions.create({ model: service, prompt, max_tokens: 50 });
+  checkEq(`${service}: completions.create text`, reply, c.choices[0].text);
+  checkEq(`${service}: a text_completion, finished`, ['text_completion', 'stop'], [c.object, c.choices[0].finish_reason]);
+  checkEq(`${service}: completions usage as the mock counted it`,
+          { prompt_tokens: words(prompt), completion_tokens: words(reply) },
+          { prompt_tokens: c.usage.prompt_tokens, completion_tokens: c.usage.completion_tokens });
+  checkEq(`${service}: completions reached the upstream's route`, path, (await lastRequest(label)).route_path);
+  const s = await client.completions.create({ model: service, prompt, stream: true,
+    stream_options: { include_usage: true } });
+  let text = '', finishReason = null, usage = null, chunks = 0;
+  for await (const chunk of s) {
+    chunks++;
+    if (chunk.usage) usage = chunk.usage;
+    for (const ch of chunk.choices ?? []) {
+      text += ch.text ?? '';
+      if (ch.finish_reason) finishReason = ch.finish_reason;
+    }
+  }
+  checkEq(`${service}: streamed completion`, [reply, 'stop'], [text, finishReason]);
+  check(`${service}: streamed in several chunks (${chunks})`, chunks > 3);
+  checkEq(`${service}: streamed completion usage`, { prompt_tokens: words(prompt), completion_tokens: words(reply) },
+          usage && { prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens });
+}
+try {
+  await client.completions.create({ model: 'gw-claude', prompt: ['one', 'two'] });
+  check('several prompts crossing protocols are refused', false, 'no error');
+} catch (e) {
+  check('several prompts crossing protocols are refused', e.status === 400 && /several prompts/.test(e.message),
         `${e.status} ${e.message}`);
 }
 finish();

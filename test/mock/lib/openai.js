@@ -1,11 +1,13 @@
 'use strict';
-// OpenAI-protocol routes: /v1/models, /v1/chat/completions, /v1/responses, /v1/embeddings, and
-// the two rerank dialects (/v1/ranking from NIM, /v1/rerank from vLLM/Cohere/Jina). The vllm, nim
-// and cohere scenarios change which of these exist and how auth and 404s look.
+// OpenAI-protocol routes: /v1/models, /v1/chat/completions, /v1/completions, /v1/responses,
+// /v1/embeddings, and the two rerank dialects (/v1/ranking from NIM, /v1/rerank from
+// vLLM/Cohere/Jina). The vllm, nim and cohere scenarios change which of these exist and how
+// auth and 404s look.
 
 const C = require('./common');
 const E = require('./errors');
 const R = require('./responses');
+const K = require('./completions');
 
 const CHAT_ID = 'chatcmpl-mock';
 const SSE = 'text/event-stream; charset=utf-8';
@@ -53,6 +55,7 @@ function routesFor(flavor) {
     { path: '/v1/models', methods: ['GET'], run: listModels },
     { prefix: '/v1/models/', methods: ['GET'], run: getModel },
     { path: '/v1/chat/completions', methods: ['POST'], run: chat },
+    { path: '/v1/completions', methods: ['POST'], run: K.completions },
     { path: '/v1/embeddings', methods: ['POST'], run: embeddings },
   ];
   // OpenAI serves the Responses API; the vllm scenario plays a server that does not.
