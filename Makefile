@@ -11,11 +11,13 @@ CORE_OBJS = \
 	src/core/base64.o \
 	src/core/chat_call.o \
 	src/core/chat_prompt.o \
+	src/core/count_tokens.o \
 	src/core/crypto.o \
 	src/core/env_policy.o \
 	src/core/gateway.o \
 	src/core/gateway_anthropic.o \
 	src/core/gateway_chat.o \
+	src/core/gateway_count_tokens.o \
 	src/core/gateway_gemini.o \
 	src/core/gateway_openai.o \
 	src/core/gateway_passthrough.o \

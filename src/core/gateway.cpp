@@ -579,7 +579,7 @@ std::string raw_response(int status, const char *reason, const std::string &body
 enum class ModelsCaller { kOpenAi, kAnthropic, kGemini };
 
 const protocols::Module *dialect_for(const Route &r, ModelsCaller caller) {
-    if (r.endpoint == Endpoint::kMessages)
+    if (r.endpoint == Endpoint::kMessages || r.endpoint == Endpoint::kCountTokens)
         return &protocols::anthropic_module();
     if (is_gemini_route(r))
         return &protocols::module_for(Protocol::kGeminiV1Beta);
@@ -1334,6 +1334,14 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
             break;
         case Endpoint::kMessages:
             start_chat(*this, std::move(handed), std::move(body), protocols::anthropic_module());
+            break;
+        case Endpoint::kCountTokens:
+            start_count_tokens(*this, std::move(handed), std::move(body),
+                               protocols::anthropic_module());
+            break;
+        case Endpoint::kGeminiCount:
+            start_count_tokens(*this, std::move(handed), std::move(body),
+                               protocols::module_for(Protocol::kGeminiV1Beta));
             break;
         case Endpoint::kResponses:
             start_chat(*this, std::move(handed), std::move(body), protocols::responses_module());

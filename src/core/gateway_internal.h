@@ -114,6 +114,9 @@ struct ClientConnection {
 // mistake. start_chat serves the chat route of every dialect: `caller` is the route's module.
 void start_chat(Server::Impl &server, RequestContext &&context, nlohmann::json body,
                 const protocols::Module &caller, bool stream_route = false);
+// start_count_tokens serves the counting routes: `caller` is the Anthropic or the Gemini module.
+void start_count_tokens(Server::Impl &server, RequestContext &&context, nlohmann::json body,
+                        const protocols::Module &caller);
 void start_embeddings(Server::Impl &server, RequestContext &&context, nlohmann::json body);
 void start_rerank(Server::Impl &server, RequestContext &&context, nlohmann::json body);
 void start_passthrough(Server::Impl &server, RequestContext &&context, const Route &route);

@@ -77,6 +77,9 @@ bool gemini_route(std::string_view path, Route &r) {
     } else if (method == "streamGenerateContent") {
         r.endpoint = Endpoint::kStreamGenerate;
         r.allowed = kPost;
+    } else if (method == "countTokens") {
+        r.endpoint = Endpoint::kGeminiCount;
+        r.allowed = kPost;
     } else {
         return false;  // a method the gateway does not serve: 404
     }
@@ -110,6 +113,9 @@ Route route(std::string_view path) {
         r.allowed = kPost;
     } else if (path == "/v1/messages") {
         r.endpoint = Endpoint::kMessages;
+        r.allowed = kPost;
+    } else if (path == "/v1/messages/count_tokens") {
+        r.endpoint = Endpoint::kCountTokens;
         r.allowed = kPost;
     } else if (path == "/v1/responses") {
         r.endpoint = Endpoint::kResponses;
@@ -248,7 +254,8 @@ std::string_view access_key(const char *authorization, const char *x_api_key) {
 
 bool is_gemini_route(const Route &r) {
     return r.endpoint == Endpoint::kGeminiModels || r.endpoint == Endpoint::kGeminiModel ||
-           r.endpoint == Endpoint::kGenerate || r.endpoint == Endpoint::kStreamGenerate;
+           r.endpoint == Endpoint::kGenerate || r.endpoint == Endpoint::kStreamGenerate ||
+           r.endpoint == Endpoint::kGeminiCount;
 }
 
 std::string gemini_query_key(const Route &r, const char *query) {

@@ -24,6 +24,7 @@ enum class Endpoint {
     kModel,        // GET /v1/models/{id}
     kChat,         // POST /v1/chat/completions
     kMessages,     // POST /v1/messages (the Anthropic Messages dialect)
+    kCountTokens,  // POST /v1/messages/count_tokens (Anthropic)
     kResponses,    // POST /v1/responses (OpenAI's Responses API)
     kCompletions,  // POST /v1/completions (OpenAI's legacy completions)
     kEmbeddings,   // POST /v1/embeddings
@@ -35,6 +36,7 @@ enum class Endpoint {
     kGeminiModel,     // GET /v1beta/models/{model}
     kGenerate,        // POST /v1beta/models/{model}:generateContent
     kStreamGenerate,  // POST /v1beta/models/{model}:streamGenerateContent
+    kGeminiCount,     // POST /v1beta/models/{model}:countTokens
 };
 
 // Method bits, the same values as libevent's evhttp_cmd_type.

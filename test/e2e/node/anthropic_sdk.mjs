@@ -58,6 +58,38 @@ for (const [service, label, path] of services) {
   checkEq(`${service}: streamed text`, reply, text);
   checkEq(`${service}: streamed stop_reason`, 'end_turn', final.stop_reason);
   checkEq(`${service}: streamed output tokens`, words(reply), final.usage.output_tokens);
+
+  // A tool_use, then its tool_result, then the answer.
+  const tools = [{ name: 'get_weather', description: 'Weather of a city',
+    input_schema: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } }];
+  const ask = [{ role: 'user', content: 'what is the weather in Paris?' }];
+  const first = await client.messages.create({ model: service, max_tokens: 50, tools, messages: ask });
+  const use = first.content.find((b) => b.type === 'tool_use');
+  checkEq(`${service}: a tool_use block`, ['get_weather', { city: 'Paris' }, 'tool_use'],
+          [use?.name, use?.input, first.stop_reason]);
+  const second = await client.messages.create({
+    model: service, max_tokens: 50, tools,
+    messages: [...ask, { role: 'assistant', content: first.content },
+      { role: 'user', content: [{ type: 'tool_result', tool_use_id: use?.id, content: '18 C, sunny' }] }],
+  });
+  const answer = second.content.filter((b) => b.type === 'text').map((b) => b.text).join('');
+  check(`${service}: the answer after the tool_result`,
+        answer.startsWith('echo: ') && answer.includes('18 C, sunny'), answer);
+
+  // countTokens: the service counts, or (OpenAI has no counting route) the gateway estimates:
+  // 3 + 4 per message + one per 4 characters of text (docs/dialects.md).
+  const counted = await client.messages.countTokens({
+    model: service, system: 'be brief', messages: [{ role: 'user', content: prompt }],
+  });
+  const expected = service === 'gw-openai'
+    ? 3 + 4 + Math.ceil(('be brief' + prompt).length / 4)
+    : words('be brief') + words(prompt);
+  checkEq(`${service}: countTokens`, expected, counted.input_tokens);
+  if (service !== 'gw-openai') {
+    const seen = await lastRequest(label);
+    check(`${service}: countTokens reached the service's counting route`,
+          /count_tokens|:countTokens/.test(seen.route_path), seen.route_path);
+  }
 }
 
 // --- errors in Anthropic's shape -----------------------------------------------------------
@@ -76,5 +108,16 @@ const stranger = new Anthropic({ apiKey: 'not-a-key', baseURL: GATEWAY, maxRetri
 await expectError('a bad key is 401 authentication_error', 401, 'authentication_error',
   () => stranger.messages.create({ model: 'gw-claude', max_tokens: 5,
                                    messages: [{ role: 'user', content: 'hi' }] }));
+
+const limited = new Anthropic({ apiKey: process.env.LIMITED_KEY, baseURL: GATEWAY, maxRetries: 0 });
+await limited.messages.create({ model: 'gw-claude', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] });
+try {
+  await limited.messages.create({ model: 'gw-claude', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] });
+  check('an over-limit key gets the SDK\'s RateLimitError', false, 'no error');
+} catch (e) {
+  check('an over-limit key gets the SDK\'s RateLimitError',
+        e instanceof Anthropic.RateLimitError && e.error?.error?.type === 'rate_limit_error',
+        `${e.constructor.name} ${e.status} ${JSON.stringify(e.error)}`);
+}
 
 finish();

@@ -67,6 +67,18 @@ for (const [service, label, path, streamPath] of services) {
           last?.usageMetadata?.candidatesTokenCount);
   const streamed = await lastRequest(label);
   checkEq(`${service}: the stream's upstream route`, streamPath, streamed.route_path);
+
+  // countTokens: the service counts, or for an OpenAI service the gateway estimates (3 + 4 per
+  // message + one per 4 characters of text; docs/dialects.md).
+  const counted = await client.models.countTokens({ model: service, contents: prompt });
+  checkEq(`${service}: countTokens`,
+          service === 'gw-openai' ? 3 + 4 + Math.ceil(prompt.length / 4) : words(prompt),
+          counted.totalTokens);
+  if (service !== 'gw-openai') {
+    const seen = await lastRequest(label);
+    check(`${service}: countTokens reached the service's counting route`,
+          /count_tokens|:countTokens/.test(seen.route_path), seen.route_path);
+  }
 }
 
 // --- Gemini-only fields reach a Gemini service unchanged -------------------------------------

@@ -1,6 +1,7 @@
 'use strict';
-// Anthropic Messages API: POST /v1/messages (JSON or named-event SSE) and the model routes,
-// which share /v1/models with OpenAI and are told apart by Anthropic's headers.
+// Anthropic Messages API: POST /v1/messages (JSON or named-event SSE), /v1/messages/count_tokens
+// and the model routes, which share /v1/models with OpenAI and are told apart by Anthropic's
+// headers.
 
 const C = require('./common');
 const E = require('./errors');
@@ -42,7 +43,8 @@ function checkAuth(ctx) {
 
 async function handle(ctx) {
   const p = ctx.routePath;
-  const known = p === '/v1/messages' ? 'POST' : (p === '/v1/models' || p.startsWith('/v1/models/')) ? 'GET' : null;
+  const known = p === '/v1/messages' || p === '/v1/messages/count_tokens' ? 'POST'
+    : (p === '/v1/models' || p.startsWith('/v1/models/')) ? 'GET' : null;
   if (!known) return E.anthropicError(ctx, 404, 'not_found_error', 'Not Found');
   if (ctx.method !== known) {
     return E.anthropicError(ctx, 405, 'invalid_request_error', `Method ${ctx.method} not allowed`);
@@ -57,7 +59,28 @@ async function handle(ctx) {
     const model = C.findAnthropicModel(id);
     return model ? C.sendJson(ctx, 200, model) : E.anthropicError(ctx, 404, 'not_found_error', `model: ${id}`);
   }
+  if (p === '/v1/messages/count_tokens') return countTokens(ctx);
   return messages(ctx);
+}
+
+const inputTokensOf = (body) => C.wordCount(systemText(body.system)) +
+  body.messages.reduce((n, m) => n + C.wordCount(isObject(m) ? messageText(m.content).text : ''), 0);
+
+// count_tokens takes what the model reads and nothing else, as Anthropic's does.
+function countTokens(ctx) {
+  const body = ctx.json;
+  if (!isObject(body)) return badRequest(ctx, 'There was an error parsing the body of your request');
+  for (const field of ['model', 'messages']) {
+    if (body[field] === undefined) return badRequest(ctx, `${field}: Field required`);
+  }
+  const allowed = ['model', 'messages', 'system', 'tools', 'tool_choice', 'thinking', 'mcp_servers'];
+  const extra = Object.keys(body).find((k) => !allowed.includes(k));
+  if (extra) return badRequest(ctx, `${extra}: Extra inputs are not permitted`);
+  if (!Array.isArray(body.messages)) return badRequest(ctx, 'messages: Input should be a valid list');
+  if (!C.findAnthropicModel(body.model)) {
+    return E.anthropicError(ctx, 404, 'not_found_error', `model: ${body.model}`);
+  }
+  C.sendJson(ctx, 200, { input_tokens: inputTokensOf(body) });
 }
 
 async function messages(ctx) {
@@ -76,8 +99,7 @@ async function messages(ctx) {
     return E.anthropicError(ctx, 404, 'not_found_error', `model: ${body.model}`);
   }
 
-  const inputTokens = C.wordCount(systemText(body.system)) +
-    body.messages.reduce((n, m) => n + C.wordCount(isObject(m) ? messageText(m.content).text : ''), 0);
+  const inputTokens = inputTokensOf(body);
   const lastUser = [...body.messages].reverse().find((m) => isObject(m) && m.role === 'user');
   const prompt = lastUser ? messageText(lastUser.content) : { text: '', fromTool: false };
   const tools = Array.isArray(body.tools) ? body.tools : [];

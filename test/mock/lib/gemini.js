@@ -79,8 +79,10 @@ function promptTokens(body) {
     contents.reduce((n, c) => n + C.wordCount(contentText(c).text), 0);
 }
 
+// The request to count comes as it is or under generateContentRequest.
 function countTokens(ctx) {
-  C.sendJson(ctx, 200, { totalTokens: promptTokens(ctx.json) }, {}, E.GEMINI_JSON);
+  const body = isObject(ctx.json.generateContentRequest) ? ctx.json.generateContentRequest : ctx.json;
+  C.sendJson(ctx, 200, { totalTokens: promptTokens(body) }, {}, E.GEMINI_JSON);
 }
 
 // ---------------------------------------------------------------------------------------------
