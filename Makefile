@@ -23,6 +23,7 @@ CORE_OBJS = \
 	src/core/gateway_passthrough.o \
 	src/core/gateway_request.o \
 	src/core/gateway_snapshot.o \
+	src/core/gemini_embeddings.o \
 	src/core/http_async.o \
 	src/core/http_client.o \
 	src/core/log_throttle.o \

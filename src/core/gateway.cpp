@@ -1343,6 +1343,11 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
             start_count_tokens(*this, std::move(handed), std::move(body),
                                protocols::module_for(Protocol::kGeminiV1Beta));
             break;
+        case Endpoint::kEmbedContent:
+        case Endpoint::kBatchEmbed:
+            start_gemini_embeddings(*this, std::move(handed), std::move(body),
+                                    r.endpoint == Endpoint::kBatchEmbed);
+            break;
         case Endpoint::kResponses:
             start_chat(*this, std::move(handed), std::move(body), protocols::responses_module());
             break;

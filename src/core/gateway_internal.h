@@ -119,6 +119,9 @@ void start_count_tokens(Server::Impl &server, RequestContext &&context, nlohmann
                         const protocols::Module &caller);
 void start_embeddings(Server::Impl &server, RequestContext &&context, nlohmann::json body);
 void start_rerank(Server::Impl &server, RequestContext &&context, nlohmann::json body);
+// Gemini's embedContent / batchEmbedContents (gateway_gemini.cpp).
+void start_gemini_embeddings(Server::Impl &server, RequestContext &&context, nlohmann::json body,
+                             bool batch);
 void start_passthrough(Server::Impl &server, RequestContext &&context, const Route &route);
 // The caller's headers its dialect forwards with a request passed through to a service of the
 // same protocol (Anthropic's anthropic-beta; gateway_anthropic.cpp).

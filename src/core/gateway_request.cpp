@@ -80,6 +80,12 @@ bool gemini_route(std::string_view path, Route &r) {
     } else if (method == "countTokens") {
         r.endpoint = Endpoint::kGeminiCount;
         r.allowed = kPost;
+    } else if (method == "embedContent") {
+        r.endpoint = Endpoint::kEmbedContent;
+        r.allowed = kPost;
+    } else if (method == "batchEmbedContents") {
+        r.endpoint = Endpoint::kBatchEmbed;
+        r.allowed = kPost;
     } else {
         return false;  // a method the gateway does not serve: 404
     }
@@ -255,7 +261,8 @@ std::string_view access_key(const char *authorization, const char *x_api_key) {
 bool is_gemini_route(const Route &r) {
     return r.endpoint == Endpoint::kGeminiModels || r.endpoint == Endpoint::kGeminiModel ||
            r.endpoint == Endpoint::kGenerate || r.endpoint == Endpoint::kStreamGenerate ||
-           r.endpoint == Endpoint::kGeminiCount;
+           r.endpoint == Endpoint::kGeminiCount || r.endpoint == Endpoint::kEmbedContent ||
+           r.endpoint == Endpoint::kBatchEmbed;
 }
 
 std::string gemini_query_key(const Route &r, const char *query) {

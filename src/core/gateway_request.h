@@ -37,6 +37,8 @@ enum class Endpoint {
     kGenerate,        // POST /v1beta/models/{model}:generateContent
     kStreamGenerate,  // POST /v1beta/models/{model}:streamGenerateContent
     kGeminiCount,     // POST /v1beta/models/{model}:countTokens
+    kEmbedContent,    // POST /v1beta/models/{model}:embedContent
+    kBatchEmbed,      // POST /v1beta/models/{model}:batchEmbedContents
 };
 
 // Method bits, the same values as libevent's evhttp_cmd_type.

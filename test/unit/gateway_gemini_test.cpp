@@ -175,7 +175,8 @@ TEST_F(GeminiDialectTest, ModelsInGoogleShape) {
         names.push_back(m["name"]);
     EXPECT_NE(std::find(names.begin(), names.end(), "models/chat"), names.end()) << list.body;
     EXPECT_EQ(models[0]["supportedGenerationMethods"],
-              json({"generateContent", "streamGenerateContent"}));
+              json({"generateContent", "streamGenerateContent", "countTokens", "embedContent",
+                    "batchEmbedContents"}));
     EXPECT_NE(std::find(names.begin(), names.end(), "models/claude"), names.end());
     Reply one = call(port, "/v1beta/models/claude", o);
     ASSERT_EQ(one.status, 200) << one.body;

@@ -81,6 +81,24 @@ for (const [service, label, path, streamPath] of services) {
   }
 }
 
+// --- embedContent: several inputs go to :batchEmbedContents ----------------------------------
+for (const [service, label, path] of [
+  ['gw-gembed', 'gwgemb', '/v1beta/models/text-embedding-004:batchEmbedContents'],
+  ['gw-embed', 'gwemb', '/v1/embeddings'],
+]) {
+  const inputs = ['the first text', 'the second text'];
+  const expected = await Promise.all(inputs.map(async (t) =>
+    (await (await fetch(`${MOCK}/_mock/embedding?dims=8&text=${encodeURIComponent(t)}`)).json()).embedding));
+  const many = await client.models.embedContent({ model: service, contents: inputs });
+  checkEq(`${service}: embedContent with several inputs equals the mock's vectors`,
+          expected.map((v) => v.map(Math.fround)),
+          (many.embeddings ?? []).map((e) => e.values.map(Math.fround)));
+  checkEq(`${service}: the upstream route`, path, (await lastRequest(label)).route_path);
+  const single = await client.models.embedContent({ model: service, contents: 'the first text' });
+  checkEq(`${service}: embedContent with one input`, [expected[0].map(Math.fround)],
+          (single.embeddings ?? []).map((e) => e.values.map(Math.fround)));
+}
+
 // --- Gemini-only fields reach a Gemini service unchanged -------------------------------------
 await client.models.generateContent({
   model: 'gw-gemini', contents: 'safety please',
