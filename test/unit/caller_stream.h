@@ -1,6 +1,6 @@
-// An OpenAI caller's stream from a service, as the gateway's chat route runs it
-// (chat_call::stream), behind a small interface the stream tests and the stream fuzz targets
-// share: bytes in, the caller's bytes out, the charge and the ending.
+// A caller's stream from a service (an OpenAI caller's unless told), as the gateway's chat route
+// runs it (chat_call::stream), behind a small interface the stream tests and the stream fuzz
+// targets share: bytes in, the caller's bytes out, the charge and the ending.
 #pragma once
 
 #include <memory>
@@ -21,6 +21,13 @@ class CallerStream {
             {"stream", true},
             {"stream_options", {{"include_usage", wants_usage}}}};
         call_ = chat_call::plan(protocols::module_for(Protocol::kOpenAiV1), service, req, {});
+        stream_ = chat_call::stream(call_, service);
+    }
+    // A caller of another dialect, whose streaming request is `request` (for Gemini, the route
+    // says it streams).
+    CallerStream(const protocols::Module &caller, const ServiceEndpoint &service,
+                 nlohmann::json request) {
+        call_ = chat_call::plan(caller, service, request, {}, {}, true);
         stream_ = chat_call::stream(call_, service);
     }
     void feed(std::string_view bytes, std::string &out) { stream_->feed(bytes, out); }

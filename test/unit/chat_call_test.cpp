@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "chat_prompt.h"
+#include "error_capture.h"
 #include "translate_fixtures.h"
 
 namespace {
@@ -71,6 +72,21 @@ const json kToolConversation = json::parse(R"({
   "tool_choice": "required",
   "max_tokens": 300
 })");
+
+// A body that is JSON but not an object never reaches a service, whichever module would pass it
+// through (a Gemini route takes the model from its path, so the gateway hands any JSON on).
+TEST(ChatCall, APassedBodyMustBeAnObject) {
+    for (const ServiceEndpoint *s : {&kOpenAi, &kAnthropic, &kGemini}) {
+        const pgi::protocols::Module &caller = pgi::protocols::module_for(s->protocol);
+        for (const char *raw : {R"("{")", "[1,2]", "42"}) {
+            json body = json::parse(raw);
+            const Failure f =
+                failure_of([&] { pgi::chat_call::plan(caller, *s, body, {}, raw); });
+            EXPECT_EQ(f.sqlstate, "22023") << caller.name << " " << raw;
+            EXPECT_NE(f.message.find("JSON object"), std::string::npos) << f.message;
+        }
+    }
+}
 
 }  // namespace
 

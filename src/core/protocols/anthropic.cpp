@@ -1092,6 +1092,8 @@ void StreamReader::event(const SseEventView &sse, std::vector<chat::Event> &out)
 // ---- the same protocol on both sides ----
 
 chat::Passed pass_request(const ServiceEndpoint &service, json &body, std::string_view raw, bool) {
+    if (!body.is_object())
+        invalid("the Messages request must be a JSON object");
     chat::Passed call;
     auto s = body.find("stream");
     if (s != body.end() && !s->is_boolean() && !s->is_null())

@@ -1085,6 +1085,8 @@ void StreamReader::event(std::string_view data, std::vector<chat::Event> &out) {
 
 chat::Passed pass_request(const ServiceEndpoint &s, json &body, std::string_view raw,
                           bool stream_route) {
+    if (!body.is_object())
+        invalid("the Gemini request must be a JSON object");
     chat::Passed call;
     call.stream = stream_route;
     std::string path = "/v1beta/models/" + std::string(translate::detail::gemini_model(s)) +

@@ -92,6 +92,15 @@ for (const [service, label, path] of services) {
   }
 }
 
+// --- Anthropic-only fields reach an Anthropic service unchanged ------------------------------
+const thinking = { type: 'enabled', budget_tokens: 1024 };
+const cached = [{ type: 'text', text: 'a long shared prefix', cache_control: { type: 'ephemeral' } }];
+await client.messages.create({ model: 'gw-claude', max_tokens: 2048, thinking,
+  messages: [{ role: 'user', content: cached }] });
+const passedBody = (await lastRequest('gwcl')).json;
+checkEq('thinking reaches an Anthropic service as sent', thinking, passedBody.thinking);
+checkEq('cache_control reaches an Anthropic service as sent', cached, passedBody.messages[0].content);
+
 // --- errors in Anthropic's shape -----------------------------------------------------------
 async function expectError(name, status, type, call) {
   try {
