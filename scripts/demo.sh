@@ -122,6 +122,16 @@ show "POST /v1beta/models/claude:generateContent (Gemini's API), to an Anthropic
     -H "x-goog-api-key: $KEY" -H 'Content-Type: application/json' \
     "$GATEWAY/v1beta/models/claude:generateContent" \
     -d '{"contents": [{"role": "user", "parts": [{"text": "hello from a Gemini client"}]}]}'
+show "POST /v1/responses (OpenAI's Responses API), to an Anthropic service" \
+    -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' "$GATEWAY/v1/responses" \
+    -d '{"model": "claude", "instructions": "be brief", "input": "hello from a Responses client"}'
+show "POST /v1/completions (legacy completions), passed to an OpenAI service's own route" \
+    -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' "$GATEWAY/v1/completions" \
+    -d '{"model": "openai-chat", "prompt": "once upon a time", "max_tokens": 20}'
+show "POST /v1/messages/count_tokens, for an OpenAI service (estimated: OpenAI cannot count)" \
+    -H "x-api-key: $KEY" -H 'anthropic-version: 2023-06-01' -H 'Content-Type: application/json' \
+    "$GATEWAY/v1/messages/count_tokens" \
+    -d '{"model": "openai-chat", "messages": [{"role": "user", "content": "how many tokens is this?"}]}'
 show "POST /v1/embeddings to a Gemini service" \
     -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' "$GATEWAY/v1/embeddings" \
     -d '{"model": "gemini-embed", "input": ["PostgreSQL"], "dimensions": 4}'
