@@ -11,6 +11,9 @@
 //   POST /v1/chat/completions   chat.completion, or with "stream": true an SSE stream (chunked)
 //                               of --stream-tokens content chunks, a finish chunk, a usage chunk
 //                               when stream_options.include_usage is true, and data: [DONE]
+//   POST /v1/messages           an Anthropic message, or with "stream": true Anthropic's named
+//                               events (message_start, --stream-tokens text deltas,
+//                               message_delta with the usage, message_stop)
 //   POST /v1/embeddings         one --dimensions vector per input (floats, or base64 when
 //                               encoding_format is "base64"), with usage
 //   GET  /v1/models, /health    a small JSON answer
@@ -185,7 +188,18 @@ struct Bodies {
     }
 };
 
-enum class Kind { kNone, kChat, kStream, kEmbeddings, kModels, kHealth, kNotFound, kBadRequest };
+enum class Kind {
+    kNone,
+    kChat,
+    kStream,
+    kMessages,
+    kMessagesStream,
+    kEmbeddings,
+    kModels,
+    kHealth,
+    kNotFound,
+    kBadRequest
+};
 
 // A request read in full and waiting for its answer.
 struct Pending {
@@ -422,6 +436,9 @@ class Mock {
             p.kind = member_is_true(body, "\"stream\"") ? Kind::kStream : Kind::kChat;
             p.include_usage = member_is_true(body, "\"include_usage\"");
             p.model = std::string(string_member(body, "\"model\""));
+        } else if (path == "/v1/messages" && method == "POST") {
+            p.kind = member_is_true(body, "\"stream\"") ? Kind::kMessagesStream : Kind::kMessages;
+            p.model = std::string(string_member(body, "\"model\""));
         } else if (path == "/v1/embeddings" && method == "POST") {
             p.kind = Kind::kEmbeddings;
             p.model = std::string(string_member(body, "\"model\""));
@@ -531,6 +548,40 @@ class Mock {
         return false;
     }
 
+    // One Anthropic event of a stream, by number, as stream_event's.
+    bool messages_event(const Pending &p, int n, std::string &event) {
+        const int tokens = static_cast<int>(bodies_.tokens.size());
+        if (n == 0) {
+            event =
+                "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":"
+                "\"msg_bench\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"" +
+                p.model +
+                "\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{"
+                "\"input_tokens\":24,\"output_tokens\":1}}}\n\n"
+                "event: content_block_start\ndata: {\"type\":\"content_block_start\","
+                "\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n";
+            return true;
+        }
+        if (n <= tokens) {
+            event =
+                "event: content_block_delta\ndata: {\"type\":\"content_block_delta\","
+                "\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"" +
+                bodies_.tokens[static_cast<size_t>(n - 1)] + "\"}}\n\n";
+            return true;
+        }
+        if (n == tokens + 1) {
+            event =
+                "event: content_block_stop\ndata: {\"type\":\"content_block_stop\","
+                "\"index\":0}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\","
+                "\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{"
+                "\"output_tokens\":" +
+                std::to_string(tokens) +
+                "}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+            return true;
+        }
+        return false;
+    }
+
     void respond(Connection &c) {
         Pending &p = c.pending;
         switch (p.kind) {
@@ -546,7 +597,19 @@ class Mock {
                 json_answer(c, "200 OK", body);
                 break;
             }
-            case Kind::kStream: {
+            case Kind::kMessages: {
+                std::string body =
+                    "{\"id\":\"msg_bench\",\"type\":\"message\",\"role\":\"assistant\","
+                    "\"model\":\"" +
+                    p.model +
+                    "\",\"content\":[{\"type\":\"text\",\"text\":\"Hello from the benchmark "
+                    "mock.\"}],\"stop_reason\":\"end_turn\",\"stop_sequence\":null,\"usage\":{"
+                    "\"input_tokens\":24,\"output_tokens\":7}}";
+                json_answer(c, "200 OK", body);
+                break;
+            }
+            case Kind::kStream:
+            case Kind::kMessagesStream: {
                 if (p.next_chunk == 0) {
                     c.out +=
                         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
@@ -554,10 +617,14 @@ class Mock {
                     c.out += c.close_after ? "Connection: close\r\n\r\n" : "\r\n";
                 }
                 std::string event;
-                while (stream_event(p, p.next_chunk, event)) {
+                auto next = [&](int n) {
+                    return p.kind == Kind::kStream ? stream_event(p, n, event)
+                                                   : messages_event(p, n, event);
+                };
+                while (next(p.next_chunk)) {
                     p.next_chunk++;
                     sse_chunk(c.out, event);
-                    if (options_.chunk_interval_ms > 0 && stream_event(p, p.next_chunk, event)) {
+                    if (options_.chunk_interval_ms > 0 && next(p.next_chunk)) {
                         schedule(c, now_ns() + options_.chunk_interval_ms * 1000000);
                         return;  // the rest follows on the timer
                     }

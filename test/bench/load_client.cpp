@@ -3,12 +3,13 @@
 //
 //   load_client --url http://127.0.0.1:PORT/path --body-file FILE [--header "Name: value"]...
 //               [--concurrency C] [--requests N] [--seconds S] [--warmup-requests N]
-//               [--warmup-seconds S] [--expect-sse] [--watch NAME=PID[,PID...]]...
-//               [--rss-every-ms MS] [--label TEXT]
+//               [--warmup-seconds S] [--expect-sse] [--sse-end TEXT]
+//               [--watch NAME=PID[,PID...]]... [--rss-every-ms MS] [--label TEXT]
 //
 // C keep-alive connections each send the request, read the whole answer and send the next one,
 // as wrk does; unlike wrk it records for every request the time to the first body byte (the first
-// SSE event of a stream) besides the total time, checks that streams end with data: [DONE], and
+// SSE event of a stream) besides the total time, checks that streams end with data: [DONE] (or
+// the --sse-end text of another dialect, within the last 16 bytes), and
 // stops at a fixed request count or time bound, whichever comes first (warm-up likewise, and its
 // requests are not counted). For each --watch group it reads /proc at the start and the end of
 // the measured window: CPU seconds used (utime + stime of the listed processes, so CPU% of one
@@ -110,6 +111,7 @@ struct Options {
     long warmup_requests = 200;
     double warmup_seconds = 1;
     bool expect_sse = false;
+    std::string sse_end = "[DONE]";  // what the last bytes of a whole stream hold
     long rss_every_ms = 0;
     std::string label;
     std::vector<Watch> watches;
@@ -516,12 +518,12 @@ class Client {
         bool ok = c.status == 200;
         if (ok && o_.expect_sse) {
             std::string_view tail(c.tail, c.tail_size);
-            if (tail.find("[DONE]") == std::string_view::npos) {
+            if (tail.find(o_.sse_end) == std::string_view::npos) {
                 ok = false;
                 if (measuring)
                     incomplete_++;
                 if (error_sample_.empty())
-                    error_sample_ = "a stream without data: [DONE]";
+                    error_sample_ = "a stream that does not end with " + o_.sse_end;
             }
         }
         if (phase_ == 1 && ok)
@@ -578,7 +580,7 @@ class Client {
     die(message +
         "\nusage: load_client --url http://127.0.0.1:PORT/path --body-file FILE "
         "[--header 'Name: value']... [--concurrency C] [--requests N] [--seconds S] "
-        "[--warmup-requests N] [--warmup-seconds S] [--expect-sse] "
+        "[--warmup-requests N] [--warmup-seconds S] [--expect-sse] [--sse-end TEXT] "
         "[--watch NAME=PID[,PID...]]... [--rss-every-ms MS] [--label TEXT]");
 }
 
@@ -596,6 +598,10 @@ Options parse_options(int argc, char **argv) {
         std::string value = argv[++i];
         if (flag == "--url") {
             url = value;
+        } else if (flag == "--sse-end") {
+            if (value.empty() || value.size() > 16)
+                usage("--sse-end takes 1 to 16 bytes");
+            o.sse_end = value;
         } else if (flag == "--body-file") {
             std::ifstream in(value);
             if (!in)

@@ -529,6 +529,25 @@ void StreamWriter::emit(std::string &out, const char *type, json data) {
     out += "\n\n";
 }
 
+// The most frequent events, written without building a document: a stream is mostly deltas.
+void StreamWriter::delta(std::string &out, const Item &item, long at, std::string_view text) {
+    const char *type =
+        item.text ? "response.output_text.delta" : "response.function_call_arguments.delta";
+    out += "event: ";
+    out += type;
+    out += item.text ? "\ndata: {\"content_index\":0,\"delta\":" : "\ndata: {\"delta\":";
+    translate::detail::append_json_string(out, text);
+    out += ",\"item_id\":";
+    translate::detail::append_json_string(out, item.id);
+    out += item.text ? ",\"logprobs\":[],\"output_index\":" : ",\"output_index\":";
+    out += std::to_string(at);
+    out += ",\"sequence_number\":";
+    out += std::to_string(sequence_++);
+    out += ",\"type\":\"";
+    out += type;
+    out += "\"}\n\n";
+}
+
 json StreamWriter::response(const char *status) const {
     json output = json::array();
     const bool final = std::string_view(status) != "in_progress";
@@ -613,17 +632,7 @@ void StreamWriter::write(const Event &e, std::string &out) {
                 break;
             Item &item = items_[static_cast<std::size_t>(at)];
             item.data += e.text;
-            if (item.text) {
-                emit(out, "response.output_text.delta",
-                     {{"item_id", item.id},
-                      {"output_index", at},
-                      {"content_index", 0},
-                      {"delta", e.text},
-                      {"logprobs", json::array()}});
-            } else {
-                emit(out, "response.function_call_arguments.delta",
-                     {{"item_id", item.id}, {"output_index", at}, {"delta", e.text}});
-            }
+            delta(out, item, at, e.text);
             break;
         }
         case Event::Kind::kBlockStop: {

@@ -60,6 +60,7 @@ class StreamWriter {
         std::string data;  // the text, or the arguments' JSON text
     };
     void emit(std::string &out, const char *type, nlohmann::json data);
+    void delta(std::string &out, const Item &item, long at, std::string_view text);
     nlohmann::json response(const char *status) const;
     void start(const chat::Event *event, std::string &out);
 
