@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "openai_chat.h"
+#include "request_members.h"
 #include "translate_util.h"
 
 namespace pgi::protocols::openai_completions {
@@ -30,26 +31,12 @@ constexpr const char *kRequestHint =
                 "are; call one, or leave this part out.");
 }
 
-std::optional<long long> integer(const json &body, const char *key, long long min) {
-    const json *v = given(body, key);
-    if (v == nullptr)
-        return std::nullopt;
-    if (!v->is_number_integer() ||
-        (v->is_number_unsigned() && v->get<unsigned long long>() > LLONG_MAX) ||
-        v->get<long long>() < min) {
-        invalid(std::string("\"") + key + "\" must be an integer of at least " +
-                std::to_string(min));
-    }
-    return v->get<long long>();
+std::optional<long long> integer(const json &object, const char *key, long long min) {
+    return integer_member(object, key, min, kRequestHint);
 }
 
-std::optional<double> number(const json &body, const char *key) {
-    const json *v = given(body, key);
-    if (v == nullptr)
-        return std::nullopt;
-    if (!v->is_number())
-        invalid(std::string("\"") + key + "\" must be a number");
-    return v->get<double>();
+std::optional<double> number(const json &object, const char *key) {
+    return number_member(object, key, kRequestHint);
 }
 
 bool stream_of(const json &body) {
@@ -163,13 +150,17 @@ json write_response(const chat::Response &r) {
         {"usage", translate::detail::usage_json(r.usage)}};
 }
 
-void StreamWriter::chunk(std::string &out, std::string_view text, const char *finish_reason) {
+void StreamWriter::head(std::string &out) const {
     out += "data: {\"id\":";
     translate::detail::append_json_string(out, id_);
     out += ",\"object\":\"text_completion\",\"created\":";
     out += std::to_string(created_);
     out += ",\"model\":";
     translate::detail::append_json_string(out, model_);
+}
+
+void StreamWriter::chunk(std::string &out, std::string_view text, const char *finish_reason) {
+    head(out);
     out += ",\"choices\":[{\"index\":0,\"text\":";
     translate::detail::append_json_string(out, text);
     out += ",\"logprobs\":null,\"finish_reason\":";
@@ -203,12 +194,7 @@ void StreamWriter::write(const Event &e, std::string &out) {
         case Event::Kind::kEnd:
             chunk(out, "", openai_chat::finish_reason(stop_reason_));
             if (stream_usage_) {
-                out += "data: {\"id\":";
-                translate::detail::append_json_string(out, id_);
-                out += ",\"object\":\"text_completion\",\"created\":";
-                out += std::to_string(created_);
-                out += ",\"model\":";
-                translate::detail::append_json_string(out, model_);
+                head(out);
                 out += ",\"choices\":[],\"usage\":";
                 translate::detail::append_usage_json(out, usage_);
                 out += "}\n\n";

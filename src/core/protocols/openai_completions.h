@@ -35,6 +35,8 @@ class StreamWriter {
     void write(const chat::Event &event, std::string &out);
 
   private:
+    // `data: {"id":...,"object":"text_completion","created":...,"model":...`, every chunk's start.
+    void head(std::string &out) const;
     void chunk(std::string &out, std::string_view text, const char *finish_reason);
 
     bool stream_usage_;

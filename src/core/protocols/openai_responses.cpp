@@ -8,6 +8,7 @@
 #include "gateway_request.h"
 #include "openai_chat.h"
 #include "redact.h"
+#include "request_members.h"
 #include "translate_util.h"
 
 namespace pgi::protocols::openai_responses {
@@ -47,25 +48,11 @@ constexpr std::size_t kMaxItems = 4096;
 }
 
 std::optional<long long> integer(const json &object, const char *key, long long min) {
-    const json *v = given(object, key);
-    if (v == nullptr)
-        return std::nullopt;
-    if (!v->is_number_integer() ||
-        (v->is_number_unsigned() && v->get<unsigned long long>() > LLONG_MAX) ||
-        v->get<long long>() < min) {
-        invalid(std::string("\"") + key + "\" must be an integer of at least " +
-                std::to_string(min));
-    }
-    return v->get<long long>();
+    return integer_member(object, key, min, kRequestHint);
 }
 
 std::optional<double> number(const json &object, const char *key) {
-    const json *v = given(object, key);
-    if (v == nullptr)
-        return std::nullopt;
-    if (!v->is_number())
-        invalid(std::string("\"") + key + "\" must be a number");
-    return v->get<double>();
+    return number_member(object, key, kRequestHint);
 }
 
 // A fresh id with the given prefix ("resp_", "msg_", "fc_"): the chat id's random part.
