@@ -17,11 +17,14 @@ CORE_OBJS = \
 	src/core/gateway.o \
 	src/core/gateway_anthropic.o \
 	src/core/gateway_chat.o \
+	src/core/gateway_connections.o \
 	src/core/gateway_count_tokens.o \
+	src/core/gateway_exchanges.o \
 	src/core/gateway_gemini.o \
 	src/core/gateway_openai.o \
 	src/core/gateway_passthrough.o \
 	src/core/gateway_request.o \
+	src/core/gateway_requests.o \
 	src/core/gateway_snapshot.o \
 	src/core/gemini_embeddings.o \
 	src/core/http_async.o \

@@ -109,6 +109,53 @@ struct ClientConnection {
     int refusal_status = 0;
 };
 
+// ---- what the gateway's files share (gateway.cpp defines the functions) ----
+
+// OpenAI model objects need a creation time; services have none worth exposing.
+inline constexpr long long kModelCreated = 1735689600;  // 2025-01-01T00:00:00Z
+
+inline const std::string kNoService;
+
+// How long listening pauses after accept() failed: long enough not to spin while descriptors are
+// exhausted, short enough that a freed descriptor is soon used again.
+inline constexpr long kAcceptPauseMs = 100;
+// How long a refused connection is drained before it is closed, so that what the client sent
+// does not turn the close into a reset that could destroy the 503 before it is read.
+inline constexpr auto kLingerTime = std::chrono::seconds(2);
+// The longest header block evhttp accepts (evhttp_set_max_headers_size); a longer one is refused
+// with 431 before libevent reads it (Server::Impl::client_input).
+inline constexpr size_t kMaxHeaderBytes = 64 * 1024;
+// The methods any route serves; libevent refuses others before a route is looked up.
+inline constexpr unsigned kServedMethods =
+    kGet | kPost | kHead | kPut | kDelete | kOptions | kPatch;
+// A streamed answer pauses its upstream while more than this waits for a slow caller, and
+// resumes below the low mark: a slow reader costs at most about this much memory.
+inline constexpr size_t kStreamHighWater = 1u << 20;
+inline constexpr size_t kStreamLowWater = 256u << 10;
+
+double ms_since(Clock::time_point t);
+int64_t unix_ms_now();
+void add_headers(evhttp_request *req,
+                 const std::vector<std::pair<std::string, std::string>> &headers);
+// Sends an answer with its headers; a HEAD request gets the headers and the body's length only.
+void send_response(evhttp_request *req, int status, std::string &&body, const char *content_type,
+                   const std::vector<std::pair<std::string, std::string>> &headers);
+// The gateway's own OpenAI-shaped error object.
+std::string error_body(std::string_view message, int status, std::string_view code,
+                       std::string_view param);
+
+// A watched client connection closes (Server::Impl::watch; also called when a connection that
+// carried an exchange goes, gateway_exchanges.cpp).
+void on_connection_close(evhttp_connection *conn, void *arg);
+
+// Who lists models on the OpenAI path says so by a header: anthropic-version on every Anthropic
+// SDK request, x-goog-api-key or x-goog-api-client on every Google Gen AI SDK request.
+enum class ModelsCaller { kOpenAi, kAnthropic, kGemini };
+ModelsCaller models_caller(bool anthropic_version, bool goog_header);
+// The caller's dialect for a route: null for the gateway's own OpenAI shape
+// (gateway_requests.cpp).
+const protocols::Module *dialect_for(const Route &r, ModelsCaller caller);
+
 // The endpoints' starters (gateway_chat.cpp, gateway_openai.cpp, gateway_passthrough.cpp): each
 // builds its exchange, translates the request and calls the upstream, or answers the caller's
 // mistake. start_chat serves the chat route of every dialect: `caller` is the route's module.
@@ -257,6 +304,17 @@ struct Server::Impl {
     std::unordered_set<Lingering *> lingering;
     LogThrottle throttle;
     event *warn_event = nullptr;  // summaries of repeated warnings
+};
+
+// A refused connection: the 503 is written, the write side shut, and what the client still sends
+// is read and dropped until it closes or kLingerTime passes.
+struct Server::Impl::Lingering {
+    Server::Impl *impl = nullptr;
+    int fd = -1;
+    event *ev = nullptr;
+    Clock::time_point until;
+
+    ~Lingering();  // frees the event and closes the socket (gateway_connections.cpp)
 };
 
 // Runs an exchange's setup, answering the caller for whatever it throws.
