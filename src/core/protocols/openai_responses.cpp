@@ -535,6 +535,47 @@ void StreamWriter::delta(std::string &out, const Item &item, long at, std::strin
     out += "\"}\n\n";
 }
 
+void StreamWriter::emit_members(std::string &out, const char *type, const std::string &members) {
+    out += "event: ";
+    out += type;
+    out += "\ndata: {";
+    out += members;
+    out += ",\"sequence_number\":";
+    out += std::to_string(sequence_++);
+    out += ",\"type\":\"";
+    out += type;
+    out += "\"}\n\n";
+}
+
+std::string StreamWriter::quoted(std::string_view text) {
+    std::string out;
+    translate::detail::append_json_string(out, text);
+    return out;
+}
+
+std::string StreamWriter::part_members(const Item &item, long at) {
+    return "\"item_id\":" + quoted(item.id) + ",\"output_index\":" + std::to_string(at) +
+           ",\"content_index\":0";
+}
+
+// An item as JSON text: in progress (empty) when it is added, whole when it is done.
+std::string StreamWriter::item_text(const Item &item, bool done) {
+    const char *status = done ? "\"completed\"" : "\"in_progress\"";
+    if (item.text) {
+        std::string out = "{\"type\":\"message\",\"id\":" + quoted(item.id) +
+                          ",\"status\":" + status + ",\"role\":\"assistant\",\"content\":[";
+        if (done) {
+            out +=
+                "{\"type\":\"output_text\",\"text\":" + quoted(item.data) + ",\"annotations\":[]}";
+        }
+        return out + "]}";
+    }
+    return "{\"type\":\"function_call\",\"id\":" + quoted(item.id) +
+           ",\"call_id\":" + quoted(item.call_id) + ",\"name\":" + quoted(item.name) +
+           ",\"arguments\":" + quoted(done ? item.data : std::string()) + ",\"status\":" + status +
+           "}";
+}
+
 json StreamWriter::response(const char *status) const {
     json output = json::array();
     const bool final = std::string_view(status) != "in_progress";
@@ -558,8 +599,9 @@ void StreamWriter::start(const Event *e, std::string &out) {
     created_ = static_cast<long long>(std::time(nullptr));
     if (e != nullptr)
         usage_ = e->usage;
-    emit(out, "response.created", {{"response", response("in_progress")}});
-    emit(out, "response.in_progress", {{"response", response("in_progress")}});
+    const std::string members = "\"response\":" + dump(response("in_progress"));
+    emit_members(out, "response.created", members);
+    emit_members(out, "response.in_progress", members);
 }
 
 void StreamWriter::write(const Event &e, std::string &out) {
@@ -595,20 +637,17 @@ void StreamWriter::write(const Event &e, std::string &out) {
             if (item_of_block_.size() <= e.index)
                 item_of_block_.resize(e.index + 1, -1);
             item_of_block_[e.index] = static_cast<long>(items_.size());
-            const std::size_t at = items_.size();
-            items_.push_back(item);
-            json added = item.text ? message_item(item.id, "", "in_progress")
-                                   : call_item(item.id, item.call_id, item.name, "", "in_progress");
-            if (item.text)
-                added["content"] = json::array();
-            emit(out, "response.output_item.added", {{"output_index", at}, {"item", added}});
-            if (item.text) {
-                emit(out, "response.content_part.added",
-                     {{"item_id", item.id},
-                      {"output_index", at},
-                      {"content_index", 0},
-                      {"part",
-                       {{"type", "output_text"}, {"text", ""}, {"annotations", json::array()}}}});
+            const long at = static_cast<long>(items_.size());
+            items_.push_back(std::move(item));
+            const Item &added = items_.back();
+            emit_members(
+                out, "response.output_item.added",
+                "\"output_index\":" + std::to_string(at) + ",\"item\":" + item_text(added, false));
+            if (added.text) {
+                emit_members(out, "response.content_part.added",
+                             part_members(added, at) +
+                                 ",\"part\":{\"type\":\"output_text\",\"text\":\"\","
+                                 "\"annotations\":[]}");
             }
             break;
         }
@@ -628,32 +667,23 @@ void StreamWriter::write(const Event &e, std::string &out) {
                 break;
             item_of_block_[e.index] = -1;
             const Item &item = items_[static_cast<std::size_t>(at)];
+            std::string data;
+            translate::detail::append_json_string(data, item.data);
             if (item.text) {
-                emit(out, "response.output_text.done",
-                     {{"item_id", item.id},
-                      {"output_index", at},
-                      {"content_index", 0},
-                      {"text", item.data},
-                      {"logprobs", json::array()}});
-                emit(out, "response.content_part.done",
-                     {{"item_id", item.id},
-                      {"output_index", at},
-                      {"content_index", 0},
-                      {"part",
-                       {{"type", "output_text"},
-                        {"text", item.data},
-                        {"annotations", json::array()}}}});
-                emit(out, "response.output_item.done",
-                     {{"output_index", at},
-                      {"item", message_item(item.id, item.data, "completed")}});
+                emit_members(out, "response.output_text.done",
+                             part_members(item, at) + ",\"text\":" + data + ",\"logprobs\":[]");
+                emit_members(out, "response.content_part.done",
+                             part_members(item, at) +
+                                 ",\"part\":{\"type\":\"output_text\",\"text\":" + data +
+                                 ",\"annotations\":[]}");
             } else {
-                emit(out, "response.function_call_arguments.done",
-                     {{"item_id", item.id}, {"output_index", at}, {"arguments", item.data}});
-                emit(out, "response.output_item.done",
-                     {{"output_index", at},
-                      {"item",
-                       call_item(item.id, item.call_id, item.name, item.data, "completed")}});
+                emit_members(out, "response.function_call_arguments.done",
+                             "\"item_id\":" + quoted(item.id) + ",\"output_index\":" +
+                                 std::to_string(at) + ",\"arguments\":" + data);
             }
+            emit_members(
+                out, "response.output_item.done",
+                "\"output_index\":" + std::to_string(at) + ",\"item\":" + item_text(item, true));
             break;
         }
         case Event::Kind::kStop:

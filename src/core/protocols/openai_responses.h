@@ -61,6 +61,11 @@ class StreamWriter {
     };
     void emit(std::string &out, const char *type, nlohmann::json data);
     void delta(std::string &out, const Item &item, long at, std::string_view text);
+    // The same for an event given as the JSON text of its members (the other events).
+    void emit_members(std::string &out, const char *type, const std::string &members);
+    static std::string quoted(std::string_view text);
+    static std::string part_members(const Item &item, long at);
+    static std::string item_text(const Item &item, bool done);
     nlohmann::json response(const char *status) const;
     void start(const chat::Event *event, std::string &out);
 
