@@ -5,6 +5,7 @@
 #include <string>
 
 #include "error_capture.h"
+#include "service_fixtures.h"
 
 namespace {
 
@@ -14,23 +15,10 @@ using pgi::ServiceEndpoint;
 namespace ct = pgi::count_tokens;
 namespace protocols = pgi::protocols;
 
-const ServiceEndpoint kOpenAi{
-    "oa",  "gpt-4o-mini", "https://api.openai.test", Protocol::kOpenAiV1, "sk-oa-secret-key-123",
-    false, nullptr};
-const ServiceEndpoint kClaude{"claude",
-                              "claude-sonnet-4-5",
-                              "https://api.anthropic.test",
-                              Protocol::kAnthropicV1,
-                              "sk-ant-secret-key-123",
-                              false,
-                              nullptr};
-const ServiceEndpoint kGemini{"gem",
-                              "gemini-2.0-flash",
-                              "https://gemini.test",
-                              Protocol::kGeminiV1Beta,
-                              "sk-gem-secret-key-123",
-                              false,
-                              nullptr};
+using pgi::test_support::kOpenAiService;
+const ServiceEndpoint &kOpenAi = kOpenAiService;
+const ServiceEndpoint &kClaude = pgi::test_support::kAnthropicService;
+const ServiceEndpoint &kGemini = pgi::test_support::kGeminiService;
 
 const protocols::Module &anthropic() {
     return protocols::anthropic_module();

@@ -6,6 +6,7 @@
 #include "chat_call.h"
 #include "error_capture.h"
 #include "openai_completions.h"
+#include "service_fixtures.h"
 #include "sse.h"
 
 namespace {
@@ -19,13 +20,7 @@ namespace oc = pgi::protocols::openai_completions;
 const ServiceEndpoint kVllm{
     "vllm", "meta/llama", "http://vllm.test", Protocol::kOpenAiV1, "sk-vllm-secret-1234",
     false,  nullptr};
-const ServiceEndpoint kClaude{"claude",
-                              "claude-sonnet-4-5",
-                              "https://api.anthropic.test",
-                              Protocol::kAnthropicV1,
-                              "sk-ant-secret-key-123",
-                              false,
-                              nullptr};
+const ServiceEndpoint &kClaude = pgi::test_support::kAnthropicService;
 
 TEST(ProtocolCompletions, APromptIsOneUserMessage) {
     chat::Request r = oc::read_request(json::parse(

@@ -7,6 +7,7 @@
 #include "error_capture.h"
 #include "form_json.h"
 #include "openai_responses.h"
+#include "service_fixtures.h"
 
 namespace {
 
@@ -16,16 +17,8 @@ using pgi::Protocol;
 using pgi::ServiceEndpoint;
 namespace rs = pgi::protocols::openai_responses;
 
-const ServiceEndpoint kOpenAi{
-    "oa",  "gpt-4o-mini", "https://api.openai.test", Protocol::kOpenAiV1, "sk-oa-secret-key-123",
-    false, nullptr};
-const ServiceEndpoint kClaude{"claude",
-                              "claude-sonnet-4-5",
-                              "https://api.anthropic.test",
-                              Protocol::kAnthropicV1,
-                              "sk-ant-secret-key-123",
-                              false,
-                              nullptr};
+const ServiceEndpoint &kOpenAi = kOpenAiService;
+const ServiceEndpoint &kClaude = kAnthropicService;
 
 // ---- reading requests ----
 
