@@ -812,6 +812,32 @@ TEST(ProtocolOpenAiChat, StreamReaderStartsWhereTheAnswerDoes) {
     EXPECT_EQ(describe(events[2]), "end");
 }
 
+// Text chunks are read in place; whatever else a chunk holds sends it to the parser. Both
+// readings give the same events, escapes and spacing included.
+TEST(ProtocolOpenAiChat, StreamReaderReadsTextChunksInPlaceAsTheParserWould) {
+    std::string in = sse({
+        R"({"id":"c","model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]})",
+        R"( { "id" : "c" , "choices" : [ { "index" : 0 , "delta" : { "content" : "a\"b\u00e9\n" } , "finish_reason" : null } ] , "x" : {"content":"no"} })",
+        R"({"id":"c","choices":[{"delta":{"content":"c"},"logprobs":null}],"usage":null})",
+        R"({"id":"c","choices":[{"index":0,"delta":{"content":"d"},"finish_reason":"stop"}]})",
+        R"({"id":"c","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}})",
+    });
+    EXPECT_EQ(describe(read_stream(in)),
+              (std::vector<std::string>{"start c m", "block_start 0 text", "text 0 a\"b\xC3\xA9\n",
+                                        "text 0 c", "text 0 d", "block_stop 0", "stop 0 ",
+                                        "usage 1/2/3", "end"}));
+    // A second choice, a tool call or a refusal is not plain text: parsed as before.
+    std::string other = sse({
+        R"({"id":"c","model":"m","choices":[{"index":0,"delta":{"role":"assistant"}}]})",
+        R"({"id":"c","choices":[{"index":1,"delta":{"content":"other choice"}}]})",
+        R"({"id":"c","choices":[{"index":0,"delta":{"refusal":"no"}}]})",
+        R"({"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})",
+    });
+    EXPECT_EQ(describe(read_stream(other)),
+              (std::vector<std::string>{"start c m", "block_start 0 text", "text 0 no",
+                                        "block_stop 0", "stop 0 ", "end"}));
+}
+
 TEST(ProtocolOpenAiChat, StreamReaderTurnsErrorsIntoAnErrorEvent) {
     std::string in = sse({
         R"({"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"Hi"}}]})",

@@ -775,6 +775,8 @@ void StreamReader::event(const SseEventView &e, std::vector<Event> &out) {
     }
     if (e.data.find_first_not_of(" \t\r\n") == std::string_view::npos)
         return;  // an empty event carries nothing
+    if (started_ && !stopped_ && plain_text_chunk(e.data, out))
+        return;
     json j = json::parse(e.data, nullptr, false);
     if (!j.is_object()) {
         fail(502, "upstream_error",
@@ -787,6 +789,43 @@ void StreamReader::event(const SseEventView &e, std::vector<Event> &out) {
         return;
     }
     chunk(j, out);
+}
+
+bool StreamReader::plain_text_chunk(std::string_view data, std::vector<Event> &out) {
+    namespace detail = translate::detail;
+    auto unset = [](std::string_view v) { return v.empty() || v == "null"; };
+    static constexpr std::string_view kTop[] = {"choices", "usage", "error"};
+    std::string_view top[3];
+    if (!detail::top_level_members(data, kTop, top, 3) || !unset(top[1]) || !top[2].empty())
+        return false;
+    std::vector<std::string_view> choices;
+    if (top[0].empty() || top[0][0] != '[' || !detail::array_elements(top[0], choices) ||
+        choices.size() != 1) {
+        return false;
+    }
+    static constexpr std::string_view kChoice[] = {"index", "delta", "finish_reason"};
+    std::string_view choice[3];
+    if (!detail::top_level_members(choices[0], kChoice, choice, 3) ||
+        !(choice[0].empty() || choice[0] == "0") || !unset(choice[2]) || choice[1].empty() ||
+        choice[1][0] != '{') {
+        return false;
+    }
+    static constexpr std::string_view kDelta[] = {"content", "tool_calls", "refusal",
+                                                  "function_call"};
+    std::string_view delta[4];
+    if (!detail::top_level_members(choice[1], kDelta, delta, 4) || !unset(delta[1]) ||
+        !unset(delta[2]) || !unset(delta[3])) {
+        return false;
+    }
+    if (unset(delta[0]))
+        return true;  // a role chunk, or an empty one
+    if (delta[0][0] != '"')
+        return false;
+    json content = json::parse(delta[0], nullptr, false);
+    if (!content.is_string())
+        return false;
+    text(content.get_ref<const std::string &>(), out);
+    return true;
 }
 
 void StreamReader::ensure_started(const json &j, std::vector<Event> &out) {

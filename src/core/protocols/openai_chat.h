@@ -110,6 +110,13 @@ class StreamReader {
     };
 
     void event(const SseEventView &e, std::vector<chat::Event> &out);
+    // Most chunks of an answer carry only a piece of text: such a chunk is read in place
+    // (translate's scanner finds its members) instead of being parsed into a document, the
+    // larger part of a translated stream's CPU. False when the chunk is anything else (the
+    // first one, a tool call, a finish, usage, an error, another choice): it is then parsed.
+    // Like the relay, it does not validate the rest of the chunk; the text itself is decoded
+    // by the JSON parser.
+    bool plain_text_chunk(std::string_view data, std::vector<chat::Event> &out);
     void chunk(const nlohmann::json &j, std::vector<chat::Event> &out);
     void ensure_started(const nlohmann::json &j, std::vector<chat::Event> &out);
     void text(std::string_view piece, std::vector<chat::Event> &out);
