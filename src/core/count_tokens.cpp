@@ -3,6 +3,7 @@
 #include "anthropic.h"
 #include "gemini.h"
 #include "translate_util.h"
+#include "utf8.h"
 
 namespace pgi::count_tokens {
 
@@ -17,13 +18,6 @@ constexpr long long kPerImage = 85;
 
 bool is_anthropic(const protocols::Module &m) {
     return m.protocol == Protocol::kAnthropicV1;
-}
-
-std::size_t utf8_chars(std::string_view text) {
-    std::size_t n = 0;
-    for (char c : text)
-        n += (static_cast<unsigned char>(c) & 0xC0) != 0x80 ? 1 : 0;
-    return n;
 }
 
 // What Gemini's countTokens takes: the generateContent request itself, either at the top level

@@ -4,9 +4,12 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "error.h"
 
 namespace pgi {
 
@@ -76,5 +79,33 @@ class SseParser {
     bool skip_lf_ = false;   // the previous feed ended on \r: a leading \n belongs to it
     bool at_start_ = true;   // a UTF-8 byte order mark is only skipped at the very start
 };
+
+// How a stream reader reads its upstream's events: those completed by `bytes` (with `finishing`,
+// also the last one the body left unterminated) go to `on_event` until `done` turns true. An
+// event past the parser's cap ends the reading; its message is returned for the reader to fail
+// the stream in its own protocol's words.
+template <typename OnEvent>
+std::optional<std::string> read_events(SseParser &parser, std::string_view bytes, bool finishing,
+                                       const bool &done, OnEvent &&on_event) {
+    struct Sink final : SseSink {
+        const bool &done;
+        OnEvent &handle;
+        Sink(const bool &d, OnEvent &h) : done(d), handle(h) {}
+        void on_event(const SseEventView &e) override {
+            if (!done)
+                handle(e);
+        }
+    };
+    Sink sink(done, on_event);
+    try {
+        if (finishing)
+            parser.finish(sink);
+        else
+            parser.feed(bytes, sink);
+    } catch (const Error &e) {
+        return std::string(e.what());
+    }
+    return std::nullopt;
+}
 
 }  // namespace pgi

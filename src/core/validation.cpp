@@ -4,6 +4,7 @@
 #include <string_view>
 
 #include "error.h"
+#include "utf8.h"
 
 namespace pgi::validate {
 
@@ -65,15 +66,6 @@ bool is_control(char32_t cp) {
 bool is_space(char32_t cp) {
     return cp == 0x20 || cp == 0xA0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) ||
            cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
-}
-
-// Characters, not bytes: a 256-character limit should mean the same for "é" as for "e".
-std::size_t char_count(std::string_view s) {
-    std::size_t n = 0;
-    for (char c : s)
-        if ((static_cast<unsigned char>(c) & 0xC0) != 0x80)
-            ++n;
-    return n;
 }
 
 std::string too_long(const std::string &subject, std::size_t chars, std::size_t max) {
@@ -212,7 +204,7 @@ void service_name(const std::string &name) {
     if (name.empty())
         fail("service name must not be empty", kServiceNameHint);
     if (name.size() > kMaxServiceName)
-        fail(too_long("service name " + quoted(name), char_count(name), kMaxServiceName),
+        fail(too_long("service name " + quoted(name), utf8_chars(name), kMaxServiceName),
              kServiceNameHint);
     for (std::size_t i = 0; i < name.size(); ++i) {
         const char c = name[i];
@@ -240,7 +232,7 @@ void service_name(const std::string &name) {
 void model(const std::string &model) {
     if (model.empty())
         fail("model must not be empty", kModelHint);
-    const std::size_t chars = char_count(model);
+    const std::size_t chars = utf8_chars(model);
     if (chars > kMaxModel)
         fail(too_long("model " + quoted(model), chars, kMaxModel), kModelHint);
     for (std::size_t i = 0; i < model.size();) {
@@ -493,7 +485,7 @@ void labels(const std::vector<std::optional<std::string>> &values, const char *w
         if (!value)
             fail(subject + " must not contain NULL elements",
                  "Remove the NULL elements from the array.");
-        const std::size_t chars = char_count(*value);
+        const std::size_t chars = utf8_chars(*value);
         if (chars > kMaxLabel)
             fail(too_long("element " + quoted(*value) + " of " + subject, chars, kMaxLabel),
                  "Use labels of at most 256 characters.");

@@ -850,34 +850,23 @@ chat::Response read_response(const ServiceEndpoint &s, std::string_view body) {
 
 StreamReader::StreamReader(const ServiceEndpoint &service) : service_(service) {}
 
-struct StreamReader::Sink final : SseSink {
-    StreamReader &reader;
-    std::vector<chat::Event> &out;
-    Sink(StreamReader &r, std::vector<chat::Event> &o) : reader(r), out(o) {}
-    void on_event(const SseEventView &e) override {
-        if (!reader.done_)
-            reader.event(e, out);
-    }
-};
+void StreamReader::read(std::string_view bytes, bool finishing, std::vector<chat::Event> &out) {
+    auto too_long = read_events(parser_, bytes, finishing, done_,
+                                [&](const SseEventView &e) { event(e, out); });
+    // An event past the parser's cap; the events before it have been handed over.
+    if (too_long && !done_)
+        fail(502, "api_error", "service \"" + service_.name + "\": " + *too_long, out);
+}
 
 void StreamReader::feed(std::string_view bytes, std::vector<chat::Event> &out) {
-    if (done_)
-        return;
-    Sink sink(*this, out);
-    try {
-        parser_.feed(bytes, sink);
-    } catch (const Error &e) {
-        // An event past the parser's cap; the events before it have been handed over.
-        if (!done_)
-            fail(502, "api_error", "service \"" + service_.name + "\": " + e.what(), out);
-    }
+    if (!done_)
+        read(bytes, false, out);
 }
 
 void StreamReader::finish(std::vector<chat::Event> &out) {
     if (done_)
         return;
-    Sink sink(*this, out);
-    parser_.finish(sink);
+    read({}, true, out);
     if (done_)
         return;
     if (!stopped_) {

@@ -90,7 +90,9 @@ class StreamReader {
     bool done() const { return done_; }
 
   private:
-    struct Sink;
+    // Reads the events of `bytes` (or, finishing, the body's unterminated last one); an event
+    // past the parser's cap fails the stream.
+    void read(std::string_view bytes, bool finishing, std::vector<chat::Event> &out);
     void event(const SseEventView &event, std::vector<chat::Event> &out);
     void ensure_started(std::vector<chat::Event> &out);
     // kBlockStop for every block still open, in order: the form closes blocks before kStop.

@@ -916,34 +916,23 @@ chat::Response read_response(const ServiceEndpoint &s, std::string_view body) {
 
 // ---- the stream reader ----
 
-struct StreamReader::Sink final : SseSink {
-    StreamReader &reader;
-    std::vector<chat::Event> &out;
-    Sink(StreamReader &r, std::vector<chat::Event> &o) : reader(r), out(o) {}
-    void on_event(const SseEventView &e) override {
-        if (!reader.done_)
-            reader.event(e.data, out);
-    }
-};
+void StreamReader::read(std::string_view bytes, bool finishing, std::vector<chat::Event> &out) {
+    auto too_long = read_events(parser_, bytes, finishing, done_,
+                                [&](const SseEventView &e) { event(e.data, out); });
+    // An event past the parser's cap; the events completed before it have been read.
+    if (too_long && !done_)
+        fail(out, 500, "service \"" + service_.name + "\": " + *too_long);
+}
 
 void StreamReader::feed(std::string_view bytes, std::vector<chat::Event> &out) {
-    if (done_)
-        return;
-    Sink sink(*this, out);
-    try {
-        parser_.feed(bytes, sink);
-    } catch (const Error &e) {
-        // An event past the parser's cap; the events completed before it have been read.
-        if (!done_)
-            fail(out, 500, "service \"" + service_.name + "\": " + e.what());
-    }
+    if (!done_)
+        read(bytes, false, out);
 }
 
 void StreamReader::finish(std::vector<chat::Event> &out) {
     if (done_)
         return;
-    Sink sink(*this, out);
-    parser_.finish(sink);
+    read({}, true, out);
     if (done_)
         return;
     if (!started_) {

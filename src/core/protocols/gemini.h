@@ -98,7 +98,9 @@ class StreamReader {
     const translate::Usage &usage() const { return usage_; }
 
   private:
-    struct Sink;
+    // Reads the events of `bytes` (or, finishing, the body's unterminated last one); an event
+    // past the parser's cap fails the stream.
+    void read(std::string_view bytes, bool finishing, std::vector<chat::Event> &out);
     void event(std::string_view data, std::vector<chat::Event> &out);
     void fail(std::vector<chat::Event> &out, int status, std::string message);
     void close_block(std::vector<chat::Event> &out);

@@ -8,6 +8,7 @@
 #include "openai_chat.h"
 #include "openai_completions.h"
 #include "openai_responses.h"
+#include "utf8.h"
 
 namespace pgi::protocols {
 
@@ -167,13 +168,6 @@ const Module kCompletions = {
     openai_answer_usage,
     true,
 };
-
-std::size_t utf8_chars(std::string_view text) {
-    std::size_t n = 0;
-    for (char c : text)
-        n += (static_cast<unsigned char>(c) & 0xC0) != 0x80 ? 1 : 0;
-    return n;
-}
 
 }  // namespace
 

@@ -725,39 +725,23 @@ chat::Response read_response(const ServiceEndpoint &s, std::string_view body) {
 
 StreamReader::StreamReader(const ServiceEndpoint &service) : service_(service) {}
 
-struct StreamReader::Sink final : SseSink {
-    StreamReader &reader;
-    std::vector<Event> &out;
-    Sink(StreamReader &r, std::vector<Event> &o) : reader(r), out(o) {}
-    void on_event(const SseEventView &e) override {
-        if (!reader.done_)
-            reader.event(e, out);
-    }
-};
+void StreamReader::read(std::string_view bytes, bool finishing, std::vector<Event> &out) {
+    auto too_long = read_events(parser_, bytes, finishing, done_,
+                                [&](const SseEventView &e) { event(e, out); });
+    // An event past the parser's cap; the events before it have been read.
+    if (too_long && !done_)
+        fail(502, "upstream_error", "service \"" + service_.name + "\": " + *too_long, out);
+}
 
 void StreamReader::feed(std::string_view bytes, std::vector<Event> &out) {
-    if (done_)
-        return;
-    Sink sink(*this, out);
-    try {
-        parser_.feed(bytes, sink);
-    } catch (const Error &e) {
-        // An event past the parser's cap; the events before it have been read.
-        if (!done_)
-            fail(502, "upstream_error", "service \"" + service_.name + "\": " + e.what(), out);
-    }
+    if (!done_)
+        read(bytes, false, out);
 }
 
 void StreamReader::finish(std::vector<Event> &out) {
     if (done_)
         return;
-    Sink sink(*this, out);
-    try {
-        parser_.finish(sink);
-    } catch (const Error &e) {
-        if (!done_)
-            fail(502, "upstream_error", "service \"" + service_.name + "\": " + e.what(), out);
-    }
+    read({}, true, out);
     if (!done_)
         end(out);
 }

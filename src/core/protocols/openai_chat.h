@@ -91,7 +91,9 @@ class StreamReader {
     void finish(std::vector<chat::Event> &out);
 
   private:
-    struct Sink;
+    // Reads the events of `bytes` (or, finishing, the body's unterminated last one); an event
+    // past the parser's cap fails the stream.
+    void read(std::string_view bytes, bool finishing, std::vector<chat::Event> &out);
     // One tool call of the choice, by OpenAI's index.
     struct Call {
         long long openai_index = 0;
@@ -191,7 +193,9 @@ class StreamRelay {
     bool done() const { return done_; }
 
   private:
-    struct Sink;
+    // Reads the events of `bytes` (or, finishing, the body's unterminated last one); an event
+    // past the parser's cap fails the stream.
+    void read(std::string_view bytes, bool finishing, std::string &out);
     void event(const SseEventView &event, std::string &out);
     void error(std::string &out, std::string_view message, std::string_view type);
 

@@ -136,35 +136,23 @@ Usage StreamRelay::charged_usage() const {
     return translate::charged_usage(usage_, done_, streamed_chars_);
 }
 
-// Hands each parsed event to the relay, writing to `out`.
-struct StreamRelay::Sink final : SseSink {
-    StreamRelay &relay;
-    std::string &out;
-    Sink(StreamRelay &r, std::string &o) : relay(r), out(o) {}
-    void on_event(const SseEventView &e) override {
-        if (!relay.done_)
-            relay.event(e, out);
-    }
-};
+void StreamRelay::read(std::string_view bytes, bool finishing, std::string &out) {
+    auto too_long = read_events(parser_, bytes, finishing, done_,
+                                [&](const SseEventView &e) { event(e, out); });
+    // An event past the parser's cap; the events completed before it have been written.
+    if (too_long && !done_)
+        error(out, "service \"" + service_.name + "\": " + *too_long, "upstream_error");
+}
 
 void StreamRelay::feed(std::string_view bytes, std::string &out) {
-    if (done_)
-        return;
-    Sink sink(*this, out);
-    try {
-        parser_.feed(bytes, sink);
-    } catch (const Error &e) {
-        // An event past the parser's cap; the events completed before it have been written.
-        if (!done_)
-            error(out, "service \"" + service_.name + "\": " + e.what(), "upstream_error");
-    }
+    if (!done_)
+        read(bytes, false, out);
 }
 
 void StreamRelay::finish(std::string &out) {
     if (done_)
         return;
-    Sink sink(*this, out);
-    parser_.finish(sink);
+    read({}, true, out);
     if (!done_) {
         out += "data: [DONE]\n\n";
         done_ = true;

@@ -112,7 +112,9 @@ class StreamReader {
     void finish(std::vector<chat::Event> &out);
 
   private:
-    struct Sink;
+    // Reads the events of `bytes` (or, finishing, the body's unterminated last one); an event
+    // past the parser's cap fails the stream.
+    void read(std::string_view bytes, bool finishing, std::vector<chat::Event> &out);
     void event(const SseEventView &event, std::vector<chat::Event> &out);
     void ensure_started(const nlohmann::json &response, std::vector<chat::Event> &out);
     void close_open(std::vector<chat::Event> &out);
