@@ -11,7 +11,9 @@
 # Targets: a translated request costs at most 1.5 x the CPU of the fast path (chat); a stream's
 # time to first byte is within 1 ms of direct's. Prints a table and the checks, writes
 # $BENCH_OUT (default test/bench/results/dialects.json); exit status 0 when both hold.
-# Settings: BENCH_ROUNDS (3), BENCH_SECONDS (3), BENCH_QUICK=1 (1 round of 1 s).
+# Settings: BENCH_ROUNDS (3), BENCH_SECONDS (3), BENCH_QUICK=1 (1 round of 1 s), BENCH_ROWS
+# (the rows measured, for profiling one path; checks need chat and the direct rows),
+# BENCH_PERF=FILE (records the listeners with perf into FILE while the rows run).
 # Ports: PGI_BENCH_PORT_BASE (18830: mock, gateway +1), PGI_BENCH_PG_PORT (55830).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -92,7 +94,7 @@ body() {  # body ROW STREAM
             "$SYSTEM" "$USER" "$s" ;;
     esac
 }
-ROWS="direct-chat direct-msg chat msg-fast msg-x resp-x"
+ROWS="${BENCH_ROWS:-direct-chat direct-msg chat msg-fast msg-x resp-x}"
 for row in $ROWS; do
     body "$row" false >"$WORK/$row-false.json"
     body "$row" true >"$WORK/$row-true.json"
@@ -121,6 +123,11 @@ args() {  # args ROW STREAM
 
 RUNS="$WORK/runs.jsonl"
 : >"$RUNS"
+PERF_PID=""
+if [ -n "${BENCH_PERF:-}" ]; then
+    perf record -q -g -o "$BENCH_PERF" -p "$PG_PIDS" >/dev/null 2>&1 &
+    PERF_PID=$!
+fi
 # Every row answers correctly before anything is measured.
 for row in $ROWS; do
     for stream in false true; do
@@ -149,5 +156,6 @@ for round in $(seq 1 "$ROUNDS"); do
         i=$((i + 1))
     done
 done
+if [ -n "$PERF_PID" ]; then kill -INT "$PERF_PID"; wait "$PERF_PID" || true; fi
 mkdir -p "$(dirname "$OUT")"
 node test/bench/dialects_report.js "$RUNS" "$OUT"

@@ -358,52 +358,96 @@ const char *incomplete_reason(chat::StopReason r) {
     }
 }
 
-json usage_object(const Usage &u) {
-    return {{"input_tokens", u.prompt_tokens},
-            {"input_tokens_details", {{"cached_tokens", 0}}},
-            {"output_tokens", u.completion_tokens},
-            {"output_tokens_details", {{"reasoning_tokens", 0}}},
-            {"total_tokens", u.total_tokens}};
+// Answers are written as JSON text, not built as documents: a stream writes its response
+// object when it starts and again when it ends, and a document per answer was a tenth of a
+// stream's cost. The whole answer is read back from the same text, so there is one writer.
+
+void append_quoted(std::string &out, std::string_view text) {
+    translate::detail::append_json_string(out, text);
 }
 
-json message_item(const std::string &id, std::string text, const char *status) {
-    return {{"type", "message"},
-            {"id", id},
-            {"status", status},
-            {"role", "assistant"},
-            {"content", json::array({{{"type", "output_text"},
-                                      {"text", std::move(text)},
-                                      {"annotations", json::array()}}})}};
+void append_usage(std::string &out, const Usage &u) {
+    out += "{\"input_tokens\":";
+    out += std::to_string(u.prompt_tokens);
+    out += ",\"input_tokens_details\":{\"cached_tokens\":0},\"output_tokens\":";
+    out += std::to_string(u.completion_tokens);
+    out += ",\"output_tokens_details\":{\"reasoning_tokens\":0},\"total_tokens\":";
+    out += std::to_string(u.total_tokens);
+    out += '}';
 }
 
-json call_item(const std::string &id, const std::string &call_id, const std::string &name,
-               std::string arguments, const char *status) {
-    return {{"type", "function_call"},
-            {"id", id},
-            {"call_id", call_id},
-            {"name", name},
-            {"arguments", std::move(arguments)},
-            {"status", status}};
+// An output item: a message whose text is `data`, or a function call whose arguments are.
+// While in progress (not `done`) it is written without them.
+struct ItemText {
+    bool message = true;
+    std::string_view id;
+    std::string_view call_id;  // function calls
+    std::string_view name;
+    std::string_view data;
+};
+
+void append_item(std::string &out, const ItemText &item, bool done) {
+    const char *status = done ? "\"completed\"" : "\"in_progress\"";
+    if (item.message) {
+        out += "{\"type\":\"message\",\"id\":";
+        append_quoted(out, item.id);
+        out += ",\"status\":";
+        out += status;
+        out += ",\"role\":\"assistant\",\"content\":[";
+        if (done) {
+            out += "{\"type\":\"output_text\",\"text\":";
+            append_quoted(out, item.data);
+            out += ",\"annotations\":[]}";
+        }
+        out += "]}";
+        return;
+    }
+    out += "{\"type\":\"function_call\",\"id\":";
+    append_quoted(out, item.id);
+    out += ",\"call_id\":";
+    append_quoted(out, item.call_id);
+    out += ",\"name\":";
+    append_quoted(out, item.name);
+    out += ",\"arguments\":";
+    append_quoted(out, done ? item.data : std::string_view());
+    out += ",\"status\":";
+    out += status;
+    out += '}';
 }
 
-// The members of a response object every state shares.
-json response_object(const std::string &id, long long created, const std::string &model,
-                     const char *status, json output, const json &usage,
-                     chat::StopReason stop_reason) {
+// A response object. `output` is the JSON text of its item array; the usage is written once
+// the response is final (not in progress).
+std::string response_text(std::string_view id, long long created, std::string_view model,
+                          const char *status, std::string_view output, const Usage &usage,
+                          chat::StopReason stop_reason) {
+    const bool final = std::string_view(status) != "in_progress";
     const char *reason =
         std::string_view(status) == "incomplete" ? incomplete_reason(stop_reason) : nullptr;
-    return {{"id", id},
-            {"object", "response"},
-            {"created_at", created},
-            {"status", status},
-            {"error", nullptr},
-            {"incomplete_details", reason != nullptr ? json{{"reason", reason}} : json(nullptr)},
-            {"model", model},
-            {"output", std::move(output)},
-            {"parallel_tool_calls", true},
-            {"tool_choice", "auto"},
-            {"tools", json::array()},
-            {"usage", usage}};
+    std::string out = "{\"id\":";
+    append_quoted(out, id);
+    out += ",\"object\":\"response\",\"created_at\":";
+    out += std::to_string(created);
+    out += ",\"status\":\"";
+    out += status;
+    out += "\",\"error\":null,\"incomplete_details\":";
+    if (reason != nullptr) {
+        out += "{\"reason\":\"";
+        out += reason;
+        out += "\"}";
+    } else {
+        out += "null";
+    }
+    out += ",\"model\":";
+    append_quoted(out, model);
+    out += ",\"output\":";
+    out += output;
+    out += ",\"parallel_tool_calls\":true,\"tool_choice\":\"auto\",\"tools\":[],\"usage\":";
+    if (final)
+        append_usage(out, usage);
+    else
+        out += "null";
+    out += '}';
+    return out;
 }
 
 const char *final_status(chat::StopReason r) {
@@ -478,7 +522,6 @@ chat::Request read_request(const json &body) {
 }
 
 json write_response(const chat::Response &r) {
-    json output = json::array();
     std::string text;
     bool has_text = false;
     for (const Block &b : r.content) {
@@ -487,19 +530,29 @@ json write_response(const chat::Response &r) {
             has_text = true;
         }
     }
-    if (has_text)
-        output.push_back(message_item(fresh_id("msg_"), std::move(text), "completed"));
+    std::string output = "[";
+    if (has_text) {
+        const std::string id = fresh_id("msg_");
+        append_item(output, ItemText{true, id, {}, {}, text}, true);
+    }
     for (const Block &b : r.content) {
         if (b.kind == Block::Kind::kToolUse) {
-            output.push_back(call_item(fresh_id("fc_"), b.tool_id, b.tool_name,
-                                       dump(b.input.is_object() ? b.input : json::object()),
-                                       "completed"));
+            const std::string id = fresh_id("fc_");
+            const std::string arguments = dump(b.input.is_object() ? b.input : json::object());
+            if (output.size() > 1)
+                output += ',';
+            append_item(output, ItemText{false, id, b.tool_id, b.tool_name, arguments}, true);
         }
     }
-    return response_object(r.id.empty() ? fresh_id("resp_") : r.id,
-                           static_cast<long long>(std::time(nullptr)), r.model,
-                           final_status(r.stop_reason), std::move(output), usage_object(r.usage),
-                           r.stop_reason);
+    output += ']';
+    const std::string answer = response_text(
+        r.id.empty() ? fresh_id("resp_") : r.id, static_cast<long long>(std::time(nullptr)),
+        r.model, final_status(r.stop_reason), output, r.usage, r.stop_reason);
+    // Text read from an upstream is UTF-8 (its parser checked it), so the answer parses.
+    json parsed = json::parse(answer, nullptr, false);
+    if (parsed.is_discarded())
+        throw Error(sqlstate::kUpstreamBadResponse, "the answer holds text that is not UTF-8");
+    return parsed;
 }
 
 std::string error_body(int status, std::string_view message) {
@@ -549,7 +602,7 @@ void StreamWriter::emit_members(std::string &out, const char *type, const std::s
 
 std::string StreamWriter::quoted(std::string_view text) {
     std::string out;
-    translate::detail::append_json_string(out, text);
+    append_quoted(out, text);
     return out;
 }
 
@@ -560,34 +613,23 @@ std::string StreamWriter::part_members(const Item &item, long at) {
 
 // An item as JSON text: in progress (empty) when it is added, whole when it is done.
 std::string StreamWriter::item_text(const Item &item, bool done) {
-    const char *status = done ? "\"completed\"" : "\"in_progress\"";
-    if (item.text) {
-        std::string out = "{\"type\":\"message\",\"id\":" + quoted(item.id) +
-                          ",\"status\":" + status + ",\"role\":\"assistant\",\"content\":[";
-        if (done) {
-            out +=
-                "{\"type\":\"output_text\",\"text\":" + quoted(item.data) + ",\"annotations\":[]}";
-        }
-        return out + "]}";
-    }
-    return "{\"type\":\"function_call\",\"id\":" + quoted(item.id) +
-           ",\"call_id\":" + quoted(item.call_id) + ",\"name\":" + quoted(item.name) +
-           ",\"arguments\":" + quoted(done ? item.data : std::string()) + ",\"status\":" + status +
-           "}";
+    std::string out;
+    append_item(out, ItemText{item.text, item.id, item.call_id, item.name, item.data}, done);
+    return out;
 }
 
-json StreamWriter::response(const char *status) const {
-    json output = json::array();
+// Items are whole in a final response.
+std::string StreamWriter::response(const char *status) const {
     const bool final = std::string_view(status) != "in_progress";
+    std::string output = "[";
     for (const Item &item : items_) {
-        if (item.text)
-            output.push_back(message_item(item.id, item.data, final ? "completed" : status));
-        else
-            output.push_back(call_item(item.id, item.call_id, item.name, item.data,
-                                       final ? "completed" : status));
+        if (output.size() > 1)
+            output += ',';
+        append_item(output, ItemText{item.text, item.id, item.call_id, item.name, item.data},
+                    final);
     }
-    return response_object(id_, created_, model_, status, std::move(output),
-                           final ? usage_object(usage_) : json(nullptr), stop_reason_);
+    output += ']';
+    return response_text(id_, created_, model_, status, output, usage_, stop_reason_);
 }
 
 void StreamWriter::start(const Event *e, std::string &out) {
@@ -599,7 +641,7 @@ void StreamWriter::start(const Event *e, std::string &out) {
     created_ = static_cast<long long>(std::time(nullptr));
     if (e != nullptr)
         usage_ = e->usage;
-    const std::string members = "\"response\":" + dump(response("in_progress"));
+    const std::string members = "\"response\":" + response("in_progress");
     emit_members(out, "response.created", members);
     emit_members(out, "response.in_progress", members);
 }
@@ -694,10 +736,10 @@ void StreamWriter::write(const Event &e, std::string &out) {
             break;
         case Event::Kind::kEnd: {
             const char *status = final_status(stop_reason_);
-            emit(out,
-                 std::string_view(status) == "completed" ? "response.completed"
-                                                         : "response.incomplete",
-                 {{"response", response(status)}});
+            emit_members(out,
+                         std::string_view(status) == "completed" ? "response.completed"
+                                                                 : "response.incomplete",
+                         "\"response\":" + response(status));
             done_ = true;
             break;
         }

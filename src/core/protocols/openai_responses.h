@@ -66,7 +66,7 @@ class StreamWriter {
     static std::string quoted(std::string_view text);
     static std::string part_members(const Item &item, long at);
     static std::string item_text(const Item &item, bool done);
-    nlohmann::json response(const char *status) const;
+    std::string response(const char *status) const;
     void start(const chat::Event *event, std::string &out);
 
     bool started_ = false;
