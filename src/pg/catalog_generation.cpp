@@ -4,6 +4,8 @@
 
 extern "C" {
 #include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/namespace.h"
 #include "catalog/objectaccess.h"
 #include "catalog/pg_extension.h"
 #include "commands/trigger.h"
@@ -11,9 +13,12 @@ extern "C" {
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
 }
 
 #include "error.h"
+#include "worker_transaction.h"
 
 namespace pgi::pg {
 
@@ -27,6 +32,43 @@ GenerationShared *shared = nullptr;
 bool bump_at_commit = false;
 bool callback_registered = false;
 object_access_hook_type prev_object_access_hook = nullptr;
+
+// The tables whose changes reload the listeners: each carries the inference._catalog_changed()
+// statement trigger.
+constexpr const char *kCatalogTables[] = {"services", "service_secrets", "access_key_store"};
+constexpr int kCatalogTableCount = sizeof(kCatalogTables) / sizeof(kCatalogTables[0]);
+
+// Replay watching, per process.
+uint64_t replayed = 0;  // changes this process saw replayed
+bool watching = false;  // the relcache callback is registered
+bool invalidated = false;
+Oid watched[kCatalogTableCount];
+int watched_count = 0;  // 0: the extension's tables are not known (absent, or not looked up)
+
+// Called while this process reads invalidation messages; it may not look anything up, so it
+// only notes the change.
+void on_relcache_invalidation(Datum, Oid relid) {
+    if (relid == InvalidOid || watched_count == 0) {
+        invalidated = true;  // a cache reset, or anything while the tables are unknown
+        return;
+    }
+    for (int i = 0; i < watched_count; i++) {
+        if (watched[i] == relid)
+            invalidated = true;
+    }
+}
+
+void look_up_watched() {
+    watched_count = 0;
+    Oid nsp = get_namespace_oid("inference", true);
+    if (!OidIsValid(nsp))
+        return;
+    for (const char *name : kCatalogTables) {
+        Oid relid = get_relname_relid(name, nsp);
+        if (OidIsValid(relid))
+            watched[watched_count++] = relid;
+    }
+}
 
 // The bump waits for commit: a listener that reloaded at statement time would read the old rows
 // and then never reload again.
@@ -83,7 +125,25 @@ void catalog_generation_init_shmem() {
 }
 
 uint64_t catalog_generation() {
-    return shared ? pg_atomic_read_u64(&shared->generation) : 0;
+    return shared ? pg_atomic_read_u64(&shared->generation) + replayed : 0;
+}
+
+void catalog_poll_replay() {
+    if (shared == nullptr || !pg_guard([]() { return RecoveryInProgress(); }))
+        return;
+    const bool first = !watching;
+    if (first) {
+        pg_guard_void([]() { CacheRegisterRelcacheCallback(on_relcache_invalidation, 0); });
+        watching = true;
+    }
+    // Starting a transaction reads the invalidations queued since the last one.
+    run_in_transaction("pg_inference: reading replayed catalog changes", {}, [&]() {
+        if (first || invalidated)
+            pg_guard_void([]() { look_up_watched(); });
+    });
+    if (invalidated && !first)
+        replayed++;
+    invalidated = false;
 }
 
 }  // namespace pgi::pg
@@ -94,6 +154,10 @@ PGI_FUNCTION(pgi_catalog_changed) {
     if (!CALLED_AS_TRIGGER(fcinfo))
         throw pgi::Error(pgi::sqlstate::kFeatureNotSupported,
                          "_catalog_changed() may only be called as a trigger");
-    pg_guard_void([]() { bump_when_committed(); });
+    pg_guard_void([&]() {
+        bump_when_committed();
+        // For hot standbys: sent at commit, and carried there by the commit record.
+        CacheInvalidateRelcache(reinterpret_cast<TriggerData *>(fcinfo->context)->tg_relation);
+    });
     return PointerGetDatum(nullptr);
 }

@@ -218,6 +218,7 @@ void housekeeping(evutil_socket_t, short, void *arg) {
                 l.restrictions_changed = true;
             }
         }
+        catalog_poll_replay();
         reload_if_changed(l);
         l.governor.housekeeping(l.server->in_flight(), l.server->connection_stats());
     } catch (const std::exception &e) {

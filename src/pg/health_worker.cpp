@@ -233,7 +233,9 @@ class Scheduler {
         const auto now = Clock::now();
         const auto interval = std::chrono::seconds(setting_health_check_interval_s);
         // A committed catalog change anywhere in the cluster (a registration, CREATE EXTENSION)
-        // moves the generation; it is looked at on every turn, at least every second.
+        // moves the generation, also when replayed on a standby; it is looked at on every turn,
+        // at least every second.
+        catalog_poll_replay();
         const uint64_t generation = catalog_generation();
         const bool interval_due = !last_read_ || now >= *last_read_ + interval;
         bool transacted = false;
