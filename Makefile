@@ -58,6 +58,7 @@ PG_OBJS = \
 	src/pg/log_redaction.o \
 	src/pg/model_calls.o \
 	src/pg/pg_inference.o \
+	src/pg/primary_link.o \
 	src/pg/registry.o \
 	src/pg/restrictions.o \
 	src/pg/secrets.o \
@@ -73,10 +74,11 @@ REGRESS_OPTS = --load-extension=pg_inference
 
 PG_CONFIG ?= pg_config
 PG_INCLUDEDIR_SERVER := $(shell $(PG_CONFIG) --includedir-server)
+PG_INCLUDEDIR := $(shell $(PG_CONFIG) --includedir)
 
 # PGXS adds PG_CXXFLAGS to its C++ compile line. PostgreSQL's headers are included as system headers so -Wextra -Werror applies to our code only.
-PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -fPIC -isystem $(PG_INCLUDEDIR_SERVER) -Isrc/core -Isrc/core/protocols -Isrc/pg
-SHLIB_LINK = -lcurl -lssl -lcrypto -levent -levent_openssl -lstdc++
+PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -fPIC -isystem $(PG_INCLUDEDIR_SERVER) -isystem $(PG_INCLUDEDIR) -Isrc/core -Isrc/core/protocols -Isrc/pg
+SHLIB_LINK = -lpq -lcurl -lssl -lcrypto -levent -levent_openssl -lstdc++
 
 # Debian's server is built with LLVM JIT; PGXS would then compile bitcode with clang for every
 # object. The extension has nothing worth inlining into JIT-compiled expressions.

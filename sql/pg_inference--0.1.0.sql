@@ -557,4 +557,61 @@ CREATE VIEW inference.usage AS
       FROM inference.usage_ledger;
 REVOKE ALL ON inference.usage FROM PUBLIC;
 GRANT SELECT ON inference.usage TO inference_admin;
+
+-- The one way counts enter the ledger: a primary's usage writer calls it in its own
+-- transaction, a hot standby's over a connection to the primary. A standby's batch carries an
+-- id, and a batch whose id was recorded already is skipped, so a retried batch never counts
+-- twice (a primary's own flush cannot be retried after its commit and passes NULL).
+-- rows: [{k: key, s: service, d: days since 1970-01-01, r, p, c, t, e, l: counts,
+--         a: last access in ms since the epoch}]. True when the batch was recorded now.
+CREATE TABLE inference.usage_batches (
+    id          uuid PRIMARY KEY,
+    node        text NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ON inference.usage_batches (recorded_at);
+REVOKE ALL ON inference.usage_batches FROM PUBLIC;
+
+CREATE FUNCTION inference._record_usage(batch uuid, node text, rows jsonb) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF batch IS NOT NULL THEN
+        INSERT INTO inference.usage_batches (id, node) VALUES (batch, node)
+            ON CONFLICT (id) DO NOTHING;
+        IF NOT FOUND THEN
+            RETURN false;
+        END IF;
+        -- A batch is retried while its node cannot reach the primary, not for weeks.
+        DELETE FROM inference.usage_batches WHERE recorded_at < now() - interval '7 days';
+    END IF;
+    -- Flushes are serialised, and rows are added in key order: no two flushes wait on each
+    -- other's rows. (An arbitrary advisory lock key of pg_inference's: "pgi" and 1.)
+    PERFORM pg_catalog.pg_advisory_xact_lock(7366505, 1);
+    INSERT INTO inference.usage_ledger AS u (key_name, service, day, requests, prompt_tokens,
+           completion_tokens, total_tokens, errors, rate_limited, last_access_at)
+    SELECT x.k, x.s, date '1970-01-01' + x.d, x.r, x.p, x.c, x.t, x.e, x.l,
+           to_timestamp(x.a / 1000.0)
+      FROM jsonb_to_recordset(rows) AS x(k text, s text, d int, r bigint, p bigint, c bigint,
+                                         t bigint, e bigint, l bigint, a bigint)
+     ORDER BY x.k, x.s, x.d
+    ON CONFLICT (key_name, service, day) DO UPDATE SET
+           requests = u.requests + excluded.requests,
+           prompt_tokens = u.prompt_tokens + excluded.prompt_tokens,
+           completion_tokens = u.completion_tokens + excluded.completion_tokens,
+           total_tokens = u.total_tokens + excluded.total_tokens,
+           errors = u.errors + excluded.errors,
+           rate_limited = u.rate_limited + excluded.rate_limited,
+           last_access_at = greatest(u.last_access_at, excluded.last_access_at);
+    -- last_used_at alone does not fire the catalog trigger, so this reloads no listener.
+    UPDATE inference.access_key_store k SET last_used_at = v.at
+      FROM (SELECT x.k AS name, max(to_timestamp(x.a / 1000.0)) AS at
+              FROM jsonb_to_recordset(rows) AS x(k text, a bigint)
+             WHERE x.k <> '' GROUP BY x.k) v
+     WHERE k.name = v.name AND (k.last_used_at IS NULL OR k.last_used_at < v.at);
+    RETURN true;
+END
+$$;
+REVOKE ALL ON FUNCTION inference._record_usage(uuid, text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION inference._record_usage(uuid, text, jsonb) TO inference_admin;
 -- Gateway usage ledger — end.

@@ -4,6 +4,7 @@
 
 extern "C" {
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -28,6 +29,7 @@ extern "C" {
 #include <vector>
 
 #include "metrics.h"
+#include "primary_link.h"
 #include "rate_limiter.h"
 #include "usage_counters.h"
 #include "worker_transaction.h"
@@ -77,6 +79,10 @@ GovernanceShared *shared = nullptr;
 // Usage taken out of shared memory by this process and not committed yet. Static so that the
 // exit callback can give it back when a FATAL (a SIGTERM) cut the flush short.
 std::vector<gov::UsageEntry> batch;
+// A standby's batch has an id, under which the primary records it once: a batch whose sending
+// failed is kept whole with its id and sent again (given back to shared memory, it could be
+// counted twice when only the answer was lost). Empty for a primary's own batch.
+std::string batch_id;
 
 struct Layout {
     uint32_t max_keys, max_usage;
@@ -144,35 +150,9 @@ gov::Limits limits_of(const gateway::AccessKey &k) {
 // ------------------------------------------------------------------------------------------------
 // Flushing usage to inference.usage_ledger
 
-// Rows arrive as one jsonb array and are added in key order: with the advisory lock that
-// serialises flushes, no two flushes ever wait on each other's rows.
-constexpr const char *kUpsertUsage =
-    "INSERT INTO inference.usage_ledger AS u (key_name, service, day, requests, prompt_tokens, "
-    "       completion_tokens, total_tokens, errors, rate_limited, last_access_at) "
-    "SELECT x.k, x.s, date '1970-01-01' + x.d, x.r, x.p, x.c, x.t, x.e, x.l, "
-    "       to_timestamp(x.a / 1000.0) "
-    "  FROM jsonb_to_recordset($1::jsonb) AS x(k text, s text, d int, r bigint, p bigint, "
-    "       c bigint, t bigint, e bigint, l bigint, a bigint) "
-    " ORDER BY x.k, x.s, x.d "
-    "ON CONFLICT (key_name, service, day) DO UPDATE SET "
-    "       requests = u.requests + excluded.requests, "
-    "       prompt_tokens = u.prompt_tokens + excluded.prompt_tokens, "
-    "       completion_tokens = u.completion_tokens + excluded.completion_tokens, "
-    "       total_tokens = u.total_tokens + excluded.total_tokens, "
-    "       errors = u.errors + excluded.errors, "
-    "       rate_limited = u.rate_limited + excluded.rate_limited, "
-    "       last_access_at = greatest(u.last_access_at, excluded.last_access_at)";
-
-// last_used_at alone does not fire the catalog trigger, so this reloads no listener.
-constexpr const char *kUpdateLastUsed =
-    "UPDATE inference.access_key_store k SET last_used_at = v.at "
-    "  FROM (SELECT x.k AS name, max(to_timestamp(x.a / 1000.0)) AS at "
-    "          FROM jsonb_to_recordset($1::jsonb) AS x(k text, a bigint) "
-    "         WHERE x.k <> '' GROUP BY x.k) v "
-    " WHERE k.name = v.name AND (k.last_used_at IS NULL OR k.last_used_at < v.at)";
-
-// An arbitrary advisory lock key of pg_inference's ("pgi" and 1).
-constexpr const char *kFlushLock = "SELECT pg_catalog.pg_advisory_xact_lock(7366505, 1)";
+// The ledger's one writer, inference._record_usage, on this server or (from a hot standby) on
+// the primary.
+constexpr const char *kRecordUsage = "SELECT inference._record_usage($1::uuid, $2, $3::jsonb)";
 
 std::string batch_json() {
     nlohmann::json rows = nlohmann::json::array();
@@ -193,7 +173,7 @@ std::string batch_json() {
 }
 
 void give_back() {
-    if (batch.empty())
+    if (batch.empty() || !batch_id.empty())
         return;
     Locked lock(true);
     gov::UsageTable table = usage_table();
@@ -219,13 +199,14 @@ bool write_batch(const std::string &rows, int lock_timeout_ms) {
                 return;
             if (SPI_connect() != SPI_OK_CONNECT)
                 elog(ERROR, "SPI_connect failed");
-            Oid type = TEXTOID;
-            Datum arg = CStringGetTextDatum(rows.c_str());
-            if (SPI_execute(kFlushLock, false, 0) != SPI_OK_SELECT ||
-                SPI_execute_with_args(kUpsertUsage, 1, &type, &arg, nullptr, false, 0) !=
-                    SPI_OK_INSERT ||
-                SPI_execute_with_args(kUpdateLastUsed, 1, &type, &arg, nullptr, false, 0) !=
-                    SPI_OK_UPDATE)
+            // A batch left from before a promotion keeps its id: the primary it was sent to may
+            // have recorded it, and its records came here by replication.
+            Oid types[3] = {TEXTOID, TEXTOID, TEXTOID};
+            Datum args[3] = {batch_id.empty() ? Datum(0) : CStringGetTextDatum(batch_id.c_str()),
+                             CStringGetTextDatum("local"), CStringGetTextDatum(rows.c_str())};
+            const char nulls[3] = {batch_id.empty() ? 'n' : ' ', ' ', ' '};
+            if (SPI_execute_with_args(kRecordUsage, 3, types, args, nulls, false, 0) !=
+                SPI_OK_SELECT)
                 elog(ERROR, "could not write the usage ledger");
             SPI_finish();
         });
@@ -233,9 +214,55 @@ bool write_batch(const std::string &rows, int lock_timeout_ms) {
     return ledger_exists;
 }
 
+uint64_t batch_requests() {
+    uint64_t requests = 0;
+    for (const auto &e : batch)
+        requests += static_cast<uint64_t>(e.counts.requests);
+    return requests;
+}
+
+// A random uuid in its text form.
+std::string new_batch_id() {
+    uint8_t b[16];
+    if (!pg_guard([&]() { return pg_strong_random(b, sizeof(b)); }))
+        throw Error(sqlstate::kInternalError, "could not generate a random batch id");
+    b[6] = static_cast<uint8_t>((b[6] & 0x0F) | 0x40);  // version 4
+    b[8] = static_cast<uint8_t>((b[8] & 0x3F) | 0x80);  // variant 1
+    static const char hex[] = "0123456789abcdef";
+    std::string out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out += '-';
+        out += hex[b[i] >> 4];
+        out += hex[b[i] & 0x0F];
+    }
+    return out;
+}
+
+// Records the batch where this server's ledger is: here, or on the primary of a standby.
+void record_batch(int lock_timeout_ms) {
+    if (pg_guard([]() { return RecoveryInProgress(); })) {
+        if (batch_id.empty())
+            batch_id = new_batch_id();
+        (void)record_usage_on_primary(batch_id, node_name(), batch_json());
+    } else if (!write_batch(batch_json(), lock_timeout_ms)) {
+        const uint64_t requests = batch_requests();
+        pg_guard_void([&]() {
+            ereport(LOG, (errmsg("pg_inference gateway: usage of %llu requests not recorded: "
+                                 "inference.usage_ledger does not exist",
+                                 static_cast<unsigned long long>(requests))));
+        });
+    }
+    batch.clear();
+    batch_id.clear();
+}
+
 // Takes every count out of shared memory and adds it to the ledger. On failure the counts go
-// back to shared memory and the error is thrown.
+// back to shared memory (a standby's batch stays with this process) and the error is thrown.
 void flush_usage(int lock_timeout_ms) {
+    // A standby's batch that failed before goes first, alone.
+    if (!batch.empty() && !batch_id.empty())
+        record_batch(lock_timeout_ms);
     // Room for everything the table can hold, reserved before taking the lock: nothing is
     // allocated under it.
     batch.reserve(batch.size() + shared->max_usage);
@@ -248,19 +275,7 @@ void flush_usage(int lock_timeout_ms) {
     if (batch.empty())
         return;
     try {
-        std::string rows = batch_json();
-        bool written = write_batch(rows, lock_timeout_ms);
-        uint64_t requests = 0;
-        for (const auto &e : batch)
-            requests += static_cast<uint64_t>(e.counts.requests);
-        batch.clear();
-        if (!written) {
-            pg_guard_void([&]() {
-                ereport(LOG, (errmsg("pg_inference gateway: usage of %llu requests not recorded: "
-                                     "inference.usage_ledger does not exist",
-                                     static_cast<unsigned long long>(requests))));
-            });
-        }
+        record_batch(lock_timeout_ms);
     } catch (...) {
         give_back();
         throw;
@@ -583,12 +598,15 @@ void usage_writer_flush(UsageWriterState &state) {
         flush_usage(kFlushLockTimeoutMs);
     } catch (const std::exception &e) {
         // The counts are back in shared memory for the next flush; say so at most every 10 s.
+        // A standby whose primary is away (a restart, a failover) waits for it: that is news
+        // for the log, not a warning.
         if (now - state.last_warning_ms >= 10000) {
             state.last_warning_ms = now;
             std::string msg = e.what();
+            const bool standby = pg_guard([]() { return RecoveryInProgress(); });
             pg_guard_void([&]() {
                 ereport(
-                    WARNING,
+                    standby ? LOG : WARNING,
                     (errmsg("pg_inference usage writer: could not flush usage: %s", msg.c_str()),
                      errdetail("The counts stay in shared memory until a flush succeeds.")));
             });

@@ -16,6 +16,7 @@ void _PG_init(void);
 #include "governance.h"
 #include "health_worker.h"
 #include "log_redaction.h"
+#include "primary_link.h"
 #include "restrictions.h"
 #include "settings.h"
 #include "status_store.h"
@@ -123,6 +124,7 @@ void define_settings() {
     restrictions_define_settings();
     gateway_define_settings();
     governance_define_settings();
+    primary_link_define_settings();
     MarkGUCPrefixReserved("inference");
 }
 

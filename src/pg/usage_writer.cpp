@@ -1,6 +1,7 @@
 // The usage writer: a background worker that moves the gateway's usage counters from shared
 // memory to inference.usage_ledger every inference.gateway_usage_flush_interval, or at once when
-// a listener finds the counters filling up. It serves no HTTP, so its waits on the database (a
+// a listener finds the counters filling up. On a hot standby it sends them to the primary's
+// ledger. It serves no HTTP, so its waits on the database (a
 // locked ledger or key row, a commit waiting for a synchronous standby) delay no caller.
 #include "usage_writer.h"
 
@@ -79,9 +80,9 @@ void writer_loop() {
 }  // namespace
 
 void usage_writer_register() {
-    // A standby cannot write the ledger; its counters wait in shared memory.
+    // On a hot standby too: it sends the standby's counts to the primary's ledger.
     worker_register("pgi_usage_writer_main", "pg_inference usage writer",
-                    "pg_inference usage writer", false);
+                    "pg_inference usage writer", true);
 }
 
 }  // namespace pgi::pg

@@ -1,0 +1,23 @@
+// A hot standby's connection to its primary, for what only a primary can record: the usage its
+// gateway served. libpq, from the process that flushes (the usage writer, or a listener at
+// exit), with every wait bounded. docs/replicas.md has the design.
+#pragma once
+
+#include <string>
+
+namespace pgi::pg {
+
+// inference.primary_conninfo (SIGHUP, superuser only).
+void primary_link_define_settings();
+
+// Records a batch of usage rows (inference._record_usage's jsonb) under `batch_id` (a uuid) in
+// the primary's ledger, over this process's connection (made or remade as needed). Returns
+// false when the primary had recorded that batch already. Throws pgi::Error when the primary
+// cannot be reached or refuses; the message never holds the connection string.
+bool record_usage_on_primary(const std::string &batch_id, const std::string &node,
+                             const std::string &rows);
+
+// A name for this server in the primary's batch records: cluster_name, or host and port.
+std::string node_name();
+
+}  // namespace pgi::pg

@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# Hot standbys, on a real primary and a real streaming standby (pg_basebackup -R) of the
+# script's own, both with the extension preloaded and a gateway each:
+#   a. the SQL calling functions (list_models, chat, encode_text, rerank) work on the standby;
+#   b. a service and an access key created on the primary are served by the standby's gateway
+#      within 1 s; a revoked key is refused there within 1 s;
+#   c. requests served by the standby, streamed and not, appear in the primary's ledger exactly
+#      (requests and tokens equal what the clients were served): in normal operation, across a
+#      standby restart (-m fast) before its flush, and while the primary is down for 10 s (the
+#      counts arrive after it returns);
+#   d. the standby's log has no WARNING, ERROR or FATAL in normal operation.
+#
+# In the suite (test/run-tests.sh) it shares the suite's mock upstream and lock; run alone
+# (after `bash scripts/build-install.sh`) it takes the machine lock and starts its own mock.
+# Every client call is bounded by `timeout`, every loop by count and time.
+set -uo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+source "$ROOT/test/lib/cluster.sh"
+source "$ROOT/test/lib/mock.sh"
+source "$ROOT/test/lib/check.sh"
+source "$ROOT/test/lib/standalone.sh"
+standalone_lock
+
+now_ms() { date +%s%3N; }
+T_SCRIPT="$(now_ms)"
+
+standalone_workdir replicas
+RW="$WORKDIR"
+P_DIR="$RW/primary"
+S_DIR="$RW/standby"
+OWN_MOCK=0
+cleanup() {
+    cluster_stop "$S_DIR"
+    cluster_stop "$P_DIR"
+    [ "$OWN_MOCK" = 1 ] && mock_stop
+    [ -z "${TEST_WORK:-}" ] && [ "${PGI_KEEP:-0}" != 1 ] && rm -rf "$RW"
+    return 0
+}
+trap cleanup EXIT
+
+standalone_mock "$RW"
+P_PORT="$(pick_port)" && S_PORT="$(pick_port "$P_PORT")" &&
+    P_GW="$(pick_port "$P_PORT" "$S_PORT")" && S_GW="$(pick_port "$P_PORT" "$S_PORT" "$P_GW")" ||
+    { fail "replicas: free ports"; exit 1; }
+S_URL="http://127.0.0.1:$S_GW"
+NODE="$ROOT/test/e2e/node"
+
+qp() { timeout "${QT:-20}" psql -X -q -v ON_ERROR_STOP=1 -h "$P_DIR" -p "$P_PORT" -U postgres -d postgres "$@"; }
+qs() { timeout "${QT:-20}" psql -X -q -v ON_ERROR_STOP=1 -h "$S_DIR" -p "$S_PORT" -U postgres -d postgres "$@"; }
+models_code() { # URL KEY
+    timeout 5 curl -s -o /dev/null -m 3 -w '%{http_code}' -H "Authorization: Bearer $2" "$1/v1/models"
+}
+# Waits (up to LIMIT ms) until GET /v1/models on URL answers WANT for KEY on 10 requests in a
+# row (each connection may land on either listener); prints the ms it took, or "timeout".
+wait_code() { # URL KEY WANT LIMIT_MS
+    local start row=0 deadline
+    start="$(now_ms)"
+    deadline=$((start + $4))
+    while [ "$(now_ms)" -lt "$deadline" ]; do
+        if [ "$(models_code "$1" "$2")" = "$3" ]; then
+            row=$((row + 1))
+            [ "$row" -ge 10 ] && { echo $(($(now_ms) - start)); return 0; }
+        else
+            row=0
+            sleep 0.02
+        fi
+    done
+    echo timeout
+    return 1
+}
+# The primary's ledger for a key's chat requests: "requests prompt completion total".
+ledger() {
+    qp -At -F ' ' -c "SELECT coalesce(sum(requests), 0), coalesce(sum(prompt_tokens), 0),
+                             coalesce(sum(completion_tokens), 0), coalesce(sum(total_tokens), 0)
+                        FROM inference.usage WHERE key_name = '$1' AND service = 'rep-chat'"
+}
+# Waits (up to LIMIT ms) until the primary's ledger for KEY_NAME shows WANT; prints it.
+wait_ledger() { # KEY_NAME WANT LIMIT_MS
+    local got deadline=$(($(now_ms) + $3))
+    while :; do
+        got="$(QT=5 ledger "$1" 2>/dev/null)"
+        [ "$got" = "$2" ] && break
+        [ "$(now_ms)" -ge "$deadline" ] && break
+        sleep 0.2
+    done
+    echo "$got"
+}
+# Load through the standby's gateway: "sent ok prompt completion total" as the clients saw it.
+load() { # KEY COUNT
+    local out
+    out="$(timeout 120 node "$NODE/chat_load.mjs" "$S_URL" "$1" rep-chat "$2" 4)"
+    echo "$out" | jq -r '"\(.sent) \(.ok) \(.prompt) \(.completion) \(.total)"'
+}
+# WARNING and worse from line FROM_LINE of a server log, but for the FATALs with which
+# PostgreSQL ends every session and worker at a shutdown.
+log_problems() { # LOG FROM_LINE
+    tail -n +"$2" "$1" | grep -E ' (WARNING|ERROR|FATAL|PANIC): ' |
+        grep -v 'terminating \(connection\|background worker "[^"]*"\) due to administrator command' || true
+}
+
+# ---------------------------------------------------------------------------------------------
+# A primary and a streaming standby
+
+t0="$(now_ms)"
+COMMON=("pgi_test.mock = '$MOCK_URL'" "inference.gateway_workers = 2"
+        "inference.gateway_usage_flush_interval = '1s'" "inference.health_check_timeout = '3s'")
+cluster_start "$P_DIR" "$P_PORT" "${COMMON[@]}" "inference.gateway_port = $P_GW" \
+    "wal_level = replica" "max_wal_senders = 5" || { fail "replicas: the primary starts"; exit 1; }
+qp >/dev/null <<SQL || { fail "replicas: the primary's catalog"; exit 1; }
+SET client_min_messages = warning;
+CREATE EXTENSION pg_inference;
+SELECT inference.register_external_service('rep-chat', 'gpt-4o-mini', '$MOCK_URL/s/rep_chat',
+                                           api_key => 'sk-test-replicas');
+SELECT inference.register_external_service('rep-embed', 'text-embedding-3-small',
+                                           '$MOCK_URL/s/rep_embed', api_key => 'sk-test-replicas',
+                                           functions => '{embeddings}');
+SELECT inference.register_external_service('rep-rerank', 'nvidia/nv-rerankqa-mistral-4b-v3',
+                                           '$MOCK_URL/s/nim', api_key => 'sk-test-replicas',
+                                           functions => '{rerank}');
+SQL
+KEY1="$(qp -At -c "SELECT inference.create_access_key('rep-load')")"
+
+mkdir -p "$S_DIR" && [ "$(id -u)" -eq 0 ] && chown postgres: "$S_DIR"
+as_pg "$PG_BINDIR/pg_basebackup" -h "$P_DIR" -p "$P_PORT" -U postgres -D "$S_DIR/data" -R \
+    -X stream --no-sync >"$RW/basebackup.log" 2>&1 || { fail "replicas: pg_basebackup -R" "$(tail -3 "$RW/basebackup.log")"; exit 1; }
+{
+    echo "port = $S_PORT"
+    echo "unix_socket_directories = '$S_DIR'"
+    echo "inference.gateway_port = $S_GW"
+} | as_pg tee -a "$S_DIR/data/postgresql.conf" >/dev/null
+cluster_pg_ctl "$S_DIR" start || { fail "replicas: the standby starts" "$(tail -5 "$S_DIR/server.log")"; exit 1; }
+S_LOG="$S_DIR/server.log"
+S_LOG_FROM="$(($(wc -l <"$S_LOG") + 1))"
+check_eq "the standby is in recovery" t "$(qs -At -c 'SELECT pg_is_in_recovery()')"
+echo "   primary on $P_PORT (gateway $P_GW), standby on $S_PORT (gateway $S_GW), mock $MOCK_URL ($(($(now_ms) - t0)) ms)"
+
+# ---------------------------------------------------------------------------------------------
+echo "== a. the SQL calling functions on the standby"
+check_contains "a: list_models() on the standby lists the primary's services" "rep-chat" \
+    "$(qs -At -c "SELECT string_agg(name, ',') FROM inference.list_models()" 2>&1)"
+check_eq "a: chat() on the standby answers" t \
+    "$(qs -At -c "SELECT length(inference.chat('rep-chat', 'hello from the standby')) > 0" 2>&1)"
+check_eq "a: encode_text() on the standby answers" t \
+    "$(qs -At -c "SELECT array_length(inference.encode_text('rep-embed', 'standby text'), 1) > 0" 2>&1)"
+check_eq "a: rerank() on the standby answers" 2 \
+    "$(qs -At -c "SELECT count(*) FROM inference.rerank('rep-rerank', 'postgres', ARRAY['postgres', 'other'])" 2>&1)"
+
+# ---------------------------------------------------------------------------------------------
+echo "== b. catalog changes reach the standby's gateway"
+took="$(wait_code "$S_URL" "$KEY1" 200 5000)"
+check "b: the standby's gateway serves a key from before the base backup ($took ms)" [ "$took" != timeout ]
+KEY2="$(qp -At -c "SELECT inference.create_access_key('rep-new')")"
+took="$(wait_code "$S_URL" "$KEY2" 200 1000)"
+check "b: a key created on the primary is served by the standby within 1 s ($took ms)" [ "$took" != timeout ]
+qp -q -c "SELECT inference.register_external_service('rep-late', 'gpt-4o-mini', '$MOCK_URL/s/rep_late',
+                                                       api_key => 'sk-test-replicas', validate => false)" >/dev/null
+t1="$(now_ms)" code=""
+while [ $(($(now_ms) - t1)) -lt 1000 ]; do
+    code="$(timeout 5 curl -s -o /dev/null -m 3 -w '%{http_code}' -H "Authorization: Bearer $KEY2" \
+        -H 'Content-Type: application/json' "$S_URL/v1/chat/completions" \
+        -d '{"model":"rep-late","messages":[{"role":"user","content":"hi"}]}')"
+    [ "$code" = 200 ] && break
+    sleep 0.02
+done
+check_eq "b: a service registered on the primary is served by the standby within 1 s ($(($(now_ms) - t1)) ms)" 200 "$code"
+qp -q -c "SELECT inference.revoke_access_key('rep-new')" >/dev/null
+took="$(wait_code "$S_URL" "$KEY2" 401 1000)"
+check "b: a key revoked on the primary is refused by the standby within 1 s ($took ms)" [ "$took" != timeout ]
+
+# ---------------------------------------------------------------------------------------------
+echo "== c. usage served by the standby reaches the primary's ledger"
+read -r sent ok prompt completion total <<<"$(load "$KEY1" 40)"
+echo "   standby served $ok of $sent: $prompt + $completion = $total tokens"
+check_eq "c: the standby answered every request" "$sent" "$ok"
+got="$(wait_ledger rep-load "$ok $prompt $completion $total" 5000)"
+check_eq "c: the primary's ledger has the standby's requests and tokens exactly" "$ok $prompt $completion $total" "$got"
+
+# Normal operation ends here for the log check (d).
+S_LOG_TO="$(wc -l <"$S_LOG")"
+
+# A restart before the flush: the counts of the last requests are flushed at shutdown.
+as_pg tee -a "$S_DIR/data/postgresql.conf" >/dev/null <<<"inference.gateway_usage_flush_interval = '1h'"
+as_pg "$PG_BINDIR/pg_ctl" -D "$S_DIR/data" reload >/dev/null
+sleep 0.5
+before="$(ledger rep-load)"
+read -r sent2 ok2 prompt2 completion2 total2 <<<"$(load "$KEY1" 20)"
+cluster_pg_ctl "$S_DIR" restart || fail "c: the standby restarts"
+read -r r0 p0 c0 t0_ <<<"$before"
+want="$((r0 + ok2)) $((p0 + prompt2)) $((c0 + completion2)) $((t0_ + total2))"
+got="$(wait_ledger rep-load "$want" 5000)"
+check_eq "c: requests served just before a standby restart (-m fast) are in the ledger exactly" "$want" "$got"
+as_pg sed -i '$d' "$S_DIR/data/postgresql.conf"
+as_pg "$PG_BINDIR/pg_ctl" -D "$S_DIR/data" reload >/dev/null
+
+# The primary down for 10 s while the standby serves.
+took="$(wait_code "$S_URL" "$KEY1" 200 10000)"
+before="$(ledger rep-load)"
+cluster_pg_ctl "$P_DIR" stop
+t1="$(now_ms)"
+read -r sent3 ok3 prompt3 completion3 total3 <<<"$(load "$KEY1" 20)"
+echo "   with the primary down the standby served $ok3 of $sent3"
+check_eq "c: with the primary down, the standby still serves" "$sent3" "$ok3"
+sleep "$(awk -v ms=$((10000 - ($(now_ms) - t1))) 'BEGIN { print (ms > 0 ? ms / 1000 : 0) }')"
+cluster_pg_ctl "$P_DIR" start || fail "c: the primary starts again"
+read -r r0 p0 c0 t0_ <<<"$before"
+want="$((r0 + ok3)) $((p0 + prompt3)) $((c0 + completion3)) $((t0_ + total3))"
+got="$(wait_ledger rep-load "$want" 15000)"
+check_eq "c: requests served while the primary was down reach its ledger after it returns" "$want" "$got"
+
+# ---------------------------------------------------------------------------------------------
+echo "== d. the standby's log"
+problems="$(head -n "$S_LOG_TO" "$S_LOG" | log_problems /dev/stdin "$S_LOG_FROM" | head -5)"
+check_eq "d: no WARNING, ERROR or FATAL in the standby's log in normal operation" "" "$problems"
+# While the primary was away the standby's own walreceiver complains (PostgreSQL's FATALs); the
+# extension only logs, at LOG, that usage waits.
+ours="$(log_problems "$S_LOG" "$((S_LOG_TO + 1))" | grep -c 'pg_inference')"
+check_eq "d: no WARNING, ERROR or FATAL of the extension in the standby's log while the primary was away" 0 "$ours"
+
+echo "   47_replicas.sh took $(($(now_ms) - T_SCRIPT)) ms"
+standalone_summary
