@@ -219,6 +219,12 @@ std::string render_prometheus(const MetricsView &view) {
            "Requests whose usage did not fit in shared memory (raise inference.gateway_max_keys).");
     sample(out, "pg_inference_gateway_usage_dropped_total", "", std::to_string(view.usage_dropped));
 
+    family(out, "pg_inference_gateway_usage_pending_requests", "gauge",
+           "Requests counted but not yet in the ledger (on a standby: not yet sent to the "
+           "primary).");
+    sample(out, "pg_inference_gateway_usage_pending_requests", "",
+           std::to_string(view.usage_pending));
+
     family(out, "pg_inference_gateway_rate_limiter_full_total", "counter",
            "Requests refused with 503 because the rate limiter could track no more keys "
            "(raise inference.gateway_max_keys).");

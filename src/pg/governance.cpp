@@ -67,6 +67,7 @@ struct GovernanceShared {
     Size usage_offset;
     Size metrics_offset;
     uint64_t usage_dropped;
+    uint64_t batch_pending;  // requests in a standby's batch the writer could not send yet
     uint64_t limiter_full;
     Latch *writer_latch;   // the usage writer's; null while it is not running
     bool flush_requested;  // a listener found the counters filling up
@@ -253,6 +254,10 @@ void record_batch(int lock_timeout_ms) {
                                  static_cast<unsigned long long>(requests))));
         });
     }
+    if (!batch_id.empty()) {
+        Locked lock(true);
+        shared->batch_pending = 0;
+    }
     batch.clear();
     batch_id.clear();
 }
@@ -278,6 +283,11 @@ void flush_usage(int lock_timeout_ms) {
         record_batch(lock_timeout_ms);
     } catch (...) {
         give_back();
+        if (!batch_id.empty()) {
+            const uint64_t requests = batch_requests();
+            Locked lock(true);
+            shared->batch_pending = requests;
+        }
         throw;
     }
 }
@@ -548,6 +558,10 @@ std::string Governance::metrics_text() {
         other = shared->other_services;
         view.listeners.assign(shared->listeners, shared->listeners + kMaxListeners);
         view.usage_dropped = shared->usage_dropped;
+        view.usage_pending = shared->batch_pending;
+        usage_table().for_each([&](const gov::UsageEntry &e) {
+            view.usage_pending += static_cast<uint64_t>(e.counts.requests);
+        });
         view.limiter_full = shared->limiter_full;
     }
     std::sort(view.services.begin(), view.services.end(),

@@ -200,12 +200,20 @@ t1="$(now_ms)"
 read -r sent3 ok3 prompt3 completion3 total3 <<<"$(load "$KEY1" 20)"
 echo "   with the primary down the standby served $ok3 of $sent3"
 check_eq "c: with the primary down, the standby still serves" "$sent3" "$ok3"
+sleep 1.5  # a flush interval and a try
+pending="$(timeout 5 curl -s -m 3 "$S_URL/metrics" | sed -nE 's/^pg_inference_gateway_usage_pending_requests ([0-9]+)$/\1/p')"
+# Every request of the key is pending, and nothing else was served meanwhile but /metrics itself.
+check "c: the standby's /metrics shows the requests waiting for the primary ($pending, at least $ok3)" \
+    [ "${pending:-0}" -ge "$ok3" ]
 sleep "$(awk -v ms=$((10000 - ($(now_ms) - t1))) 'BEGIN { print (ms > 0 ? ms / 1000 : 0) }')"
 cluster_pg_ctl "$P_DIR" start || fail "c: the primary starts again"
 read -r r0 p0 c0 t0_ <<<"$before"
 want="$((r0 + ok3)) $((p0 + prompt3)) $((c0 + completion3)) $((t0_ + total3))"
 got="$(wait_ledger rep-load "$want" 15000)"
 check_eq "c: requests served while the primary was down reach its ledger after it returns" "$want" "$got"
+sleep 1.5
+pending="$(timeout 5 curl -s -m 3 "$S_URL/metrics" | sed -nE 's/^pg_inference_gateway_usage_pending_requests ([0-9]+)$/\1/p')"
+check "c: once sent, the standby's pending count falls back ($pending)" [ "${pending:-99}" -le 2 ]
 
 # ---------------------------------------------------------------------------------------------
 echo "== d. the standby's log"
