@@ -8,6 +8,7 @@ extern "C" {
 #include "libpq-fe.h"
 }
 
+#include <cstring>
 #include <unistd.h>
 #include <vector>
 
@@ -36,6 +37,26 @@ std::string current_conninfo() {
     return standby != nullptr ? standby : "";
 }
 
+// libpq's text of a failure, on one line and without the server's severity word (a LOG line
+// saying "FATAL:" would read as a fatal error of this server).
+std::string reason(const char *text) {
+    std::string why = text != nullptr ? text : "";
+    for (const char *severity : {"FATAL:  ", "ERROR:  "}) {
+        for (std::size_t at; (at = why.find(severity)) != std::string::npos;)
+            why.erase(at, std::strlen(severity));
+    }
+    std::string out;
+    for (char c : why) {
+        const bool space = c == '\n' || c == '\t' || c == ' ';
+        if (space && (out.empty() || out.back() == ' '))
+            continue;
+        out += space ? ' ' : c;
+    }
+    while (!out.empty() && out.back() == ' ')
+        out.pop_back();
+    return out;
+}
+
 void drop_connection() {
     if (conn != nullptr)
         PQfinish(conn);
@@ -48,10 +69,8 @@ void connect(const std::string &conninfo) {
     char *parse_error = nullptr;
     PQconninfoOption *options = PQconninfoParse(conninfo.c_str(), &parse_error);
     if (options == nullptr) {
-        std::string why = parse_error != nullptr ? parse_error : "out of memory";
+        std::string why = parse_error != nullptr ? reason(parse_error) : "out of memory";
         PQfreemem(parse_error);
-        while (!why.empty() && why.back() == '\n')
-            why.pop_back();
         throw Error(sqlstate::kConfigFileError,
                     "the connection string for the primary is not valid: " + why,
                     "Set inference.primary_conninfo (or the standby's primary_conninfo) to a "
@@ -88,10 +107,8 @@ void connect(const std::string &conninfo) {
     conn = PQconnectdbParams(keys.data(), values.data(), 0);
     PQconninfoFree(options);
     if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) {
-        std::string why = conn != nullptr ? PQerrorMessage(conn) : "out of memory";
+        std::string why = conn != nullptr ? reason(PQerrorMessage(conn)) : "out of memory";
         drop_connection();
-        while (!why.empty() && (why.back() == '\n' || why.back() == ' '))
-            why.pop_back();
         throw Error(sqlstate::kUpstreamUnreachable, "could not connect to the primary: " + why,
                     "The counts wait in shared memory and are sent when the primary is back.");
     }
@@ -124,14 +141,12 @@ bool record_usage_on_primary(const std::string &batch_id, const std::string &nod
     PGresult *res = PQexecParams(conn, "SELECT inference._record_usage($1::uuid, $2, $3::jsonb)", 3,
                                  nullptr, params, nullptr, nullptr, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-        std::string why = PQresultErrorMessage(res);
+        std::string why = reason(PQresultErrorMessage(res));
         if (why.empty())
-            why = PQerrorMessage(conn);
+            why = reason(PQerrorMessage(conn));
         PQclear(res);
         // Whatever failed, the next try starts from a fresh connection.
         drop_connection();
-        while (!why.empty() && (why.back() == '\n' || why.back() == ' '))
-            why.pop_back();
         throw Error(sqlstate::kUpstreamUnreachable, "the primary did not record the usage: " + why,
                     "The counts wait in shared memory and are sent again.");
     }

@@ -8,6 +8,7 @@
 #include "cpp_wall.h"
 
 extern "C" {
+#include "access/xlog.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -32,6 +33,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// How often a standby's writer looks whether it was promoted.
+constexpr long kRecoveryWaitMs = 1000;
+
 void writer_loop() {
     // PostgreSQL errors caught in one turn are copied here; reset every turn.
     MemoryContext turn_cxt =
@@ -40,6 +44,7 @@ void writer_loop() {
     usage_writer_attach();
     UsageWriterState state;
     Clock::time_point last_flush = Clock::now();
+    bool in_recovery = pg_guard([]() { return RecoveryInProgress(); });
     for (;;) {
         MemoryContextReset(turn_cxt);
         try {
@@ -54,9 +59,17 @@ void writer_loop() {
             // applies at once. The latch alone (a reload sets it too) flushes nothing: a
             // listener asks for an early flush through shared memory.
             auto due = last_flush + std::chrono::milliseconds(usage_flush_interval_ms());
-            if (Clock::now() < due && !usage_flush_requested()) {
+            // A standby just promoted records what it holds in its own ledger at once, rather
+            // than at the end of an interval begun while it had a primary.
+            const bool promoted = in_recovery && !pg_guard([]() { return RecoveryInProgress(); });
+            if (promoted)
+                in_recovery = false;
+            if (Clock::now() < due && !usage_flush_requested() && !promoted) {
                 long wait_ms =
                     std::chrono::ceil<std::chrono::milliseconds>(due - Clock::now()).count();
+                // During recovery the wait is cut to a second, so that a promotion is noticed.
+                if (in_recovery)
+                    wait_ms = std::min<long>(wait_ms, kRecoveryWaitMs);
                 pg_guard_void([&]() {
                     (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
                                     std::max<long>(wait_ms, 1), PG_WAIT_EXTENSION);

@@ -8,7 +8,9 @@
 #      (requests and tokens equal what the clients were served): in normal operation, across a
 #      standby restart (-m fast) before its flush, and while the primary is down for 10 s (the
 #      counts arrive after it returns);
-#   d. the standby's log has no WARNING, ERROR or FATAL in normal operation.
+#   d. the standby's log has no WARNING, ERROR or FATAL in normal operation;
+#   e. after pg_ctl promote, the new primary records usage in its own ledger at once: what it
+#      held unflushed and what it serves next, with no duplicate on the old primary and no loss.
 #
 # In the suite (test/run-tests.sh) it shares the suite's mock upstream and lock; run alone
 # (after `bash scripts/build-install.sh`) it takes the machine lock and starts its own mock.
@@ -68,9 +70,10 @@ wait_code() { # URL KEY WANT LIMIT_MS
     echo timeout
     return 1
 }
-# The primary's ledger for a key's chat requests: "requests prompt completion total".
+# The primary's ledger for a key's chat requests: "requests prompt completion total"
+# (LEDGER_OF=qs: the standby's).
 ledger() {
-    qp -At -F ' ' -c "SELECT coalesce(sum(requests), 0), coalesce(sum(prompt_tokens), 0),
+    "${LEDGER_OF:-qp}" -At -F ' ' -c "SELECT coalesce(sum(requests), 0), coalesce(sum(prompt_tokens), 0),
                              coalesce(sum(completion_tokens), 0), coalesce(sum(total_tokens), 0)
                         FROM inference.usage WHERE key_name = '$1' AND service = 'rep-chat'"
 }
@@ -78,7 +81,7 @@ ledger() {
 wait_ledger() { # KEY_NAME WANT LIMIT_MS
     local got deadline=$(($(now_ms) + $3))
     while :; do
-        got="$(QT=5 ledger "$1" 2>/dev/null)"
+        got="$(QT=5 ledger "$1" 2>/dev/null)"  # LEDGER_OF as the caller set it
         [ "$got" = "$2" ] && break
         [ "$(now_ms)" -ge "$deadline" ] && break
         sleep 0.2
@@ -94,7 +97,7 @@ load() { # KEY COUNT
 # WARNING and worse from line FROM_LINE of a server log, but for the FATALs with which
 # PostgreSQL ends every session and worker at a shutdown.
 log_problems() { # LOG FROM_LINE
-    tail -n +"$2" "$1" | grep -E ' (WARNING|ERROR|FATAL|PANIC): ' |
+    tail -n +"$2" "$1" | grep -E '\] (WARNING|ERROR|FATAL|PANIC): ' |
         grep -v 'terminating \(connection\|background worker "[^"]*"\) due to administrator command' || true
 }
 
@@ -223,6 +226,33 @@ check_eq "d: no WARNING, ERROR or FATAL in the standby's log in normal operation
 # extension only logs, at LOG, that usage waits.
 ours="$(log_problems "$S_LOG" "$((S_LOG_TO + 1))" | grep -c 'pg_inference')"
 check_eq "d: no WARNING, ERROR or FATAL of the extension in the standby's log while the primary was away" 0 "$ours"
+
+# ---------------------------------------------------------------------------------------------
+echo "== e. promotion"
+# The standby holds counts it has not flushed (a long interval) when it is promoted.
+as_pg tee -a "$S_DIR/data/postgresql.conf" >/dev/null <<<"inference.gateway_usage_flush_interval = '1h'"
+as_pg "$PG_BINDIR/pg_ctl" -D "$S_DIR/data" reload >/dev/null
+sleep 1.5
+base="$(ledger rep-load)"
+got="$(LEDGER_OF=qs wait_ledger rep-load "$base" 5000)"
+check_eq "e: before the promotion the standby's replicated ledger is the primary's" "$base" "$got"
+read -r sent4 ok4 prompt4 completion4 total4 <<<"$(load "$KEY1" 20)"
+as_pg "$PG_BINDIR/pg_ctl" -D "$S_DIR/data" promote -w -t 30 >/dev/null || fail "e: pg_ctl promote"
+t1="$(now_ms)"
+check_eq "e: the standby is promoted" f "$(qs -At -c 'SELECT pg_is_in_recovery()')"
+read -r r0 p0 c0 t0_ <<<"$base"
+want="$((r0 + ok4)) $((p0 + prompt4)) $((c0 + completion4)) $((t0_ + total4))"
+got="$(LEDGER_OF=qs wait_ledger rep-load "$want" 5000)"
+check_eq "e: what the standby held at its promotion is in its own ledger within 5 s ($(($(now_ms) - t1)) ms)" "$want" "$got"
+as_pg sed -i '$d' "$S_DIR/data/postgresql.conf"
+as_pg "$PG_BINDIR/pg_ctl" -D "$S_DIR/data" reload >/dev/null
+read -r sent5 ok5 prompt5 completion5 total5 <<<"$(load "$KEY1" 10)"
+want="$((r0 + ok4 + ok5)) $((p0 + prompt4 + prompt5)) $((c0 + completion4 + completion5)) $((t0_ + total4 + total5))"
+got="$(LEDGER_OF=qs wait_ledger rep-load "$want" 5000)"
+check_eq "e: requests served after the promotion are recorded locally, exactly" "$want" "$got"
+check_eq "e: nothing of it went to the old primary (no duplicate)" "$base" "$(ledger rep-load)"
+check_eq "e: the promoted server's ledger has no batch twice" 0 \
+    "$(qs -At -c 'SELECT count(*) - count(DISTINCT id) FROM inference.usage_batches')"
 
 echo "   47_replicas.sh took $(($(now_ms) - T_SCRIPT)) ms"
 standalone_summary
