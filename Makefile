@@ -51,6 +51,7 @@ PG_OBJS = \
 	src/pg/access_keys.o \
 	src/pg/backend_http.o \
 	src/pg/catalog_generation.o \
+	src/pg/cluster_limits.o \
 	src/pg/cpp_wall.o \
 	src/pg/gateway_worker.o \
 	src/pg/governance.o \

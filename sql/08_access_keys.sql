@@ -64,3 +64,15 @@ SELECT array_agg(column_name::text ORDER BY ordinal_position) AS columns
   FROM information_schema.columns
  WHERE table_schema = 'inference' AND table_name = 'access_keys';
 DROP VIEW app_key;
+
+-- A standby under cluster-wide limits borrows blocks of a key's limits from the primary: as
+-- much as the key's buckets hold, shared with the primary's own gateway; nothing for a key
+-- that does not exist or is revoked.
+SELECT inference.create_access_key('lent', requests_per_minute => 5, tokens_per_hour => 1000) IS NOT NULL AS created;
+SELECT * FROM inference._lend_limits('lent', 3, 400);
+SELECT * FROM inference._lend_limits('lent', 3, 400);
+SELECT * FROM inference._lend_limits('lent', 3, 400);
+SELECT * FROM inference._lend_limits('nope', 3, 400);
+SELECT inference.revoke_access_key('lent');
+SELECT * FROM inference._lend_limits('lent', 3, 400);
+SELECT * FROM inference._lend_limits('lent', -1, 0);

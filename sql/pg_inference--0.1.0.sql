@@ -614,4 +614,13 @@ END
 $$;
 REVOKE ALL ON FUNCTION inference._record_usage(uuid, text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION inference._record_usage(uuid, text, jsonb) TO inference_admin;
+
+-- Under inference.limits_scope = 'cluster', a hot standby borrows blocks of a key's limits from
+-- the primary, taken from the buckets the primary's own gateway uses: what was lent comes back.
+CREATE FUNCTION inference._lend_limits(key_name text, want_requests bigint, want_tokens bigint,
+                                       OUT requests bigint, OUT tokens bigint)
+AS 'MODULE_PATHNAME', 'pgi_lend_limits' LANGUAGE C SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION inference._lend_limits(text, bigint, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION inference._lend_limits(text, bigint, bigint) TO inference_admin;
 -- Gateway usage ledger — end.

@@ -157,6 +157,67 @@ void charge_tokens(KeyBuckets &k, const Limits &limits, int64_t tokens, int64_t 
     note_full_at(k, k.tokens, time_until(k.tokens, spec, spec.capacity));
 }
 
+Lease lend(KeyBuckets &k, const Limits &limits, int64_t requests, int64_t tokens, int64_t now_us) {
+    Active active[3];
+    int n = active_buckets(k, limits, active);
+    Lease lent{requests, tokens, true};
+    bool request_limit = false;
+    for (int i = 0; i < n; i++) {
+        Active &a = active[i];
+        refill(*a.bucket, a.spec, now_us);
+        const int64_t held = std::max<int64_t>(a.bucket->level, 0);
+        if (a.refusal == Refusal::kTokensPerHour) {
+            lent.tokens = std::min(lent.tokens, held);
+        } else {
+            request_limit = true;
+            lent.requests = std::min(lent.requests, held);
+        }
+    }
+    // A block of requests without tokens to spend them on (or the reverse) would only be
+    // held: lend nothing then.
+    if ((request_limit && lent.requests == 0) || (limits.tokens_per_hour > 0 && lent.tokens == 0))
+        lent.requests = lent.tokens = 0;
+    k.full_at_us = now_us;
+    for (int i = 0; i < n; i++) {
+        Active &a = active[i];
+        a.bucket->level -= a.refusal == Refusal::kTokensPerHour ? lent.tokens : lent.requests;
+        note_full_at(k, *a.bucket, time_until(*a.bucket, a.spec, a.spec.capacity));
+    }
+    return lent;
+}
+
+Decision admit_leased(Lease &lease, const Limits &limits) {
+    Decision d;
+    const bool request_limit = limits.requests_per_minute > 0 || limits.requests_per_hour > 0;
+    if ((request_limit && lease.requests < 1) ||
+        (limits.tokens_per_hour > 0 && lease.tokens <= 0)) {
+        d.allowed = false;
+        d.refusal = request_limit && lease.requests < 1
+                        ? (limits.requests_per_minute > 0 ? Refusal::kRequestsPerMinute
+                                                          : Refusal::kRequestsPerHour)
+                        : Refusal::kTokensPerHour;
+        d.retry_after_us = 1'000'000;
+        return d;
+    }
+    if (request_limit) {
+        lease.requests--;
+        d.has_requests = true;
+        d.requests = {
+            limits.requests_per_minute > 0 ? limits.requests_per_minute : limits.requests_per_hour,
+            lease.requests, 0};
+    }
+    if (limits.tokens_per_hour > 0) {
+        d.has_tokens = true;
+        d.tokens = {limits.tokens_per_hour, std::max<int64_t>(lease.tokens, 0), 0};
+    }
+    return d;
+}
+
+void charge_leased(Lease &lease, const Limits &limits, int64_t tokens) {
+    if (limits.tokens_per_hour > 0 && tokens > 0)
+        lease.tokens -= tokens;
+}
+
 std::string format_reset(int64_t us) {
     if (us <= 0)
         return "0s";

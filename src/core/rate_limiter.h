@@ -99,12 +99,37 @@ void append_rate_limit_headers(const Decision &d,
 // The 429's message, like OpenAI's: which limit of which key, and when to try again.
 std::string refusal_message(const Decision &d, const Limits &limits, const std::string &key_name);
 
+// ---- Limits held for the whole cluster (inference.limits_scope = 'cluster') ----
+// A standby has no buckets of its own for a key: it spends blocks of the key's limits that the
+// primary lends it from the primary's buckets, and asks for another block as one runs low. The
+// cluster then admits at most each limit plus, per standby, what it holds unspent.
+
+// What a standby may still spend of a key's limits.
+struct Lease {
+    int64_t requests;  // requests it may still admit (unused without a request limit)
+    int64_t tokens;    // tokens it may still charge; below zero after an overdraw, as a bucket
+    bool granted;      // the primary has lent at least once
+};
+
+// On the primary: takes up to `requests` units from every request bucket (as many as the
+// emptiest holds) and up to `tokens` from the token budget (what is left of it), as one
+// admission takes one. Returns what it took: the block a standby may spend. Without a request
+// limit the requests are lent in full, without a token limit the tokens.
+Lease lend(KeyBuckets &k, const Limits &limits, int64_t requests, int64_t tokens, int64_t now_us);
+// On a standby: admits one request against its lease, taking one request, or refuses it.
+// Refused requests wait for the next block: retry_after_us is a guess of one second.
+Decision admit_leased(Lease &lease, const Limits &limits);
+// On a standby: charges a finished request's tokens to its lease.
+void charge_leased(Lease &lease, const Limits &limits, int64_t tokens);
+
 // A key's state in the host's table, keyed by the key's name: rotating a key keeps its counters.
 struct LimiterEntry {
     bool used;
     uint64_t hash;
     Name key;
     KeyBuckets buckets;
+    Lease lease;            // a standby's, under cluster-wide limits
+    int64_t lease_seen_us;  // when a listener last admitted against the lease
 };
 using LimiterTable = FixedTable<LimiterEntry>;
 

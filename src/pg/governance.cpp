@@ -42,6 +42,16 @@ namespace gov = pgi::governance;
 
 int setting_max_keys = 1000;
 int setting_flush_interval_ms = 2000;
+int setting_limits_scope = 0;  // kScopeNode or kScopeCluster
+int setting_lease_requests = 10;
+int setting_lease_tokens = 10000;
+
+enum { kScopeNode = 0, kScopeCluster = 1 };
+const struct config_enum_entry kScopes[] = {
+    {"node", kScopeNode, false}, {"cluster", kScopeCluster, false}, {nullptr, 0, false}};
+
+// A standby tops up a lease used within this long once it is half spent.
+constexpr int64_t kLeaseActiveUs = 60'000'000;
 
 constexpr int kMaxListeners = 64;  // inference.gateway_workers' maximum
 // Services with their own metrics series; any beyond share the series service="(other)".
@@ -342,8 +352,18 @@ void flush_at_exit(int, Datum arg) {
     }
 }
 
+// A standby's lease is its only state for a key: an entry keeps it while it is in use.
 void reclaim_idle(gov::LimiterTable &table, int64_t now_us) {
-    table.remove_if([&](const gov::LimiterEntry &e) { return gov::idle(e.buckets, now_us); });
+    table.remove_if([&](const gov::LimiterEntry &e) {
+        return gov::idle(e.buckets, now_us) && now_us - e.lease_seen_us > kLeaseActiveUs;
+    });
+}
+
+// Whether a lease is half spent (or was never granted): time to ask for the next block.
+bool lease_low(const gov::Lease &lease, const gov::Limits &limits) {
+    const bool request_limit = limits.requests_per_minute > 0 || limits.requests_per_hour > 0;
+    return !lease.granted || (request_limit && lease.requests * 2 < setting_lease_requests) ||
+           (limits.tokens_per_hour > 0 && lease.tokens * 2 < setting_lease_tokens);
 }
 
 }  // namespace
@@ -356,6 +376,23 @@ void governance_define_settings() {
             "Usage counters hold twice as many key-service pairs between two flushes.",
             &setting_max_keys, 1000, 16, 100000, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
     }
+    DefineCustomEnumVariable(
+        "inference.limits_scope", "Whether access keys' limits hold per server or for the cluster.",
+        "node: each server (a primary, each hot standby) applies every limit on its own. cluster: "
+        "standbys spend blocks of the limits lent by the primary.",
+        &setting_limits_scope, kScopeNode, kScopes, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("inference.limits_lease_requests",
+                            "Requests a standby borrows from the primary at a time under "
+                            "cluster-wide limits.",
+                            "The cluster may exceed a request limit by this much per standby.",
+                            &setting_lease_requests, 10, 1, 1000000, PGC_SIGHUP, 0, nullptr,
+                            nullptr, nullptr);
+    DefineCustomIntVariable("inference.limits_lease_tokens",
+                            "Tokens a standby borrows from the primary at a time under "
+                            "cluster-wide limits.",
+                            "The cluster may exceed a token limit by this much per standby.",
+                            &setting_lease_tokens, 10000, 1, INT_MAX, PGC_SIGHUP, 0, nullptr,
+                            nullptr, nullptr);
     DefineCustomIntVariable("inference.gateway_usage_flush_interval",
                             "Time between two flushes of the gateway's usage counters to "
                             "inference.usage_ledger.",
@@ -463,6 +500,8 @@ gateway::Admission Governance::admit(const gateway::AccessKey *key, const std::s
     int64_t now = monotonic_us();
     gov::Decision d;
     bool tracked = true;
+    const bool leased = limits_leased();
+    Latch *wake = nullptr;
     {
         Locked lock(true);
         gov::LimiterTable table = limiter_table();
@@ -471,13 +510,23 @@ gateway::Admission Governance::admit(const gateway::AccessKey *key, const std::s
             reclaim_idle(table, now);
             e = table.find_or_insert(name, hash);
         }
-        if (e != nullptr) {
+        if (e != nullptr && leased) {
+            // First sight of the key: one request goes in on credit, paid back from the first
+            // block, so that a key's first request does not wait for the primary.
+            if (!e->lease.granted && e->lease_seen_us == 0)
+                e->lease = {1, 1, false};
+            e->lease_seen_us = now;
+            d = gov::admit_leased(e->lease, limits);
+            wake = lease_low(e->lease, limits) ? shared->writer_latch : nullptr;
+        } else if (e != nullptr) {
             d = gov::admit(e->buckets, limits, now);
         } else {
             tracked = false;
             shared->limiter_full++;
         }
     }
+    if (wake != nullptr)
+        SetLatch(wake);  // the usage writer tops the lease up
     if (!tracked) {
         // Refusing is the safe side: letting the key in would ignore its limits.
         a.allowed = false;
@@ -525,6 +574,7 @@ void Governance::finished(const gateway::AccessKey *key, const std::string &serv
         key_hash = gov::hash_of(key_name);
     }
     int64_t now_us = limits.tokens_per_hour > 0 ? monotonic_us() : 0;
+    const bool leased = limits.tokens_per_hour > 0 && limits_leased();
 
     Locked lock(true);
     gov::MetricsTable metrics = metrics_table();
@@ -539,8 +589,12 @@ void Governance::finished(const gateway::AccessKey *key, const std::string &serv
     }
     if (limits.tokens_per_hour > 0) {
         gov::LimiterTable table = limiter_table();
-        if (gov::LimiterEntry *e = table.find_or_insert(key_name, key_hash))
-            gov::charge_tokens(e->buckets, limits, counts.total_tokens, now_us);
+        if (gov::LimiterEntry *e = table.find_or_insert(key_name, key_hash)) {
+            if (leased)
+                gov::charge_leased(e->lease, limits, counts.total_tokens);
+            else
+                gov::charge_tokens(e->buckets, limits, counts.total_tokens, now_us);
+        }
     }
 }
 
@@ -641,6 +695,74 @@ void usage_writer_flush(UsageWriterState &state) {
         });
         state.reported_dropped = dropped;
     }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Limits held for the whole cluster
+
+bool limits_leased() {
+    return setting_limits_scope == kScopeCluster && shared != nullptr &&
+           pg_guard([]() { return RecoveryInProgress(); });
+}
+
+gov::Lease lend_limits(const std::string &key, const gov::Limits &limits, int64_t requests,
+                       int64_t tokens) {
+    if (shared == nullptr || !limits.any())
+        return {requests, tokens, true};
+    gov::Name name = gov::Name::of(key);
+    uint64_t hash = gov::hash_of(name);
+    int64_t now = monotonic_us();
+    Locked lock(true);
+    gov::LimiterTable table = limiter_table();
+    gov::LimiterEntry *e = table.find_or_insert(name, hash);
+    if (e == nullptr) {
+        reclaim_idle(table, now);
+        e = table.find_or_insert(name, hash);
+    }
+    if (e == nullptr) {
+        shared->limiter_full++;
+        return {0, 0, true};  // as the primary's own listeners would refuse: nothing to lend
+    }
+    return gov::lend(e->buckets, limits, requests, tokens, now);
+}
+
+std::vector<LeaseNeed> leases_needed() {
+    std::vector<LeaseNeed> out;
+    if (shared == nullptr)
+        return out;
+    const int64_t now = monotonic_us();
+    Locked lock(false);
+    limiter_table().for_each([&](const gov::LimiterEntry &e) {
+        if (e.lease_seen_us == 0 || now - e.lease_seen_us > kLeaseActiveUs)
+            return;
+        // What the key's limits are is the primary's to know: both halves are asked for, and
+        // an unlimited one comes back in full and is never spent.
+        if (e.lease.granted && e.lease.requests * 2 >= setting_lease_requests &&
+            e.lease.tokens * 2 >= setting_lease_tokens)
+            return;
+        out.push_back(
+            {std::string(e.key.view()),
+             std::max<int64_t>(setting_lease_requests - std::max<int64_t>(e.lease.requests, 0), 1),
+             std::max<int64_t>(setting_lease_tokens - std::max<int64_t>(e.lease.tokens, 0), 1)});
+    });
+    return out;
+}
+
+void add_lease(const std::string &key, const gov::Lease &lent) {
+    if (shared == nullptr)
+        return;
+    gov::Name name = gov::Name::of(key);
+    uint64_t hash = gov::hash_of(name);
+    Locked lock(true);
+    gov::LimiterTable table = limiter_table();
+    gov::LimiterEntry *e = table.find_or_insert(name, hash);
+    if (e == nullptr)
+        return;  // the block is lost: the safe side
+    // The first block pays back the request let in on credit.
+    const int64_t credit = e->lease.granted ? 0 : 1;
+    e->lease.requests += lent.requests - credit;
+    e->lease.tokens += lent.tokens - credit;
+    e->lease.granted = true;
 }
 
 }  // namespace pgi::pg

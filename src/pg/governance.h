@@ -7,8 +7,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "gateway.h"
+#include "rate_limiter.h"
 
 namespace pgi::pg {
 
@@ -48,6 +50,7 @@ class Governance : public gateway::Governor {
 // synchronous standby, never stalls a listener's callers.
 struct UsageWriterState {
     int64_t last_warning_ms = 0;
+    int64_t last_lease_log_ms = 0;
     uint64_t reported_dropped = 0;
 };
 // Publishes the writer's latch (listeners set it when the counters fill up) and arranges a last
@@ -58,5 +61,22 @@ void usage_writer_flush(UsageWriterState &state);
 int usage_flush_interval_ms();
 // Whether a listener asked for a flush before the interval (the counters are filling up).
 bool usage_flush_requested();
+
+// ---- Limits held for the whole cluster (docs/replicas.md) ----
+// Whether this server spends blocks lent by its primary: a hot standby under
+// inference.limits_scope = 'cluster'.
+bool limits_leased();
+// On the primary: lends a block of a key's limits from its buckets (rate_limiter.h's lend).
+governance::Lease lend_limits(const std::string &key, const governance::Limits &limits,
+                              int64_t requests, int64_t tokens);
+// On a standby: the keys in use whose lease is half spent, and how much each needs.
+struct LeaseNeed {
+    std::string key;
+    int64_t requests;
+    int64_t tokens;
+};
+std::vector<LeaseNeed> leases_needed();
+// On a standby: adds a block the primary lent.
+void add_lease(const std::string &key, const governance::Lease &lent);
 
 }  // namespace pgi::pg

@@ -125,8 +125,11 @@ void primary_link_define_settings() {
         &setting_primary_conninfo, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
 }
 
-bool record_usage_on_primary(const std::string &batch_id, const std::string &node,
-                             const std::string &rows) {
+namespace {
+
+// Runs one statement on the primary over this process's connection (made or remade as needed)
+// and returns the first row's values.
+std::vector<std::string> query_primary(const char *sql, const std::vector<std::string> &args) {
     const std::string conninfo = current_conninfo();
     if (conninfo.empty()) {
         throw Error(sqlstate::kConfigFileError,
@@ -137,9 +140,11 @@ bool record_usage_on_primary(const std::string &batch_id, const std::string &nod
         drop_connection();
     if (conn == nullptr)
         connect(conninfo);
-    const char *params[3] = {batch_id.c_str(), node.c_str(), rows.c_str()};
-    PGresult *res = PQexecParams(conn, "SELECT inference._record_usage($1::uuid, $2, $3::jsonb)", 3,
-                                 nullptr, params, nullptr, nullptr, 0);
+    std::vector<const char *> params;
+    for (const std::string &a : args)
+        params.push_back(a.c_str());
+    PGresult *res = PQexecParams(conn, sql, static_cast<int>(params.size()), nullptr, params.data(),
+                                 nullptr, nullptr, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         std::string why = reason(PQresultErrorMessage(res));
         if (why.empty())
@@ -147,12 +152,30 @@ bool record_usage_on_primary(const std::string &batch_id, const std::string &nod
         PQclear(res);
         // Whatever failed, the next try starts from a fresh connection.
         drop_connection();
-        throw Error(sqlstate::kUpstreamUnreachable, "the primary did not record the usage: " + why,
-                    "The counts wait in shared memory and are sent again.");
+        throw Error(sqlstate::kUpstreamUnreachable, "the primary did not answer: " + why,
+                    "Counts wait in shared memory and are sent again.");
     }
-    bool recorded = std::string(PQgetvalue(res, 0, 0)) == "t";
+    std::vector<std::string> row;
+    for (int i = 0; i < PQnfields(res); i++)
+        row.emplace_back(PQgetvalue(res, 0, i));
     PQclear(res);
-    return recorded;
+    return row;
+}
+
+}  // namespace
+
+bool record_usage_on_primary(const std::string &batch_id, const std::string &node,
+                             const std::string &rows) {
+    return query_primary("SELECT inference._record_usage($1::uuid, $2, $3::jsonb)",
+                         {batch_id, node, rows})
+               .at(0) == "t";
+}
+
+governance::Lease lend_on_primary(const std::string &key, int64_t requests, int64_t tokens) {
+    std::vector<std::string> row =
+        query_primary("SELECT requests, tokens FROM inference._lend_limits($1, $2, $3)",
+                      {key, std::to_string(requests), std::to_string(tokens)});
+    return {std::stoll(row.at(0)), std::stoll(row.at(1)), true};
 }
 
 std::string node_name() {

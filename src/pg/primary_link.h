@@ -3,7 +3,10 @@
 // exit), with every wait bounded. docs/replicas.md has the design.
 #pragma once
 
+#include <cstdint>
 #include <string>
+
+#include "rate_limiter.h"
 
 namespace pgi::pg {
 
@@ -16,6 +19,10 @@ void primary_link_define_settings();
 // cannot be reached or refuses; the message never holds the connection string.
 bool record_usage_on_primary(const std::string &batch_id, const std::string &node,
                              const std::string &rows);
+
+// Borrows a block of an access key's limits from the primary (inference._lend_limits): what it
+// lent. Throws as record_usage_on_primary does.
+governance::Lease lend_on_primary(const std::string &key, int64_t requests, int64_t tokens);
 
 // A name for this server in the primary's batch records: cluster_name, or host and port.
 std::string node_name();

@@ -23,6 +23,7 @@ PGDLLEXPORT void pgi_usage_writer_main(Datum arg);
 
 #include <chrono>
 
+#include "cluster_limits.h"
 #include "governance.h"
 #include "settings.h"
 #include "worker_connection.h"
@@ -35,6 +36,28 @@ using Clock = std::chrono::steady_clock;
 
 // How often a standby's writer looks whether it was promoted.
 constexpr long kRecoveryWaitMs = 1000;
+// How soon a standby's writer tries again to top up leases.
+constexpr long kLeaseRetryMs = 100;
+
+// Tops up the leases; a failure (the primary away) is logged at most every 10 s.
+void top_up(UsageWriterState &state) {
+    try {
+        top_up_leases();
+    } catch (const std::exception &e) {
+        auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::steady_clock::now().time_since_epoch())
+                       .count();
+        if (now - state.last_lease_log_ms < 10000)
+            return;
+        state.last_lease_log_ms = now;
+        std::string msg = e.what();
+        pg_guard_void([&]() {
+            ereport(LOG,
+                    (errmsg("pg_inference usage writer: could not borrow limits: %s", msg.c_str()),
+                     errdetail("Keys with limits are served from the blocks held.")));
+        });
+    }
+}
 
 void writer_loop() {
     // PostgreSQL errors caught in one turn are copied here; reset every turn.
@@ -55,6 +78,10 @@ void writer_loop() {
                     ProcessConfigFile(PGC_SIGHUP);
                 }
             });
+            // A standby under cluster-wide limits keeps the blocks its listeners spend topped
+            // up: a listener that runs low wakes this loop.
+            if (limits_leased())
+                top_up(state);
             // Measured from the last flush with the interval in force now, so that a reload
             // applies at once. The latch alone (a reload sets it too) flushes nothing: a
             // listener asks for an early flush through shared memory.
@@ -67,9 +94,11 @@ void writer_loop() {
             if (Clock::now() < due && !usage_flush_requested() && !promoted) {
                 long wait_ms =
                     std::chrono::ceil<std::chrono::milliseconds>(due - Clock::now()).count();
-                // During recovery the wait is cut to a second, so that a promotion is noticed.
+                // During recovery the wait is cut to a second, so that a promotion is noticed,
+                // and for leases to a tenth, so that a failed top-up is tried again soon.
                 if (in_recovery)
-                    wait_ms = std::min<long>(wait_ms, kRecoveryWaitMs);
+                    wait_ms =
+                        std::min<long>(wait_ms, limits_leased() ? kLeaseRetryMs : kRecoveryWaitMs);
                 pg_guard_void([&]() {
                     (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
                                     std::max<long>(wait_ms, 1), PG_WAIT_EXTENSION);

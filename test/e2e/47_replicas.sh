@@ -9,7 +9,9 @@
 #      standby restart (-m fast) before its flush, and while the primary is down for 10 s (the
 #      counts arrive after it returns);
 #   d. the standby's log has no WARNING, ERROR or FATAL in normal operation;
-#   e. after pg_ctl promote, the new primary records usage in its own ledger at once: what it
+#   e. with inference.limits_scope = 'cluster', a key limited to 100 requests a minute, loaded
+#      through both gateways at once, gets between 100 and 100 + 2 blocks of successes;
+#   f. after pg_ctl promote, the new primary records usage in its own ledger at once: what it
 #      held unflushed and what it serves next, with no duplicate on the old primary and no loss.
 #
 # In the suite (test/run-tests.sh) it shares the suite's mock upstream and lock; run alone
@@ -228,30 +230,56 @@ ours="$(log_problems "$S_LOG" "$((S_LOG_TO + 1))" | grep -c 'pg_inference')"
 check_eq "d: no WARNING, ERROR or FATAL of the extension in the standby's log while the primary was away" 0 "$ours"
 
 # ---------------------------------------------------------------------------------------------
-echo "== e. promotion"
+echo "== e. limits for the whole cluster"
+BLOCK=10
+for conf in "$P_DIR" "$S_DIR"; do
+    printf "inference.limits_scope = 'cluster'\ninference.limits_lease_requests = $BLOCK\n" |
+        as_pg tee -a "$conf/data/postgresql.conf" >/dev/null
+    as_pg "$PG_BINDIR/pg_ctl" -D "$conf/data" reload >/dev/null
+done
+KEY3="$(qp -At -c "SELECT inference.create_access_key('rep-limited', requests_per_minute => 100)")"
+sleep 1  # the key reaches the standby (b measured it); probing would spend its requests
+P_URL="http://127.0.0.1:$P_GW"
+timeout 120 node "$NODE/chat_load.mjs" "$P_URL" "$KEY3" rep-chat 150 4 >"$RW/limited-p.json" &
+lp=$!
+timeout 120 node "$NODE/chat_load.mjs" "$S_URL" "$KEY3" rep-chat 150 4 >"$RW/limited-s.json" &
+ls_=$!
+wait "$lp" "$ls_"
+okp="$(jq -r '.status["200"] // 0' "$RW/limited-p.json")"
+oks="$(jq -r '.status["200"] // 0' "$RW/limited-s.json")"
+limited="$(( $(jq -r '.status["429"] // 0' "$RW/limited-p.json") + $(jq -r '.status["429"] // 0' "$RW/limited-s.json") ))"
+echo "   successes: primary $okp, standby $oks; 429: $limited (of 300)"
+check "e: the cluster admits at least the limit ($((okp + oks)) >= 100)" [ $((okp + oks)) -ge 100 ]
+check "e: the cluster admits at most the limit plus a block per node ($((okp + oks)) <= $((100 + 2 * BLOCK)))" \
+    [ $((okp + oks)) -le $((100 + 2 * BLOCK)) ]
+check "e: both gateways served the key ($okp, $oks)" [ "$okp" -gt 0 -a "$oks" -gt 0 ]
+check_eq "e: every other request got 429" 300 "$((okp + oks + limited))"
+
+# ---------------------------------------------------------------------------------------------
+echo "== f. promotion"
 # The standby holds counts it has not flushed (a long interval) when it is promoted.
 as_pg tee -a "$S_DIR/data/postgresql.conf" >/dev/null <<<"inference.gateway_usage_flush_interval = '1h'"
 as_pg "$PG_BINDIR/pg_ctl" -D "$S_DIR/data" reload >/dev/null
 sleep 1.5
 base="$(ledger rep-load)"
 got="$(LEDGER_OF=qs wait_ledger rep-load "$base" 5000)"
-check_eq "e: before the promotion the standby's replicated ledger is the primary's" "$base" "$got"
+check_eq "f: before the promotion the standby's replicated ledger is the primary's" "$base" "$got"
 read -r sent4 ok4 prompt4 completion4 total4 <<<"$(load "$KEY1" 20)"
-as_pg "$PG_BINDIR/pg_ctl" -D "$S_DIR/data" promote -w -t 30 >/dev/null || fail "e: pg_ctl promote"
+as_pg "$PG_BINDIR/pg_ctl" -D "$S_DIR/data" promote -w -t 30 >/dev/null || fail "f: pg_ctl promote"
 t1="$(now_ms)"
-check_eq "e: the standby is promoted" f "$(qs -At -c 'SELECT pg_is_in_recovery()')"
+check_eq "f: the standby is promoted" f "$(qs -At -c 'SELECT pg_is_in_recovery()')"
 read -r r0 p0 c0 t0_ <<<"$base"
 want="$((r0 + ok4)) $((p0 + prompt4)) $((c0 + completion4)) $((t0_ + total4))"
 got="$(LEDGER_OF=qs wait_ledger rep-load "$want" 5000)"
-check_eq "e: what the standby held at its promotion is in its own ledger within 5 s ($(($(now_ms) - t1)) ms)" "$want" "$got"
+check_eq "f: what the standby held at its promotion is in its own ledger within 5 s ($(($(now_ms) - t1)) ms)" "$want" "$got"
 as_pg sed -i '$d' "$S_DIR/data/postgresql.conf"
 as_pg "$PG_BINDIR/pg_ctl" -D "$S_DIR/data" reload >/dev/null
 read -r sent5 ok5 prompt5 completion5 total5 <<<"$(load "$KEY1" 10)"
 want="$((r0 + ok4 + ok5)) $((p0 + prompt4 + prompt5)) $((c0 + completion4 + completion5)) $((t0_ + total4 + total5))"
 got="$(LEDGER_OF=qs wait_ledger rep-load "$want" 5000)"
-check_eq "e: requests served after the promotion are recorded locally, exactly" "$want" "$got"
-check_eq "e: nothing of it went to the old primary (no duplicate)" "$base" "$(ledger rep-load)"
-check_eq "e: the promoted server's ledger has no batch twice" 0 \
+check_eq "f: requests served after the promotion are recorded locally, exactly" "$want" "$got"
+check_eq "f: nothing of it went to the old primary (no duplicate)" "$base" "$(ledger rep-load)"
+check_eq "f: the promoted server's ledger has no batch twice" 0 \
     "$(qs -At -c 'SELECT count(*) - count(DISTINCT id) FROM inference.usage_batches')"
 
 echo "   47_replicas.sh took $(($(now_ms) - T_SCRIPT)) ms"

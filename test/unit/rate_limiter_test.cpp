@@ -328,3 +328,98 @@ TEST(LimiterTable, FullTableAndReclaim) {
 }
 
 }  // namespace
+
+namespace {
+
+// ---- Leases: the cluster-wide limits of standbys ----
+
+TEST(Lease, LendsWhatTheEmptiestRequestBucketHolds) {
+    Limits l = rpm(100);
+    l.requests_per_hour = 30;
+    KeyBuckets k{};
+    Lease a = lend(k, l, 10, 0, kT0);
+    EXPECT_TRUE(a.granted);
+    EXPECT_EQ(a.requests, 10);
+    // The hour bucket has 20 left, the minute bucket 90: the primary's own requests and the
+    // loans draw on the same buckets.
+    for (int i = 0; i < 15; i++)
+        ASSERT_TRUE(admit(k, l, kT0).allowed);
+    Lease b = lend(k, l, 10, 0, kT0);
+    EXPECT_EQ(b.requests, 5);
+    EXPECT_EQ(lend(k, l, 10, 0, kT0).requests, 0);
+    EXPECT_FALSE(admit(k, l, kT0).allowed);
+}
+
+TEST(Lease, TheClusterAdmitsTheLimitPlusWhatStandbysHoldUnspent) {
+    // A primary and two standbys share 100 requests; every standby asks for blocks of 10 as
+    // it runs out. Whatever the interleaving, the cluster admits 100 and the standbys' unspent
+    // blocks bound the excess (here there is none: every block is spent).
+    Limits l = rpm(100);
+    KeyBuckets primary{};
+    Lease standby[2] = {};
+    int admitted = 0;
+    for (int round = 0; round < 100; round++) {
+        if (admit(primary, l, kT0).allowed)
+            admitted++;
+        for (Lease &s : standby) {
+            if (s.requests < 1) {
+                Lease more = lend(primary, l, 10, 0, kT0);
+                s.requests += more.requests;
+            }
+            if (admit_leased(s, l).allowed)
+                admitted++;
+        }
+    }
+    EXPECT_EQ(admitted, 100);
+}
+
+TEST(Lease, AStandbyRefusesWhenItsBlockIsSpent) {
+    Limits l = rpm(60);
+    Lease s{2, 0, true};
+    Decision d = admit_leased(s, l);
+    EXPECT_TRUE(d.allowed);
+    EXPECT_TRUE(d.has_requests);
+    EXPECT_EQ(d.requests.limit, 60);
+    EXPECT_EQ(d.requests.remaining, 1);
+    EXPECT_TRUE(admit_leased(s, l).allowed);
+    d = admit_leased(s, l);
+    EXPECT_FALSE(d.allowed);
+    EXPECT_EQ(d.refusal, Refusal::kRequestsPerMinute);
+    EXPECT_EQ(s.requests, 0);  // a refusal takes nothing
+    EXPECT_EQ(refusal_message(d, l, "k"),
+              "Rate limit reached for requests per minute (limit 60) on access key \"k\". "
+              "Please try again in 1s.");
+}
+
+TEST(Lease, TokensAreLentFromTheBudgetAndOverdrawnLikeABucket) {
+    Limits l;
+    l.tokens_per_hour = 1000;
+    KeyBuckets k{};
+    // No request limit: requests are lent in full, tokens up to the budget.
+    Lease s = lend(k, l, 10, 400, kT0);
+    EXPECT_EQ(s.requests, 10);
+    EXPECT_EQ(s.tokens, 400);
+    EXPECT_TRUE(admit_leased(s, l).allowed);
+    charge_leased(s, l, 500);  // the last request may overdraw
+    EXPECT_EQ(s.tokens, -100);
+    Decision d = admit_leased(s, l);
+    EXPECT_FALSE(d.allowed);
+    EXPECT_EQ(d.refusal, Refusal::kTokensPerHour);
+    // 600 tokens are left on the primary; a block of requests without tokens is not lent.
+    EXPECT_EQ(lend(k, l, 10, 1000, kT0).tokens, 600);
+    Lease none = lend(k, l, 10, 1000, kT0);
+    EXPECT_EQ(none.requests, 0);
+    EXPECT_EQ(none.tokens, 0);
+}
+
+TEST(Lease, LoansRefillWithTheBuckets) {
+    Limits l = rpm(60);  // one a second
+    KeyBuckets k{};
+    EXPECT_EQ(lend(k, l, 100, 0, kT0).requests, 60);
+    EXPECT_EQ(lend(k, l, 100, 0, kT0).requests, 0);
+    EXPECT_EQ(lend(k, l, 100, 0, kT0 + 5 * kSec).requests, 5);
+    EXPECT_FALSE(idle(k, kT0 + 5 * kSec));
+    EXPECT_TRUE(idle(k, kT0 + 66 * kSec));
+}
+
+}  // namespace
