@@ -5,9 +5,9 @@ set -euo pipefail
 
 PACKAGES=(
     postgresql-15 postgresql-client-15 postgresql-server-dev-15
-    libcurl4-openssl-dev nlohmann-json3-dev libssl-dev libevent-dev
+    libpq-dev libcurl4-openssl-dev nlohmann-json3-dev libssl-dev libevent-dev
     libgtest-dev cmake g++ make pkg-config
-    curl openssl ca-certificates procps bc wrk
+    curl openssl ca-certificates procps bc wrk nginx
 )
 
 missing=()

@@ -11,7 +11,9 @@
 #   d. the standby's log has no WARNING, ERROR or FATAL in normal operation;
 #   e. with inference.limits_scope = 'cluster', a key limited to 100 requests a minute, loaded
 #      through both gateways at once, gets between 100 and 100 + 2 blocks of successes;
-#   f. after pg_ctl promote, the new primary records usage in its own ledger at once: what it
+#   f. nginx with the configuration docs/replicas.md gives, in front of both gateways, spreads
+#      requests over them, streams included;
+#   g. after pg_ctl promote, the new primary records usage in its own ledger at once: what it
 #      held unflushed and what it serves next, with no duplicate on the old primary and no loss.
 #
 # In the suite (test/run-tests.sh) it shares the suite's mock upstream and lock; run alone
@@ -33,7 +35,9 @@ RW="$WORKDIR"
 P_DIR="$RW/primary"
 S_DIR="$RW/standby"
 OWN_MOCK=0
+NGINX_PID=""
 cleanup() {
+    [ -n "$NGINX_PID" ] && { kill -TERM "$NGINX_PID" 2>/dev/null; wait "$NGINX_PID" 2>/dev/null; }
     cluster_stop "$S_DIR"
     cluster_stop "$P_DIR"
     [ "$OWN_MOCK" = 1 ] && mock_stop
@@ -51,23 +55,20 @@ NODE="$ROOT/test/e2e/node"
 
 qp() { timeout "${QT:-20}" psql -X -q -v ON_ERROR_STOP=1 -h "$P_DIR" -p "$P_PORT" -U postgres -d postgres "$@"; }
 qs() { timeout "${QT:-20}" psql -X -q -v ON_ERROR_STOP=1 -h "$S_DIR" -p "$S_PORT" -U postgres -d postgres "$@"; }
-models_code() { # URL KEY
-    timeout 5 curl -s -o /dev/null -m 3 -w '%{http_code}' -H "Authorization: Bearer $2" "$1/v1/models"
-}
 # Waits (up to LIMIT ms) until GET /v1/models on URL answers WANT for KEY on 10 requests in a
-# row (each connection may land on either listener); prints the ms it took, or "timeout".
+# row, each on a connection of its own (so both listeners answer); prints the ms it took, or
+# "timeout". One curl process makes the 10 requests: on a busy machine, starting a process per
+# request would take longer than the change takes to arrive.
 wait_code() { # URL KEY WANT LIMIT_MS
-    local start row=0 deadline
+    local start deadline urls=() i codes
     start="$(now_ms)"
     deadline=$((start + $4))
+    for i in $(seq 1 10); do urls+=(-o /dev/null "$1/v1/models"); done
     while [ "$(now_ms)" -lt "$deadline" ]; do
-        if [ "$(models_code "$1" "$2")" = "$3" ]; then
-            row=$((row + 1))
-            [ "$row" -ge 10 ] && { echo $(($(now_ms) - start)); return 0; }
-        else
-            row=0
-            sleep 0.02
-        fi
+        codes="$(timeout 5 curl -s -m 3 -w '%{http_code} ' -H 'Connection: close' \
+                 -H "Authorization: Bearer $2" "${urls[@]}")"
+        [ "$codes" = "$(printf "$3 %.0s" $(seq 1 10))" ] && { echo $(($(now_ms) - start)); return 0; }
+        sleep 0.02
     done
     echo timeout
     return 1
@@ -90,12 +91,13 @@ wait_ledger() { # KEY_NAME WANT LIMIT_MS
     done
     echo "$got"
 }
-# Load through the standby's gateway: "sent ok prompt completion total" as the clients saw it.
-load() { # KEY COUNT
+# Load through a gateway: "sent ok prompt completion total" as the clients saw it.
+load_via() { # URL KEY COUNT
     local out
-    out="$(timeout 120 node "$NODE/chat_load.mjs" "$S_URL" "$1" rep-chat "$2" 4)"
-    echo "$out" | jq -r '"\(.sent) \(.ok) \(.prompt) \(.completion) \(.total)"'
+    out="$(timeout 120 node "$NODE/chat_load.mjs" "$1" "$2" rep-chat "$3" 4)"
+    node -e 'const r = JSON.parse(process.argv[1]); console.log([r.sent, r.ok, r.prompt, r.completion, r.total].join(" "))' "$out"
 }
+load() { load_via "$S_URL" "$@"; }  # through the standby's: KEY COUNT
 # WARNING and worse from line FROM_LINE of a server log, but for the FATALs with which
 # PostgreSQL ends every session and worker at a shutdown.
 log_problems() { # LOG FROM_LINE
@@ -245,9 +247,10 @@ lp=$!
 timeout 120 node "$NODE/chat_load.mjs" "$S_URL" "$KEY3" rep-chat 150 4 >"$RW/limited-s.json" &
 ls_=$!
 wait "$lp" "$ls_"
-okp="$(jq -r '.status["200"] // 0' "$RW/limited-p.json")"
-oks="$(jq -r '.status["200"] // 0' "$RW/limited-s.json")"
-limited="$(( $(jq -r '.status["429"] // 0' "$RW/limited-p.json") + $(jq -r '.status["429"] // 0' "$RW/limited-s.json") ))"
+status_count() { node -e 'const r = JSON.parse(require("fs").readFileSync(process.argv[1])); console.log(r.status[process.argv[2]] || 0)' "$1" "$2"; }
+okp="$(status_count "$RW/limited-p.json" 200)"
+oks="$(status_count "$RW/limited-s.json" 200)"
+limited="$(( $(status_count "$RW/limited-p.json" 429) + $(status_count "$RW/limited-s.json" 429) ))"
 echo "   successes: primary $okp, standby $oks; 429: $limited (of 300)"
 check "e: the cluster admits at least the limit ($((okp + oks)) >= 100)" [ $((okp + oks)) -ge 100 ]
 check "e: the cluster admits at most the limit plus a block per node ($((okp + oks)) <= $((100 + 2 * BLOCK)))" \
@@ -256,30 +259,70 @@ check "e: both gateways served the key ($okp, $oks)" [ "$okp" -gt 0 -a "$oks" -g
 check_eq "e: every other request got 429" 300 "$((okp + oks + limited))"
 
 # ---------------------------------------------------------------------------------------------
-echo "== f. promotion"
+echo "== f. a load balancer in front of both gateways"
+# The nginx block of docs/replicas.md as it is, but for its addresses.
+LB_PORT="$(pick_port "$P_PORT" "$S_PORT" "$P_GW" "$S_GW")"
+mkdir -p "$RW/nginx/logs" "$RW/nginx/tmp"
+{
+    echo "worker_processes 1; pid $RW/nginx/nginx.pid; error_log $RW/nginx/logs/error.log warn;"
+    echo "events { worker_connections 256; }"
+    echo "http { access_log off; client_body_temp_path $RW/nginx/tmp/body; proxy_temp_path $RW/nginx/tmp/proxy;"
+    echo "       fastcgi_temp_path $RW/nginx/tmp/fcgi; uwsgi_temp_path $RW/nginx/tmp/uwsgi; scgi_temp_path $RW/nginx/tmp/scgi;"
+    sed -n '/^```nginx$/,/^```$/p' "$ROOT/docs/replicas.md" | sed '1d;$d' |
+        sed -e "s/primary.example:8765/127.0.0.1:$P_GW/" -e "s/standby1.example:8765/127.0.0.1:$S_GW/" \
+            -e '/standby2.example/d' -e "s/listen 8765;/listen 127.0.0.1:$LB_PORT;/"
+    echo "}"
+} >"$RW/nginx/nginx.conf"
+NGINX_PID=""
+if nginx -p "$RW/nginx/" -c "$RW/nginx/nginx.conf" -e "$RW/nginx/logs/error.log" -t >"$RW/nginx/test.log" 2>&1; then
+    pass "f: nginx accepts the configuration of docs/replicas.md"
+    nginx -p "$RW/nginx/" -c "$RW/nginx/nginx.conf" -e "$RW/nginx/logs/error.log" \
+        -g 'daemon off;' >"$RW/nginx/out.log" 2>&1 &
+    NGINX_PID=$!
+    for _ in $(seq 1 50); do port_is_free "$LB_PORT" || break; sleep 0.1; done
+    served() {  # requests the node's listeners have served: URL
+        timeout 5 curl -s -m 3 "$1/metrics" |
+            awk '/^pg_inference_gateway_listener_requests_total/ { n += $2 } END { print n + 0 }'
+    }
+    before_p="$(served "http://127.0.0.1:$P_GW")" before_s="$(served "$S_URL")"
+    read -r sent6 ok6 _ <<<"$(load_via "http://127.0.0.1:$LB_PORT" "$KEY1" 40)"
+    after_p="$(served "http://127.0.0.1:$P_GW")" after_s="$(served "$S_URL")"
+    echo "   through nginx: $ok6 of $sent6 whole; primary served $((after_p - before_p)), standby $((after_s - before_s))"
+    check_eq "f: every request through nginx is answered whole, streams included" "$sent6" "$ok6"
+    check "f: nginx spreads the requests over both gateways" \
+        [ $((after_p - before_p)) -gt 0 -a $((after_s - before_s)) -gt 0 ]
+    kill -TERM "$NGINX_PID" 2>/dev/null
+    wait "$NGINX_PID" 2>/dev/null
+    NGINX_PID=""
+else
+    fail "f: nginx accepts the configuration of docs/replicas.md" "$(tail -3 "$RW/nginx/test.log")"
+fi
+
+# ---------------------------------------------------------------------------------------------
+echo "== g. promotion"
 # The standby holds counts it has not flushed (a long interval) when it is promoted.
 as_pg tee -a "$S_DIR/data/postgresql.conf" >/dev/null <<<"inference.gateway_usage_flush_interval = '1h'"
 as_pg "$PG_BINDIR/pg_ctl" -D "$S_DIR/data" reload >/dev/null
 sleep 1.5
 base="$(ledger rep-load)"
 got="$(LEDGER_OF=qs wait_ledger rep-load "$base" 5000)"
-check_eq "f: before the promotion the standby's replicated ledger is the primary's" "$base" "$got"
+check_eq "g: before the promotion the standby's replicated ledger is the primary's" "$base" "$got"
 read -r sent4 ok4 prompt4 completion4 total4 <<<"$(load "$KEY1" 20)"
-as_pg "$PG_BINDIR/pg_ctl" -D "$S_DIR/data" promote -w -t 30 >/dev/null || fail "f: pg_ctl promote"
+as_pg "$PG_BINDIR/pg_ctl" -D "$S_DIR/data" promote -w -t 30 >/dev/null || fail "g: pg_ctl promote"
 t1="$(now_ms)"
-check_eq "f: the standby is promoted" f "$(qs -At -c 'SELECT pg_is_in_recovery()')"
+check_eq "g: the standby is promoted" f "$(qs -At -c 'SELECT pg_is_in_recovery()')"
 read -r r0 p0 c0 t0_ <<<"$base"
 want="$((r0 + ok4)) $((p0 + prompt4)) $((c0 + completion4)) $((t0_ + total4))"
 got="$(LEDGER_OF=qs wait_ledger rep-load "$want" 5000)"
-check_eq "f: what the standby held at its promotion is in its own ledger within 5 s ($(($(now_ms) - t1)) ms)" "$want" "$got"
+check_eq "g: what the standby held at its promotion is in its own ledger within 5 s ($(($(now_ms) - t1)) ms)" "$want" "$got"
 as_pg sed -i '$d' "$S_DIR/data/postgresql.conf"
 as_pg "$PG_BINDIR/pg_ctl" -D "$S_DIR/data" reload >/dev/null
 read -r sent5 ok5 prompt5 completion5 total5 <<<"$(load "$KEY1" 10)"
 want="$((r0 + ok4 + ok5)) $((p0 + prompt4 + prompt5)) $((c0 + completion4 + completion5)) $((t0_ + total4 + total5))"
 got="$(LEDGER_OF=qs wait_ledger rep-load "$want" 5000)"
-check_eq "f: requests served after the promotion are recorded locally, exactly" "$want" "$got"
-check_eq "f: nothing of it went to the old primary (no duplicate)" "$base" "$(ledger rep-load)"
-check_eq "f: the promoted server's ledger has no batch twice" 0 \
+check_eq "g: requests served after the promotion are recorded locally, exactly" "$want" "$got"
+check_eq "g: nothing of it went to the old primary (no duplicate)" "$base" "$(ledger rep-load)"
+check_eq "g: the promoted server's ledger has no batch twice" 0 \
     "$(qs -At -c 'SELECT count(*) - count(DISTINCT id) FROM inference.usage_batches')"
 
 echo "   47_replicas.sh took $(($(now_ms) - T_SCRIPT)) ms"
