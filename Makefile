@@ -34,6 +34,7 @@ CORE_OBJS = \
 	src/core/probe.o \
 	src/core/protocol.o \
 	src/core/rate_limiter.o \
+	src/core/routing.o \
 	src/core/redact.o \
 	src/core/setting_list.o \
 	src/core/sse.o \

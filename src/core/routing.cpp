@@ -1,0 +1,196 @@
+#include "routing.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "error.h"
+#include "validation.h"
+
+namespace pgi::routing {
+
+namespace {
+
+using nlohmann::json;
+
+constexpr const char *kTargetsHint =
+    "Give targets as a JSON array of objects, for instance "
+    "[{\"service\": \"claude\", \"weight\": 3, \"priority\": 1}, {\"service\": \"gpt\"}].";
+
+[[noreturn]] void invalid(const std::string &message, const char *hint = kTargetsHint) {
+    throw Error(sqlstate::kInvalidParameterValue, message, hint);
+}
+
+int64_t positive_integer(const json &v, const std::string &what, int64_t min) {
+    if (!v.is_number_integer())
+        invalid(what + " must be an integer");
+    const bool huge = v.is_number_unsigned() && v.get<uint64_t>() > INT32_MAX;
+    if (huge || v.get<int64_t>() < min || v.get<int64_t>() > INT32_MAX) {
+        invalid(what + " must be between " + std::to_string(min) + " and " +
+                std::to_string(INT32_MAX));
+    }
+    return v.get<int64_t>();
+}
+
+// splitmix64: a well-mixed stream of 64-bit values from one seed.
+uint64_t next(uint64_t &state) {
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+}  // namespace
+
+std::vector<Target> parse_targets(const json &targets) {
+    if (!targets.is_array() || targets.empty())
+        invalid("targets must be a non-empty JSON array");
+    if (targets.size() > kMaxTargets)
+        invalid("a route has at most " + std::to_string(kMaxTargets) + " targets (" +
+                    std::to_string(targets.size()) + " given)",
+                "Split the services over several routes, or drop some.");
+    std::vector<Target> out;
+    std::set<std::string> seen;
+    for (std::size_t i = 0; i < targets.size(); i++) {
+        const json &t = targets[i];
+        const std::string at = "targets[" + std::to_string(i) + "]";
+        if (!t.is_object())
+            invalid(at + " must be an object");
+        Target target;
+        bool has_service = false;
+        for (const auto &[key, value] : t.items()) {
+            if (key == "service") {
+                if (!value.is_string())
+                    invalid(at + ".service must be a string");
+                target.service = value.get<std::string>();
+                has_service = true;
+            } else if (key == "weight") {
+                target.weight = positive_integer(value, at + ".weight", 1);
+            } else if (key == "priority") {
+                target.priority = positive_integer(value, at + ".priority", 0);
+            } else {
+                invalid(at + " has an unknown member \"" + validate::display_value(key) + "\"",
+                        "A target has \"service\", \"weight\" (default 1) and \"priority\" "
+                        "(default 1).");
+            }
+        }
+        if (!has_service)
+            invalid(at + " has no \"service\"");
+        validate::service_name(target.service);
+        if (!seen.insert(target.service).second) {
+            invalid("service \"" + target.service + "\" is named twice in targets",
+                    "Name each service once; give it a larger weight instead.");
+        }
+        out.push_back(std::move(target));
+    }
+    return out;
+}
+
+json targets_json(const std::vector<Target> &targets) {
+    json out = json::array();
+    for (const Target &t : targets)
+        out.push_back({{"service", t.service}, {"weight", t.weight}, {"priority", t.priority}});
+    return out;
+}
+
+std::vector<std::string> check_fallback_on(const std::vector<std::string> &conditions) {
+    std::vector<std::string> out;
+    for (const std::string &c : conditions) {
+        const bool word = c == "connect" || c == "timeout";
+        const bool status = c.size() == 3 && std::all_of(c.begin(), c.end(), [](char ch) {
+                                return ch >= '0' && ch <= '9';
+                            });
+        const int code = status ? std::stoi(c) : 0;
+        if (!word && !(code == 429 || (code >= 500 && code <= 599))) {
+            throw Error(sqlstate::kInvalidParameterValue,
+                        "fallback_on condition \"" + validate::display_value(c) +
+                            "\" is not one a request can fall back on",
+                        "Use connect, timeout, 429 and statuses from 500 to 599; other 4xx "
+                        "answers are the request's own fault and go back to the caller.");
+        }
+        if (std::find(out.begin(), out.end(), c) == out.end())
+            out.push_back(c);
+    }
+    return out;
+}
+
+bool falls_back(const std::vector<std::string> &fallback_on, const Failure &failure) {
+    std::string condition;
+    switch (failure.kind) {
+        case Failure::Kind::kConnect:
+            condition = "connect";
+            break;
+        case Failure::Kind::kTimeout:
+            condition = "timeout";
+            break;
+        case Failure::Kind::kStatus:
+            condition = std::to_string(failure.status);
+            break;
+    }
+    return std::find(fallback_on.begin(), fallback_on.end(), condition) != fallback_on.end();
+}
+
+std::vector<std::size_t> attempt_order(const std::vector<Target> &targets, uint64_t seed) {
+    // Each target draws the key u^(1/weight) (u uniform in (0, 1]); sorting by key, largest
+    // first, is a weighted draw without replacement. Logarithms keep it exact for any weight.
+    struct Keyed {
+        int64_t priority;
+        double key;
+        std::size_t index;
+    };
+    std::vector<Keyed> keyed;
+    keyed.reserve(targets.size());
+    uint64_t state = seed;
+    for (std::size_t i = 0; i < targets.size(); i++) {
+        const double u = (static_cast<double>(next(state) >> 11) + 1.0) / 9007199254740993.0;
+        keyed.push_back(
+            {targets[i].priority, std::log(u) / static_cast<double>(targets[i].weight), i});
+    }
+    std::sort(keyed.begin(), keyed.end(), [](const Keyed &a, const Keyed &b) {
+        if (a.priority != b.priority)
+            return a.priority < b.priority;
+        if (a.key != b.key)
+            return a.key > b.key;
+        return a.index < b.index;
+    });
+    std::vector<std::size_t> order;
+    order.reserve(keyed.size());
+    for (const Keyed &k : keyed)
+        order.push_back(k.index);
+    return order;
+}
+
+Pass may_try(Breaker &b, int64_t now_us) {
+    if (b.open_until_us == 0)
+        return Pass::kClosed;
+    if (now_us < b.open_until_us || b.probing)
+        return Pass::kOpen;
+    b.probing = true;
+    return Pass::kProbe;
+}
+
+void succeeded(Breaker &b) {
+    b = Breaker{0, 0, false};
+}
+
+void failed(Breaker &b, int64_t now_us, int32_t threshold, int64_t cooldown_us) {
+    if (b.open_until_us != 0) {
+        // The probe failed (or a request that passed before the breaker opened): open again.
+        b.probing = false;
+        b.open_until_us = std::max<int64_t>(now_us + cooldown_us, 1);
+        return;
+    }
+    if (++b.failures >= std::max<int32_t>(threshold, 1))
+        b.open_until_us = std::max<int64_t>(now_us + cooldown_us, 1);
+}
+
+void marked_failed(Breaker &b, int64_t now_us, int64_t cooldown_us) {
+    b.probing = false;
+    b.open_until_us = std::max<int64_t>({b.open_until_us, now_us + cooldown_us, 1});
+}
+
+void probe_abandoned(Breaker &b) {
+    b.probing = false;
+}
+
+}  // namespace pgi::routing

@@ -1,0 +1,78 @@
+// Routes: one name for several services. What a route's targets are, the order in which a
+// request tries them, when a failure moves it to the next one, and the circuit breaker that
+// skips a service failing again and again. Pure functions over plain structs: the host keeps
+// the breakers in shared memory and serialises calls on them.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace pgi::routing {
+
+// One service of a route. Within the lowest priority number, targets share the requests by
+// weight; the next priority serves only when every target before it failed or is skipped.
+struct Target {
+    std::string service;
+    int64_t weight = 1;
+    int64_t priority = 1;
+};
+
+inline constexpr std::size_t kMaxTargets = 16;
+
+// A route's targets from their JSON form ([{"service": "claude", "weight": 3, "priority": 1},
+// ...]; weight and priority may be left out). Throws pgi::Error 22023, with a hint, for anything
+// else: not an array, no target, an unknown member, a bad service name, a weight below 1, a
+// negative priority, a service named twice, more than kMaxTargets. Whether the services exist is
+// the catalog's to say.
+std::vector<Target> parse_targets(const nlohmann::json &targets);
+// The JSON form of targets, every member written.
+nlohmann::json targets_json(const std::vector<Target> &targets);
+
+// What made an attempt fail.
+struct Failure {
+    enum class Kind { kConnect, kTimeout, kStatus } kind = Kind::kStatus;
+    int status = 0;  // kStatus: the upstream's HTTP status
+};
+
+// The conditions of fallback_on, checked: "connect", "timeout", "429" and statuses 500 to 599.
+// Other 4xx are the request's own fault and never fall back: they are refused with 22023, as is
+// anything else. Duplicates are dropped; the order is kept.
+std::vector<std::string> check_fallback_on(const std::vector<std::string> &conditions);
+inline const std::vector<std::string> kDefaultFallbackOn = {"connect", "timeout", "429", "500",
+                                                            "502",     "503",     "504", "529"};
+// Whether a failure moves the request on to the next target.
+bool falls_back(const std::vector<std::string> &fallback_on, const Failure &failure);
+
+// The order in which one request tries the targets (indexes into `targets`): priorities from
+// the lowest number, and within a priority a weighted draw without replacement from `seed`, so
+// that over many requests each target comes first in proportion to its weight.
+std::vector<std::size_t> attempt_order(const std::vector<Target> &targets, uint64_t seed);
+
+// ---- The circuit breaker of one service ----
+//   closed:    requests pass; `threshold` failures in a row open it;
+//   open:      requests skip the service until open_until_us;
+//   half-open: then exactly one request passes (the probe): its success closes the breaker, its
+//              failure opens it again for another cooldown.
+// The health worker marking the service Failed opens it too.
+struct Breaker {
+    int32_t failures;       // in a row, while closed
+    int64_t open_until_us;  // 0: closed
+    bool probing;           // half-open and its one request is in flight
+};
+
+enum class Pass {
+    kClosed,  // pass
+    kProbe,   // pass, as the half-open probe: report its outcome
+    kOpen,    // skip the service
+};
+
+Pass may_try(Breaker &b, int64_t now_us);
+void succeeded(Breaker &b);
+void failed(Breaker &b, int64_t now_us, int32_t threshold, int64_t cooldown_us);
+void marked_failed(Breaker &b, int64_t now_us, int64_t cooldown_us);
+// A probe that ended without an outcome (the caller went away): another request may probe.
+void probe_abandoned(Breaker &b);
+
+}  // namespace pgi::routing
