@@ -24,6 +24,7 @@ extern "C" {
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <time.h>
 #include <vector>
@@ -77,7 +78,12 @@ struct GovernanceShared {
     Size usage_offset;
     Size metrics_offset;
     uint64_t usage_dropped;
-    uint64_t batch_pending;  // requests in a standby's batch the writer could not send yet
+    // A standby's batch that could not be sent, with its id, for whichever process flushes
+    // next: it outlives the process that failed (an ERROR, a pg_terminate_backend). Empty when
+    // parked_entries is 0.
+    Size parked_offset;
+    uint32_t parked_entries;
+    char parked_id[40];
     uint64_t limiter_full;
     Latch *writer_latch;   // the usage writer's; null while it is not running
     bool flush_requested;  // a listener found the counters filling up
@@ -97,7 +103,7 @@ std::string batch_id;
 
 struct Layout {
     uint32_t max_keys, max_usage;
-    Size limiter, usage, metrics, total;
+    Size limiter, usage, metrics, parked, total;
 };
 
 Layout layout() {
@@ -107,7 +113,8 @@ Layout layout() {
     l.limiter = MAXALIGN(sizeof(GovernanceShared));
     l.usage = l.limiter + MAXALIGN(gov::LimiterTable::bytes(l.max_keys));
     l.metrics = l.usage + MAXALIGN(gov::UsageTable::bytes(l.max_usage));
-    l.total = l.metrics + MAXALIGN(gov::MetricsTable::bytes(kMetricServices));
+    l.parked = l.metrics + MAXALIGN(gov::MetricsTable::bytes(kMetricServices));
+    l.total = l.parked + MAXALIGN(sizeof(gov::UsageEntry) * l.max_usage);
     return l;
 }
 
@@ -195,6 +202,39 @@ void give_back() {
     batch.clear();
 }
 
+gov::UsageEntry *parked_entries() {
+    return static_cast<gov::UsageEntry *>(at_offset(shared->parked_offset));
+}
+
+// A standby's batch that failed goes to shared memory, unless another one is parked there (it
+// then stays with this process, for its next flush).
+void park() {
+    if (batch.empty() || batch_id.empty() || batch.size() > shared->max_usage ||
+        batch_id.size() >= sizeof(shared->parked_id))
+        return;
+    Locked lock(true);
+    if (shared->parked_entries != 0)
+        return;
+    std::copy(batch.begin(), batch.end(), parked_entries());
+    shared->parked_entries = static_cast<uint32_t>(batch.size());
+    std::memcpy(shared->parked_id, batch_id.c_str(), batch_id.size() + 1);
+    batch.clear();
+    batch_id.clear();
+}
+
+// Takes the parked batch, if any, into this process (which has none of its own).
+void unpark() {
+    if (!batch.empty())
+        return;
+    batch.reserve(shared->max_usage);
+    Locked lock(true);
+    if (shared->parked_entries == 0)
+        return;
+    batch.assign(parked_entries(), parked_entries() + shared->parked_entries);
+    batch_id = shared->parked_id;
+    shared->parked_entries = 0;
+}
+
 // Writes the batch in one transaction. False when the ledger does not exist (the extension is
 // not installed in inference.database): there is nowhere to keep the counts.
 bool write_batch(const std::string &rows, int lock_timeout_ms) {
@@ -264,10 +304,6 @@ void record_batch(int lock_timeout_ms) {
                                  static_cast<unsigned long long>(requests))));
         });
     }
-    if (!batch_id.empty()) {
-        Locked lock(true);
-        shared->batch_pending = 0;
-    }
     batch.clear();
     batch_id.clear();
 }
@@ -276,8 +312,15 @@ void record_batch(int lock_timeout_ms) {
 // back to shared memory (a standby's batch stays with this process) and the error is thrown.
 void flush_usage(int lock_timeout_ms) {
     // A standby's batch that failed before goes first, alone.
-    if (!batch.empty() && !batch_id.empty())
-        record_batch(lock_timeout_ms);
+    unpark();
+    if (!batch.empty() && !batch_id.empty()) {
+        try {
+            record_batch(lock_timeout_ms);
+        } catch (...) {
+            park();
+            throw;
+        }
+    }
     // Room for everything the table can hold, reserved before taking the lock: nothing is
     // allocated under it.
     batch.reserve(batch.size() + shared->max_usage);
@@ -293,23 +336,27 @@ void flush_usage(int lock_timeout_ms) {
         record_batch(lock_timeout_ms);
     } catch (...) {
         give_back();
-        if (!batch_id.empty()) {
-            const uint64_t requests = batch_requests();
-            Locked lock(true);
-            shared->batch_pending = requests;
-        }
+        park();
         throw;
     }
 }
 
 // Nothing may escape an exit callback: PostgreSQL's C code called it.
+// A standby's counts parked in shared memory wait there for the next flush (unless the whole
+// server is stopping): with its primary away, that is news for the log, not a warning.
 void warn_at_exit(int index, const char *why) noexcept {
     try {
         std::string msg = why;
         std::string who = index > 0 ? "gateway listener " + std::to_string(index) : "usage writer";
+        const bool kept = batch.empty();  // given back or parked
+        const bool standby = pg_guard([]() { return RecoveryInProgress(); });
         pg_guard_void([&]() {
-            ereport(WARNING, (errmsg("pg_inference %s could not flush usage at exit: %s",
-                                     who.c_str(), msg.c_str())));
+            ereport(kept && standby ? LOG : WARNING,
+                    (errmsg("pg_inference %s could not flush usage at exit: %s", who.c_str(),
+                            msg.c_str()),
+                     kept ? errdetail("The counts wait in shared memory for the next flush, "
+                                      "unless the server is stopping.")
+                          : errdetail("The counts of this process are lost.")));
         });
     } catch (...) {
     }
@@ -357,6 +404,18 @@ void reclaim_idle(gov::LimiterTable &table, int64_t now_us) {
     table.remove_if([&](const gov::LimiterEntry &e) {
         return gov::idle(e.buckets, now_us) && now_us - e.lease_seen_us > kLeaseActiveUs;
     });
+}
+
+// A key's entry, made if new; when the table is full, idle entries are forgotten first. Null
+// when it is still full. Under the region's lock.
+gov::LimiterEntry *key_entry(gov::LimiterTable &table, const gov::Name &name, uint64_t hash,
+                             int64_t now_us) {
+    gov::LimiterEntry *e = table.find_or_insert(name, hash);
+    if (e == nullptr) {
+        reclaim_idle(table, now_us);
+        e = table.find_or_insert(name, hash);
+    }
+    return e;
 }
 
 // Whether a lease is half spent (or was never granted): time to ask for the next block.
@@ -419,6 +478,7 @@ void governance_init_shmem() {
         shared->limiter_offset = l.limiter;
         shared->usage_offset = l.usage;
         shared->metrics_offset = l.metrics;
+        shared->parked_offset = l.parked;
         gov::LimiterTable::format(at_offset(l.limiter), l.max_keys);
         gov::UsageTable::format(at_offset(l.usage), l.max_usage);
         gov::MetricsTable::format(at_offset(l.metrics), kMetricServices);
@@ -505,11 +565,7 @@ gateway::Admission Governance::admit(const gateway::AccessKey *key, const std::s
     {
         Locked lock(true);
         gov::LimiterTable table = limiter_table();
-        gov::LimiterEntry *e = table.find_or_insert(name, hash);
-        if (e == nullptr) {
-            reclaim_idle(table, now);
-            e = table.find_or_insert(name, hash);
-        }
+        gov::LimiterEntry *e = key_entry(table, name, hash, now);
         if (e != nullptr && leased) {
             // First sight of the key: one request goes in on credit, paid back from the first
             // block, so that a key's first request does not wait for the primary.
@@ -612,10 +668,11 @@ std::string Governance::metrics_text() {
         other = shared->other_services;
         view.listeners.assign(shared->listeners, shared->listeners + kMaxListeners);
         view.usage_dropped = shared->usage_dropped;
-        view.usage_pending = shared->batch_pending;
         usage_table().for_each([&](const gov::UsageEntry &e) {
             view.usage_pending += static_cast<uint64_t>(e.counts.requests);
         });
+        for (uint32_t i = 0; i < shared->parked_entries; i++)
+            view.usage_pending += static_cast<uint64_t>(parked_entries()[i].counts.requests);
         view.limiter_full = shared->limiter_full;
     }
     std::sort(view.services.begin(), view.services.end(),
@@ -714,11 +771,7 @@ gov::Lease lend_limits(const std::string &key, const gov::Limits &limits, int64_
     int64_t now = monotonic_us();
     Locked lock(true);
     gov::LimiterTable table = limiter_table();
-    gov::LimiterEntry *e = table.find_or_insert(name, hash);
-    if (e == nullptr) {
-        reclaim_idle(table, now);
-        e = table.find_or_insert(name, hash);
-    }
+    gov::LimiterEntry *e = key_entry(table, name, hash, now);
     if (e == nullptr) {
         shared->limiter_full++;
         return {0, 0, true};  // as the primary's own listeners would refuse: nothing to lend

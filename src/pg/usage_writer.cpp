@@ -1,8 +1,9 @@
 // The usage writer: a background worker that moves the gateway's usage counters from shared
 // memory to inference.usage_ledger every inference.gateway_usage_flush_interval, or at once when
-// a listener finds the counters filling up. On a hot standby it sends them to the primary's
-// ledger. It serves no HTTP, so its waits on the database (a
-// locked ledger or key row, a commit waiting for a synchronous standby) delay no caller.
+// a listener finds the counters filling up; on a hot standby, to the primary's ledger, and under
+// cluster-wide limits it also borrows the standby's blocks of them. It serves no HTTP, so its
+// waits on the database (a locked ledger or key row, a commit waiting for a synchronous standby,
+// the primary) delay no caller.
 #include "usage_writer.h"
 
 #include "cpp_wall.h"
@@ -44,9 +45,9 @@ void top_up(UsageWriterState &state) {
     try {
         top_up_leases();
     } catch (const std::exception &e) {
-        auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                       std::chrono::steady_clock::now().time_since_epoch())
-                       .count();
+        auto now =
+            std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch())
+                .count();
         if (now - state.last_lease_log_ms < 10000)
             return;
         state.last_lease_log_ms = now;

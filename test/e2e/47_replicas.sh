@@ -7,7 +7,7 @@
 #   c. requests served by the standby, streamed and not, appear in the primary's ledger exactly
 #      (requests and tokens equal what the clients were served): in normal operation, across a
 #      standby restart (-m fast) before its flush, and while the primary is down for 10 s (the
-#      counts arrive after it returns);
+#      counts arrive after it returns, also when the usage writer holding them was terminated);
 #   d. the standby's log has no WARNING, ERROR or FATAL in normal operation;
 #   e. with inference.limits_scope = 'cluster', a key limited to 100 requests a minute, loaded
 #      through both gateways at once, gets between 100 and 100 + 2 blocks of successes;
@@ -90,6 +90,28 @@ wait_ledger() { # KEY_NAME WANT LIMIT_MS
         sleep 0.2
     done
     echo "$got"
+}
+# What a gateway's node has counted but not yet recorded (pg_inference_gateway_usage_pending_requests).
+pending_of() { # URL
+    timeout 5 curl -s -m 3 "$1/metrics" |
+        sed -nE 's/^pg_inference_gateway_usage_pending_requests ([0-9]+)$/\1/p'
+}
+# The sum of two ledger lines "requests prompt completion total".
+add4() {
+    local a b c d e f g h
+    read -r a b c d <<<"$1"
+    read -r e f g h <<<"$2"
+    echo "$((a + e)) $((b + f)) $((c + g)) $((d + h))"
+}
+# The standby's flush interval: long (an hour, so that only an exit or a promotion flushes) or
+# back to the script's.
+standby_flush_interval() { # long|back
+    if [ "$1" = long ]; then
+        as_pg tee -a "$S_DIR/data/postgresql.conf" >/dev/null <<<"inference.gateway_usage_flush_interval = '1h'"
+    else
+        as_pg sed -i '$d' "$S_DIR/data/postgresql.conf"
+    fi
+    as_pg "$PG_BINDIR/pg_ctl" -D "$S_DIR/data" reload >/dev/null
 }
 # Load through a gateway: "sent ok prompt completion total" as the clients saw it.
 load_via() { # URL KEY COUNT
@@ -186,18 +208,15 @@ check_eq "c: the primary's ledger has the standby's requests and tokens exactly"
 S_LOG_TO="$(wc -l <"$S_LOG")"
 
 # A restart before the flush: the counts of the last requests are flushed at shutdown.
-as_pg tee -a "$S_DIR/data/postgresql.conf" >/dev/null <<<"inference.gateway_usage_flush_interval = '1h'"
-as_pg "$PG_BINDIR/pg_ctl" -D "$S_DIR/data" reload >/dev/null
+standby_flush_interval long
 sleep 0.5
 before="$(ledger rep-load)"
 read -r sent2 ok2 prompt2 completion2 total2 <<<"$(load "$KEY1" 20)"
 cluster_pg_ctl "$S_DIR" restart || fail "c: the standby restarts"
-read -r r0 p0 c0 t0_ <<<"$before"
-want="$((r0 + ok2)) $((p0 + prompt2)) $((c0 + completion2)) $((t0_ + total2))"
+want="$(add4 "$before" "$ok2 $prompt2 $completion2 $total2")"
 got="$(wait_ledger rep-load "$want" 5000)"
 check_eq "c: requests served just before a standby restart (-m fast) are in the ledger exactly" "$want" "$got"
-as_pg sed -i '$d' "$S_DIR/data/postgresql.conf"
-as_pg "$PG_BINDIR/pg_ctl" -D "$S_DIR/data" reload >/dev/null
+standby_flush_interval back
 
 # The primary down for 10 s while the standby serves.
 took="$(wait_code "$S_URL" "$KEY1" 200 10000)"
@@ -208,18 +227,24 @@ read -r sent3 ok3 prompt3 completion3 total3 <<<"$(load "$KEY1" 20)"
 echo "   with the primary down the standby served $ok3 of $sent3"
 check_eq "c: with the primary down, the standby still serves" "$sent3" "$ok3"
 sleep 1.5  # a flush interval and a try
-pending="$(timeout 5 curl -s -m 3 "$S_URL/metrics" | sed -nE 's/^pg_inference_gateway_usage_pending_requests ([0-9]+)$/\1/p')"
+pending="$(pending_of "$S_URL")"
 # Every request of the key is pending, and nothing else was served meanwhile but /metrics itself.
 check "c: the standby's /metrics shows the requests waiting for the primary ($pending, at least $ok3)" \
     [ "${pending:-0}" -ge "$ok3" ]
+# The writer that holds them is terminated: they wait in shared memory for the next one.
+qs -At -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+            WHERE backend_type = 'pg_inference usage writer'" >/dev/null
+sleep 2.5  # the postmaster starts a new writer after a second; it tries once
+pending="$(pending_of "$S_URL")"
+check "c: after its usage writer is terminated, the standby still holds them ($pending)" \
+    [ "${pending:-0}" -ge "$ok3" ]
 sleep "$(awk -v ms=$((10000 - ($(now_ms) - t1))) 'BEGIN { print (ms > 0 ? ms / 1000 : 0) }')"
 cluster_pg_ctl "$P_DIR" start || fail "c: the primary starts again"
-read -r r0 p0 c0 t0_ <<<"$before"
-want="$((r0 + ok3)) $((p0 + prompt3)) $((c0 + completion3)) $((t0_ + total3))"
+want="$(add4 "$before" "$ok3 $prompt3 $completion3 $total3")"
 got="$(wait_ledger rep-load "$want" 15000)"
 check_eq "c: requests served while the primary was down reach its ledger after it returns" "$want" "$got"
 sleep 1.5
-pending="$(timeout 5 curl -s -m 3 "$S_URL/metrics" | sed -nE 's/^pg_inference_gateway_usage_pending_requests ([0-9]+)$/\1/p')"
+pending="$(pending_of "$S_URL")"
 check "c: once sent, the standby's pending count falls back ($pending)" [ "${pending:-99}" -le 2 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -301,8 +326,13 @@ fi
 # ---------------------------------------------------------------------------------------------
 echo "== g. promotion"
 # The standby holds counts it has not flushed (a long interval) when it is promoted.
-as_pg tee -a "$S_DIR/data/postgresql.conf" >/dev/null <<<"inference.gateway_usage_flush_interval = '1h'"
-as_pg "$PG_BINDIR/pg_ctl" -D "$S_DIR/data" reload >/dev/null
+standby_flush_interval long
+# Every count of the checks before is in the primary's ledger (nothing pending on either node)
+# and replayed on the standby before the base is read.
+for _ in $(seq 1 50); do
+    [ "$(pending_of "http://127.0.0.1:$P_GW")" = 0 ] && [ "$(pending_of "$S_URL")" = 0 ] && break
+    sleep 0.2
+done
 sleep 1.5
 base="$(ledger rep-load)"
 got="$(LEDGER_OF=qs wait_ledger rep-load "$base" 5000)"
@@ -311,14 +341,12 @@ read -r sent4 ok4 prompt4 completion4 total4 <<<"$(load "$KEY1" 20)"
 as_pg "$PG_BINDIR/pg_ctl" -D "$S_DIR/data" promote -w -t 30 >/dev/null || fail "g: pg_ctl promote"
 t1="$(now_ms)"
 check_eq "g: the standby is promoted" f "$(qs -At -c 'SELECT pg_is_in_recovery()')"
-read -r r0 p0 c0 t0_ <<<"$base"
-want="$((r0 + ok4)) $((p0 + prompt4)) $((c0 + completion4)) $((t0_ + total4))"
+want="$(add4 "$base" "$ok4 $prompt4 $completion4 $total4")"
 got="$(LEDGER_OF=qs wait_ledger rep-load "$want" 5000)"
 check_eq "g: what the standby held at its promotion is in its own ledger within 5 s ($(($(now_ms) - t1)) ms)" "$want" "$got"
-as_pg sed -i '$d' "$S_DIR/data/postgresql.conf"
-as_pg "$PG_BINDIR/pg_ctl" -D "$S_DIR/data" reload >/dev/null
+standby_flush_interval back
 read -r sent5 ok5 prompt5 completion5 total5 <<<"$(load "$KEY1" 10)"
-want="$((r0 + ok4 + ok5)) $((p0 + prompt4 + prompt5)) $((c0 + completion4 + completion5)) $((t0_ + total4 + total5))"
+want="$(add4 "$want" "$ok5 $prompt5 $completion5 $total5")"
 got="$(LEDGER_OF=qs wait_ledger rep-load "$want" 5000)"
 check_eq "g: requests served after the promotion are recorded locally, exactly" "$want" "$got"
 check_eq "g: nothing of it went to the old primary (no duplicate)" "$base" "$(ledger rep-load)"
