@@ -69,15 +69,16 @@ void connect(const std::string &conninfo) {
     char *parse_error = nullptr;
     PQconninfoOption *options = PQconninfoParse(conninfo.c_str(), &parse_error);
     if (options == nullptr) {
-        std::string why = parse_error != nullptr ? reason(parse_error) : "out of memory";
+        // libpq's reason may quote a piece of the string, which may hold a password.
         PQfreemem(parse_error);
         throw Error(sqlstate::kConfigFileError,
-                    "the connection string for the primary is not valid: " + why,
+                    "the connection string for the primary is not valid",
                     "Set inference.primary_conninfo (or the standby's primary_conninfo) to a "
                     "libpq connection string.");
     }
     std::vector<const char *> keys, values;
     bool has_connect_timeout = false;
+    std::string server_options = kStatementTimeout;
     for (PQconninfoOption *o = options; o->keyword != nullptr; o++) {
         if (o->val == nullptr || *o->val == '\0')
             continue;
@@ -86,6 +87,10 @@ void connect(const std::string &conninfo) {
         // is not the extension's.
         if (key == "dbname" || key == "replication" || key == "application_name")
             continue;
+        if (key == "options") {
+            server_options = std::string(o->val) + " " + kStatementTimeout;
+            continue;
+        }
         has_connect_timeout = has_connect_timeout || key == "connect_timeout";
         keys.push_back(o->keyword);
         values.push_back(o->val);
@@ -95,7 +100,7 @@ void connect(const std::string &conninfo) {
     keys.push_back("application_name");
     values.push_back("pg_inference usage writer");
     keys.push_back("options");
-    values.push_back(kStatementTimeout);
+    values.push_back(server_options.c_str());
     keys.push_back("tcp_user_timeout");
     values.push_back(kTcpUserTimeoutMs);
     if (!has_connect_timeout) {
