@@ -326,14 +326,15 @@ fi
 # ---------------------------------------------------------------------------------------------
 echo "== g. promotion"
 # The standby holds counts it has not flushed (a long interval) when it is promoted.
-standby_flush_interval long
 # Every count of the checks before is in the primary's ledger (nothing pending on either node)
-# and replayed on the standby before the base is read.
+# and replayed on the standby before the base is read; then the standby holds what it serves.
 for _ in $(seq 1 50); do
     [ "$(pending_of "http://127.0.0.1:$P_GW")" = 0 ] && [ "$(pending_of "$S_URL")" = 0 ] && break
     sleep 0.2
 done
 sleep 1.5
+standby_flush_interval long
+sleep 0.5
 base="$(ledger rep-load)"
 got="$(LEDGER_OF=qs wait_ledger rep-load "$base" 5000)"
 check_eq "g: before the promotion the standby's replicated ledger is the primary's" "$base" "$got"
