@@ -8,6 +8,7 @@
 #include "anthropic.h"
 #include "error_capture.h"
 #include "form_json.h"
+#include "service_fixtures.h"
 #include "sse.h"
 
 namespace {
@@ -19,13 +20,7 @@ using pgi::ServiceEndpoint;
 namespace chat = pgi::chat;
 namespace an = pgi::protocols::anthropic;
 
-const ServiceEndpoint kClaude{"claude",
-                              "claude-sonnet-4-5",
-                              "https://api.anthropic.test",
-                              Protocol::kAnthropicV1,
-                              "sk-ant-secret-key-123",
-                              false,
-                              nullptr};
+const ServiceEndpoint &kClaude = kAnthropicService;
 
 // ---- reading requests ----
 
