@@ -464,37 +464,27 @@ END
     t0="$(now_ms)"
     load_start "$FW/c2" 60
     sleep 0.3
-    # One session does it all: no client start-up between the steps. Each round waits until two
-    # listeners run (the last victim replaced; bgw_restart_time is 1 s), rotates, terminates one.
-    out="$(QT=120 q -c "
-DO \$\$
-DECLARE
-    p int[];
-    victim int;
-    n_done int := 0;
-BEGIN
-    FOR i IN 1..20 LOOP
-        FOR w IN 1..100 LOOP
-            PERFORM pg_stat_clear_snapshot();
-            SELECT array_agg(pid ORDER BY pid) INTO p FROM pg_stat_activity
-             WHERE backend_type = 'pg_inference gateway';
-            EXIT WHEN coalesce(array_length(p, 1), 0) = 2 AND (victim IS NULL OR victim <> ALL (p));
-            PERFORM pg_sleep(0.05);
-        END LOOP;
-        EXIT WHEN coalesce(array_length(p, 1), 0) <> 2;
-        PERFORM inference.rotate_access_key('flt-c-rot');
-        COMMIT;
-        PERFORM pg_sleep(0.1);
-        victim := p[1 + i % 2];
-        IF pg_terminate_backend(victim) THEN
-            n_done := n_done + 1;
-        END IF;
-    END LOOP;
-    RAISE NOTICE 'terminations: %', n_done;
-END
-\$\$" 2>&1)"
-    terms="$(echo "$out" | sed -n 's/.*terminations: \([0-9]*\).*/\1/p')"
-    terms="${terms:-0}"
+    # Each round waits until two listeners run and the last victim's replacement has logged that
+    # it serves (a process shows in pg_stat_activity before it holds the port; terminating the
+    # other listener in that gap would leave nobody on the port), rotates, terminates one.
+    local i w p victim="" serving
+    for i in $(seq 1 20); do
+        for w in $(seq 1 100); do
+            p="$(listener_pids)"
+            serving="$(tail -n +"$((lines0 + 1))" "$SERVER_LOG" | grep -c 'gateway listener [0-9]* serving on port')"
+            if [ "$(echo "$p" | wc -w)" = 2 ] && [ "$serving" -ge "$terms" ] &&
+                { [ -z "$victim" ] || ! echo " $p " | grep -q " $victim "; }; then
+                break
+            fi
+            sleep 0.05
+        done
+        [ "$(echo "$p" | wc -w)" = 2 ] || break
+        QT=10 qv "SELECT inference.rotate_access_key('flt-c-rot')" >/dev/null
+        sleep 0.1
+        victim="$(echo "$p" | cut -d' ' -f$((1 + i % 2)))"
+        [ "$(QT=10 qv "SELECT pg_terminate_backend($victim)")" = t ] && terms=$((terms + 1))
+    done
+    out="terminations: $terms"
     sleep 0.3
     load_stop "$FW/c2"
     echo "   $terms terminations in $(($(now_ms) - t0)) ms: $(echo "$out" | tr '\n' ' ' | cut -c1-200)"
