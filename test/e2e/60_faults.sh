@@ -462,7 +462,7 @@ END
     # Phase 2: 20 terminations, each while both listeners run, with a rotation before each.
     ensure_ready || { fail "c: the listeners are back for the terminate phase"; return; }
     t0="$(now_ms)"
-    load_start "$FW/c2" 60
+    load_start "$FW/c2" 120
     sleep 0.3
     # Each round waits until two listeners run and the last victim's replacement has logged that
     # it serves (a process shows in pg_stat_activity before it holds the port; terminating the
