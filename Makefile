@@ -51,18 +51,22 @@ PROTOCOL_OBJS = $(patsubst %.cpp,%.o,$(sort $(wildcard src/core/protocols/*.cpp)
 PG_OBJS = \
 	src/pg/access_keys.o \
 	src/pg/backend_http.o \
+	src/pg/breakers.o \
 	src/pg/catalog_generation.o \
 	src/pg/cluster_limits.o \
 	src/pg/cpp_wall.o \
 	src/pg/gateway_worker.o \
 	src/pg/governance.o \
 	src/pg/health_worker.o \
+	src/pg/jsonb_args.o \
 	src/pg/log_redaction.o \
 	src/pg/model_calls.o \
 	src/pg/pg_inference.o \
 	src/pg/primary_link.o \
 	src/pg/registry.o \
 	src/pg/restrictions.o \
+	src/pg/route_calls.o \
+	src/pg/routes.o \
 	src/pg/secrets.o \
 	src/pg/service_catalog.o \
 	src/pg/status_store.o \

@@ -177,14 +177,16 @@ AS $$
     SELECT * FROM inference.get_external_service($1);
 $$;
 
--- Deregistering a service that an access key names: refused unless force, which removes the
--- service from those keys' lists.
+-- Deregistering a service that an access key or a route names: refused unless force, which
+-- removes the service from those keys' lists and routes' targets.
 CREATE FUNCTION inference.deregister_external_service(name text, force boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     keys text;
+    routes text;
+    emptied record;
 BEGIN
     SELECT string_agg(format('"%s"', k.name), ', ' ORDER BY k.name) INTO keys
       FROM inference.access_key_store k WHERE $1 = ANY (k.services);
@@ -193,8 +195,30 @@ BEGIN
             USING ERRCODE = 'dependent_objects_still_exist',
                   HINT = 'Pass force => true to remove the service from those keys as well.';
     END IF;
+    SELECT string_agg(format('"%s"', r.name), ', ' ORDER BY r.name) INTO routes
+      FROM inference.route_store r
+     WHERE EXISTS (SELECT 1 FROM jsonb_array_elements(r.targets) t WHERE t->>'service' = $1);
+    IF routes IS NOT NULL AND NOT coalesce($2, false) THEN
+        RAISE EXCEPTION 'service "%" is a target of route %', $1, routes
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'Pass force => true to remove the service from those routes as well (a route left without targets is dropped), or change them with inference.update_route().';
+    END IF;
     UPDATE inference.access_key_store k SET services = array_remove(k.services, $1)
      WHERE $1 = ANY (k.services);
+    FOR emptied IN
+        UPDATE inference.route_store r
+           SET targets = (SELECT coalesce(jsonb_agg(t ORDER BY n), '[]')
+                            FROM jsonb_array_elements(r.targets) WITH ORDINALITY AS e (t, n)
+                           WHERE t->>'service' <> $1),
+               updated_at = now()
+         WHERE EXISTS (SELECT 1 FROM jsonb_array_elements(r.targets) t WHERE t->>'service' = $1)
+        RETURNING r.name, r.targets
+    LOOP
+        IF jsonb_array_length(emptied.targets) = 0 THEN
+            PERFORM inference.drop_route(emptied.name);
+            RAISE NOTICE 'route "%" had no other target and was dropped', emptied.name;
+        END IF;
+    END LOOP;
     PERFORM inference._deregister_external_service($1);
 END
 $$;
@@ -337,11 +361,13 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Remove the NULL elements.';
     END IF;
     SELECT string_agg(format('"%s"', s), ', ') INTO unknown
-      FROM unnest(services) s WHERE NOT EXISTS (SELECT 1 FROM inference.services v WHERE v.name = s);
+      FROM unnest(services) s
+     WHERE NOT EXISTS (SELECT 1 FROM inference.services v WHERE v.name = s)
+       AND NOT EXISTS (SELECT 1 FROM inference.route_store r WHERE r.name = s);
     IF unknown IS NOT NULL THEN
         RAISE EXCEPTION 'unknown service %', unknown
             USING ERRCODE = 'undefined_object',
-                  HINT = 'Call inference.list_models() to see the registered services.';
+                  HINT = 'Call inference.list_models() to see the registered services, and read inference.routes for the routes.';
     END IF;
     IF requests_per_minute <= 0 OR requests_per_hour <= 0 OR tokens_per_hour <= 0 OR burst <= 0 THEN
         RAISE EXCEPTION 'limits must be positive'
@@ -503,6 +529,183 @@ GRANT EXECUTE ON FUNCTION
 TO inference_admin;
 
 -------------------------------------------------------------------------------------------------
+-- Routes: one name for several services (docs/routing.md). Route and service names share one
+-- namespace; a route's targets are services, never other routes.
+
+CREATE TABLE inference.route_store (
+    name        text PRIMARY KEY,
+    -- [{"service": ..., "weight": ..., "priority": ...}], in the normal form _check_route writes
+    targets     jsonb NOT NULL,
+    fallback_on text[] NOT NULL,
+    cooldown    interval NOT NULL,
+    functions   text[] NOT NULL DEFAULT '{}',
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON inference.route_store FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('inference.route_store', '');
+
+CREATE VIEW inference.routes AS
+    SELECT name, targets, fallback_on, cooldown, functions, created_at, updated_at
+      FROM inference.route_store;
+REVOKE ALL ON inference.routes FROM PUBLIC;
+GRANT SELECT ON inference.routes TO inference_user;
+
+CREATE TYPE inference.route_info AS (
+    name        text,
+    targets     jsonb,
+    fallback_on text[],
+    cooldown    interval,
+    functions   text[],
+    created_at  timestamptz,
+    updated_at  timestamptz
+);
+
+-- Checks a route's fields (a NULL is left alone) and returns the normal forms of those given:
+-- {"targets": [...], "fallback_on": [...], "functions": [...]}. Raises 22023 with a hint.
+CREATE FUNCTION inference._check_route(
+    name text, targets jsonb, fallback_on text[], cooldown interval, functions text[])
+RETURNS jsonb AS 'MODULE_PATHNAME', 'pgi_check_route' LANGUAGE C CALLED ON NULL INPUT IMMUTABLE;
+REVOKE ALL ON FUNCTION inference._check_route(text, jsonb, text[], interval, text[]) FROM PUBLIC;
+
+-- Every target names a registered service. Takes the lock that registrations take before they
+-- check that their name is free, so a route and a service cannot take one name at once.
+CREATE FUNCTION inference._check_route_targets(name text, targets jsonb) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    bad text;
+BEGIN
+    PERFORM inference._lock_names();
+    IF EXISTS (SELECT 1 FROM inference.services s WHERE s.name = $1) THEN
+        RAISE EXCEPTION 'name "%" is taken by a service', $1
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Routes and services share one namespace; choose another name.';
+    END IF;
+    SELECT string_agg(format('"%s"', t->>'service'), ', ') INTO bad
+      FROM jsonb_array_elements($2) t
+     WHERE EXISTS (SELECT 1 FROM inference.route_store r WHERE r.name = t->>'service');
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'target % is a route', bad
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A route''s targets are services; list that route''s services instead.';
+    END IF;
+    SELECT string_agg(format('"%s"', t->>'service'), ', ') INTO bad
+      FROM jsonb_array_elements($2) t
+     WHERE NOT EXISTS (SELECT 1 FROM inference.services s WHERE s.name = t->>'service');
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'unknown service %', bad
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Call inference.list_models() to see the registered services.';
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION inference._check_route_targets(text, jsonb) FROM PUBLIC;
+
+CREATE FUNCTION inference._lock_names() RETURNS void
+AS 'MODULE_PATHNAME', 'pgi_lock_names' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION inference._lock_names() FROM PUBLIC;
+
+CREATE FUNCTION inference.create_route(
+    name text,
+    targets jsonb,
+    fallback_on text[] DEFAULT '{connect,timeout,429,500,502,503,504,529}',
+    cooldown interval DEFAULT '30 seconds',
+    functions text[] DEFAULT '{}')
+RETURNS SETOF inference.route_info
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    checked jsonb;
+BEGIN
+    IF $2 IS NULL OR $3 IS NULL OR $4 IS NULL OR $5 IS NULL THEN
+        RAISE EXCEPTION 'targets, fallback_on, cooldown and functions must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Leave an argument out for its default.';
+    END IF;
+    checked := inference._check_route($1, $2, $3, $4, $5);
+    PERFORM inference._check_route_targets($1, checked->'targets');
+    IF EXISTS (SELECT 1 FROM inference.route_store r WHERE r.name = $1) THEN
+        RAISE EXCEPTION 'route "%" already exists', $1
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Use inference.update_route() to change it, or drop it first.';
+    END IF;
+    INSERT INTO inference.route_store (name, targets, fallback_on, cooldown, functions)
+    VALUES ($1, checked->'targets',
+            ARRAY(SELECT jsonb_array_elements_text(checked->'fallback_on')), $4,
+            ARRAY(SELECT jsonb_array_elements_text(checked->'functions')));
+    RETURN QUERY SELECT * FROM inference.routes r WHERE r.name = $1;
+END
+$$;
+
+CREATE FUNCTION inference.update_route(
+    name text,
+    targets jsonb DEFAULT NULL,
+    fallback_on text[] DEFAULT NULL,
+    cooldown interval DEFAULT NULL,
+    functions text[] DEFAULT NULL)
+RETURNS SETOF inference.route_info
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    checked jsonb;
+BEGIN
+    checked := inference._check_route($1, $2, $3, $4, $5);
+    PERFORM 1 FROM inference.route_store r WHERE r.name = $1 FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'route "%" does not exist', $1
+            USING ERRCODE = 'undefined_object', HINT = 'Read inference.routes for the routes.';
+    END IF;
+    IF $2 IS NOT NULL THEN
+        PERFORM inference._check_route_targets($1, checked->'targets');
+    END IF;
+    UPDATE inference.route_store r
+       SET targets = coalesce(checked->'targets', r.targets),
+           fallback_on = CASE WHEN $3 IS NULL THEN r.fallback_on
+                              ELSE ARRAY(SELECT jsonb_array_elements_text(checked->'fallback_on')) END,
+           cooldown = coalesce($4, r.cooldown),
+           functions = CASE WHEN $5 IS NULL THEN r.functions
+                            ELSE ARRAY(SELECT jsonb_array_elements_text(checked->'functions')) END,
+           updated_at = now()
+     WHERE r.name = $1;
+    RETURN QUERY SELECT * FROM inference.routes r WHERE r.name = $1;
+END
+$$;
+
+-- Dropping a route that an access key names is refused: the key would lose what it may use.
+CREATE FUNCTION inference.drop_route(name text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    keys text;
+BEGIN
+    IF $1 IS NULL OR NOT EXISTS (SELECT 1 FROM inference.route_store r WHERE r.name = $1) THEN
+        RAISE EXCEPTION 'route "%" does not exist', $1
+            USING ERRCODE = 'undefined_object', HINT = 'Read inference.routes for the routes.';
+    END IF;
+    SELECT string_agg(format('"%s"', k.name), ', ' ORDER BY k.name) INTO keys
+      FROM inference.access_key_store k WHERE $1 = ANY (k.services);
+    IF keys IS NOT NULL THEN
+        RAISE EXCEPTION 'route "%" is named by access key %', $1, keys
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'Remove it from those keys with inference.update_access_key() first.';
+    END IF;
+    DELETE FROM inference.route_store r WHERE r.name = $1;
+END
+$$;
+
+REVOKE ALL ON FUNCTION
+    inference.create_route(text, jsonb, text[], interval, text[]),
+    inference.update_route(text, jsonb, text[], interval, text[]),
+    inference.drop_route(text)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    inference.create_route(text, jsonb, text[], interval, text[]),
+    inference.update_route(text, jsonb, text[], interval, text[]),
+    inference.drop_route(text)
+TO inference_admin;
+
+-------------------------------------------------------------------------------------------------
 -- Catalog changes reach the gateway listeners: a committed change bumps a counter in shared
 -- memory that the listeners poll.
 
@@ -514,6 +717,8 @@ CREATE TRIGGER catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
     ON inference.services FOR EACH STATEMENT EXECUTE FUNCTION inference._catalog_changed();
 CREATE TRIGGER catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
     ON inference.service_secrets FOR EACH STATEMENT EXECUTE FUNCTION inference._catalog_changed();
+CREATE TRIGGER catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON inference.route_store FOR EACH STATEMENT EXECUTE FUNCTION inference._catalog_changed();
 -- last_used_at is bookkeeping, not configuration: updating it alone does not reload listeners.
 CREATE TRIGGER catalog_changed AFTER INSERT OR DELETE OR TRUNCATE
     ON inference.access_key_store FOR EACH STATEMENT EXECUTE FUNCTION inference._catalog_changed();

@@ -14,6 +14,7 @@ namespace sqlstate {
 inline constexpr const char *kInvalidParameterValue = "22023";
 inline constexpr const char *kUniqueViolation = "23505";
 inline constexpr const char *kUndefinedObject = "42704";
+inline constexpr const char *kDuplicateObject = "42710";
 inline constexpr const char *kFeatureNotSupported = "0A000";
 inline constexpr const char *kInsufficientPrivilege = "42501";
 inline constexpr const char *kInternalError = "XX000";

@@ -27,6 +27,7 @@
 #include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <random>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -320,6 +321,30 @@ void Governor::rerank_route_learned(const std::string &, translate::RerankRoute)
 
 void Governor::warning(const std::string &) {}
 
+routing::Pass Governor::breaker_may_try(const std::string &service, int64_t cooldown_us) {
+    auto it = breakers_.find(service);
+    if (it == breakers_.end())
+        return routing::Pass::kClosed;
+    return routing::may_try(it->second.breaker, unix_ms_now() * 1000, cooldown_us);
+}
+
+void Governor::breaker_report(const std::string &service, bool failed, int64_t cooldown_us) {
+    if (!failed) {
+        breakers_.erase(service);
+        return;
+    }
+    LocalBreaker &b = breakers_[service];
+    if (cooldown_us > 0)
+        b.cooldown_us = cooldown_us;
+    routing::failed(b.breaker, unix_ms_now() * 1000, routing::kDefaultBreakerFailures,
+                    b.cooldown_us);
+}
+
+void Governor::breaker_probe_abandoned(const std::string &service) {
+    if (auto it = breakers_.find(service); it != breakers_.end())
+        routing::probe_abandoned(it->second.breaker, unix_ms_now() * 1000);
+}
+
 bool AccessKey::allows(const std::string &service) const {
     if (!services)
         return true;
@@ -349,6 +374,8 @@ bool Exchange::on_body(const http::Response &, const char *, std::size_t) {
 
 Server::Impl::Impl(event_base *b, Config c, Governor &g)
     : base(b), config(std::move(c)), governor(g), client(b) {
+    // Listeners draw routes' attempt orders independently of each other.
+    route_draws = (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
     http = evhttp_new(base);
     if (http == nullptr)
         throw Error(sqlstate::kInternalError, "could not create the gateway's HTTP server");

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "protocol.h"
+#include "routing.h"
 #include "translate.h"
 #include "translate_rerank.h"
 
@@ -42,6 +43,13 @@ struct AccessKey {
     bool allows(const std::string &service) const;
 };
 
+// A route: a name whose requests go to one of several services (docs/routing.md).
+struct RouteEntry {
+    std::vector<routing::Target> targets;
+    std::vector<std::string> fallback_on = routing::kDefaultFallbackOn;
+    int64_t cooldown_us = routing::kDefaultCooldownUs;
+};
+
 // Everything the request path needs, immutable once published. In-flight requests keep the
 // snapshot they started with, so a reload never pulls a service from under a transfer.
 struct Snapshot {
@@ -50,6 +58,7 @@ struct Snapshot {
     // (/v1/ranking, then /v1/rerank on 404) and remembered by the Server.
     std::map<std::string, std::string> rerank_routes;
     std::unordered_map<std::string, AccessKey> keys;  // by key_hash
+    std::map<std::string, RouteEntry> routes;         // by route name; targets are services
     uint64_t generation = 0;
     // Set when the gateway cannot serve at all (the extension is not installed in the database
     // the listeners read): every request but GET /metrics is answered 503 with this message,
@@ -114,6 +123,22 @@ class Governor {
     // A warning for the server log (accept failures, libevent's own complaints). The Server
     // rate-limits them: the same message at most once per 10 s, with a count of its repeats.
     virtual void warning(const std::string &message);
+
+    // The services' circuit breakers (routing::Breaker). A request through a route asks whether
+    // it may try a target (the route's cooldown given); every upstream call's outcome is
+    // reported (failed: a fallback condition of its route, or of the defaults for a call that
+    // named the service); a probe whose caller left is given back. These defaults keep the
+    // breakers in this process; a host with several processes shares them.
+    virtual routing::Pass breaker_may_try(const std::string &service, int64_t cooldown_us);
+    virtual void breaker_report(const std::string &service, bool failed, int64_t cooldown_us);
+    virtual void breaker_probe_abandoned(const std::string &service);
+
+  private:
+    struct LocalBreaker {
+        routing::Breaker breaker{0, 0};
+        int64_t cooldown_us = routing::kDefaultCooldownUs;  // the last route's
+    };
+    std::map<std::string, LocalBreaker> breakers_;
 };
 
 // A new event_base for a listener's loop (null on failure). It uses epoll's changelist, which

@@ -78,17 +78,21 @@ void start_chat(Server::Impl &server, RequestContext &&context, json body,
                 const protocols::Module &caller, bool stream_route) {
     auto &ex = static_cast<ChatExchange &>(
         server.adopt(std::make_unique<ChatExchange>(server, std::move(context))));
-    guarded_start(server, ex, [&] {
+    ex.begin = [&server, &ex, &caller, stream_route, body = std::move(body)]() mutable {
         const ServiceEndpoint &service = *ex.context.service;
         chat::Defaults defaults;
         defaults.default_max_tokens = server.config.default_max_tokens;
-        ex.call = chat_call::plan(caller, service, body, defaults, raw_body(ex), stream_route);
+        // Planning may take the body apart; a route's next target needs it whole.
+        json planned = ex.context.route != nullptr ? body : std::move(body);
+        ex.call = chat_call::plan(caller, service, planned, defaults, raw_body(ex), stream_route);
         if (ex.call.passed())
             forward_dialect_headers(ex, ex.call.request);
+        ex.stream.reset();
         if (ex.call.stream)
             ex.stream = chat_call::stream(ex.call, service);
         server.call_upstream(ex, to_http(std::move(ex.call.request)), ex.call.stream);
-    });
+    };
+    guarded_start(server, ex, ex.begin);
 }
 
 }  // namespace pgi::gateway

@@ -34,8 +34,10 @@ void start_count_tokens(Server::Impl &server, RequestContext &&context, nlohmann
     auto &ex = static_cast<CountExchange &>(
         server.adopt(std::make_unique<CountExchange>(server, std::move(context))));
     ex.caller = &caller;
-    guarded_start(server, ex, [&] {
-        count_tokens::Plan plan = count_tokens::plan(caller, *ex.context.service, body);
+    ex.begin = [&server, &ex, &caller, body = std::move(body)]() mutable {
+        // Planning may take the body apart; a route's next target needs it whole.
+        nlohmann::json planned = ex.context.route != nullptr ? body : std::move(body);
+        count_tokens::Plan plan = count_tokens::plan(caller, *ex.context.service, planned);
         if (!plan.request) {
             server.respond(ex, 200, count_tokens::answer(caller, plan.estimate));
             return;
@@ -43,7 +45,8 @@ void start_count_tokens(Server::Impl &server, RequestContext &&context, nlohmann
         if (ex.context.service->protocol == caller.protocol)
             forward_dialect_headers(ex, *plan.request);
         server.call_upstream(ex, to_http(std::move(*plan.request)), false);
-    });
+    };
+    guarded_start(server, ex, ex.begin);
 }
 
 }  // namespace pgi::gateway

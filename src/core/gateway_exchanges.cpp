@@ -118,9 +118,14 @@ void Server::Impl::call_upstream(Exchange &ex, http::Request request, bool strea
         p->upstream = 0;
         p->upstream_ms += ms_since(p->upstream_started);
         if (p->done) {
+            // The caller left: the try has no outcome, and a probe's slot is given back.
+            if (p->context.pass == routing::Pass::kProbe)
+                governor.breaker_probe_abandoned(p->context.service->name);
+            p->context.pass = routing::Pass::kClosed;
             reap(p);
             return;
         }
+        report_outcome(*p, response);
         p->busy++;
         try {
             p->on_done(response);
@@ -162,7 +167,57 @@ void Server::Impl::respond_error(Exchange &ex, int status, std::string_view mess
     respond(ex, status, error_json(ex.context, status, message, code, param));
 }
 
+bool Server::Impl::next_target(RequestContext &context) {
+    while (context.next < context.order.size()) {
+        const routing::Target &target = context.route->targets[context.order[context.next++]];
+        auto it = context.snapshot->services.find(target.service);
+        if (it == context.snapshot->services.end())
+            continue;
+        routing::Pass pass = governor.breaker_may_try(target.service, context.route->cooldown_us);
+        if (pass == routing::Pass::kOpen)
+            continue;
+        context.service = &it->second;
+        context.pass = pass;
+        return true;
+    }
+    return false;
+}
+
+bool Server::Impl::fall_back(Exchange &ex, const http::Response &response) {
+    RequestContext &context = ex.context;
+    if (context.route == nullptr || ex.streaming || ex.done || !ex.begin ||
+        !routing::falls_back(context.route->fallback_on, routing::failure_of(response)) ||
+        !next_target(context))
+        return false;
+    name_service(context);
+    ex.usage = translate::Usage();
+    guarded_start(*this, ex, ex.begin);
+    return true;
+}
+
+void Server::Impl::name_service(RequestContext &context) {
+    static const std::string kHeader = "x-pg-inference-service";
+    auto &headers = context.headers;
+    headers.erase(std::remove_if(headers.begin(), headers.end(),
+                                 [](const auto &h) { return h.first == kHeader; }),
+                  headers.end());
+    headers.emplace_back(kHeader, context.service->name);
+}
+
+void Server::Impl::report_outcome(Exchange &ex, const http::Response &response) {
+    RequestContext &context = ex.context;
+    const std::vector<std::string> &conditions =
+        context.route != nullptr ? context.route->fallback_on : routing::kDefaultFallbackOn;
+    const bool failed =
+        !upstream_ok(response) && routing::falls_back(conditions, routing::failure_of(response));
+    governor.breaker_report(context.service->name, failed,
+                            context.route != nullptr ? context.route->cooldown_us : 0);
+    context.pass = routing::Pass::kClosed;
+}
+
 void Server::Impl::respond_upstream_failure(Exchange &ex, const http::Response &r) {
+    if (fall_back(ex, r))
+        return;
     const ServiceEndpoint &service = *ex.context.service;
     if (r.curl_code != 0 && r.status < 300) {
         std::string message = "service \"" + service.name + "\" ";

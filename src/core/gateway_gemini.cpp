@@ -50,11 +50,14 @@ void start_gemini_embeddings(Server::Impl &server, RequestContext &&context, jso
                              bool batch) {
     auto &ex = static_cast<GeminiEmbeddingsExchange &>(
         server.adopt(std::make_unique<GeminiEmbeddingsExchange>(server, std::move(context))));
-    guarded_start(server, ex, [&] {
+    ex.begin = [&server, &ex, batch, body = std::move(body)]() mutable {
         ex.call = gemini_embeddings::read(body, batch);
+        // The request may edit the body; a route's next target needs it whole.
+        json edited = ex.context.route != nullptr ? body : std::move(body);
         server.call_upstream(
-            ex, to_http(gemini_embeddings::request(*ex.context.service, ex.call, body)), false);
-    });
+            ex, to_http(gemini_embeddings::request(*ex.context.service, ex.call, edited)), false);
+    };
+    guarded_start(server, ex, ex.begin);
 }
 
 }  // namespace pgi::gateway

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -46,6 +47,12 @@ struct RequestContext {
     // The caller's dialect when it is not the gateway's own OpenAI shape: its errors are written
     // by this module (Anthropic's {"type":"error",...}), with that dialect's error types.
     const protocols::Module *dialect = nullptr;
+    // A request that named a route: the route, the order in which it tries the targets (indexes
+    // into its targets), the next position in that order, and the current try's breaker pass.
+    const RouteEntry *route = nullptr;
+    std::vector<std::size_t> order;
+    std::size_t next = 0;
+    routing::Pass pass = routing::Pass::kClosed;
 };
 
 // One request being served with an upstream call. Owned by Server::Impl::exchanges until done;
@@ -78,6 +85,10 @@ struct Exchange {
     int busy = 0;
     evbuffer *chunk = nullptr;   // reused for streamed chunks
     bool chunk_pending = false;  // chunk holds bytes for the end of this loop turn
+    // Plans and starts the upstream call for context.service: the first try, and each fallback
+    // to another target of a route (Server::Impl::fall_back). Set by the starters whose requests
+    // may name a route (all but pass-through).
+    std::function<void()> begin;
     // A stream whose caller reads slowly: the upstream is paused while the connection's output
     // holds more than kStreamHighWater bytes, and resumed below kStreamLowWater (drain_cb).
     bool upstream_paused = false;
@@ -256,6 +267,17 @@ struct Server::Impl {
     void flush_warnings();
     void schedule_warnings();  // arms warn_event for the earliest summary due
 
+    // Routes. next_target moves a request that named a route to its next target whose breaker
+    // lets it try (context.service), false when none is left. fall_back starts that target for
+    // an exchange whose try failed with one of the route's conditions before anything reached
+    // the caller; false when the failure is the caller's to see.
+    bool next_target(RequestContext &context);
+    bool fall_back(Exchange &ex, const http::Response &response);
+    // The x-pg-inference-service header: the service that serves (or failed) the request.
+    static void name_service(RequestContext &context);
+    // Tells the Governor how an upstream call of the exchange's service ended.
+    void report_outcome(Exchange &ex, const http::Response &response);
+
     // Exchange plumbing.
     Exchange &adopt(std::unique_ptr<Exchange> exchange);
     void call_upstream(Exchange &ex, http::Request request, bool streamed);
@@ -292,6 +314,7 @@ struct Server::Impl {
     event *flush_event = nullptr;  // runs flush_chunks once the current callbacks are done
     std::vector<Exchange *> to_flush, flushing;
     std::unordered_map<std::string, translate::RerankRoute> learned_routes;
+    uint64_t route_draws = 0;  // seeds the attempt order of each request that names a route
 
     std::size_t connections = 0;
     std::unordered_map<evhttp_connection *, ClientConnection *> clients;

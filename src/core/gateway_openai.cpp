@@ -157,18 +157,22 @@ std::string_view raw_body(const Exchange &ex) {
 void start_embeddings(Server::Impl &server, RequestContext &&context, json body) {
     auto &ex = static_cast<EmbeddingsExchange &>(
         server.adopt(std::make_unique<EmbeddingsExchange>(server, std::move(context))));
-    guarded_start(server, ex, [&] {
-        ex.call = translate::parse_embeddings_call(std::move(body));
+    ex.begin = [&ex] {
+        ex.retried_as_floats = false;
         // An OpenAI upstream asked for base64 sends a quarter of the JSON, passed on as is.
         ex.send(ex.call.base64_out && ex.context.service->protocol == Protocol::kOpenAiV1);
+    };
+    guarded_start(server, ex, [&] {
+        ex.call = translate::parse_embeddings_call(std::move(body));
+        ex.begin();
     });
 }
 
 void start_rerank(Server::Impl &server, RequestContext &&context, json body) {
     auto &ex = static_cast<RerankExchange &>(
         server.adopt(std::make_unique<RerankExchange>(server, std::move(context))));
-    guarded_start(server, ex, [&] {
-        ex.call = translate::parse_rerank_call(std::move(body));
+    ex.begin = [&server, &ex] {
+        ex.probing = false;
         const std::string &name = ex.context.service->name;
         auto known = ex.context.snapshot->rerank_routes.find(name);
         auto learned = server.learned_routes.find(name);
@@ -183,6 +187,10 @@ void start_rerank(Server::Impl &server, RequestContext &&context, json body) {
             ex.probing = true;
         }
         ex.send();
+    };
+    guarded_start(server, ex, [&] {
+        ex.call = translate::parse_rerank_call(std::move(body));
+        ex.begin();
     });
 }
 

@@ -267,17 +267,36 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
     }
 
     auto it = snap.services.find(name);
-    if (it == snap.services.end()) {
+    // A route is a name for its services on every route but pass-through, whose paths are one
+    // service's own API.
+    auto route = r.endpoint == Endpoint::kPassthrough ? snap.routes.end() : snap.routes.find(name);
+    if (it == snap.services.end() && route == snap.routes.end()) {
         reply_error(context, 404,
                     "The model '" + name + "' does not exist or you do not have access to it.",
                     "model_not_found", r.endpoint == Endpoint::kPassthrough ? "" : "model");
         return;
     }
-    context.service = &it->second;
+    if (it != snap.services.end())
+        context.service = &it->second;
     if (context.key != nullptr && !context.key->allows(name)) {
         reply_error(context, 403, "This access key may not use the model '" + name + "'.",
                     "model_not_allowed");
         return;
+    }
+    if (context.service == nullptr) {
+        context.route = &route->second;
+        // attempt_order draws one number per target from a splitmix64 sequence that steps by
+        // the golden gamma: seeds kMaxTargets steps apart never share a draw.
+        route_draws += routing::kMaxTargets * 0x9E3779B97F4A7C15ull;
+        context.order = routing::attempt_order(route->second.targets, route_draws);
+        if (!next_target(context)) {
+            reply_error(context, 503,
+                        "The model '" + name +
+                            "' has no service to try: every one of its services failed again "
+                            "and again and is skipped for a while. Retry later.",
+                        "no_service_available");
+            return;
+        }
     }
     if (r.endpoint == Endpoint::kPassthrough && context.key != nullptr &&
         context.key->tokens_per_hour && !passthrough_usage_shape(r.rest)) {
@@ -290,8 +309,9 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
                     "passthrough_path_not_metered");
         return;
     }
-    Admission admission = governor.admit(context.key, name);
+    Admission admission = governor.admit(context.key, context.service->name);
     context.headers = std::move(admission.headers);
+    name_service(context);
     if (!admission.allowed) {
         reply_error(context, admission.status, admission.message, admission.code, {}, true);
         return;

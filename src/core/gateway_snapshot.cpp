@@ -128,6 +128,39 @@ Snapshot snapshot_from_json(const json &document) {
         if (!snapshot.keys.emplace(hash, std::move(k)).second)
             bad(where, "duplicate key");
     }
+
+    const json &routes = document.value("routes", json::array());
+    if (!routes.is_array())
+        bad("routes", "must be an array");
+    for (size_t i = 0; i < routes.size(); i++) {
+        const json &entry = routes[i];
+        std::string where = "routes[" + std::to_string(i) + "]";
+        if (!entry.is_object())
+            bad(where, "must be an object");
+        std::string name = text(entry, "name", where, true);
+        if (snapshot.services.count(name))
+            bad(where, "\"" + name + "\" is a service's name");
+        RouteEntry route;
+        try {
+            route.targets = routing::parse_targets(entry.value("targets", json()));
+            if (auto f = entry.find("fallback_on"); f != entry.end())
+                route.fallback_on = routing::check_fallback_on(f->get<std::vector<std::string>>());
+        } catch (const Error &e) {
+            bad(where, e.what());
+        } catch (const json::exception &) {
+            bad(where, "\"fallback_on\" must be an array of strings");
+        }
+        for (const routing::Target &t : route.targets)
+            if (!snapshot.services.count(t.service))
+                bad(where, "unknown service \"" + t.service + "\"");
+        if (auto cooldown = number<int64_t>(entry, "cooldown_ms", where)) {
+            if (*cooldown < 1)
+                bad(where, "\"cooldown_ms\" must be positive");
+            route.cooldown_us = *cooldown * 1000;
+        }
+        if (!snapshot.routes.emplace(name, std::move(route)).second)
+            bad(where, "duplicate route \"" + name + "\"");
+    }
     return snapshot;
 }
 

@@ -5,7 +5,9 @@
 //                  "allow_insecure", "rerank_route" ("ranking" | "rerank")}],
 //    "keys": [{"name", "key" (plain text, hashed here) or "key_hash" (SHA-256 hex), "tenant",
 //              "services" (array, or null for every service), "expires_at_ms", "revoked",
-//              "requests_per_minute", "requests_per_hour", "burst", "tokens_per_hour"}]}
+//              "requests_per_minute", "requests_per_hour", "burst", "tokens_per_hour"}],
+//    "routes": [{"name", "targets" ([{"service", "weight", "priority"}]), "fallback_on",
+//                "cooldown_ms"}]}
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -114,6 +114,16 @@ std::vector<std::string> check_fallback_on(const std::vector<std::string> &condi
     return out;
 }
 
+Failure failure_of(const http::Response &r) {
+    if (r.too_large || r.blocked)
+        return {Failure::Kind::kStatus, 0};
+    if (r.curl_code == CURLE_OPERATION_TIMEDOUT)
+        return {Failure::Kind::kTimeout, 0};
+    if (r.status == 0 || (r.curl_code != 0 && r.status < 300))
+        return {Failure::Kind::kConnect, 0};
+    return {Failure::Kind::kStatus, static_cast<int>(r.status)};
+}
+
 bool falls_back(const std::vector<std::string> &fallback_on, const Failure &failure) {
     std::string condition;
     switch (failure.kind) {
@@ -160,23 +170,22 @@ std::vector<std::size_t> attempt_order(const std::vector<Target> &targets, uint6
     return order;
 }
 
-Pass may_try(Breaker &b, int64_t now_us) {
+Pass may_try(Breaker &b, int64_t now_us, int64_t cooldown_us) {
     if (b.open_until_us == 0)
         return Pass::kClosed;
-    if (now_us < b.open_until_us || b.probing)
+    if (now_us < b.open_until_us)
         return Pass::kOpen;
-    b.probing = true;
+    b.open_until_us = std::max<int64_t>(now_us + cooldown_us, 1);
     return Pass::kProbe;
 }
 
 void succeeded(Breaker &b) {
-    b = Breaker{0, 0, false};
+    b = Breaker{0, 0};
 }
 
 void failed(Breaker &b, int64_t now_us, int32_t threshold, int64_t cooldown_us) {
     if (b.open_until_us != 0) {
         // The probe failed (or a request that passed before the breaker opened): open again.
-        b.probing = false;
         b.open_until_us = std::max<int64_t>(now_us + cooldown_us, 1);
         return;
     }
@@ -185,12 +194,12 @@ void failed(Breaker &b, int64_t now_us, int32_t threshold, int64_t cooldown_us) 
 }
 
 void marked_failed(Breaker &b, int64_t now_us, int64_t cooldown_us) {
-    b.probing = false;
     b.open_until_us = std::max<int64_t>({b.open_until_us, now_us + cooldown_us, 1});
 }
 
-void probe_abandoned(Breaker &b) {
-    b.probing = false;
+void probe_abandoned(Breaker &b, int64_t now_us) {
+    if (b.open_until_us != 0)
+        b.open_until_us = std::max<int64_t>(std::min(b.open_until_us, now_us), 1);
 }
 
 }  // namespace pgi::routing

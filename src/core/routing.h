@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "http_client.h"
+
 namespace pgi::routing {
 
 // One service of a route. Within the lowest priority number, targets share the requests by
@@ -20,6 +22,11 @@ struct Target {
 };
 
 inline constexpr std::size_t kMaxTargets = 16;
+// inference.breaker_failures' default: failures in a row that open a breaker.
+inline constexpr int32_t kDefaultBreakerFailures = 3;
+// A breaker opened with no route's cooldown at hand (a call that named the service, a health
+// check before any route request) stays open this long.
+inline constexpr int64_t kDefaultCooldownUs = 30'000'000;
 
 // A route's targets from their JSON form ([{"service": "claude", "weight": 3, "priority": 1},
 // ...]; weight and priority may be left out). Throws pgi::Error 22023, with a hint, for anything
@@ -35,6 +42,12 @@ struct Failure {
     enum class Kind { kConnect, kTimeout, kStatus } kind = Kind::kStatus;
     int status = 0;  // kStatus: the upstream's HTTP status
 };
+
+// What routing makes of a failed transfer: a time-out (also one after the status), a transfer
+// that broke before a status or within a 2xx answer (connect), or the upstream's status. A body
+// too large or a blocked address is neither the service's fault nor a condition to fall back on
+// (status 0).
+Failure failure_of(const http::Response &r);
 
 // The conditions of fallback_on, checked: "connect", "timeout", "429" and statuses 500 to 599.
 // Other 4xx are the request's own fault and never fall back: they are refused with 22023, as is
@@ -54,12 +67,12 @@ std::vector<std::size_t> attempt_order(const std::vector<Target> &targets, uint6
 //   closed:    requests pass; `threshold` failures in a row open it;
 //   open:      requests skip the service until open_until_us;
 //   half-open: then exactly one request passes (the probe): its success closes the breaker, its
-//              failure opens it again for another cooldown.
+//              failure opens it again for another cooldown. The probe holds its slot for one
+//              cooldown: a probe that never reports (its process died) delays the next by that.
 // The health worker marking the service Failed opens it too.
 struct Breaker {
     int32_t failures;       // in a row, while closed
     int64_t open_until_us;  // 0: closed
-    bool probing;           // half-open and its one request is in flight
 };
 
 enum class Pass {
@@ -68,11 +81,11 @@ enum class Pass {
     kOpen,    // skip the service
 };
 
-Pass may_try(Breaker &b, int64_t now_us);
+Pass may_try(Breaker &b, int64_t now_us, int64_t cooldown_us);
 void succeeded(Breaker &b);
 void failed(Breaker &b, int64_t now_us, int32_t threshold, int64_t cooldown_us);
 void marked_failed(Breaker &b, int64_t now_us, int64_t cooldown_us);
-// A probe that ended without an outcome (the caller went away): another request may probe.
-void probe_abandoned(Breaker &b);
+// A probe that ended without an outcome (the caller went away): another request may probe now.
+void probe_abandoned(Breaker &b, int64_t now_us);
 
 }  // namespace pgi::routing

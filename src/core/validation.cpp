@@ -200,11 +200,12 @@ std::string display_value(const std::string &value, std::size_t max_chars) {
     return out;
 }
 
-void service_name(const std::string &name) {
+void service_name(const std::string &name, const char *what) {
+    const std::string kind = std::string(what) + " name";
     if (name.empty())
-        fail("service name must not be empty", kServiceNameHint);
+        fail(kind + " must not be empty", kServiceNameHint);
     if (name.size() > kMaxServiceName)
-        fail(too_long("service name " + quoted(name), utf8_chars(name), kMaxServiceName),
+        fail(too_long(kind + " " + quoted(name), utf8_chars(name), kMaxServiceName),
              kServiceNameHint);
     for (std::size_t i = 0; i < name.size(); ++i) {
         const char c = name[i];
@@ -213,17 +214,17 @@ void service_name(const std::string &name) {
         // Name the whole character, not the first byte of a multi-byte one.
         char32_t cp = 0;
         const std::size_t len = decode_utf8(name, i, cp);
-        fail("invalid character " + quoted(name.substr(i, len == 0 ? 1 : len)) +
-                 " in service name " + quoted(name),
+        fail("invalid character " + quoted(name.substr(i, len == 0 ? 1 : len)) + " in " + kind +
+                 " " + quoted(name),
              kServiceNameHint);
     }
     for (std::string_view seg : split(name, '.')) {
         if (seg.empty())
-            fail("invalid service name " + quoted(name) +
+            fail("invalid " + kind + " " + quoted(name) +
                      ": segments between \".\" may not be empty",
                  kServiceNameHint);
         if (seg.front() == '-' || seg.back() == '-')
-            fail("invalid service name " + quoted(name) +
+            fail("invalid " + kind + " " + quoted(name) +
                      ": a segment may not start or end with \"-\"",
                  kServiceNameHint);
     }

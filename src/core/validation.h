@@ -20,8 +20,9 @@ inline constexpr std::size_t kMaxApiKey = 4096;
 inline constexpr std::size_t kMaxLabel = 256;
 
 // DNS-style name: segments of [a-z0-9-] separated by '.', no empty segment, no segment starting
-// or ending with '-', 1 to 63 characters in all.
-void service_name(const std::string &name);
+// or ending with '-', 1 to 63 characters in all. Routes share the form (and the namespace);
+// `what` names the kind in the messages.
+void service_name(const std::string &name, const char *what = "service");
 
 // The upstream's own model id, case-sensitive: 1 to 256 characters, no whitespace (ASCII or
 // Unicode) or control characters, no '?' or '#'; '/' separates segments, none of which may be

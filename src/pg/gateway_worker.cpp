@@ -113,6 +113,14 @@ std::shared_ptr<gateway::Snapshot> load_snapshot(uint64_t generation) {
         }
         for (auto &key : all_access_keys())
             snapshot->keys.emplace(key.key_hash, std::move(key));
+        // A target left out above is skipped by the route (as one deregistered meanwhile).
+        for (RouteRow &row : all_routes()) {
+            gateway::RouteEntry route;
+            route.targets = std::move(row.targets);
+            route.fallback_on = std::move(row.fallback_on);
+            route.cooldown_us = row.cooldown_us;
+            snapshot->routes.emplace(row.name, std::move(route));
+        }
     });
     for (const std::string &why : left_out) {
         pg_guard_void(

@@ -29,6 +29,7 @@ extern "C" {
 #include <time.h>
 #include <vector>
 
+#include "breakers.h"
 #include "metrics.h"
 #include "primary_link.h"
 #include "rate_limiter.h"
@@ -689,6 +690,18 @@ std::string Governance::metrics_text() {
 void Governance::warning(const std::string &message) {
     pg_guard_void(
         [&]() { ereport(WARNING, (errmsg("pg_inference gateway: %s", message.c_str()))); });
+}
+
+routing::Pass Governance::breaker_may_try(const std::string &service, int64_t cooldown_us) {
+    return pgi::pg::breaker_may_try(service, cooldown_us);
+}
+
+void Governance::breaker_report(const std::string &service, bool failed, int64_t cooldown_us) {
+    pgi::pg::breaker_report(service, failed, cooldown_us);
+}
+
+void Governance::breaker_probe_abandoned(const std::string &service) {
+    pgi::pg::breaker_probe_abandoned(service);
 }
 
 // ------------------------------------------------------------------------------------------------

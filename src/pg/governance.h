@@ -38,6 +38,10 @@ class Governance : public gateway::Governor {
     std::string metrics_text() override;
     // The gateway's warnings (already rate-limited by it) as WARNINGs in the server log.
     void warning(const std::string &message) override;
+    // The breakers in shared memory (breakers.h), shared with every backend and listener.
+    routing::Pass breaker_may_try(const std::string &service, int64_t cooldown_us) override;
+    void breaker_report(const std::string &service, bool failed, int64_t cooldown_us) override;
+    void breaker_probe_abandoned(const std::string &service) override;
 
   private:
     int index_ = 0;

@@ -46,6 +46,7 @@ PGDLLEXPORT void pgi_health_worker_main(Datum arg);
 #include <unordered_map>
 #include <unordered_set>
 
+#include "breakers.h"
 #include "catalog_generation.h"
 #include "error.h"
 #include "settings.h"
@@ -449,6 +450,9 @@ class Scheduler {
         status_put(name, rec);
         unwritten_[name] = {s.row, rec};
         s.failed = rec.status == HealthStatus::kFailed;
+        // Requests through routes skip a service found down without failing on it first.
+        if (s.failed)
+            breaker_mark_failed(name);
         if (round_open_ && started >= round_started_ && round_left_.erase(name) &&
             round_left_.empty())
             end_round();
@@ -608,6 +612,9 @@ void record_statuses(const std::vector<ServiceRow> &rows,
     names.reserve(rows.size());
     for (const auto &r : rows)
         names.push_back(r.name);
+    for (size_t i = 0; i < names.size(); i++)
+        if (records[i].status == HealthStatus::kFailed)
+            breaker_mark_failed(names[i]);
     if (pg_guard([]() { return RecoveryInProgress(); })) {
         for (size_t i = 0; i < names.size(); i++)
             status_put(names[i], records[i]);

@@ -12,6 +12,7 @@ extern "C" {
 #include "utils/jsonb.h"
 }
 
+#include <curl/curl.h>
 #include <map>
 #include <set>
 
@@ -20,7 +21,9 @@ extern "C" {
 #include "chat_call.h"
 #include "chat_prompt.h"
 #include "error.h"
+#include "jsonb_args.h"
 #include "redact.h"
+#include "route_calls.h"
 #include "service_catalog.h"
 #include "settings.h"
 #include "translate_embeddings.h"
@@ -35,18 +38,9 @@ std::set<std::string> refuses_base64;
 // Rerank routes learned in this backend, ahead of (or instead of) the catalog's memory.
 std::map<std::string, translate::RerankRoute> learned_routes;
 
-nlohmann::json jsonb_arg(FunctionCallInfo fcinfo, int n) {
-    if (PG_NARGS() <= n || PG_ARGISNULL(n))
-        return nlohmann::json::object();
-    char *text = pg_guard([&]() {
-        Jsonb *jb = PG_GETARG_JSONB_P(n);
-        return JsonbToCString(nullptr, &jb->root, VARSIZE(jb));
-    });
-    return nlohmann::json::parse(text);
-}
-
-Datum jsonb_datum(const std::string &text) {
-    return pg_guard([&]() { return DirectFunctionCall1(jsonb_in, CStringGetDatum(text.c_str())); });
+// The options argument: NULL is no option.
+nlohmann::json options_arg(FunctionCallInfo fcinfo, int n) {
+    return jsonb_arg(fcinfo, n).value_or(nlohmann::json::object());
 }
 
 Datum float4_array_datum(const std::vector<float> &values) {
@@ -60,12 +54,7 @@ Datum float4_array_datum(const std::vector<float> &values) {
     });
 }
 
-ServiceEndpoint service_arg(FunctionCallInfo fcinfo, int n) {
-    return endpoint_of(require_service(required_text_arg(fcinfo, n, "service")));
-}
-
-// The error for a failed transfer: unreachable, too large, or the upstream's own error.
-pgi::Error call_failure(const ServiceEndpoint &service, const http::Response &r) {
+pgi::Error call_error(const ServiceEndpoint &service, const http::Response &r) {
     if (r.too_large)
         return pgi::Error(
             sqlstate::kUpstreamBadResponse,
@@ -84,6 +73,11 @@ pgi::Error call_failure(const ServiceEndpoint &service, const http::Response &r)
                                         "true at registration."
                                       : "Run inference.check_service() for a diagnosis.");
     return translate::upstream_failure(service, r.status, r.body);
+}
+
+// The error for a failed transfer: unreachable, too large, or the upstream's own error.
+AttemptFailed call_failure(const ServiceEndpoint &service, const http::Response &r) {
+    return AttemptFailed(call_error(service, r), routing::failure_of(r));
 }
 
 // A complete 2xx answer; a transfer cut short (size cap, timeout after the status) is not.
@@ -221,21 +215,29 @@ using namespace pgi::pg;
 
 // inference.encode_text(service, input, options) RETURNS real[]
 PGI_FUNCTION(pgi_encode_text) {
-    ServiceEndpoint service = service_arg(fcinfo, 0);
+    std::string name = required_text_arg(fcinfo, 0, "service");
     std::string input = required_text_arg(fcinfo, 1, "input");
     if (input.empty())
         throw pgi::Error(sqlstate::kInvalidParameterValue, "input must not be empty",
                          "Pass some text, or NULL for a NULL embedding.");
-    auto vectors = embed(service, {input}, jsonb_arg(fcinfo, 2));
+    nlohmann::json options = options_arg(fcinfo, 2);
+    std::vector<std::vector<float>> vectors;
+    call_named(name,
+               [&](const ServiceRow &row) { vectors = embed(endpoint_of(row), {input}, options); });
     return float4_array_datum(vectors.front());
 }
 
 // inference.encode_text_batch(service, inputs, options) RETURNS TABLE(id int, embedding real[])
 PGI_FUNCTION(pgi_encode_text_batch) {
-    ServiceEndpoint service = service_arg(fcinfo, 0);
+    std::string name = required_text_arg(fcinfo, 0, "service");
     std::vector<std::string> inputs = documents_arg(fcinfo, 1, "inputs");
-    auto vectors = inputs.empty() ? std::vector<std::vector<float>>{}
-                                  : embed(service, inputs, jsonb_arg(fcinfo, 2));
+    nlohmann::json options = options_arg(fcinfo, 2);
+    std::vector<std::vector<float>> vectors;
+    call_named(name, [&](const ServiceRow &row) {
+        ServiceEndpoint service = endpoint_of(row);
+        if (!inputs.empty())
+            vectors = embed(service, inputs, options);
+    });
     std::vector<Datum> arrays;
     arrays.reserve(vectors.size());
     for (const auto &v : vectors)
@@ -254,29 +256,36 @@ PGI_FUNCTION(pgi_encode_text_batch) {
 
 // inference.chat(service, prompt, options) RETURNS text
 PGI_FUNCTION(pgi_chat) {
-    ServiceEndpoint service = service_arg(fcinfo, 0);
+    std::string name = required_text_arg(fcinfo, 0, "service");
     std::string prompt = required_text_arg(fcinfo, 1, "prompt");
-    nlohmann::json request = translate::chat_request_from_prompt(prompt, jsonb_arg(fcinfo, 2));
-    return text_datum(translate::chat_text(service, complete_chat(service, std::move(request))));
+    nlohmann::json request = translate::chat_request_from_prompt(prompt, options_arg(fcinfo, 2));
+    std::string text;
+    call_named(name, [&](const ServiceRow &row) {
+        ServiceEndpoint service = endpoint_of(row);
+        text = translate::chat_text(service, complete_chat(service, request));
+    });
+    return text_datum(text);
 }
 
 // inference.chat_completion(service, request) RETURNS jsonb
 PGI_FUNCTION(pgi_chat_completion) {
-    ServiceEndpoint service = service_arg(fcinfo, 0);
-    nlohmann::json request = jsonb_arg(fcinfo, 1);
+    std::string name = required_text_arg(fcinfo, 0, "service");
+    nlohmann::json request = options_arg(fcinfo, 1);
     if (request.contains("stream") && request["stream"] == true)
         throw pgi::Error(sqlstate::kFeatureNotSupported, "chat_completion does not stream",
                          "Remove \"stream\", or stream through the gateway's "
                          "/v1/chat/completions.");
-    return jsonb_datum(complete_chat(service, std::move(request)).dump());
+    std::string answer;
+    call_named(name, [&](const ServiceRow &row) {
+        answer = complete_chat(endpoint_of(row), request).dump();
+    });
+    return jsonb_datum(answer);
 }
 
 // inference.rerank(service, query, documents, top_n)
 //   RETURNS TABLE(id int, document text, score double precision), best first
 PGI_FUNCTION(pgi_rerank) {
     std::string name = required_text_arg(fcinfo, 0, "service");
-    ServiceRow row = require_service(name);
-    ServiceEndpoint service = endpoint_of(row);
     std::string query = required_text_arg(fcinfo, 1, "query");
     std::vector<std::string> documents = documents_arg(fcinfo, 2, "documents");
     std::optional<int> top_n;
@@ -287,8 +296,11 @@ PGI_FUNCTION(pgi_rerank) {
                              "Pass NULL to rank every document.");
     }
     translate::Ranking ranking;
-    if (!documents.empty())
-        ranking = rank(row, service, query, documents, top_n);
+    call_named(name, [&](const ServiceRow &row) {
+        ServiceEndpoint service = endpoint_of(row);
+        if (!documents.empty())
+            ranking = rank(row, service, query, documents, top_n);
+    });
 
     std::vector<Datum> docs;
     for (const auto &r : ranking.results)

@@ -11,6 +11,7 @@ PG_MODULE_MAGIC;
 void _PG_init(void);
 }
 
+#include "breakers.h"
 #include "catalog_generation.h"
 #include "gateway_worker.h"
 #include "governance.h"
@@ -51,6 +52,7 @@ void request_shmem() {
         prev_shmem_request_hook();
 #endif
     status_store_request_shmem();
+    breakers_request_shmem();
     catalog_generation_request_shmem();
     health_worker_request_shmem();
     governance_request_shmem();
@@ -61,6 +63,7 @@ void startup_shmem() {
     if (prev_shmem_startup_hook)
         prev_shmem_startup_hook();
     status_store_init_shmem();
+    breakers_init_shmem();
     catalog_generation_init_shmem();
     health_worker_init_shmem();
     governance_init_shmem();
@@ -122,6 +125,7 @@ void define_settings() {
                             &setting_health_check_timeout_ms, 10000, 100, 600 * 1000, PGC_SIGHUP,
                             GUC_UNIT_MS, nullptr, nullptr, nullptr);
     restrictions_define_settings();
+    breakers_define_settings();
     gateway_define_settings();
     governance_define_settings();
     primary_link_define_settings();

@@ -144,6 +144,8 @@ PGI_FUNCTION(pgi_register_external_service) {
         throw pgi::Error(sqlstate::kUniqueViolation, "service \"" + row.name + "\" already exists",
                          "Use inference.update_external_service() to change it, or deregister "
                          "it first.");
+    if (find_route(row.name))
+        throw route_name_taken(row.name);
     row.registered_by_superuser = caller_is_superuser();
     check_base_url_for_caller(row.base_url);
     KeyInput key = key_input(row.name, api_key);

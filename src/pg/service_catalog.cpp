@@ -3,8 +3,11 @@
 #include "cpp_wall.h"
 
 extern "C" {
+#include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
+#include "commands/extension.h"
 #include "executor/spi.h"
+#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/timestamp.h"
 }
@@ -181,6 +184,11 @@ std::vector<ServiceRow> all_services() {
     return read_services(spi, n);
 }
 
+pgi::Error route_name_taken(const std::string &name) {
+    return pgi::Error(sqlstate::kDuplicateObject, "name \"" + name + "\" is taken by a route",
+                      "Routes and services share one namespace; choose another name.");
+}
+
 ServiceRow require_service(const std::string &name) {
     auto row = find_service(name);
     if (!row)
@@ -189,7 +197,56 @@ ServiceRow require_service(const std::string &name) {
     return *row;
 }
 
+void lock_names() {
+    pg_guard_void([]() {
+        LockDatabaseObject(ExtensionRelationId, get_extension_oid("pg_inference", false), 1,
+                           ExclusiveLock);
+    });
+}
+
+namespace {
+
+constexpr const char *kSelectRoutes =
+    "SELECT r.name, r.targets::text, r.fallback_on, "
+    "       (extract(epoch FROM r.cooldown) * 1000000)::bigint::text "
+    "  FROM inference.route_store r ";
+
+std::vector<RouteRow> read_routes(SpiConnection &spi, uint64 n) {
+    std::vector<RouteRow> rows;
+    for (uint64 i = 0; i < n; i++) {
+        RouteRow r;
+        r.name = spi.string_at(i, 1).value_or("");
+        r.targets = routing::parse_targets(nlohmann::json::parse(spi.string_at(i, 2).value_or("")));
+        r.fallback_on = spi.strings_at(i, 3);
+        r.cooldown_us = std::stoll(spi.string_at(i, 4).value_or("0"));
+        rows.push_back(std::move(r));
+    }
+    return rows;
+}
+
+}  // namespace
+
+std::optional<RouteRow> find_route(const std::string &name) {
+    SpiConnection spi;
+    std::string sql = std::string(kSelectRoutes) + "WHERE r.name = $1";
+    uint64 n = spi.exec(sql.c_str(), {text_arg_of(name)}, true);
+    auto rows = read_routes(spi, n);
+    if (rows.empty())
+        return std::nullopt;
+    return rows.front();
+}
+
+std::vector<RouteRow> all_routes() {
+    SpiConnection spi;
+    std::string sql = std::string(kSelectRoutes) + "ORDER BY r.name";
+    return read_routes(spi, spi.exec(sql.c_str(), {}, true));
+}
+
 void insert_service(const ServiceRow &row, const SecretValue &secret) {
+    // Under the names lock, a route's name committed meanwhile is seen here.
+    lock_names();
+    if (find_route(row.name))
+        throw route_name_taken(row.name);
     SpiConnection spi;
     spi.exec(
         "INSERT INTO inference.services (name, model, base_url, protocol, functions, tags, "

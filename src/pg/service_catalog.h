@@ -15,6 +15,7 @@ extern "C" {
 
 #include "gateway.h"
 #include "protocol.h"
+#include "routing.h"
 #include "status_store.h"
 
 namespace pgi::pg {
@@ -35,6 +36,14 @@ struct ServiceRow {
     bool registered_by_superuser = false;
 };
 
+// A route: one name for several services (inference.route_store).
+struct RouteRow {
+    std::string name;
+    std::vector<routing::Target> targets;
+    std::vector<std::string> fallback_on;
+    int64_t cooldown_us = 0;
+};
+
 // Secrets to store with a service: exactly one of the two, or neither.
 struct SecretValue {
     std::optional<std::string> sealed_key;
@@ -46,6 +55,15 @@ std::vector<ServiceRow> all_services();
 // find_service, or ERROR 42704 naming the service.
 ServiceRow require_service(const std::string &name);
 
+std::optional<RouteRow> find_route(const std::string &name);
+std::vector<RouteRow> all_routes();
+// The error for a service name that a route holds (42710).
+pgi::Error route_name_taken(const std::string &name);
+// Taken (to the end of the transaction) before a service or a route is given a name, so that
+// the check that no route or service holds it sees every committed one.
+void lock_names();
+
+// Also refuses a name that a route holds.
 void insert_service(const ServiceRow &row, const SecretValue &secret);
 void update_service_labels(const std::string &name,
                            const std::optional<std::vector<std::string>> &functions,

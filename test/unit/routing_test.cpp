@@ -113,49 +113,82 @@ TEST(RouteOrder, WeightsShareTheFirstAttempts) {
     EXPECT_NEAR(firsts[2] / static_cast<double>(n), 0.7, 0.01);
 }
 
+TEST(Routing, FailuresOfTransfers) {
+    pgi::http::Response r;
+    r.curl_code = CURLE_COULDNT_CONNECT;
+    EXPECT_EQ(failure_of(r).kind, Failure::Kind::kConnect);
+    r.curl_code = CURLE_OPERATION_TIMEDOUT;
+    r.status = 200;  // a time-out after the status is still one
+    EXPECT_EQ(failure_of(r).kind, Failure::Kind::kTimeout);
+    r.curl_code = CURLE_RECV_ERROR;  // broke off within a 2xx answer
+    EXPECT_EQ(failure_of(r).kind, Failure::Kind::kConnect);
+    r.curl_code = 0;
+    r.status = 503;
+    EXPECT_TRUE(falls_back(kDefaultFallbackOn, failure_of(r)));
+    r.status = 401;
+    EXPECT_FALSE(falls_back(kDefaultFallbackOn, failure_of(r)));
+    r.status = 200;
+    r.too_large = true;  // our cap, not the service's fault
+    EXPECT_FALSE(falls_back(kDefaultFallbackOn, failure_of(r)));
+}
+
 constexpr int64_t kSec = 1'000'000;
 
 TEST(Breaker, OpensAfterFailuresInARowAndProbesOnce) {
+    const int64_t cd = 30 * kSec;
     Breaker b{};
-    EXPECT_EQ(may_try(b, 0), Pass::kClosed);
-    failed(b, 0, 3, 30 * kSec);
-    failed(b, 0, 3, 30 * kSec);
+    EXPECT_EQ(may_try(b, 0, cd), Pass::kClosed);
+    failed(b, 0, 3, cd);
+    failed(b, 0, 3, cd);
     succeeded(b);  // not in a row
-    failed(b, 1, 3, 30 * kSec);
-    failed(b, 2, 3, 30 * kSec);
-    EXPECT_EQ(may_try(b, 2), Pass::kClosed);
-    failed(b, 3, 3, 30 * kSec);
-    EXPECT_EQ(may_try(b, 4), Pass::kOpen);
-    EXPECT_EQ(may_try(b, 3 + 30 * kSec - 1), Pass::kOpen);
+    failed(b, 1, 3, cd);
+    failed(b, 2, 3, cd);
+    EXPECT_EQ(may_try(b, 2, cd), Pass::kClosed);
+    failed(b, 3, 3, cd);
+    EXPECT_EQ(may_try(b, 4, cd), Pass::kOpen);
+    EXPECT_EQ(may_try(b, 3 + cd - 1, cd), Pass::kOpen);
     // Half-open: one probe, the others still skip.
-    EXPECT_EQ(may_try(b, 3 + 30 * kSec), Pass::kProbe);
-    EXPECT_EQ(may_try(b, 3 + 30 * kSec), Pass::kOpen);
+    EXPECT_EQ(may_try(b, 3 + cd, cd), Pass::kProbe);
+    EXPECT_EQ(may_try(b, 3 + cd, cd), Pass::kOpen);
     // The probe fails: open for another cooldown.
-    failed(b, 40 * kSec, 3, 30 * kSec);
-    EXPECT_EQ(may_try(b, 69 * kSec), Pass::kOpen);
-    EXPECT_EQ(may_try(b, 70 * kSec), Pass::kProbe);
+    failed(b, 40 * kSec, 3, cd);
+    EXPECT_EQ(may_try(b, 69 * kSec, cd), Pass::kOpen);
+    EXPECT_EQ(may_try(b, 70 * kSec, cd), Pass::kProbe);
     succeeded(b);
-    EXPECT_EQ(may_try(b, 70 * kSec), Pass::kClosed);
+    EXPECT_EQ(may_try(b, 70 * kSec, cd), Pass::kClosed);
     EXPECT_EQ(b.failures, 0);
 }
 
-TEST(Breaker, TheHealthWorkerOpensItAndAnAbandonedProbeFreesTheSlot) {
+TEST(Breaker, AProbeThatNeverReportsHoldsItsSlotForOneCooldown) {
+    const int64_t cd = 30 * kSec;
     Breaker b{};
-    marked_failed(b, 10 * kSec, 30 * kSec);
-    EXPECT_EQ(may_try(b, 11 * kSec), Pass::kOpen);
-    EXPECT_EQ(may_try(b, 40 * kSec), Pass::kProbe);
-    probe_abandoned(b);
-    EXPECT_EQ(may_try(b, 40 * kSec), Pass::kProbe);
+    marked_failed(b, 0, cd);
+    EXPECT_EQ(may_try(b, cd, cd), Pass::kProbe);  // lost: its process died
+    EXPECT_EQ(may_try(b, 2 * cd - 1, cd), Pass::kOpen);
+    EXPECT_EQ(may_try(b, 2 * cd, cd), Pass::kProbe);
+}
+
+TEST(Breaker, TheHealthWorkerOpensItAndAnAbandonedProbeFreesTheSlot) {
+    const int64_t cd = 30 * kSec;
+    Breaker b{};
+    marked_failed(b, 10 * kSec, cd);
+    EXPECT_EQ(may_try(b, 11 * kSec, cd), Pass::kOpen);
+    EXPECT_EQ(may_try(b, 40 * kSec, cd), Pass::kProbe);
+    probe_abandoned(b, 40 * kSec);
+    EXPECT_EQ(may_try(b, 40 * kSec, cd), Pass::kProbe);
     // Marked failed again while a probe is out: no probe until the new cooldown ends.
-    marked_failed(b, 41 * kSec, 30 * kSec);
-    EXPECT_EQ(may_try(b, 50 * kSec), Pass::kOpen);
-    EXPECT_EQ(may_try(b, 71 * kSec), Pass::kProbe);
+    marked_failed(b, 41 * kSec, cd);
+    EXPECT_EQ(may_try(b, 50 * kSec, cd), Pass::kOpen);
+    EXPECT_EQ(may_try(b, 71 * kSec, cd), Pass::kProbe);
+    // Abandoning a probe never closes the breaker.
+    probe_abandoned(b, 72 * kSec);
+    EXPECT_EQ(may_try(b, 72 * kSec, cd), Pass::kProbe);
 }
 
 TEST(Breaker, AThresholdBelowOneMeansOne) {
     Breaker b{};
     failed(b, 0, 0, kSec);
-    EXPECT_EQ(may_try(b, 1), Pass::kOpen);
+    EXPECT_EQ(may_try(b, 1, kSec), Pass::kOpen);
 }
 
 }  // namespace

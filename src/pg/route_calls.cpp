@@ -1,0 +1,92 @@
+#include "route_calls.h"
+
+#include "cpp_wall.h"
+
+extern "C" {
+#include "common/pg_prng.h"
+}
+
+#include <optional>
+
+#include "breakers.h"
+
+namespace pgi::pg {
+
+namespace {
+
+// Reports the outcome of one try to the service's breaker. A failure counts against the service
+// when it is one the caller could fall back on: the service, not the request, is at fault.
+void report(const std::string &service, const std::vector<std::string> &fallback_on,
+            const AttemptFailed *failure, int64_t cooldown_us) {
+    breaker_report(service,
+                   failure != nullptr && routing::falls_back(fallback_on, failure->failure()),
+                   cooldown_us);
+}
+
+void call_route(const RouteRow &route, const std::function<void(const ServiceRow &)> &attempt) {
+    const uint64_t seed = pg_guard([]() { return pg_prng_uint64(&pg_global_prng_state); });
+    std::optional<AttemptFailed> last;
+    std::string tried;
+    for (std::size_t index : routing::attempt_order(route.targets, seed)) {
+        const std::string &service = route.targets[index].service;
+        const routing::Pass pass = breaker_may_try(service, route.cooldown_us);
+        if (pass == routing::Pass::kOpen)
+            continue;
+        // The catalog keeps targets registered; a service deregistered by a transaction that
+        // committed after ours began is skipped like an open breaker.
+        std::optional<ServiceRow> row = find_service(service);
+        if (!row) {
+            if (pass == routing::Pass::kProbe)
+                breaker_probe_abandoned(service);
+            continue;
+        }
+        try {
+            attempt(*row);
+            report(service, route.fallback_on, nullptr, route.cooldown_us);
+            return;
+        } catch (const AttemptFailed &f) {
+            report(service, route.fallback_on, &f, route.cooldown_us);
+            if (!routing::falls_back(route.fallback_on, f.failure()))
+                throw;
+            tried += (tried.empty() ? "" : ", ") + ("\"" + service + "\"");
+            last = f;
+        } catch (...) {
+            if (pass == routing::Pass::kProbe)
+                breaker_probe_abandoned(service);
+            throw;
+        }
+    }
+    if (!last)
+        throw pgi::Error(sqlstate::kUpstreamUnreachable,
+                         "route \"" + route.name + "\" has no service to try",
+                         "Every target's circuit breaker is open after repeated failures; each is "
+                         "tried again by one request after the route's cooldown. "
+                         "inference.check_service() tells why a service fails.");
+    throw pgi::Error(last->sqlstate(),
+                     "route \"" + route.name + "\": every target failed; the last: " + last->what(),
+                     last->hint(), "Tried " + tried + ".");
+}
+
+}  // namespace
+
+void call_named(const std::string &name, const std::function<void(const ServiceRow &)> &attempt) {
+    if (std::optional<ServiceRow> row = find_service(name)) {
+        try {
+            attempt(*row);
+            report(name, routing::kDefaultFallbackOn, nullptr, 0);
+        } catch (const AttemptFailed &f) {
+            report(name, routing::kDefaultFallbackOn, &f, 0);
+            throw;
+        }
+        return;
+    }
+    if (std::optional<RouteRow> route = find_route(name)) {
+        call_route(*route, attempt);
+        return;
+    }
+    throw pgi::Error(sqlstate::kUndefinedObject, "service \"" + name + "\" does not exist",
+                     "Call inference.list_models() to see the registered services, and read "
+                     "inference.routes for the routes.");
+}
+
+}  // namespace pgi::pg
