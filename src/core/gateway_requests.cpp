@@ -165,27 +165,34 @@ void Server::Impl::handle_models(RequestContext &context, const Route &r) {
     const bool gemini = context.dialect == &protocols::module_for(Protocol::kGeminiV1Beta);
     if (r.endpoint == Endpoint::kModel || r.endpoint == Endpoint::kGeminiModel) {
         auto it = snap.services.find(r.model_id);
-        if (it == snap.services.end() ||
-            (context.key != nullptr && !context.key->allows(it->first))) {
+        const bool known = it != snap.services.end() || snap.routes.count(r.model_id) != 0;
+        if (!known || (context.key != nullptr && !context.key->allows(r.model_id))) {
             reply_error(
                 context, 404,
                 "The model '" + r.model_id + "' does not exist or you do not have access to it.",
                 "model_not_found", "model");
             return;
         }
-        context.service = &it->second;
+        if (it != snap.services.end())
+            context.service = &it->second;
         reply(context, 200,
-              (gemini      ? gemini_model_object(it->first)
-               : anthropic ? anthropic_model_object(it->first)
-                           : model_object(it->first))
+              (gemini      ? gemini_model_object(r.model_id)
+               : anthropic ? anthropic_model_object(r.model_id)
+                           : model_object(r.model_id))
                   .dump());
         return;
     }
+    // Services and routes, in name order (the two share one namespace).
     std::vector<std::string> names;
     for (const auto &entry : snap.services) {
         if (context.key == nullptr || context.key->allows(entry.first))
             names.push_back(entry.first);
     }
+    for (const auto &entry : snap.routes) {
+        if (context.key == nullptr || context.key->allows(entry.first))
+            names.push_back(entry.first);
+    }
+    std::sort(names.begin(), names.end());
     if (anthropic) {
         reply(context, 200, anthropic_model_list(names).dump());
         return;

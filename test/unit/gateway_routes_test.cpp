@@ -157,6 +157,15 @@ TEST_F(GatewayRoutesTest, KeysAndOtherEndpoints) {
     EXPECT_EQ(r.status, 200) << r.body;
     r = post(port, "/inferenceservices/r/v1/chat/completions", chat_body("x"));
     EXPECT_EQ(r.status, 404);
+    // /v1/models lists routes beside services, and shows one.
+    CallOptions get;
+    json models = call(port, "/v1/models", get).js();
+    bool listed = false;
+    for (const json &m : models["data"])
+        listed = listed || m["id"] == "rr";
+    EXPECT_TRUE(listed) << models.dump();
+    EXPECT_EQ(call(port, "/v1/models/rr", get).status, 200);
+    EXPECT_EQ(call(port, "/v1beta/models/rr", get).status, 200);
 }
 
 }  // namespace
