@@ -87,6 +87,9 @@ struct Config {
     // Open client connections a Server (one listener process) keeps; past it a new connection
     // is answered 503 and closed. 0: no cap.
     std::size_t max_connections = 10000;
+    // A request header whose value names the service or route, for every endpoint (pass-through
+    // included); the body's model is rewritten to match. Empty: none.
+    std::string model_header = "x-ai-eg-model";
 };
 
 // A governance decision for one request. headers go on the response in every case

@@ -50,6 +50,8 @@ struct RequestContext {
     // A request that named a route: the route, the order in which it tries the targets (indexes
     // into its targets), the next position in that order, and the current try's breaker pass.
     const RouteEntry *route = nullptr;
+    // The service or route was named by Config::model_header, not by the path or body.
+    bool model_from_header = false;
     std::vector<std::size_t> order;
     std::size_t next = 0;
     routing::Pass pass = routing::Pass::kClosed;

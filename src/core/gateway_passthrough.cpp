@@ -15,6 +15,7 @@
 #include "chat_call.h"
 #include "gateway_internal.h"
 #include "redact.h"
+#include "translate_util.h"
 
 namespace pgi::gateway {
 
@@ -36,6 +37,22 @@ bool hop_by_hop(std::string_view name) {
 bool dropped_request_header(std::string_view name) {
     return hop_by_hop(name) || in_list(name, {"host", "content-length", "expect", "authorization",
                                               "x-api-key", "x-goog-api-key", "api-key"});
+}
+
+// A body whose model the caller named by the model header: a JSON object's "model" member is
+// rewritten to the service's own; any other body goes as it is.
+std::string with_model(std::string body, const std::string &model) {
+    using namespace translate::detail;
+    nlohmann::json parsed = nlohmann::json::parse(body, nullptr, false);
+    if (!parsed.is_object() || !parsed.contains("model"))
+        return body;
+    std::string value;
+    append_json_string(value, model);
+    const MemberEdit edit{"model", value};
+    if (std::optional<std::string> edited = with_members(body, &edit, 1))
+        return *edited;
+    parsed["model"] = model;
+    return serialise(parsed);
 }
 
 std::string_view header_name(std::string_view line) {
@@ -179,6 +196,9 @@ void start_passthrough(Server::Impl &server, RequestContext &&context, const Rou
             std::string_view name = h->key;
             if (dropped_request_header(name) || h->value == nullptr || h->value[0] == '\0')
                 continue;
+            // The gateway's own choice of service is not the upstream's business.
+            if (!server.config.model_header.empty() && iequals(name, server.config.model_header))
+                continue;
             // A compressed answer could not be read for its usage.
             if (ex.shape && iequals(name, "accept-encoding"))
                 continue;
@@ -200,6 +220,8 @@ void start_passthrough(Server::Impl &server, RequestContext &&context, const Rou
         if (size > 0) {
             request.body.resize(size);
             evbuffer_copyout(input, request.body.data(), size);
+            if (ex.context.model_from_header)
+                request.body = with_model(std::move(request.body), service.model);
         }
         server.call_upstream(ex, std::move(request), true);
     } catch (const std::exception &e) {

@@ -212,6 +212,16 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
     const Snapshot &snap = *context.snapshot;
     std::string name;
     nlohmann::json body;
+    // The model header, when configured and sent, names the service or route for every
+    // endpoint; the body's model follows (the planners pin it, pass-through rewrites it).
+    if (!config.model_header.empty()) {
+        const char *chosen =
+            evhttp_find_header(evhttp_request_get_input_headers(req), config.model_header.c_str());
+        if (chosen != nullptr && chosen[0] != '\0') {
+            name = chosen;
+            context.model_from_header = true;
+        }
+    }
 
     if (r.endpoint == Endpoint::kPassthrough) {
         if (context.key != nullptr && !context.key->passthrough) {
@@ -222,7 +232,8 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
                         "passthrough_not_allowed");
             return;
         }
-        name = r.service;
+        if (!context.model_from_header)
+            name = r.service;
     } else {
         evbuffer *input = evhttp_request_get_input_buffer(req);
         size_t size = evbuffer_get_length(input);
@@ -258,7 +269,9 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
             reply_error(context, 400, "The request body must be a JSON object.", "invalid_json");
             return;
         }
-        if (is_gemini_route(r)) {
+        if (context.model_from_header) {
+            // Named by the header.
+        } else if (is_gemini_route(r)) {
             // Gemini names the model in the path, not the body.
             name = r.model_id;
         } else {

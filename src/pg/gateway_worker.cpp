@@ -50,6 +50,7 @@ int setting_max_body_kb = 16 * 1024;
 int setting_client_timeout_s = 60;
 int setting_header_timeout_s = 10;
 int setting_max_connections = 10000;
+char *setting_model_header = nullptr;
 
 // How often a listener looks at the catalog generation, signals and the postmaster: the bound on
 // how long a committed change takes to reach it.
@@ -203,6 +204,7 @@ gateway::Config listener_config() {
     c.default_max_tokens = setting_default_max_tokens;
     c.max_retries = setting_max_retries;
     c.max_connections = static_cast<size_t>(setting_max_connections);
+    c.model_header = setting_model_header ? setting_model_header : "";
     return c;
 }
 
@@ -310,6 +312,11 @@ void gateway_define_settings() {
                                 "new connection is answered 503 and closed.",
                                 nullptr, &setting_max_connections, 10000, 1, 1000000, PGC_SIGHUP, 0,
                                 nullptr, nullptr, nullptr);
+        DefineCustomStringVariable("inference.gateway_model_header",
+                                   "Request header whose value names the service or route a "
+                                   "gateway request goes to; empty: none.",
+                                   nullptr, &setting_model_header, "x-ai-eg-model", PGC_SIGHUP, 0,
+                                   nullptr, nullptr, nullptr);
     }
 }
 

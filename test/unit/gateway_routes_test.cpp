@@ -169,3 +169,44 @@ TEST_F(GatewayRoutesTest, KeysAndOtherEndpoints) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST_F(GatewayRoutesTest, TheModelHeaderChoosesTheServiceForEveryEndpoint) {
+    start_with({{"r", route({{"chat-b", 1, 1}})}});
+    // Chat: the header wins over the body's model, which follows the service.
+    Reply r = post(port, "/v1/chat/completions", chat_body("chat"), {"x-ai-eg-model: chat-b"});
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.header("x-pg-inference-service"), "chat-b");
+    EXPECT_EQ(json::parse(upstream->requests("okb").back().body)["model"], "gpt-b");
+    // A route by header, with no model in the body at all.
+    json no_model = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}};
+    r = post(port, "/v1/chat/completions", no_model, {"x-ai-eg-model: r"});
+    EXPECT_EQ(r.status, 200) << r.body;
+    // Embeddings.
+    r = post(port, "/v1/embeddings", json{{"model", "chat"}, {"input", "hello"}},
+             {"x-ai-eg-model: emb"});
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.header("x-pg-inference-service"), "emb");
+    // Pass-through: the header's service, the body's model rewritten, the header not forwarded.
+    size_t before = upstream->requests("okb").size();
+    r = post(port, "/inferenceservices/chat/v1/chat/completions", chat_body("something-else"),
+             {"x-ai-eg-model: chat-b"});
+    EXPECT_EQ(r.status, 200) << r.body;
+    auto sent = upstream->requests("okb");
+    ASSERT_EQ(sent.size(), before + 1);
+    EXPECT_EQ(json::parse(sent.back().body)["model"], "gpt-b");
+    EXPECT_EQ(sent.back().header("x-ai-eg-model"), "");
+    // An unknown name in the header is the caller's mistake.
+    r = post(port, "/v1/chat/completions", chat_body("chat"), {"x-ai-eg-model: nope"});
+    EXPECT_EQ(r.status, 404);
+}
+
+TEST_F(GatewayRoutesTest, TheModelHeaderCanBeTurnedOff) {
+    config.model_header = "";
+    start_with({});
+    Reply r = post(port, "/v1/chat/completions", chat_body("chat"), {"x-ai-eg-model: chat-b"});
+    EXPECT_EQ(r.header("x-pg-inference-service"), "chat");
+}
+
+}  // namespace

@@ -1,8 +1,9 @@
 // Routes through the gateway's listeners, with the circuit breakers in shared memory: fallback
 // from a failing service for the official openai and Anthropic SDKs, the breaker counted in the
 // mock's request log (no request while open, exactly one half-open probe), the health worker
-// opening a breaker, streams that fall back before their first byte and never after it, and a
-// 3:1 weighted split over 10,000 requests. Driven by test/e2e/48_routes.sh, which creates the
+// opening a breaker, streams that fall back before their first byte and never after it, a 3:1
+// weighted split over 10,000 requests, and the model header choosing the service for chat,
+// embeddings and pass-through. Driven by test/e2e/48_routes.sh, which creates the
 // services and routes. One PASS/FAIL line per check.
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
@@ -139,5 +140,33 @@ checkEq('weights: 10,000 requests all answered', 10000, first + second);
 const share = (100 * first) / 10000;
 check(`weights: the split is 75/25 within 3 points (${share.toFixed(1)}/${(100 - share).toFixed(1)})`,
       Math.abs(share - 75) <= 3);
+
+// --- 6. The model header (inference.gateway_model_header, x-ai-eg-model) -------------------
+async function lastRequest(label) {
+  const all = await (await fetch(`${MOCK}/_mock/requests?label=${label}`)).json();
+  return all[all.length - 1];
+}
+async function withHeader(path, model, body) {
+  const r = await fetch(`${GATEWAY}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}`, 'x-ai-eg-model': model },
+    body: JSON.stringify(body),
+  });
+  return { status: r.status, service: r.headers.get('x-pg-inference-service'), text: await r.text() };
+}
+await scenario('rtcl', null);
+let h = await withHeader('/v1/chat/completions', 'rt-claude',
+  { model: 'gw-openai', messages: [{ role: 'user', content: 'by header' }] });
+checkEq('header: chat goes to the service the header names', [200, 'rt-claude'], [h.status, h.service]);
+checkEq('header: the body\'s model is rewritten to the service\'s', 'claude-sonnet-4-5',
+        (await lastRequest('rtcl'))?.json?.model);
+h = await withHeader('/v1/embeddings', 'gw-embed', { model: 'gw-openai', input: 'by header' });
+checkEq('header: embeddings go to the service the header names', [200, 'gw-embed'], [h.status, h.service]);
+h = await withHeader('/inferenceservices/gw-openai/v1/chat/completions', 'rt-openai2',
+  { model: 'not-a-model', messages: [{ role: 'user', content: 'by header' }] });
+const passed = await lastRequest('rtoa2');
+checkEq('header: pass-through goes to the service the header names, its model rewritten',
+        [200, 'gpt-4o-mini'], [h.status, passed?.json?.model]);
+check('header: the header itself is not forwarded', passed && !('x-ai-eg-model' in passed.headers));
 
 finish();
