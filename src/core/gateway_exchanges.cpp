@@ -168,8 +168,8 @@ void Server::Impl::respond_error(Exchange &ex, int status, std::string_view mess
 }
 
 bool Server::Impl::next_target(RequestContext &context) {
-    while (context.next < context.order.size()) {
-        const routing::Target &target = context.route->targets[context.order[context.next++]];
+    while (std::optional<std::size_t> index = context.attempts.next(context.route->targets)) {
+        const routing::Target &target = context.route->targets[*index];
         auto it = context.snapshot->services.find(target.service);
         if (it == context.snapshot->services.end())
             continue;

@@ -47,14 +47,13 @@ struct RequestContext {
     // The caller's dialect when it is not the gateway's own OpenAI shape: its errors are written
     // by this module (Anthropic's {"type":"error",...}), with that dialect's error types.
     const protocols::Module *dialect = nullptr;
-    // A request that named a route: the route, the order in which it tries the targets (indexes
-    // into its targets), the next position in that order, and the current try's breaker pass.
+    // A request that named a route: the route, its draws of the targets to try, and the current
+    // try's breaker pass.
     const RouteEntry *route = nullptr;
+    routing::Attempts attempts;
+    routing::Pass pass = routing::Pass::kClosed;
     // The service or route was named by Config::model_header, not by the path or body.
     bool model_from_header = false;
-    std::vector<std::size_t> order;
-    std::size_t next = 0;
-    routing::Pass pass = routing::Pass::kClosed;
 };
 
 // One request being served with an upstream call. Owned by Server::Impl::exchanges until done;

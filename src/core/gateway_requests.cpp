@@ -305,10 +305,10 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
     }
     if (context.service == nullptr) {
         context.route = &route->second;
-        // attempt_order draws one number per target from a splitmix64 sequence that steps by
-        // the golden gamma: seeds kMaxTargets steps apart never share a draw.
+        // Attempts draws one number per target from a splitmix64 sequence that steps by the
+        // golden gamma: seeds kMaxTargets steps apart never share a draw.
         route_draws += routing::kMaxTargets * 0x9E3779B97F4A7C15ull;
-        context.order = routing::attempt_order(route->second.targets, route_draws);
+        context.attempts = routing::Attempts(route_draws);
         if (!next_target(context)) {
             reply_error(context, 503,
                         "The model '" + name +

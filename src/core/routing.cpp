@@ -1,7 +1,6 @@
 #include "routing.h"
 
 #include <algorithm>
-#include <cmath>
 #include <set>
 
 #include "error.h"
@@ -33,7 +32,7 @@ int64_t positive_integer(const json &v, const std::string &what, int64_t min) {
 }
 
 // splitmix64: a well-mixed stream of 64-bit values from one seed.
-uint64_t next(uint64_t &state) {
+uint64_t splitmix64(uint64_t &state) {
     uint64_t z = (state += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
@@ -140,33 +139,48 @@ bool falls_back(const std::vector<std::string> &fallback_on, const Failure &fail
     return std::find(fallback_on.begin(), fallback_on.end(), condition) != fallback_on.end();
 }
 
-std::vector<std::size_t> attempt_order(const std::vector<Target> &targets, uint64_t seed) {
-    // Each target draws the key u^(1/weight) (u uniform in (0, 1]); sorting by key, largest
-    // first, is a weighted draw without replacement. Logarithms keep it exact for any weight.
-    struct Keyed {
-        int64_t priority;
-        double key;
-        std::size_t index;
-    };
-    std::vector<Keyed> keyed;
-    keyed.reserve(targets.size());
-    uint64_t state = seed;
-    for (std::size_t i = 0; i < targets.size(); i++) {
-        const double u = (static_cast<double>(next(state) >> 11) + 1.0) / 9007199254740993.0;
-        keyed.push_back(
-            {targets[i].priority, std::log(u) / static_cast<double>(targets[i].weight), i});
+static_assert(kMaxTargets <= 32, "Attempts keeps a bit per target in 32 bits");
+
+std::optional<std::size_t> Attempts::next(const std::vector<Target> &targets) {
+    const std::size_t n = std::min(targets.size(), kMaxTargets);
+    int64_t priority = 0;
+    uint64_t total = 0;
+    bool any = false;
+    for (std::size_t i = 0; i < n; i++) {
+        if (drawn_ & (1u << i))
+            continue;
+        if (!any || targets[i].priority < priority) {
+            priority = targets[i].priority;
+            total = 0;
+            any = true;
+        }
+        if (targets[i].priority == priority)
+            total += static_cast<uint64_t>(targets[i].weight);
     }
-    std::sort(keyed.begin(), keyed.end(), [](const Keyed &a, const Keyed &b) {
-        if (a.priority != b.priority)
-            return a.priority < b.priority;
-        if (a.key != b.key)
-            return a.key > b.key;
-        return a.index < b.index;
-    });
+    if (!any)
+        return std::nullopt;
+    // A point in [0, total), uniform: the high half of a 64 x 64-bit product.
+    uint64_t point =
+        static_cast<uint64_t>((static_cast<unsigned __int128>(splitmix64(state_)) * total) >> 64);
+    std::size_t last = n;
+    for (std::size_t i = 0; i < n; i++) {
+        if ((drawn_ & (1u << i)) || targets[i].priority != priority)
+            continue;
+        last = i;
+        const uint64_t w = static_cast<uint64_t>(targets[i].weight);
+        if (point < w)
+            break;
+        point -= w;
+    }
+    drawn_ |= 1u << last;
+    return last;
+}
+
+std::vector<std::size_t> attempt_order(const std::vector<Target> &targets, uint64_t seed) {
     std::vector<std::size_t> order;
-    order.reserve(keyed.size());
-    for (const Keyed &k : keyed)
-        order.push_back(k.index);
+    Attempts attempts(seed);
+    while (std::optional<std::size_t> i = attempts.next(targets))
+        order.push_back(*i);
     return order;
 }
 

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -58,9 +59,23 @@ inline const std::vector<std::string> kDefaultFallbackOn = {"connect", "timeout"
 // Whether a failure moves the request on to the next target.
 bool falls_back(const std::vector<std::string> &fallback_on, const Failure &failure);
 
-// The order in which one request tries the targets (indexes into `targets`): priorities from
-// the lowest number, and within a priority a weighted draw without replacement from `seed`, so
-// that over many requests each target comes first in proportion to its weight.
+// One request's way through a route's targets, drawn as it goes: each next() picks, among the
+// targets not drawn yet with the lowest priority number, one at random in proportion to its
+// weight (a weighted draw without replacement), so that over many requests each target comes
+// first in proportion to its weight. A request that never falls back draws once: no allocation,
+// one random number, one pass over the targets.
+class Attempts {
+  public:
+    explicit Attempts(uint64_t seed = 0) : state_(seed) {}
+    // The index of the next target to try; nullopt when every target was drawn.
+    std::optional<std::size_t> next(const std::vector<Target> &targets);
+
+  private:
+    uint64_t state_;
+    uint32_t drawn_ = 0;  // a bit per target index (kMaxTargets of them)
+};
+
+// Every draw of Attempts(seed) in order: the order in which one request tries the targets.
 std::vector<std::size_t> attempt_order(const std::vector<Target> &targets, uint64_t seed);
 
 // ---- The circuit breaker of one service ----

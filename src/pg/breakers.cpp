@@ -13,6 +13,7 @@ extern "C" {
 
 #include <cstring>
 
+#include "service_key.h"
 #include "settings.h"
 
 namespace pgi::pg {
@@ -21,29 +22,14 @@ int setting_breaker_failures = routing::kDefaultBreakerFailures;
 
 namespace {
 
-constexpr std::size_t kNameLen = 64;  // service names are at most 63 characters
-
-struct BreakerKey {
-    Oid dboid;
-    char name[kNameLen];
-};
-
 struct BreakerEntry {
-    BreakerKey key;
+    ServiceKey key;
     routing::Breaker breaker;
     int64_t cooldown_us;  // the last one a request reported; 0 until then
 };
 
 LWLock *lock = nullptr;
 HTAB *table = nullptr;
-
-BreakerKey key_of(const std::string &service) {
-    BreakerKey key;
-    std::memset(&key, 0, sizeof(key));
-    key.dboid = MyDatabaseId;
-    std::strncpy(key.name, service.c_str(), kNameLen - 1);
-    return key;
-}
 
 int64_t cooldown_of(const BreakerEntry &e) {
     return e.cooldown_us > 0 ? e.cooldown_us : routing::kDefaultCooldownUs;
@@ -55,7 +41,7 @@ template <class F>
 void with_entry(const std::string &service, F &&f) {
     if (table == nullptr)
         return;
-    BreakerKey key = key_of(service);
+    ServiceKey key = service_key(service);
     pg_guard_void([&]() {
         LWLockAcquire(lock, LW_EXCLUSIVE);
         bool found = false;
@@ -91,22 +77,54 @@ void breakers_init_shmem() {
     lock = &(GetNamedLWLockTranche("pg_inference_breakers"))->lock;
     HASHCTL info;
     std::memset(&info, 0, sizeof(info));
-    info.keysize = sizeof(BreakerKey);
+    info.keysize = sizeof(ServiceKey);
     info.entrysize = sizeof(BreakerEntry);
     table = ShmemInitHash("pg_inference breakers", setting_max_services, setting_max_services,
                           &info, HASH_ELEM | HASH_BLOBS);
     LWLockRelease(AddinShmemInitLock);
 }
 
+namespace {
+
+// The service's breaker as it is now, under the shared lock (closed when it has no entry): the
+// hot path of a service that never failed takes no exclusive lock and adds no entry.
+routing::Breaker peek(const std::string &service) {
+    routing::Breaker b{0, 0};
+    if (table == nullptr)
+        return b;
+    ServiceKey key = service_key(service);
+    pg_guard_void([&]() {
+        LWLockAcquire(lock, LW_SHARED);
+        auto *e = static_cast<BreakerEntry *>(hash_search(table, &key, HASH_FIND, nullptr));
+        if (e != nullptr)
+            b = e->breaker;
+        LWLockRelease(lock);
+    });
+    return b;
+}
+
+}  // namespace
+
 routing::Pass breaker_may_try(const std::string &service, int64_t cooldown_us) {
-    routing::Pass pass = routing::Pass::kClosed;
+    const routing::Breaker seen = peek(service);
+    if (seen.open_until_us == 0)
+        return routing::Pass::kClosed;
     const int64_t now = GetCurrentTimestamp();
+    if (now < seen.open_until_us)
+        return routing::Pass::kOpen;
+    // Cooled down: the probe's slot is taken under the exclusive lock, by one request only.
+    routing::Pass pass = routing::Pass::kClosed;
     with_entry(service,
                [&](BreakerEntry &e) { pass = routing::may_try(e.breaker, now, cooldown_us); });
     return pass;
 }
 
 void breaker_report(const std::string &service, bool failed, int64_t cooldown_us) {
+    if (!failed) {
+        const routing::Breaker seen = peek(service);
+        if (seen.failures == 0 && seen.open_until_us == 0)
+            return;
+    }
     const int64_t now = GetCurrentTimestamp();
     with_entry(service, [&](BreakerEntry &e) {
         if (cooldown_us > 0)

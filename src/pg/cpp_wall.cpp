@@ -12,6 +12,7 @@ extern "C" {
 #include <new>
 
 #include "error.h"
+#include "validation.h"
 
 namespace pgi::pg {
 
@@ -161,6 +162,17 @@ std::optional<std::vector<std::optional<std::string>>> text_array_arg(FunctionCa
             out.emplace_back(std::string(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t)));
         }
     }
+    return out;
+}
+
+std::vector<std::string> labels_arg(FunctionCallInfo fcinfo, int n, const char *what) {
+    auto raw = text_array_arg(fcinfo, n);
+    std::vector<std::string> out;
+    if (!raw)
+        return out;
+    validate::labels(*raw, what);
+    for (auto &v : *raw)
+        out.push_back(*v);
     return out;
 }
 

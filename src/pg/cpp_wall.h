@@ -133,6 +133,9 @@ std::optional<std::string> text_arg(FunctionCallInfo fcinfo, int n);
 std::string required_text_arg(FunctionCallInfo fcinfo, int n, const char *name);
 std::optional<std::vector<std::optional<std::string>>> text_array_arg(FunctionCallInfo fcinfo,
                                                                       int n);
+// A text[] of labels (functions, tags, fallback conditions), checked by validate::labels (no
+// NULL elements, no control characters); empty when NULL.
+std::vector<std::string> labels_arg(FunctionCallInfo fcinfo, int n, const char *what);
 std::optional<bool> bool_arg(FunctionCallInfo fcinfo, int n);
 Datum text_datum(const std::string &s);
 // One row of the function's composite result type.

@@ -50,17 +50,6 @@ void probe_or_fail(const ServiceEndpoint &endpoint, const char *action) {
         hint, std::string("The service was not ") + action + ".");
 }
 
-std::vector<std::string> labels_arg(FunctionCallInfo fcinfo, int n, const char *what) {
-    auto raw = text_array_arg(fcinfo, n);
-    std::vector<std::string> out;
-    if (!raw)
-        return out;
-    validate::labels(*raw, what);
-    for (auto &v : *raw)
-        out.push_back(*v);
-    return out;
-}
-
 // A key as given (plain or env:NAME) → what to store and the plain key to probe with.
 struct KeyInput {
     SecretValue secret;

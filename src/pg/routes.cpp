@@ -28,19 +28,6 @@ int64_t interval_us(const Interval *iv) {
            static_cast<int64_t>(iv->month) * DAYS_PER_MONTH * USECS_PER_DAY;
 }
 
-std::vector<std::string> strings_of(const std::vector<std::optional<std::string>> &raw,
-                                    const char *what) {
-    std::vector<std::string> out;
-    for (const auto &v : raw) {
-        if (!v)
-            throw pgi::Error(sqlstate::kInvalidParameterValue,
-                             std::string(what) + " must not contain NULL elements",
-                             "Remove the NULL elements.");
-        out.push_back(*v);
-    }
-    return out;
-}
-
 }  // namespace
 
 }  // namespace pgi::pg
@@ -54,8 +41,8 @@ PGI_FUNCTION(pgi_check_route) {
     nlohmann::json out = nlohmann::json::object();
     if (auto targets = jsonb_arg(fcinfo, 1))
         out["targets"] = routing::targets_json(routing::parse_targets(*targets));
-    if (auto raw = text_array_arg(fcinfo, 2))
-        out["fallback_on"] = routing::check_fallback_on(strings_of(*raw, "fallback_on"));
+    if (!PG_ARGISNULL(2))
+        out["fallback_on"] = routing::check_fallback_on(labels_arg(fcinfo, 2, "fallback_on"));
     if (!PG_ARGISNULL(3)) {
         const int64_t us = interval_us(PG_GETARG_INTERVAL_P(3));
         if (us < kMinCooldownUs || us > kMaxCooldownUs)
@@ -64,10 +51,8 @@ PGI_FUNCTION(pgi_check_route) {
                              "A failing service is skipped for the cooldown, then tried by one "
                              "request; pass e.g. '30 seconds'.");
     }
-    if (auto raw = text_array_arg(fcinfo, 4)) {
-        validate::labels(*raw, "functions");
-        out["functions"] = strings_of(*raw, "functions");
-    }
+    if (!PG_ARGISNULL(4))
+        out["functions"] = labels_arg(fcinfo, 4, "functions");
     return jsonb_datum(out.dump());
 }
 

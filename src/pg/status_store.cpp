@@ -15,24 +15,17 @@ extern "C" {
 #include <vector>
 
 #include "cpp_wall.h"
+#include "service_key.h"
 #include "settings.h"
 
 namespace pgi::pg {
 
 namespace {
 
-constexpr size_t kNameLen = 64;       // service names are at most 63 characters
 constexpr size_t kMessageLen = 1024;  // status messages are truncated beyond this
 
-// Keyed by database as well as name: two databases of one cluster may each have the extension
-// and a service of the same name.
-struct StatusKey {
-    Oid dboid;
-    char name[kNameLen];
-};
-
 struct StatusEntry {
-    StatusKey key;
+    ServiceKey key;
     char status;
     bool has_checked_at;
     TimestampTz checked_at;
@@ -45,14 +38,6 @@ struct StatusShared {
 
 StatusShared *shared = nullptr;
 HTAB *table = nullptr;
-
-StatusKey make_key(const std::string &service) {
-    StatusKey key;
-    std::memset(&key, 0, sizeof(key));
-    key.dboid = MyDatabaseId;
-    std::strncpy(key.name, service.c_str(), kNameLen - 1);
-    return key;
-}
 
 // A write or forget made inside a transaction waits for its commit: a registration or
 // deregistration that rolls back must leave the status it found. Each operation remembers the
@@ -108,7 +93,7 @@ void status_store_init_shmem() {
         shared->lock = &(GetNamedLWLockTranche("pg_inference_status"))->lock;
     HASHCTL info;
     std::memset(&info, 0, sizeof(info));
-    info.keysize = sizeof(StatusKey);
+    info.keysize = sizeof(ServiceKey);
     info.entrysize = sizeof(StatusEntry);
     table = ShmemInitHash("pg_inference status table", setting_max_services, setting_max_services,
                           &info, HASH_ELEM | HASH_BLOBS);
@@ -133,7 +118,7 @@ StatusRecord status_get(const std::string &service) {
         record.message = kPendingMessage;
         return record;
     }
-    StatusKey key = make_key(service);
+    ServiceKey key = service_key(service);
     bool found = false;
     StatusEntry copy;
     pg_guard_void([&]() {
@@ -160,7 +145,7 @@ StatusRecord status_get(const std::string &service) {
 namespace {
 
 void apply_put(const std::string &service, const StatusRecord &record) {
-    StatusKey key = make_key(service);
+    ServiceKey key = service_key(service);
     bool full = false;
     pg_guard_void([&]() {
         LWLockAcquire(shared->lock, LW_EXCLUSIVE);
@@ -183,7 +168,7 @@ void apply_put(const std::string &service, const StatusRecord &record) {
 }
 
 void apply_forget(const std::string &service) {
-    StatusKey key = make_key(service);
+    ServiceKey key = service_key(service);
     pg_guard_void([&]() {
         LWLockAcquire(shared->lock, LW_EXCLUSIVE);
         hash_search(table, &key, HASH_REMOVE, nullptr);

@@ -4,12 +4,14 @@
 #   msg-fast  POST /v1/messages         -> an Anthropic service (the Anthropic fast path)
 #   msg-x     POST /v1/messages         -> an OpenAI service (translated)
 #   resp-x    POST /v1/responses        -> an OpenAI service (translated)
+#   route     POST /v1/chat/completions -> a route over one OpenAI service
 # each whole and streamed, against test/bench/fast_mock.cpp (which answers OpenAI chat and
 # Anthropic messages at once), plus the load generator straight to the mock (direct) for each
 # upstream shape. Runs rotate within a round; numbers are medians over the rounds.
 #
-# Targets: a translated request costs at most 1.5 x the CPU of the fast path (chat); a stream's
-# time to first byte is within 1 ms of direct's. Prints a table and the checks, writes
+# Targets: a translated request costs at most 1.5 x the CPU of the fast path (chat); resolving a
+# route under 2 % of the listeners' CPU per request (measured with perf); a stream's time to
+# first byte is within 1 ms of direct's. Prints a table and the checks, writes
 # $BENCH_OUT (default test/bench/results/dialects.json); exit status 0 when both hold.
 # Settings: BENCH_ROUNDS (3), BENCH_SECONDS (3), BENCH_QUICK=1 (1 round of 1 s), BENCH_ROWS
 # (the rows measured, for profiling one path; checks need chat and the direct rows),
@@ -68,6 +70,10 @@ SELECT inference.register_external_service('bench-openai', 'gpt-4o-mini',
 SELECT inference.register_external_service('bench-claude', 'claude-sonnet-4-5',
        'http://127.0.0.1:$MOCK_PORT', api_key => 'sk-bench', protocol => 'ANTHROPIC_V1',
        validate => false);
+SELECT inference.register_external_service('bench-openai2', 'gpt-4o-mini',
+       'http://127.0.0.1:$MOCK_PORT', api_key => 'sk-bench', validate => false);
+SELECT inference.create_route('bench-route',
+       '[{"service": "bench-openai"}]');
 SQL
 KEY="$(psql_ -At -c "SELECT inference.create_access_key('bench', requests_per_minute => 1000000000,
         requests_per_hour => 2000000000, tokens_per_hour => 1000000000000000)")"
@@ -85,8 +91,9 @@ SYSTEM="You are a helpful assistant." USER="Say hello to the benchmark."
 body() {  # body ROW STREAM
     local s="$2"
     case "$1" in
-        direct-chat | chat) printf '{"model":"%s","messages":[{"role":"system","content":"%s"},{"role":"user","content":"%s"}],"max_tokens":64,"temperature":0.2,"stream":%s}' \
-            "$([ "$1" = chat ] && echo bench-openai || echo gpt-4o-mini)" "$SYSTEM" "$USER" "$s" ;;
+        direct-chat | chat | route) printf '{"model":"%s","messages":[{"role":"system","content":"%s"},{"role":"user","content":"%s"}],"max_tokens":64,"temperature":0.2,"stream":%s}' \
+            "$(case "$1" in chat) echo bench-openai ;; route) echo bench-route ;; *) echo gpt-4o-mini ;; esac)" \
+            "$SYSTEM" "$USER" "$s" ;;
         direct-msg | msg-fast | msg-x) printf '{"model":"%s","system":"%s","messages":[{"role":"user","content":"%s"}],"max_tokens":64,"temperature":0.2,"stream":%s}' \
             "$(case "$1" in msg-x) echo bench-openai ;; msg-fast) echo bench-claude ;; *) echo claude-sonnet-4-5 ;; esac)" \
             "$SYSTEM" "$USER" "$s" ;;
@@ -94,7 +101,7 @@ body() {  # body ROW STREAM
             "$SYSTEM" "$USER" "$s" ;;
     esac
 }
-ROWS="${BENCH_ROWS:-direct-chat direct-msg chat msg-fast msg-x resp-x}"
+ROWS="${BENCH_ROWS:-direct-chat direct-msg chat msg-fast msg-x resp-x route}"
 for row in $ROWS; do
     body "$row" false >"$WORK/$row-false.json"
     body "$row" true >"$WORK/$row-true.json"
@@ -105,7 +112,7 @@ args() {  # args ROW STREAM
     case "$row" in
         direct-chat) ARGS=(--url "http://127.0.0.1:$MOCK_PORT/v1/chat/completions") ;;
         direct-msg) ARGS=(--url "http://127.0.0.1:$MOCK_PORT/v1/messages") ;;
-        chat) ARGS=(--url "http://127.0.0.1:$GATEWAY_PORT/v1/chat/completions") ;;
+        chat | route) ARGS=(--url "http://127.0.0.1:$GATEWAY_PORT/v1/chat/completions") ;;
         msg-fast | msg-x) ARGS=(--url "http://127.0.0.1:$GATEWAY_PORT/v1/messages") ;;
         resp-x) ARGS=(--url "http://127.0.0.1:$GATEWAY_PORT/v1/responses") ;;
     esac
@@ -157,5 +164,26 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 if [ -n "$PERF_PID" ]; then kill -INT "$PERF_PID"; wait "$PERF_PID" || true; fi
+
+# What resolving a route costs, measured where it happens: the route row runs once more under
+# perf with call graphs, and the share of the listeners' CPU spent in next_target (drawing the
+# target and asking its breaker in shared memory, locks and hash lookups included) is the
+# route's cost. (The rows' CPU per request differ by a few per cent from run to run, more than a
+# route costs, so their ratio cannot show it.)
+ROUTE_SHARE=""
+if [[ " $ROWS " == *" route "* ]] && command -v perf >/dev/null; then
+    args route false
+    perf record -q --call-graph dwarf,16384 -F 2000 -o "$WORK/route.perf" -p "$PG_PIDS" \
+        >/dev/null 2>&1 &
+    RPERF=$!
+    sleep 0.5
+    taskset -c $LOAD_CPU "$BIN/load_client" "${ARGS[@]}" --concurrency 1 --requests 300000 \
+        --seconds "$SECONDS_PER_RUN" --label "route-profile" >/dev/null 2>>"$WORK/err"
+    kill -INT "$RPERF"; wait "$RPERF" || true
+    perf report -i "$WORK/route.perf" --children --stdio >"$WORK/route.txt" 2>/dev/null || true
+    ROUTE_SHARE="$(awk '/Server::Impl::next_target$/ && $1 ~ /%$/ && !seen {
+                           sub("%", "", $1); print $1; seen = 1 }' "$WORK/route.txt")"
+    ROUTE_SHARE="${ROUTE_SHARE:-0}"
+fi
 mkdir -p "$(dirname "$OUT")"
-node test/bench/dialects_report.js "$RUNS" "$OUT"
+ROUTE_SHARE="$ROUTE_SHARE" node test/bench/dialects_report.js "$RUNS" "$OUT"
