@@ -41,6 +41,16 @@ SET inference.request_timeout = '300ms';
 SET inference.max_retries = 0;
 SELECT mock.error_of($$SELECT inference.chat('hang-svc', 'hello?')$$);
 RESET inference.request_timeout;
+
+-- A service's own request_timeout takes the place of inference.request_timeout for its calls.
+SELECT name FROM inference.update_external_service('hang-svc', request_timeout => '300ms');
+SELECT mock.error_of($$SELECT inference.chat('hang-svc', 'hello?')$$);
+SELECT request_timeout FROM inference.services WHERE name = 'hang-svc';
+SELECT mock.error_of($$SELECT inference.update_external_service('hang-svc', request_timeout => '-1 second')$$);
+SELECT mock.error_of($$SELECT inference.register_external_service('x-svc', 'gpt-4o-mini', mock.url('x'), request_timeout => '2 days')$$);
+-- '0' puts it back on inference.request_timeout.
+SELECT name FROM inference.update_external_service('hang-svc', request_timeout => '0');
+SELECT request_timeout IS NULL AS default_timeout FROM inference.services WHERE name = 'hang-svc';
 RESET inference.max_retries;
 
 -- Responses larger than inference.max_response_size are refused.

@@ -65,9 +65,7 @@ SELECT mock.error_of($$SELECT inference.chat('rt', 'hi')$$);
 -- Every target failing: the last error, and what was tried.
 SELECT mock.set_scenario('rt-a', 'unavailable');
 SELECT mock.set_scenario('rt-b', 'server_error');
-\set VERBOSITY verbose
 SELECT inference.chat('rt', 'hi');
-\set VERBOSITY default
 SELECT mock.set_scenario('rt-b', NULL);
 
 -- A health check that finds a service Failed opens its breaker: the route skips it at once.

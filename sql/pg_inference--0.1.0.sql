@@ -28,6 +28,8 @@ CREATE TABLE inference.services (
     functions      text[] NOT NULL DEFAULT '{}',
     tags           text[] NOT NULL DEFAULT '{}',
     allow_insecure boolean NOT NULL DEFAULT false,
+    -- the longest one upstream request may take; NULL: inference.request_timeout
+    request_timeout interval,
     -- whether the role that registered the service (or last set its key) was a superuser; when
     -- not, inference.allowed_env_keys and inference.blocked_networks apply to every use of it
     registered_by_superuser boolean NOT NULL DEFAULT false,
@@ -83,12 +85,12 @@ CREATE TYPE inference.service_info AS (
 
 CREATE FUNCTION inference._register_external_service(
     name text, model text, base_url text, api_key text, protocol text, functions text[],
-    tags text[], allow_insecure boolean, validate boolean)
+    tags text[], allow_insecure boolean, validate boolean, request_timeout interval)
 RETURNS void AS 'MODULE_PATHNAME', 'pgi_register_external_service' LANGUAGE C VOLATILE;
 
 CREATE FUNCTION inference._update_external_service(
     name text, api_key text, functions text[], tags text[], model text, base_url text,
-    protocol text, allow_insecure boolean)
+    protocol text, allow_insecure boolean, request_timeout interval)
 RETURNS void AS 'MODULE_PATHNAME', 'pgi_update_external_service' LANGUAGE C VOLATILE;
 
 CREATE FUNCTION inference._deregister_external_service(name text)
@@ -103,8 +105,8 @@ RETURNS TABLE (name text, status text, status_message text, checked_at timestamp
 AS 'MODULE_PATHNAME', 'pgi_check_services' LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
 REVOKE ALL ON FUNCTION
-    inference._register_external_service(text, text, text, text, text, text[], text[], boolean, boolean),
-    inference._update_external_service(text, text, text[], text[], text, text, text, boolean),
+    inference._register_external_service(text, text, text, text, text, text[], text[], boolean, boolean, interval),
+    inference._update_external_service(text, text, text[], text[], text, text, text, boolean, interval),
     inference._deregister_external_service(text),
     inference._live_status(text),
     inference._check_services(text)
@@ -153,11 +155,12 @@ CREATE FUNCTION inference.register_external_service(
     functions text[] DEFAULT '{}',
     tags text[] DEFAULT '{}',
     allow_insecure boolean DEFAULT false,
-    validate boolean DEFAULT true)
+    validate boolean DEFAULT true,
+    request_timeout interval DEFAULT NULL)
 RETURNS SETOF inference.service_info
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT inference._register_external_service($1, $2, $3, $4, $5, $6, $7, $8, $9);
+    SELECT inference._register_external_service($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
     SELECT * FROM inference.get_external_service($1);
 $$;
 
@@ -169,11 +172,12 @@ CREATE FUNCTION inference.update_external_service(
     model text DEFAULT NULL,
     base_url text DEFAULT NULL,
     protocol text DEFAULT NULL,
-    allow_insecure boolean DEFAULT NULL)
+    allow_insecure boolean DEFAULT NULL,
+    request_timeout interval DEFAULT NULL)
 RETURNS SETOF inference.service_info
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT inference._update_external_service($1, $2, $3, $4, $5, $6, $7, $8);
+    SELECT inference._update_external_service($1, $2, $3, $4, $5, $6, $7, $8, $9);
     SELECT * FROM inference.get_external_service($1);
 $$;
 
@@ -234,8 +238,8 @@ $$;
 -- Privileges: administration through inference_admin, calling through inference_user.
 
 REVOKE ALL ON FUNCTION
-    inference.register_external_service(text, text, text, text, text, text[], text[], boolean, boolean),
-    inference.update_external_service(text, text, text[], text[], text, text, text, boolean),
+    inference.register_external_service(text, text, text, text, text, text[], text[], boolean, boolean, interval),
+    inference.update_external_service(text, text, text[], text[], text, text, text, boolean, interval),
     inference.deregister_external_service(text, boolean),
     inference.check_service(text),
     inference.list_models(text),
@@ -243,8 +247,8 @@ REVOKE ALL ON FUNCTION
 FROM PUBLIC;
 
 GRANT EXECUTE ON FUNCTION
-    inference.register_external_service(text, text, text, text, text, text[], text[], boolean, boolean),
-    inference.update_external_service(text, text, text[], text[], text, text, text, boolean),
+    inference.register_external_service(text, text, text, text, text, text[], text[], boolean, boolean, interval),
+    inference.update_external_service(text, text, text[], text[], text, text, text, boolean, interval),
     inference.deregister_external_service(text, boolean),
     inference.check_service(text)
 TO inference_admin;

@@ -94,10 +94,13 @@ void Server::Impl::call_upstream(Exchange &ex, http::Request request, bool strea
     request.blocked_networks = ex.context.service->blocked_networks;
     http::AsyncClient::Options options;
     options.retry.max_retries = config.max_retries;
+    const long timeout_ms = ex.context.service->request_timeout_ms > 0
+                                ? ex.context.service->request_timeout_ms
+                                : config.request_timeout_ms;
     if (streamed) {
-        options.idle_timeout_ms = config.request_timeout_ms;
+        options.idle_timeout_ms = timeout_ms;
     } else {
-        request.timeout_ms = config.request_timeout_ms;
+        request.timeout_ms = timeout_ms;
     }
     ex.upstream_started = Clock::now();
     Exchange *p = &ex;

@@ -73,6 +73,7 @@ Snapshot snapshot_from_json(const json &document) {
         }
         s.api_key = text(entry, "api_key", where, false);
         s.allow_insecure = flag(entry, "allow_insecure", where);
+        s.request_timeout_ms = number<long>(entry, "request_timeout_ms", where).value_or(0);
         std::string route = text(entry, "rerank_route", where, false);
         if (!route.empty()) {
             if (route != "ranking" && route != "rerank")

@@ -32,6 +32,9 @@ struct ServiceEndpoint {
     // inference.blocked_networks restricts: every connection made for it is refused when its
     // address is in these networks. Null: no address is refused.
     std::shared_ptr<const net::AddressFilter> blocked_networks;
+    // The whole time one upstream request of this service may take (streams: the longest the
+    // upstream may stay silent); 0: the host's default (inference.request_timeout).
+    long request_timeout_ms = 0;
 
     // The key is wiped when an endpoint goes: snapshots and catalogs hold plain keys for as
     // long as they live, and freed memory must not keep them.

@@ -28,7 +28,8 @@ http::Request make_request(const translate::UpstreamRequest &call, const Service
     r.insecure = service.allow_insecure;
     r.blocked_networks = service.blocked_networks;
     r.connect_timeout_ms = setting_connect_timeout_ms;
-    r.timeout_ms = setting_request_timeout_ms;
+    r.timeout_ms =
+        service.request_timeout_ms > 0 ? service.request_timeout_ms : setting_request_timeout_ms;
     r.max_response_size = static_cast<size_t>(setting_max_response_size_kb) * 1024;
     return r;
 }

@@ -7,6 +7,7 @@ extern "C" {
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/lsyscache.h"
+#include "utils/timestamp.h"
 }
 
 #include <new>
@@ -174,6 +175,14 @@ std::vector<std::string> labels_arg(FunctionCallInfo fcinfo, int n, const char *
     for (auto &v : *raw)
         out.push_back(*v);
     return out;
+}
+
+std::optional<int64_t> interval_arg_us(FunctionCallInfo fcinfo, int n) {
+    if (PG_NARGS() <= n || PG_ARGISNULL(n))
+        return std::nullopt;
+    const Interval *iv = PG_GETARG_INTERVAL_P(n);
+    return iv->time + static_cast<int64_t>(iv->day) * USECS_PER_DAY +
+           static_cast<int64_t>(iv->month) * DAYS_PER_MONTH * USECS_PER_DAY;
 }
 
 std::optional<bool> bool_arg(FunctionCallInfo fcinfo, int n) {

@@ -137,6 +137,8 @@ std::optional<std::vector<std::optional<std::string>>> text_array_arg(FunctionCa
 // NULL elements, no control characters); empty when NULL.
 std::vector<std::string> labels_arg(FunctionCallInfo fcinfo, int n, const char *what);
 std::optional<bool> bool_arg(FunctionCallInfo fcinfo, int n);
+// An interval argument in microseconds (a month counts 30 days); nullopt when NULL.
+std::optional<int64_t> interval_arg_us(FunctionCallInfo fcinfo, int n);
 Datum text_datum(const std::string &s);
 // One row of the function's composite result type.
 Datum composite_datum(FunctionCallInfo fcinfo, Datum *values, bool *nulls);

@@ -83,6 +83,7 @@ ServiceEndpoint probe_endpoint(const ServiceRow &row, const std::string &plain_k
     e.protocol = row.protocol;
     e.api_key = plain_key;
     e.allow_insecure = row.allow_insecure;
+    e.request_timeout_ms = static_cast<long>(row.request_timeout_ms.value_or(0));
     if (!row.registered_by_superuser)
         e.blocked_networks = blocked_networks();
     return e;
@@ -94,6 +95,24 @@ Protocol protocol_arg(const std::string &text) {
         throw pgi::Error(sqlstate::kInvalidParameterValue, "invalid protocol \"" + text + "\"",
                          "Use OPENAI_V1, GEMINI_V1_BETA or ANTHROPIC_V1.");
     return *p;
+}
+
+// request_timeout: from 1 ms to a day (inference.request_timeout's range). In an update, 0 puts
+// the service back on inference.request_timeout.
+std::optional<int64_t> timeout_arg_ms(FunctionCallInfo fcinfo, int n, bool zero_clears) {
+    std::optional<int64_t> us = interval_arg_us(fcinfo, n);
+    if (!us)
+        return std::nullopt;
+    if (zero_clears && *us == 0)
+        return 0;
+    if (*us < 1000 || *us > 24LL * 3600 * 1000 * 1000)
+        throw pgi::Error(sqlstate::kInvalidParameterValue,
+                         "request_timeout must be between 1 millisecond and 1 day",
+                         zero_clears ? "Pass e.g. '30 seconds'; '0' goes back to "
+                                       "inference.request_timeout."
+                                     : "Pass e.g. '30 seconds', or leave it out for "
+                                       "inference.request_timeout.");
+    return *us / 1000;
 }
 
 void refuse_change(const std::string &service, const char *field) {
@@ -121,6 +140,7 @@ PGI_FUNCTION(pgi_register_external_service) {
     std::string protocol = text_arg(fcinfo, 4).value_or("OPENAI_V1");
     bool allow_insecure = bool_arg(fcinfo, 7).value_or(false);
     bool validate_now = bool_arg(fcinfo, 8).value_or(true);
+    row.request_timeout_ms = timeout_arg_ms(fcinfo, 9, false);
 
     validate::service_name(row.name);
     validate::model(row.model);
@@ -172,6 +192,7 @@ PGI_FUNCTION(pgi_update_external_service) {
     if (auto insecure = bool_arg(fcinfo, 7); insecure && *insecure != row.allow_insecure)
         refuse_change(name, "allow_insecure");
 
+    std::optional<int64_t> timeout_ms = timeout_arg_ms(fcinfo, 8, true);
     std::optional<std::vector<std::string>> functions, tags;
     if (!PG_ARGISNULL(2))
         functions = labels_arg(fcinfo, 2, "functions");
@@ -192,6 +213,8 @@ PGI_FUNCTION(pgi_update_external_service) {
     }
     if (functions || tags)
         update_service_labels(name, functions, tags);
+    if (timeout_ms)
+        update_service_timeout(name, *timeout_ms > 0 ? timeout_ms : std::nullopt);
     PG_RETURN_VOID();
 }
 

@@ -23,11 +23,6 @@ namespace {
 constexpr int64_t kMinCooldownUs = USECS_PER_SEC;
 constexpr int64_t kMaxCooldownUs = USECS_PER_DAY;
 
-int64_t interval_us(const Interval *iv) {
-    return iv->time + static_cast<int64_t>(iv->day) * USECS_PER_DAY +
-           static_cast<int64_t>(iv->month) * DAYS_PER_MONTH * USECS_PER_DAY;
-}
-
 }  // namespace
 
 }  // namespace pgi::pg
@@ -43,9 +38,8 @@ PGI_FUNCTION(pgi_check_route) {
         out["targets"] = routing::targets_json(routing::parse_targets(*targets));
     if (!PG_ARGISNULL(2))
         out["fallback_on"] = routing::check_fallback_on(labels_arg(fcinfo, 2, "fallback_on"));
-    if (!PG_ARGISNULL(3)) {
-        const int64_t us = interval_us(PG_GETARG_INTERVAL_P(3));
-        if (us < kMinCooldownUs || us > kMaxCooldownUs)
+    if (std::optional<int64_t> us = interval_arg_us(fcinfo, 3)) {
+        if (*us < kMinCooldownUs || *us > kMaxCooldownUs)
             throw pgi::Error(sqlstate::kInvalidParameterValue,
                              "cooldown must be between 1 second and 1 day",
                              "A failing service is skipped for the cooldown, then tried by one "

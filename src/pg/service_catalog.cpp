@@ -142,7 +142,8 @@ class SpiConnection {
 
 constexpr const char *kSelectServices =
     "SELECT s.name, s.model, s.base_url, s.protocol, s.functions, s.tags, s.allow_insecure, "
-    "       k.api_key_sealed, k.api_key_env, s.rerank_route, s.registered_by_superuser "
+    "       k.api_key_sealed, k.api_key_env, s.rerank_route, s.registered_by_superuser, "
+    "       (extract(epoch FROM s.request_timeout) * 1000)::bigint::text "
     "  FROM inference.services s LEFT JOIN inference.service_secrets k ON k.service = s.name ";
 
 std::vector<ServiceRow> read_services(SpiConnection &spi, uint64 n) {
@@ -160,6 +161,8 @@ std::vector<ServiceRow> read_services(SpiConnection &spi, uint64 n) {
         r.key_env = spi.string_at(i, 9);
         r.rerank_route = spi.string_at(i, 10);
         r.registered_by_superuser = spi.bool_at(i, 11);
+        if (std::optional<std::string> ms = spi.string_at(i, 12))
+            r.request_timeout_ms = std::stoll(*ms);
         rows.push_back(std::move(r));
     }
     return rows;
@@ -250,11 +253,14 @@ void insert_service(const ServiceRow &row, const SecretValue &secret) {
     SpiConnection spi;
     spi.exec(
         "INSERT INTO inference.services (name, model, base_url, protocol, functions, tags, "
-        "allow_insecure, registered_by_superuser) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "allow_insecure, registered_by_superuser, request_timeout) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9 * interval '1 millisecond')",
         {text_arg_of(row.name), text_arg_of(row.model), text_arg_of(row.base_url),
          text_arg_of(protocol_name(row.protocol)), text_array_arg_of(row.functions),
          text_array_arg_of(row.tags), Arg{BOOLOID, BoolGetDatum(row.allow_insecure), false},
-         Arg{BOOLOID, BoolGetDatum(row.registered_by_superuser), false}},
+         Arg{BOOLOID, BoolGetDatum(row.registered_by_superuser), false},
+         row.request_timeout_ms ? Arg{INT8OID, Int64GetDatum(*row.request_timeout_ms), false}
+                                : Arg{INT8OID, 0, true}},
         false);
     if (secret.sealed_key || secret.key_env)
         spi.exec(
@@ -272,6 +278,16 @@ void update_service_labels(const std::string &name,
         "UPDATE inference.services SET functions = coalesce($2, functions), "
         "tags = coalesce($3, tags), updated_at = now() WHERE name = $1",
         {text_arg_of(name), text_array_arg_of(functions), text_array_arg_of(tags)}, false);
+}
+
+void update_service_timeout(const std::string &name, std::optional<int64_t> timeout_ms) {
+    SpiConnection spi;
+    spi.exec(
+        "UPDATE inference.services SET request_timeout = $2 * interval '1 millisecond', "
+        "updated_at = now() WHERE name = $1",
+        {text_arg_of(name),
+         timeout_ms ? Arg{INT8OID, Int64GetDatum(*timeout_ms), false} : Arg{INT8OID, 0, true}},
+        false);
 }
 
 void replace_secret(const std::string &name, const SecretValue &secret, bool by_superuser) {
@@ -372,6 +388,7 @@ ServiceEndpoint endpoint_of(const ServiceRow &row) {
     e.base_url = row.base_url;
     e.protocol = row.protocol;
     e.allow_insecure = row.allow_insecure;
+    e.request_timeout_ms = static_cast<long>(row.request_timeout_ms.value_or(0));
     if (!row.registered_by_superuser) {
         e.blocked_networks = blocked_networks();
         // The list may have shrunk since the service was registered.

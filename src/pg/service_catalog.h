@@ -31,6 +31,7 @@ struct ServiceRow {
     std::optional<std::string> sealed_key;  // AES-GCM blob
     std::optional<std::string> key_env;     // env:NAME reference
     std::optional<std::string> rerank_route;
+    std::optional<int64_t> request_timeout_ms;  // NULL: inference.request_timeout
     // The role that registered it, or last set its key, was a superuser: exempt from
     // inference.allowed_env_keys and inference.blocked_networks.
     bool registered_by_superuser = false;
@@ -69,6 +70,8 @@ void update_service_labels(const std::string &name,
                            const std::optional<std::vector<std::string>> &functions,
                            const std::optional<std::vector<std::string>> &tags);
 // Also records whether the role setting the key is a superuser (registered_by_superuser).
+// Sets the service's own request timeout; nullopt: back to inference.request_timeout.
+void update_service_timeout(const std::string &name, std::optional<int64_t> timeout_ms);
 void replace_secret(const std::string &name, const SecretValue &secret, bool by_superuser);
 void delete_service(const std::string &name);
 void persist_status(const std::string &name, const StatusRecord &record);

@@ -282,6 +282,23 @@ TEST_F(GatewayTest, UpstreamTimeout) {
     EXPECT_LT(r.total_ms, 2500) << r.total_ms;
 }
 
+TEST_F(GatewayTest, AServicesOwnTimeoutCutsItsCalls) {
+    config.request_timeout_ms = 5000;
+    server = std::make_unique<Server>(loop.base(), config, governor);
+    Snapshot s = catalog();
+    s.services["hang"].request_timeout_ms = 300;
+    server->set_snapshot(std::make_shared<Snapshot>(std::move(s)));
+    server->listen();
+    port = server->port();
+    loop.start();
+    Reply r = post(port, "/v1/chat/completions", chat_body("hang"));
+    EXPECT_EQ(r.status, 504);
+    EXPECT_LT(r.total_ms, 2000);
+    r = post(port, "/v1/chat/completions", chat_body("hang", true));
+    EXPECT_EQ(r.status, 504);
+    EXPECT_LT(r.total_ms, 2500);
+}
+
 TEST_F(GatewayTest, UpstreamBreaksOffMidStream) {
     start();
     for (const char *model : {"midfail", "amidfail"}) {
