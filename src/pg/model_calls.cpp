@@ -12,7 +12,6 @@ extern "C" {
 #include "utils/jsonb.h"
 }
 
-#include <curl/curl.h>
 #include <map>
 #include <set>
 

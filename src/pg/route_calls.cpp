@@ -14,14 +14,8 @@ namespace pgi::pg {
 
 namespace {
 
-// Reports the outcome of one try to the service's breaker. A failure counts against the service
-// when it is one the caller could fall back on: the service, not the request, is at fault.
-void report(const std::string &service, const std::vector<std::string> &fallback_on,
-            const AttemptFailed *failure, int64_t cooldown_us) {
-    breaker_report(service,
-                   failure != nullptr && routing::falls_back(fallback_on, failure->failure()),
-                   cooldown_us);
-}
+// Each try's outcome goes to the service's breaker. A failure counts against the service when it
+// is one the caller could fall back on: the service, not the request, is at fault.
 
 void call_route(const RouteRow &route, const std::function<void(const ServiceRow &)> &attempt) {
     const uint64_t seed = pg_guard([]() { return pg_prng_uint64(&pg_global_prng_state); });
@@ -42,11 +36,12 @@ void call_route(const RouteRow &route, const std::function<void(const ServiceRow
         }
         try {
             attempt(*row);
-            report(service, route.fallback_on, nullptr, route.cooldown_us);
+            breaker_report(service, false, route.cooldown_us);
             return;
         } catch (const AttemptFailed &f) {
-            report(service, route.fallback_on, &f, route.cooldown_us);
-            if (!routing::falls_back(route.fallback_on, f.failure()))
+            const bool falls = routing::falls_back(route.fallback_on, f.failure());
+            breaker_report(service, falls, route.cooldown_us);
+            if (!falls)
                 throw;
             tried += (tried.empty() ? "" : ", ") + ("\"" + service + "\"");
             last = f;
@@ -73,9 +68,9 @@ void call_named(const std::string &name, const std::function<void(const ServiceR
     if (std::optional<ServiceRow> row = find_service(name)) {
         try {
             attempt(*row);
-            report(name, routing::kDefaultFallbackOn, nullptr, 0);
+            breaker_report(name, false, 0);
         } catch (const AttemptFailed &f) {
-            report(name, routing::kDefaultFallbackOn, &f, 0);
+            breaker_report(name, routing::falls_back(routing::kDefaultFallbackOn, f.failure()), 0);
             throw;
         }
         return;
