@@ -1121,11 +1121,17 @@ TEST_F(GatewayTest, SlowStreamReaderPausesTheUpstream) {
     std::string body = chat_body("bulk", true).dump();
     std::string request = chat_head(body.size()) + body;
     ASSERT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
-    // The caller reads nothing for 3 s: the gateway holds its high-water mark and what the
-    // sockets buffer, not the 26 MB stream.
+    // Once the stream flows (on a loaded machine its start may take a while), the caller reads
+    // nothing for 3 s: the gateway holds its high-water mark and what the sockets buffer, not
+    // the 26 MB stream.
+    size_t delivered = 0;
+    for (auto flowing = Clock::now() + 20s; delivered == 0 && Clock::now() < flowing;) {
+        std::this_thread::sleep_for(50ms);
+        delivered = loop.run([&] { return upstream->stream_bytes_delivered(); });
+    }
+    ASSERT_GT(delivered, 0u);
     std::this_thread::sleep_for(3s);
-    size_t delivered = loop.run([&] { return upstream->stream_bytes_delivered(); });
-    EXPECT_GT(delivered, 0u);
+    delivered = loop.run([&] { return upstream->stream_bytes_delivered(); });
     EXPECT_LT(delivered, 16u << 20) << delivered;
     // Read at last, the stream resumes and ends whole.
     std::string tail;
