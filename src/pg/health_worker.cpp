@@ -180,9 +180,34 @@ void in_transaction(const char *activity, const std::function<void()> &body) {
     run_in_transaction(activity, kTransactionLimits, body);
 }
 
-// DROP EXTENSION and CREATE EXTENSION may come and go while the worker runs.
+// DROP EXTENSION and CREATE EXTENSION may come and go while the worker runs. The extension the
+// worker last found, by oid: one created again has another.
+Oid seen_extension = InvalidOid;
+
+Oid extension_oid() {
+    return pg_guard([]() { return get_extension_oid("pg_inference", true); });
+}
+
 bool extension_installed() {
-    return pg_guard([]() { return OidIsValid(get_extension_oid("pg_inference", true)); });
+    seen_extension = extension_oid();
+    return OidIsValid(seen_extension);
+}
+
+// After a failed round: whether the extension it found was dropped (and maybe created again)
+// since. A round that found it and then waited on its tables while DROP EXTENSION committed
+// fails ("relation does not exist", or the lock timeout); that is the drop's doing, not a fault
+// worth a warning.
+bool dropped_meanwhile() {
+    if (!OidIsValid(seen_extension))
+        return false;
+    Oid now = InvalidOid;
+    try {
+        in_transaction("pg_inference health check: looking for the extension",
+                       [&]() { now = extension_oid(); });
+    } catch (const std::exception &) {
+        return false;  // unknown: the failure is reported as it is
+    }
+    return now != seen_extension;
 }
 
 // Sleeps until the latch is set or timeout_ms pass, then processes interrupts: SIGTERM exits
@@ -498,13 +523,21 @@ class Scheduler {
 };
 
 // After a failure (its transaction, if any, already aborted by run_in_transaction): a log line
-// and last_error. The worker carries on.
+// and last_error, unless the extension was dropped meanwhile. The worker carries on.
 void report_failure(const std::string &message, int sqlerrcode) {
     last_failure_at = Clock::now();
     HOLD_INTERRUPTS();
     pgstat_report_activity(STATE_IDLE, nullptr);
     MemoryContextSwitchTo(worker_cxt);
     RESUME_INTERRUPTS();
+    if (dropped_meanwhile()) {
+        pg_guard_void([&]() {
+            ereport(DEBUG1, (errmsg("pg_inference health check stopped: the extension was "
+                                    "dropped meanwhile (%s)",
+                                    message.c_str())));
+        });
+        return;
+    }
     update_shared([&](WorkerShared &s) { strlcpy(s.last_error, message.c_str(), kErrorLen); });
     pg_guard_void([&]() {
         ereport(

@@ -261,6 +261,21 @@ SELECT inference.register_external_service('hw-again', 'gpt-4o-mini', '$MOCK_URL
 SQL
 poll_eq "checks resume after CREATE EXTENSION" "Ready: " 15 status_of hw-again
 check_eq "the worker outlives CREATE EXTENSION" "$pid_before_drop" "$(worker_pid)"
+# A round that starts while DROP EXTENSION's transaction is open finds the extension, then waits
+# on its tables until the drop commits. Holding the drop open for most of each 1 s interval,
+# four times, makes rounds meet it.
+for i in 1 2 3 4; do
+    hw -q <<SQL >/dev/null
+BEGIN;
+DROP EXTENSION pg_inference;
+SELECT pg_sleep(0.7);
+COMMIT;
+CREATE EXTENSION pg_inference;
+SELECT inference.register_external_service('hw-again', 'gpt-4o-mini', '$MOCK_URL/s/hw_ok', api_key => 'sk-test-hw', validate => false);
+SQL
+    sleep 0.2
+done
+poll_eq "checks resume after drops that rounds waited on" "Ready: " 15 status_of hw-again
 check_eq "no failed round around DROP/CREATE EXTENSION" "$warnings_before" \
     "$(grep -c 'health check failed' "$HW_DIR/server.log")"
 
