@@ -39,6 +39,7 @@ CORE_OBJS = \
 	src/core/setting_list.o \
 	src/core/sse.o \
 	src/core/statement_redact.o \
+	src/core/tls_files.o \
 	src/core/transaction_steps.o \
 	src/core/translate.o \
 	src/core/translate_embeddings.o \

@@ -30,6 +30,11 @@ CREATE TABLE inference.services (
     allow_insecure boolean NOT NULL DEFAULT false,
     -- the longest one upstream request may take; NULL: inference.request_timeout
     request_timeout interval,
+    -- TLS files the server reads (set by superusers only): a CA bundle to verify the endpoint
+    -- against instead of the system's, and a client certificate with its key
+    ca_file          text,
+    client_cert_file text,
+    client_key_file  text,
     -- whether the role that registered the service (or last set its key) was a superuser; when
     -- not, inference.allowed_env_keys and inference.blocked_networks apply to every use of it
     registered_by_superuser boolean NOT NULL DEFAULT false,
@@ -85,12 +90,14 @@ CREATE TYPE inference.service_info AS (
 
 CREATE FUNCTION inference._register_external_service(
     name text, model text, base_url text, api_key text, protocol text, functions text[],
-    tags text[], allow_insecure boolean, validate boolean, request_timeout interval)
+    tags text[], allow_insecure boolean, validate boolean, request_timeout interval,
+    ca_file text, client_cert_file text, client_key_file text)
 RETURNS void AS 'MODULE_PATHNAME', 'pgi_register_external_service' LANGUAGE C VOLATILE;
 
 CREATE FUNCTION inference._update_external_service(
     name text, api_key text, functions text[], tags text[], model text, base_url text,
-    protocol text, allow_insecure boolean, request_timeout interval)
+    protocol text, allow_insecure boolean, request_timeout interval, ca_file text,
+    client_cert_file text, client_key_file text)
 RETURNS void AS 'MODULE_PATHNAME', 'pgi_update_external_service' LANGUAGE C VOLATILE;
 
 CREATE FUNCTION inference._deregister_external_service(name text)
@@ -105,8 +112,8 @@ RETURNS TABLE (name text, status text, status_message text, checked_at timestamp
 AS 'MODULE_PATHNAME', 'pgi_check_services' LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
 REVOKE ALL ON FUNCTION
-    inference._register_external_service(text, text, text, text, text, text[], text[], boolean, boolean, interval),
-    inference._update_external_service(text, text, text[], text[], text, text, text, boolean, interval),
+    inference._register_external_service(text, text, text, text, text, text[], text[], boolean, boolean, interval, text, text, text),
+    inference._update_external_service(text, text, text[], text[], text, text, text, boolean, interval, text, text, text),
     inference._deregister_external_service(text),
     inference._live_status(text),
     inference._check_services(text)
@@ -156,11 +163,15 @@ CREATE FUNCTION inference.register_external_service(
     tags text[] DEFAULT '{}',
     allow_insecure boolean DEFAULT false,
     validate boolean DEFAULT true,
-    request_timeout interval DEFAULT NULL)
+    request_timeout interval DEFAULT NULL,
+    ca_file text DEFAULT NULL,
+    client_cert_file text DEFAULT NULL,
+    client_key_file text DEFAULT NULL)
 RETURNS SETOF inference.service_info
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT inference._register_external_service($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
+    SELECT inference._register_external_service($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                                                $12, $13);
     SELECT * FROM inference.get_external_service($1);
 $$;
 
@@ -173,11 +184,15 @@ CREATE FUNCTION inference.update_external_service(
     base_url text DEFAULT NULL,
     protocol text DEFAULT NULL,
     allow_insecure boolean DEFAULT NULL,
-    request_timeout interval DEFAULT NULL)
+    request_timeout interval DEFAULT NULL,
+    ca_file text DEFAULT NULL,
+    client_cert_file text DEFAULT NULL,
+    client_key_file text DEFAULT NULL)
 RETURNS SETOF inference.service_info
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT inference._update_external_service($1, $2, $3, $4, $5, $6, $7, $8, $9);
+    SELECT inference._update_external_service($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                                              $12);
     SELECT * FROM inference.get_external_service($1);
 $$;
 
@@ -238,8 +253,8 @@ $$;
 -- Privileges: administration through inference_admin, calling through inference_user.
 
 REVOKE ALL ON FUNCTION
-    inference.register_external_service(text, text, text, text, text, text[], text[], boolean, boolean, interval),
-    inference.update_external_service(text, text, text[], text[], text, text, text, boolean, interval),
+    inference.register_external_service(text, text, text, text, text, text[], text[], boolean, boolean, interval, text, text, text),
+    inference.update_external_service(text, text, text[], text[], text, text, text, boolean, interval, text, text, text),
     inference.deregister_external_service(text, boolean),
     inference.check_service(text),
     inference.list_models(text),
@@ -247,8 +262,8 @@ REVOKE ALL ON FUNCTION
 FROM PUBLIC;
 
 GRANT EXECUTE ON FUNCTION
-    inference.register_external_service(text, text, text, text, text, text[], text[], boolean, boolean, interval),
-    inference.update_external_service(text, text, text[], text[], text, text, text, boolean, interval),
+    inference.register_external_service(text, text, text, text, text, text[], text[], boolean, boolean, interval, text, text, text),
+    inference.update_external_service(text, text, text[], text[], text, text, text, boolean, interval, text, text, text),
     inference.deregister_external_service(text, boolean),
     inference.check_service(text)
 TO inference_admin;

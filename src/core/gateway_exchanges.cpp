@@ -90,8 +90,7 @@ Exchange &Server::Impl::adopt(std::unique_ptr<Exchange> exchange) {
 void Server::Impl::call_upstream(Exchange &ex, http::Request request, bool streamed) {
     request.connect_timeout_ms = config.connect_timeout_ms;
     request.max_response_size = config.max_response_size;
-    request.insecure = ex.context.service->allow_insecure;
-    request.blocked_networks = ex.context.service->blocked_networks;
+    set_transport(*ex.context.service, request);
     http::AsyncClient::Options options;
     options.retry.max_retries = config.max_retries;
     const long timeout_ms = ex.context.service->request_timeout_ms > 0

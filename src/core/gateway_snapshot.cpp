@@ -74,6 +74,9 @@ Snapshot snapshot_from_json(const json &document) {
         s.api_key = text(entry, "api_key", where, false);
         s.allow_insecure = flag(entry, "allow_insecure", where);
         s.request_timeout_ms = number<long>(entry, "request_timeout_ms", where).value_or(0);
+        s.tls.ca_file = text(entry, "ca_file", where, false);
+        s.tls.client_cert_file = text(entry, "client_cert_file", where, false);
+        s.tls.client_key_file = text(entry, "client_key_file", where, false);
         std::string route = text(entry, "rerank_route", where, false);
         if (!route.empty()) {
             if (route != "ranking" && route != "rerank")
@@ -162,6 +165,7 @@ Snapshot snapshot_from_json(const json &document) {
         if (!snapshot.routes.emplace(name, std::move(route)).second)
             bad(where, "duplicate route \"" + name + "\"");
     }
+
     return snapshot;
 }
 

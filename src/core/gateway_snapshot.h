@@ -3,7 +3,7 @@
 //
 //   {"services": [{"name", "model", "base_url", "protocol" (default OPENAI_V1), "api_key",
 //                  "allow_insecure", "rerank_route" ("ranking" | "rerank"),
-//                  "request_timeout_ms"}],
+//                  "request_timeout_ms", "ca_file", "client_cert_file", "client_key_file"}],
 //    "keys": [{"name", "key" (plain text, hashed here) or "key_hash" (SHA-256 hex), "tenant",
 //              "services" (array, or null for every service), "expires_at_ms", "revoked",
 //              "requests_per_minute", "requests_per_hour", "burst", "tokens_per_hour"}],

@@ -238,6 +238,16 @@ void apply_request(CURL *easy, const Request &request, Transfer &transfer) {
         curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 0L);
         curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 0L);
     }
+    // curl keeps these in each connection's TLS config: a pooled connection is reused only by a
+    // request with the same files.
+    if (!request.tls.ca_file.empty())
+        curl_easy_setopt(easy, CURLOPT_CAINFO, request.tls.ca_file.c_str());
+    if (!request.tls.client_cert_file.empty()) {
+        curl_easy_setopt(easy, CURLOPT_SSLCERT, request.tls.client_cert_file.c_str());
+        curl_easy_setopt(easy, CURLOPT_SSLCERTTYPE, "PEM");
+        curl_easy_setopt(easy, CURLOPT_SSLKEY, request.tls.client_key_file.c_str());
+        curl_easy_setopt(easy, CURLOPT_SSLKEYTYPE, "PEM");
+    }
     curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, transfer.error_buffer);
     curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE,
                      static_cast<curl_off_t>(request.max_response_size));
@@ -296,6 +306,13 @@ void finish_transfer(CURL *easy, CURLcode result, Transfer &transfer) {
     } else {
         r.transport_error = curl_easy_strerror(result);
     }
+    // An endpoint that refuses the client's certificate (or its absence) says so with a TLS alert
+    // after the handshake, which curl reports as a failed read or write: a TLS failure all the
+    // same, and no retry would fare better.
+    if ((result == CURLE_RECV_ERROR || result == CURLE_SEND_ERROR) &&
+        r.transport_error.find("SSL") != std::string::npos &&
+        r.transport_error.find("alert") != std::string::npos)
+        r.tls_error = true;
 }
 
 Transfer *transfer_of(CURL *easy) {

@@ -14,6 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include "tls_files.h"
+
 namespace pgi::net {
 class AddressFilter;
 }
@@ -26,6 +28,7 @@ struct Request {
     std::vector<std::string> headers;  // "Name: value"
     std::string body;                  // sent when non-empty or method is POST
     bool insecure = false;             // allow_insecure: no peer/host verification
+    tls::Files tls;                    // a CA to verify against, a client certificate
     long connect_timeout_ms = 10000;
     long timeout_ms = 120000;
     size_t max_response_size = 64u << 20;

@@ -15,9 +15,6 @@ namespace pgi::probe {
 
 namespace {
 
-constexpr const char *kTlsHint =
-    "A trusted self-signed endpoint needs allow_insecure => true at registration.";
-
 Result failure(const char *sqlstate, std::string message, const std::string &url, long status) {
     Result r;
     r.sqlstate = sqlstate;
@@ -41,8 +38,7 @@ http::Request probe_request(const ServiceEndpoint &service, const std::string &u
     request.url = url;
     request.headers = auth_headers(service);
     request.headers.push_back("Accept: application/json");
-    request.insecure = service.allow_insecure;
-    request.blocked_networks = service.blocked_networks;
+    set_transport(service, request);
     request.connect_timeout_ms = settings.connect_timeout_ms;
     request.timeout_ms = settings.timeout_ms;
     return request;
@@ -92,7 +88,7 @@ Result diagnose(const ServiceEndpoint &service, const std::string &url,
         Result r =
             failure(sqlstate::kUpstreamUnreachable, "endpoint unreachable: " + why, url, status);
         if (response.tls_error)
-            r.hint = kTlsHint;
+            r.hint = tls::failure_hint(service.tls);
         return r;
     }
     if (status >= 200 && status < 300) {
@@ -244,7 +240,9 @@ void probe_feed(http::Client &client, const ProbeFeeder &feeder, const Settings 
             p.model_response = response;
             http::Request request = probe_request(p.service, list_url(p.service), settings);
             std::string list_key = request.url + (request.insecure ? "\n1" : "\n0") +
-                                   (request.blocked_networks ? "1" : "0");
+                                   (request.blocked_networks ? "1" : "0") + "\n" +
+                                   request.tls.ca_file + "\n" + request.tls.client_cert_file +
+                                   "\n" + request.tls.client_key_file;
             for (const auto &h : request.headers)
                 list_key += "\n" + h;
             auto answered = answers.find(list_key);

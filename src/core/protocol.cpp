@@ -4,6 +4,7 @@
 #include <cctype>
 
 #include "crypto.h"
+#include "http_client.h"
 
 namespace pgi {
 
@@ -54,6 +55,12 @@ std::vector<std::string> auth_headers(const ServiceEndpoint &service) {
             break;
     }
     return headers;
+}
+
+void set_transport(const ServiceEndpoint &service, http::Request &request) {
+    request.insecure = service.allow_insecure;
+    request.tls = service.tls;
+    request.blocked_networks = service.blocked_networks;
 }
 
 }  // namespace pgi

@@ -7,7 +7,13 @@
 #include <string>
 #include <vector>
 
+#include "tls_files.h"
+
 namespace pgi {
+
+namespace http {
+struct Request;
+}
 
 namespace net {
 class AddressFilter;
@@ -35,6 +41,7 @@ struct ServiceEndpoint {
     // The whole time one upstream request of this service may take (streams: the longest the
     // upstream may stay silent); 0: the host's default (inference.request_timeout).
     long request_timeout_ms = 0;
+    tls::Files tls{};  // set by a superuser: paths the server reads
 
     // The key is wiped when an endpoint goes: snapshots and catalogs hold plain keys for as
     // long as they live, and freed memory must not keep them.
@@ -49,5 +56,9 @@ struct ServiceEndpoint {
 // The headers that carry the upstream credentials (and Anthropic's version header), as
 // "Name: value" lines ready for curl. Empty key: only non-secret headers.
 std::vector<std::string> auth_headers(const ServiceEndpoint &service);
+
+// How every request to the service connects: its TLS verification and files, and the networks
+// it may not reach. One place, so that no path (probe, SQL call, gateway) forgets one.
+void set_transport(const ServiceEndpoint &service, http::Request &request);
 
 }  // namespace pgi

@@ -25,8 +25,7 @@ http::Request make_request(const translate::UpstreamRequest &call, const Service
     r.url = call.url;
     r.headers = call.headers;
     r.body = call.body;
-    r.insecure = service.allow_insecure;
-    r.blocked_networks = service.blocked_networks;
+    set_transport(service, r);
     r.connect_timeout_ms = setting_connect_timeout_ms;
     r.timeout_ms =
         service.request_timeout_ms > 0 ? service.request_timeout_ms : setting_request_timeout_ms;

@@ -68,8 +68,7 @@ pgi::Error call_error(const ServiceEndpoint &service, const http::Response &r) {
         return pgi::Error(sqlstate::kUpstreamUnreachable,
                           "request to service \"" + service.name +
                               "\" failed: " + redact_key(r.transport_error, service),
-                          r.tls_error ? "A trusted self-signed endpoint needs allow_insecure => "
-                                        "true at registration."
+                          r.tls_error ? tls::failure_hint(service.tls)
                                       : "Run inference.check_service() for a diagnosis.");
     return translate::upstream_failure(service, r.status, r.body);
 }

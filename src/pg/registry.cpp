@@ -84,6 +84,7 @@ ServiceEndpoint probe_endpoint(const ServiceRow &row, const std::string &plain_k
     e.api_key = plain_key;
     e.allow_insecure = row.allow_insecure;
     e.request_timeout_ms = static_cast<long>(row.request_timeout_ms.value_or(0));
+    e.tls = row.tls;
     if (!row.registered_by_superuser)
         e.blocked_networks = blocked_networks();
     return e;
@@ -115,6 +116,30 @@ std::optional<int64_t> timeout_arg_ms(FunctionCallInfo fcinfo, int n, bool zero_
     return *us / 1000;
 }
 
+// ca_file, client_cert_file and client_key_file from arguments n to n + 2, over `current`: NULL
+// keeps a path, '' removes it. nullopt when none is given. Only superusers set them: the server
+// reads these files as its own operating-system user, and sends the client certificate.
+std::optional<tls::Files> tls_args(FunctionCallInfo fcinfo, int n, const tls::Files &current) {
+    std::optional<std::string> ca = text_arg(fcinfo, n), cert = text_arg(fcinfo, n + 1),
+                               key = text_arg(fcinfo, n + 2);
+    if (!ca && !cert && !key)
+        return std::nullopt;
+    if (!caller_is_superuser())
+        throw pgi::Error(sqlstate::kInsufficientPrivilege,
+                         "only superusers may set ca_file, client_cert_file or client_key_file",
+                         "The server reads these files as its own operating-system user; ask a "
+                         "superuser to set them.");
+    tls::Files files = current;
+    if (ca)
+        files.ca_file = *ca;
+    if (cert)
+        files.client_cert_file = *cert;
+    if (key)
+        files.client_key_file = *key;
+    tls::check(files);
+    return files;
+}
+
 void refuse_change(const std::string &service, const char *field) {
     throw pgi::Error(
         sqlstate::kInvalidParameterValue,
@@ -130,7 +155,8 @@ using namespace pgi;
 using namespace pgi::pg;
 
 // inference._register_external_service(name, model, base_url, api_key, protocol, functions,
-// tags, allow_insecure, validate) RETURNS void
+// tags, allow_insecure, validate, request_timeout, ca_file, client_cert_file, client_key_file)
+// RETURNS void
 PGI_FUNCTION(pgi_register_external_service) {
     ServiceRow row;
     row.name = required_text_arg(fcinfo, 0, "name");
@@ -149,6 +175,8 @@ PGI_FUNCTION(pgi_register_external_service) {
     row.functions = labels_arg(fcinfo, 5, "functions");
     row.tags = labels_arg(fcinfo, 6, "tags");
     row.allow_insecure = allow_insecure;
+    if (std::optional<tls::Files> files = tls_args(fcinfo, 10, {}))
+        row.tls = *files;
     if (find_service(row.name))
         throw pgi::Error(sqlstate::kUniqueViolation, "service \"" + row.name + "\" already exists",
                          "Use inference.update_external_service() to change it, or deregister "
@@ -176,7 +204,7 @@ PGI_FUNCTION(pgi_register_external_service) {
 }
 
 // inference._update_external_service(name, api_key, functions, tags, model, base_url, protocol,
-// allow_insecure) RETURNS void
+// allow_insecure, request_timeout, ca_file, client_cert_file, client_key_file) RETURNS void
 PGI_FUNCTION(pgi_update_external_service) {
     std::string name = required_text_arg(fcinfo, 0, "name");
     ServiceRow row = require_service(name);
@@ -199,13 +227,25 @@ PGI_FUNCTION(pgi_update_external_service) {
     if (!PG_ARGISNULL(3))
         tags = labels_arg(fcinfo, 3, "tags");
 
-    if (auto api_key = text_arg(fcinfo, 1)) {
-        // The service becomes as restricted as the role that sets its key.
-        row.registered_by_superuser = caller_is_superuser();
-        check_base_url_for_caller(row.base_url);
-        KeyInput key = key_input(name, api_key);
-        probe_or_fail(probe_endpoint(row, key.plain), "changed");
-        replace_secret(name, key.secret, row.registered_by_superuser);
+    // A new key or new TLS files are probed together before either applies.
+    std::optional<tls::Files> files = tls_args(fcinfo, 9, row.tls);
+    std::optional<std::string> api_key = text_arg(fcinfo, 1);
+    if (api_key || files) {
+        ServiceRow next = row;
+        if (files)
+            next.tls = *files;
+        if (api_key) {
+            // The service becomes as restricted as the role that sets its key.
+            next.registered_by_superuser = caller_is_superuser();
+            check_base_url_for_caller(row.base_url);
+            KeyInput key = key_input(name, api_key);
+            probe_or_fail(probe_endpoint(next, key.plain), "changed");
+            replace_secret(name, key.secret, next.registered_by_superuser);
+        } else {
+            probe_or_fail(endpoint_of(next), "changed");
+        }
+        if (files)
+            update_service_tls(name, *files);
         StatusRecord status;
         status.status = HealthStatus::kReady;
         status.checked_at = GetCurrentTimestamp();

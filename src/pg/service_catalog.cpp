@@ -143,7 +143,8 @@ class SpiConnection {
 constexpr const char *kSelectServices =
     "SELECT s.name, s.model, s.base_url, s.protocol, s.functions, s.tags, s.allow_insecure, "
     "       k.api_key_sealed, k.api_key_env, s.rerank_route, s.registered_by_superuser, "
-    "       (extract(epoch FROM s.request_timeout) * 1000)::bigint::text "
+    "       (extract(epoch FROM s.request_timeout) * 1000)::bigint::text, "
+    "       s.ca_file, s.client_cert_file, s.client_key_file "
     "  FROM inference.services s LEFT JOIN inference.service_secrets k ON k.service = s.name ";
 
 std::vector<ServiceRow> read_services(SpiConnection &spi, uint64 n) {
@@ -163,6 +164,9 @@ std::vector<ServiceRow> read_services(SpiConnection &spi, uint64 n) {
         r.registered_by_superuser = spi.bool_at(i, 11);
         if (std::optional<std::string> ms = spi.string_at(i, 12))
             r.request_timeout_ms = std::stoll(*ms);
+        r.tls.ca_file = spi.string_at(i, 13).value_or("");
+        r.tls.client_cert_file = spi.string_at(i, 14).value_or("");
+        r.tls.client_key_file = spi.string_at(i, 15).value_or("");
         rows.push_back(std::move(r));
     }
     return rows;
@@ -253,14 +257,18 @@ void insert_service(const ServiceRow &row, const SecretValue &secret) {
     SpiConnection spi;
     spi.exec(
         "INSERT INTO inference.services (name, model, base_url, protocol, functions, tags, "
-        "allow_insecure, registered_by_superuser, request_timeout) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9 * interval '1 millisecond')",
+        "allow_insecure, registered_by_superuser, request_timeout, ca_file, client_cert_file, "
+        "client_key_file) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9 * interval '1 millisecond', "
+        "        nullif($10, ''), nullif($11, ''), nullif($12, ''))",
         {text_arg_of(row.name), text_arg_of(row.model), text_arg_of(row.base_url),
          text_arg_of(protocol_name(row.protocol)), text_array_arg_of(row.functions),
          text_array_arg_of(row.tags), Arg{BOOLOID, BoolGetDatum(row.allow_insecure), false},
          Arg{BOOLOID, BoolGetDatum(row.registered_by_superuser), false},
          row.request_timeout_ms ? Arg{INT8OID, Int64GetDatum(*row.request_timeout_ms), false}
-                                : Arg{INT8OID, 0, true}},
+                                : Arg{INT8OID, 0, true},
+         text_arg_of(row.tls.ca_file), text_arg_of(row.tls.client_cert_file),
+         text_arg_of(row.tls.client_key_file)},
         false);
     if (secret.sealed_key || secret.key_env)
         spi.exec(
@@ -287,6 +295,17 @@ void update_service_timeout(const std::string &name, std::optional<int64_t> time
         "updated_at = now() WHERE name = $1",
         {text_arg_of(name),
          timeout_ms ? Arg{INT8OID, Int64GetDatum(*timeout_ms), false} : Arg{INT8OID, 0, true}},
+        false);
+}
+
+void update_service_tls(const std::string &name, const tls::Files &files) {
+    SpiConnection spi;
+    spi.exec(
+        "UPDATE inference.services SET ca_file = nullif($2, ''), "
+        "client_cert_file = nullif($3, ''), client_key_file = nullif($4, ''), updated_at = now() "
+        "WHERE name = $1",
+        {text_arg_of(name), text_arg_of(files.ca_file), text_arg_of(files.client_cert_file),
+         text_arg_of(files.client_key_file)},
         false);
 }
 
@@ -389,6 +408,7 @@ ServiceEndpoint endpoint_of(const ServiceRow &row) {
     e.protocol = row.protocol;
     e.allow_insecure = row.allow_insecure;
     e.request_timeout_ms = static_cast<long>(row.request_timeout_ms.value_or(0));
+    e.tls = row.tls;
     if (!row.registered_by_superuser) {
         e.blocked_networks = blocked_networks();
         // The list may have shrunk since the service was registered.

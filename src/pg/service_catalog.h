@@ -32,6 +32,7 @@ struct ServiceRow {
     std::optional<std::string> key_env;     // env:NAME reference
     std::optional<std::string> rerank_route;
     std::optional<int64_t> request_timeout_ms;  // NULL: inference.request_timeout
+    tls::Files tls;                             // NULL columns: empty paths
     // The role that registered it, or last set its key, was a superuser: exempt from
     // inference.allowed_env_keys and inference.blocked_networks.
     bool registered_by_superuser = false;
@@ -72,6 +73,7 @@ void update_service_labels(const std::string &name,
 // Also records whether the role setting the key is a superuser (registered_by_superuser).
 // Sets the service's own request timeout; nullopt: back to inference.request_timeout.
 void update_service_timeout(const std::string &name, std::optional<int64_t> timeout_ms);
+void update_service_tls(const std::string &name, const tls::Files &files);
 void replace_secret(const std::string &name, const SecretValue &secret, bool by_superuser);
 void delete_service(const std::string &name);
 void persist_status(const std::string &name, const StatusRecord &record);

@@ -115,7 +115,7 @@ check_eq "a key that cannot be read fails that service alone" \
     "Failed: API key unavailable: environment variable \"PGI_HW_KEY\" is not set in the server's environment" \
     "$(status_of hw-env)"
 check_eq "TLS verification failure, with the allow_insecure hint" \
-    "Failed: endpoint unreachable: SSL certificate problem: self-signed certificate. A trusted self-signed endpoint needs allow_insecure => true at registration." \
+    "Failed: endpoint unreachable: SSL certificate problem: self-signed certificate. A private-CA or self-signed endpoint needs ca_file => the CA's PEM file (a superuser sets it), or allow_insecure => true. An endpoint that asks for a client certificate needs client_cert_file and client_key_file." \
     "$(status_of hw-tls)"
 check_eq "results are persisted too" "Ready" \
     "$(hw -c "SELECT status FROM inference.service_status WHERE service = 'hw-ok'")"

@@ -5,7 +5,8 @@
 // shapes, SSE framing) that the extension cannot tell it from the real thing, with
 // deterministic answers tests can assert exactly. Node built-ins only.
 //
-//   node test/mock/mock_upstream.js --port 18181 [--tls-port 18182 --tls-cert F --tls-key K]
+//   node test/mock/mock_upstream.js --port 18181 [--tls-port 18182 --tls-cert F --tls-key K
+//        [--tls-client-ca CA]]
 //        [--latency-ms 0] [--stream-delay-ms 0] [--max-records 10000] [--pid-file F]
 //
 // A base URL of http://127.0.0.1:PORT/s/<label> selects the behaviour ("scenario") for the
@@ -35,15 +36,16 @@ const SCENARIOS = new Set([...BEHAVIOUR_SCENARIOS, ...E.ERROR_SCENARIOS]);
 function usage(msg) {
   if (msg) process.stderr.write(`mock_upstream: ${msg}\n`);
   process.stderr.write('usage: node mock_upstream.js --port N [--tls-port N --tls-cert FILE ' +
-    '--tls-key FILE] [--latency-ms MS] [--stream-delay-ms MS] [--max-records N] [--pid-file FILE]\n');
+    '--tls-key FILE [--tls-client-ca FILE]] [--latency-ms MS] [--stream-delay-ms MS] [--max-records N] [--pid-file FILE]\n');
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const opts = { port: 18181, tlsPort: null, tlsCert: null, tlsKey: null, latencyMs: 0,
+  const opts = { port: 18181, tlsPort: null, tlsCert: null, tlsKey: null, tlsClientCa: null,
+    latencyMs: 0,
     streamDelayMs: 0, maxRecords: 10000, pidFile: null };
   const names = { '--port': 'port', '--tls-port': 'tlsPort', '--tls-cert': 'tlsCert',
-    '--tls-key': 'tlsKey', '--latency-ms': 'latencyMs', '--stream-delay-ms': 'streamDelayMs',
+    '--tls-key': 'tlsKey', '--tls-client-ca': 'tlsClientCa', '--latency-ms': 'latencyMs', '--stream-delay-ms': 'streamDelayMs',
     '--max-records': 'maxRecords', '--pid-file': 'pidFile' };
   const numeric = new Set(['port', 'tlsPort', 'latencyMs', 'streamDelayMs', 'maxRecords']);
   for (let i = 0; i < argv.length; i++) {
@@ -65,6 +67,7 @@ function parseArgs(argv) {
   if (opts.tlsPort !== null && (!opts.tlsCert || !opts.tlsKey)) {
     usage('--tls-port needs --tls-cert and --tls-key');
   }
+  if (opts.tlsClientCa !== null && opts.tlsPort === null) usage('--tls-client-ca needs --tls-port');
   return opts;
 }
 
@@ -422,8 +425,14 @@ async function main() {
     servers.push(plain);
     lines.push(`mock upstream listening on ${await listen(plain, opts.port)}`);
     if (opts.tlsPort !== null) {
-      const tls = configure(https.createServer(
-        { cert: fs.readFileSync(opts.tlsCert), key: fs.readFileSync(opts.tlsKey) }, handler));
+      const tlsOptions = { cert: fs.readFileSync(opts.tlsCert), key: fs.readFileSync(opts.tlsKey) };
+      if (opts.tlsClientCa !== null) {
+        // Mutual TLS: the handshake fails for a client without a certificate the CA signed.
+        tlsOptions.ca = fs.readFileSync(opts.tlsClientCa);
+        tlsOptions.requestCert = true;
+        tlsOptions.rejectUnauthorized = true;
+      }
+      const tls = configure(https.createServer(tlsOptions, handler));
       servers.push(tls);
       lines.push(`mock upstream tls listening on ${await listen(tls, opts.tlsPort)}`);
     }

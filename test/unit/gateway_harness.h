@@ -22,9 +22,6 @@
 #include <map>
 #include <mutex>
 #include <netinet/in.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
 #include <optional>
 #include <poll.h>
 #include <set>

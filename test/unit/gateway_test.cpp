@@ -3,6 +3,7 @@
 // thread of the test, and the test thread calls the gateway with libcurl or raw sockets, as any
 // client would. The same upstream also drives AsyncClient's own tests.
 #include "gateway_harness.h"
+#include "test_certificates.h"
 
 namespace {
 
@@ -1157,35 +1158,12 @@ TEST_F(GatewayTest, SlowStreamReaderPausesTheUpstream) {
     EXPECT_GT(total, 25u << 20);
 }
 
-// A throwaway self-signed certificate for the TLS test.
-void write_certificate(const std::string &cert_path, const std::string &key_path) {
-    EVP_PKEY *key = EVP_EC_gen("P-256");
-    X509 *cert = X509_new();
-    ASN1_INTEGER_set(X509_get_serialNumber(cert), 1);
-    X509_gmtime_adj(X509_getm_notBefore(cert), 0);
-    X509_gmtime_adj(X509_getm_notAfter(cert), 3600);
-    X509_set_pubkey(cert, key);
-    X509_NAME *name = X509_get_subject_name(cert);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                               reinterpret_cast<const unsigned char *>("127.0.0.1"), -1, -1, 0);
-    X509_set_issuer_name(cert, name);
-    X509_sign(cert, key, EVP_sha256());
-    FILE *f = fopen(cert_path.c_str(), "w");
-    PEM_write_X509(f, cert);
-    fclose(f);
-    f = fopen(key_path.c_str(), "w");
-    PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr);
-    fclose(f);
-    X509_free(cert);
-    EVP_PKEY_free(key);
-}
-
 TEST_F(GatewayTest, Https) {
     char dir[] = "/tmp/gateway_tls_XXXXXX";
     ASSERT_NE(mkdtemp(dir), nullptr);
     config.tls_cert_file = std::string(dir) + "/cert.pem";
     config.tls_key_file = std::string(dir) + "/key.pem";
-    write_certificate(config.tls_cert_file, config.tls_key_file);
+    pgi::test_support::write_certificate(config.tls_cert_file, config.tls_key_file);
     start();
     CallOptions o;
     o.https = true;

@@ -23,7 +23,9 @@ const Protocol kAllProtocols[] = {Protocol::kOpenAiV1, Protocol::kGeminiV1Beta,
                                   Protocol::kAnthropicV1};
 const std::string kUrl = "https://api.example.com/v1/models/m";
 const char *kTlsHint =
-    "A trusted self-signed endpoint needs allow_insecure => true at registration.";
+    "A private-CA or self-signed endpoint needs ca_file => the CA's PEM file (a superuser sets "
+    "it), or allow_insecure => true. An endpoint that asks for a client certificate needs "
+    "client_cert_file and client_key_file.";
 
 ServiceEndpoint endpoint(Protocol protocol, const std::string &model = "m") {
     ServiceEndpoint s;
