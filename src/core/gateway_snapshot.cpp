@@ -165,7 +165,6 @@ Snapshot snapshot_from_json(const json &document) {
         if (!snapshot.routes.emplace(name, std::move(route)).second)
             bad(where, "duplicate route \"" + name + "\"");
     }
-
     return snapshot;
 }
 

@@ -11,14 +11,6 @@ struct Files {
     std::string ca_file;           // PEM CA certificates; empty: the system's store
     std::string client_cert_file;  // PEM certificate sent when the endpoint asks for one
     std::string client_key_file;   // its unencrypted PEM private key
-
-    bool any() const {
-        return !ca_file.empty() || !client_cert_file.empty() || !client_key_file.empty();
-    }
-    bool operator==(const Files &o) const {
-        return ca_file == o.ca_file && client_cert_file == o.client_cert_file &&
-               client_key_file == o.client_key_file;
-    }
 };
 
 // Checks that the files are usable before a registration stores them: each path absolute and

@@ -74,22 +74,6 @@ KeyInput key_input(const std::string &service, const std::optional<std::string> 
     return k;
 }
 
-// The endpoint a registration or key update probes: restricted like every later use.
-ServiceEndpoint probe_endpoint(const ServiceRow &row, const std::string &plain_key) {
-    ServiceEndpoint e;
-    e.name = row.name;
-    e.model = row.model;
-    e.base_url = row.base_url;
-    e.protocol = row.protocol;
-    e.api_key = plain_key;
-    e.allow_insecure = row.allow_insecure;
-    e.request_timeout_ms = static_cast<long>(row.request_timeout_ms.value_or(0));
-    e.tls = row.tls;
-    if (!row.registered_by_superuser)
-        e.blocked_networks = blocked_networks();
-    return e;
-}
-
 Protocol protocol_arg(const std::string &text) {
     auto p = parse_protocol(text);
     if (!p)
@@ -187,7 +171,7 @@ PGI_FUNCTION(pgi_register_external_service) {
     check_base_url_for_caller(row.base_url);
     KeyInput key = key_input(row.name, api_key);
 
-    ServiceEndpoint endpoint = probe_endpoint(row, key.plain);
+    ServiceEndpoint endpoint = endpoint_with_key(row, key.plain);
     StatusRecord status;
     if (validate_now) {
         probe_or_fail(endpoint, "registered");
@@ -239,7 +223,7 @@ PGI_FUNCTION(pgi_update_external_service) {
             next.registered_by_superuser = caller_is_superuser();
             check_base_url_for_caller(row.base_url);
             KeyInput key = key_input(name, api_key);
-            probe_or_fail(probe_endpoint(next, key.plain), "changed");
+            probe_or_fail(endpoint_with_key(next, key.plain), "changed");
             replace_secret(name, key.secret, next.registered_by_superuser);
         } else {
             probe_or_fail(endpoint_of(next), "changed");

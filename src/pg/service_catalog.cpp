@@ -400,21 +400,26 @@ void remember_rerank_route(const std::string &name, const std::string &route) {
              {text_arg_of(name), text_arg_of(route)}, false);
 }
 
-ServiceEndpoint endpoint_of(const ServiceRow &row) {
+ServiceEndpoint endpoint_with_key(const ServiceRow &row, const std::string &plain_key) {
     ServiceEndpoint e;
     e.name = row.name;
     e.model = row.model;
     e.base_url = row.base_url;
     e.protocol = row.protocol;
+    e.api_key = plain_key;
     e.allow_insecure = row.allow_insecure;
     e.request_timeout_ms = static_cast<long>(row.request_timeout_ms.value_or(0));
     e.tls = row.tls;
-    if (!row.registered_by_superuser) {
+    if (!row.registered_by_superuser)
         e.blocked_networks = blocked_networks();
-        // The list may have shrunk since the service was registered.
-        if (row.key_env)
-            validate::check_env_key_allowed(*row.key_env, allowed_env_keys());
-    }
+    return e;
+}
+
+ServiceEndpoint endpoint_of(const ServiceRow &row) {
+    // The list may have shrunk since the service was registered.
+    if (!row.registered_by_superuser && row.key_env)
+        validate::check_env_key_allowed(*row.key_env, allowed_env_keys());
+    ServiceEndpoint e = endpoint_with_key(row, {});
     if (row.sealed_key)
         e.api_key = open_api_key(row.name, *row.sealed_key);
     else if (row.key_env)

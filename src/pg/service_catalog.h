@@ -87,6 +87,9 @@ void remember_rerank_route(const std::string &name, const std::string &route);
 // Every access key, as the gateway's snapshot holds them.
 std::vector<gateway::AccessKey> all_access_keys();
 
+// The endpoint of a service with a key given rather than stored (a registration's, a new one):
+// a service not registered by a superuser gets the current inference.blocked_networks.
+ServiceEndpoint endpoint_with_key(const ServiceRow &row, const std::string &plain_key);
 // The endpoint with the plain key (decrypted or read from the environment). A service not
 // registered by a superuser gets the current inference.blocked_networks, and its env:NAME must be
 // in inference.allowed_env_keys (ERROR 42501 otherwise).
