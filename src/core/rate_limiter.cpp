@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "saturating.h"
+
 namespace pgi::governance {
 
 namespace {
@@ -92,8 +94,11 @@ int64_t time_until(const Bucket &b, const BucketSpec &spec, int64_t level) {
         return 0;
     // ceil(((level - b.level) * period - carry) / rate); carry < period, so the numerator is
     // positive.
+    int64_t missing;
+    if (__builtin_sub_overflow(level, b.level, &missing))
+        return INT64_MAX;  // a debt near the end of the range: as good as never
     int64_t unused;
-    Wide us = muldiv(level - b.level, spec.period_us, spec.rate - 1 - b.carry, spec.rate, &unused);
+    Wide us = muldiv(missing, spec.period_us, spec.rate - 1 - b.carry, spec.rate, &unused);
     return us > INT64_MAX ? INT64_MAX : static_cast<int64_t>(us);
 }
 
@@ -153,7 +158,8 @@ void charge_tokens(KeyBuckets &k, const Limits &limits, int64_t tokens, int64_t 
         return;
     BucketSpec spec{limits.tokens_per_hour, limits.tokens_per_hour, kHourUs};
     refill(k.tokens, spec, now_us);
-    k.tokens.level -= tokens;
+    // An upstream may report any count: the debt saturates rather than overflow.
+    k.tokens.level = add_counts(k.tokens.level, -tokens);
     note_full_at(k, k.tokens, time_until(k.tokens, spec, spec.capacity));
 }
 
@@ -215,7 +221,7 @@ Decision admit_leased(Lease &lease, const Limits &limits) {
 
 void charge_leased(Lease &lease, const Limits &limits, int64_t tokens) {
     if (limits.tokens_per_hour > 0 && tokens > 0)
-        lease.tokens -= tokens;
+        lease.tokens = add_counts(lease.tokens, -tokens);
 }
 
 std::string format_reset(int64_t us) {

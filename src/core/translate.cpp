@@ -356,14 +356,6 @@ nlohmann::json parse_upstream_body(const ServiceEndpoint &service, std::string_v
     return j;
 }
 
-long long add_counts(long long a, long long b) {
-    long long sum = 0;
-    if (__builtin_add_overflow(a, b, &sum))
-        return b > 0 ? std::numeric_limits<long long>::max()
-                     : std::numeric_limits<long long>::min();
-    return sum;
-}
-
 const nlohmann::json *member(const nlohmann::json &object, const char *key) {
     if (!object.is_object())
         return nullptr;
@@ -584,7 +576,7 @@ Usage charged_usage(const Usage &reported, bool complete, std::size_t streamed_c
     long long estimate = static_cast<long long>((streamed_chars + 3) / 4);
     if (estimate > u.completion_tokens) {
         u.completion_tokens = estimate;
-        u.total_tokens = u.prompt_tokens + u.completion_tokens;
+        u.total_tokens = add_counts(u.prompt_tokens, u.completion_tokens);
         u.present = true;
     }
     return u;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "protocol.h"
+#include "saturating.h"
 #include "translate.h"
 
 namespace pgi::translate::detail {
@@ -60,10 +61,6 @@ nlohmann::json parse_upstream_body(const ServiceEndpoint &service, std::string_v
 // PI400 `service "<name>" returned a malformed <what> response`, with `why` as the detail.
 [[noreturn]] void bad_response(const ServiceEndpoint &service, const char *what,
                                const std::string &why);
-
-// a + b for token counts, saturating at the ends of long long: counts are whatever number an
-// upstream wrote, and a sum past the range would be undefined behaviour.
-long long add_counts(long long a, long long b);
 
 // OpenAI usage from a usage object in each provider's shape.
 Usage usage_from_openai(const nlohmann::json &usage);

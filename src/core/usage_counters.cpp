@@ -2,13 +2,15 @@
 
 #include <algorithm>
 
+#include "saturating.h"
+
 namespace pgi::governance {
 
 void UsageCounts::add(const UsageCounts &o) {
     requests += o.requests;
-    prompt_tokens += o.prompt_tokens;
-    completion_tokens += o.completion_tokens;
-    total_tokens += o.total_tokens;
+    prompt_tokens = add_counts(prompt_tokens, o.prompt_tokens);
+    completion_tokens = add_counts(completion_tokens, o.completion_tokens);
+    total_tokens = add_counts(total_tokens, o.total_tokens);
     errors += o.errors;
     rate_limited += o.rate_limited;
     last_access_ms = std::max(last_access_ms, o.last_access_ms);
@@ -24,7 +26,7 @@ Tokens tokens_of(const translate::Usage &usage) {
     if (t.prompt == 0 && t.completion == 0)
         t.prompt = t.total;
     if (t.total == 0)
-        t.total = t.prompt + t.completion;
+        t.total = add_counts(t.prompt, t.completion);
     return t;
 }
 

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "chat_call.h"
 #include "modules.h"
@@ -15,21 +16,34 @@ namespace pgi::test_support {
 
 class CallerStream {
   public:
-    CallerStream(const ServiceEndpoint &service, bool wants_usage) {
+    // The call an OpenAI caller's streaming request plans to.
+    static chat_call::Call openai_call(const ServiceEndpoint &service, bool wants_usage) {
         nlohmann::json req = {
             {"messages", nlohmann::json::array({{{"role", "user"}, {"content", "hi"}}})},
             {"stream", true},
             {"stream_options", {{"include_usage", wants_usage}}}};
-        call_ = chat_call::plan(protocols::module_for(Protocol::kOpenAiV1), service, req, {});
-        stream_ = chat_call::stream(call_, service);
+        return chat_call::plan(protocols::module_for(Protocol::kOpenAiV1), service, req, {});
     }
-    // A caller of another dialect, whose streaming request is `request` (for Gemini, the route
-    // says it streams).
+    // The call of a caller of another dialect whose streaming request is `request` (for Gemini,
+    // the route says it streams).
+    static chat_call::Call dialect_call(const protocols::Module &caller,
+                                        const ServiceEndpoint &service, nlohmann::json request) {
+        return chat_call::plan(caller, service, request, {}, {}, true);
+    }
+
+    CallerStream(const ServiceEndpoint &service, bool wants_usage)
+        : CallerStream(openai_call(service, wants_usage), service) {}
     CallerStream(const protocols::Module &caller, const ServiceEndpoint &service,
-                 nlohmann::json request) {
-        call_ = chat_call::plan(caller, service, request, {}, {}, true);
+                 nlohmann::json request)
+        : CallerStream(dialect_call(caller, service, std::move(request)), service) {}
+    // A stream of a call planned already (the fuzz targets plan each request once).
+    CallerStream(chat_call::Call call, const ServiceEndpoint &service) : call_(std::move(call)) {
         stream_ = chat_call::stream(call_, service);
     }
+    // The stream may refer to call_: a CallerStream stays where it was made.
+    CallerStream(const CallerStream &) = delete;
+    CallerStream &operator=(const CallerStream &) = delete;
+
     void feed(std::string_view bytes, std::string &out) { stream_->feed(bytes, out); }
     std::string feed(std::string_view bytes) {
         std::string out;

@@ -550,3 +550,45 @@ TEST(ChatCallStream, OpenAiMalformedUsageChunkIsForwarded) {
         EXPECT_FALSE(s.failed());
     }
 }
+
+// An upstream may report any token count. The stream's running total and the charge of a stream
+// cut short add counts; at the end of the range they saturate instead of overflowing (found by
+// fuzzing a Responses caller's stream from an Anthropic service).
+TEST(ChatCallStream, HugeTokenCountsSaturate) {
+    const std::string max = "9223372036854775807";
+    const std::string start =
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\","
+        "\"model\":\"c\",\"usage\":{\"input_tokens\":" +
+        max + ",\"output_tokens\":0}}}\n\n";
+    const std::string text =
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,"
+        "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n"
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+        "\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\n";
+    const std::string end =
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+        "\"end_turn\"},\"usage\":{\"output_tokens\":" +
+        max + "}}\n\n";
+    const json responses = {{"model", "m"}, {"input", "hi"}, {"stream", true}};
+    auto open = [&](bool openai_caller) {
+        return openai_caller
+                   ? ChatStream(kAnthropic, true)
+                   : ChatStream(pgi::protocols::responses_module(), kAnthropic, responses);
+    };
+    for (bool openai_caller : {true, false}) {
+        ChatStream whole = open(openai_caller);
+        whole.feed(start + text + end);
+        whole.finish();
+        EXPECT_EQ(whole.usage().prompt_tokens, INT64_MAX);
+        EXPECT_EQ(whole.usage().completion_tokens, INT64_MAX);
+        EXPECT_EQ(whole.usage().total_tokens, INT64_MAX);
+
+        // Cut short after text: charged an estimate from the text on top of the prompt.
+        ChatStream cut = open(openai_caller);
+        std::string out = cut.feed(start + text);
+        cut.fail("transfer interrupted", out);
+        EXPECT_EQ(cut.usage().prompt_tokens, INT64_MAX);
+        EXPECT_EQ(cut.usage().completion_tokens, 2);
+        EXPECT_EQ(cut.usage().total_tokens, INT64_MAX);
+    }
+}

@@ -93,6 +93,22 @@ TEST(Bucket, HugeBudgetsDoNotOverflow) {
     EXPECT_EQ(time_until(b, spec, big), 3599 * kSec);
 }
 
+TEST(RateLimiter, AnUpstreamsHugeTokenCountSaturatesTheDebt) {
+    // An upstream may report any count; charging it twice must not overflow the bucket.
+    KeyBuckets k{};
+    Limits l;
+    l.tokens_per_hour = 100;
+    charge_tokens(k, l, INT64_MAX, kT0);
+    charge_tokens(k, l, INT64_MAX, kT0);
+    EXPECT_EQ(k.tokens.level, INT64_MIN);
+    Decision d = admit(k, l, kT0);
+    EXPECT_FALSE(d.allowed);
+    EXPECT_EQ(d.retry_after_us, INT64_MAX);
+    Lease s{1, -5, true};
+    charge_leased(s, l, INT64_MAX);
+    EXPECT_EQ(s.tokens, INT64_MIN);
+}
+
 TEST(Bucket, ClockGoingBackIsIgnored) {
     BucketSpec spec{5, 5, 60 * kSec};
     Bucket b{};

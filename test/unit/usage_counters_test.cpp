@@ -72,6 +72,14 @@ TEST(UsageCounters, TokenNormalisation) {
     Usage absent = usage(5, 6, 11);
     absent.present = false;
     EXPECT_EQ(tokens_of(absent).total, 0);
+    // Whatever an upstream reports, sums saturate instead of overflowing.
+    t = tokens_of(usage(INT64_MAX, INT64_MAX, 0));
+    EXPECT_EQ(t.total, INT64_MAX);
+    UsageCounts sum = usage_of(200, false, usage(INT64_MAX, 1, INT64_MAX), 10);
+    sum.add(sum);
+    EXPECT_EQ(sum.prompt_tokens, INT64_MAX);
+    EXPECT_EQ(sum.total_tokens, INT64_MAX);
+    EXPECT_EQ(sum.completion_tokens, 2);
 }
 
 TEST(UsageCounters, UtcDay) {

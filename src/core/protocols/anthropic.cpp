@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "redact.h"
+#include "saturating.h"
 #include "translate_util.h"
 
 namespace pgi::protocols::anthropic {
@@ -15,7 +16,6 @@ namespace {
 
 using nlohmann::json;
 using translate::Usage;
-using translate::detail::add_counts;
 using translate::detail::append_json_string;
 using translate::detail::member;
 using translate::detail::string_member;

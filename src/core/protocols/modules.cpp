@@ -8,6 +8,7 @@
 #include "openai_chat.h"
 #include "openai_completions.h"
 #include "openai_responses.h"
+#include "saturating.h"
 #include "utf8.h"
 
 namespace pgi::protocols {
@@ -205,7 +206,7 @@ void StreamTally::see(const chat::Event &event) {
                 usage_.prompt_tokens = std::max(usage_.prompt_tokens, event.usage.prompt_tokens);
                 usage_.completion_tokens =
                     std::max(usage_.completion_tokens, event.usage.completion_tokens);
-                usage_.total_tokens = usage_.prompt_tokens + usage_.completion_tokens;
+                usage_.total_tokens = add_counts(usage_.prompt_tokens, usage_.completion_tokens);
             }
             break;
         case chat::Event::Kind::kTextDelta:

@@ -9,6 +9,7 @@
 #include "openai_chat.h"
 #include "redact.h"
 #include "request_members.h"
+#include "saturating.h"
 #include "translate_util.h"
 
 namespace pgi::protocols::openai_responses {
@@ -783,7 +784,7 @@ Usage usage_from(const json *usage) {
     u.present = true;
     u.prompt_tokens = count_member(*usage, "input_tokens");
     u.completion_tokens = count_member(*usage, "output_tokens");
-    u.total_tokens = translate::detail::add_counts(u.prompt_tokens, u.completion_tokens);
+    u.total_tokens = add_counts(u.prompt_tokens, u.completion_tokens);
     return u;
 }
 
