@@ -38,4 +38,25 @@ std::vector<std::string_view> split(std::string_view text, const std::vector<std
     return pieces;
 }
 
+bool same_events(const std::vector<StreamEvent> &a, const std::vector<StreamEvent> &b,
+                 void (*scrub)(nlohmann::json &)) {
+    if (a.size() != b.size())
+        return false;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        if (a[i].name != b[i].name)
+            return false;
+        if (a[i].data == b[i].data)
+            continue;
+        nlohmann::json x = nlohmann::json::parse(a[i].data, nullptr, false);
+        nlohmann::json y = nlohmann::json::parse(b[i].data, nullptr, false);
+        if (x.is_discarded() || y.is_discarded())
+            return false;
+        scrub(x);
+        scrub(y);
+        if (x.dump() != y.dump())
+            return false;
+    }
+    return true;
+}
+
 }  // namespace pgi::fuzz
