@@ -76,3 +76,27 @@ SELECT * FROM inference._lend_limits('nope', 3, 400);
 SELECT inference.revoke_access_key('lent');
 SELECT * FROM inference._lend_limits('lent', 3, 400);
 SELECT * FROM inference._lend_limits('lent', -1, 0);
+
+-- Tenant limits, shared by every key of the tenant; all limits NULL removes them.
+SELECT inference.create_access_key('t1', tenant => 'acme') IS NOT NULL AS created;
+SELECT inference.create_access_key('t2', tenant => 'acme', requests_per_minute => 100) IS NOT NULL AS created;
+SELECT inference.set_tenant_limits('acme', requests_per_minute => 50, tokens_per_hour => 10000);
+SELECT tenant, requests_per_minute, requests_per_hour, tokens_per_hour, burst, keys
+  FROM inference.tenant_limits;
+SELECT inference.set_tenant_limits('acme', requests_per_hour => 600, burst => 5);
+SELECT inference.set_tenant_limits('acme', requests_per_minute => 10, burst => 5);
+SELECT tenant, requests_per_minute, requests_per_hour, tokens_per_hour, burst, keys
+  FROM inference.tenant_limits;
+SELECT inference.set_tenant_limits('solo', tokens_per_hour => 1);
+SELECT tenant, keys FROM inference.tenant_limits ORDER BY tenant;
+-- Bad input changes nothing.
+SELECT inference.set_tenant_limits('acme', requests_per_minute => 0);
+SELECT inference.set_tenant_limits(NULL, requests_per_minute => 1);
+SELECT inference.set_tenant_limits('', requests_per_minute => 1);
+SELECT inference.set_tenant_limits(repeat('x', 63), requests_per_minute => 1);
+SELECT inference.set_tenant_limits(E'a\nb', requests_per_minute => 1);
+SELECT tenant, requests_per_minute, burst FROM inference.tenant_limits ORDER BY tenant;
+SELECT inference.set_tenant_limits('solo');
+SELECT inference.set_tenant_limits('acme');
+SELECT count(*) AS tenants FROM inference.tenant_limits;
+SELECT inference.revoke_access_key('t1'), inference.revoke_access_key('t2');

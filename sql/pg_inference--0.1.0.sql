@@ -548,6 +548,70 @@ GRANT EXECUTE ON FUNCTION
 TO inference_admin;
 
 -------------------------------------------------------------------------------------------------
+-- Tenant limits: limits that all access keys of a tenant share, on top of each key's own
+-- (docs/routing.md). No foreign key: a tenant is only a label on keys, and its limits may be
+-- set before its first key exists.
+
+CREATE TABLE inference.tenant_limit_store (
+    tenant              text PRIMARY KEY,
+    requests_per_minute int CHECK (requests_per_minute > 0),
+    requests_per_hour   int CHECK (requests_per_hour > 0),
+    tokens_per_hour     bigint CHECK (tokens_per_hour > 0),
+    burst               int CHECK (burst > 0),
+    updated_at          timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON inference.tenant_limit_store FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('inference.tenant_limit_store', '');
+
+CREATE VIEW inference.tenant_limits AS
+    SELECT t.tenant, t.requests_per_minute, t.requests_per_hour, t.tokens_per_hour, t.burst,
+           (SELECT count(*) FROM inference.access_key_store k WHERE k.tenant = t.tenant) AS keys,
+           t.updated_at
+      FROM inference.tenant_limit_store t;
+REVOKE ALL ON inference.tenant_limits FROM PUBLIC;
+GRANT SELECT ON inference.tenant_limits TO inference_admin;
+
+-- Replaces the tenant's limits; every limit NULL removes them (the keys keep their own).
+CREATE FUNCTION inference.set_tenant_limits(
+    tenant text,
+    requests_per_minute int DEFAULT NULL,
+    tokens_per_hour bigint DEFAULT NULL,
+    requests_per_hour int DEFAULT NULL,
+    burst int DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF $1 IS NULL OR octet_length($1) NOT BETWEEN 1 AND 62 OR $1 ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'invalid tenant %', coalesce(to_json($1)::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A tenant is 1 to 62 bytes of text without control characters, as given to create_access_key(tenant => ...).';
+    END IF;
+    PERFORM inference._check_access_key_fields(NULL, $2, $4, $3, $5, NULL);
+    IF $5 IS NOT NULL AND $2 IS NULL THEN
+        RAISE EXCEPTION 'burst needs requests_per_minute'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'burst is the number of requests the per-minute limit lets through at once.';
+    END IF;
+    IF $2 IS NULL AND $3 IS NULL AND $4 IS NULL THEN
+        DELETE FROM inference.tenant_limit_store t WHERE t.tenant = $1;
+        RETURN;
+    END IF;
+    INSERT INTO inference.tenant_limit_store AS t
+        (tenant, requests_per_minute, requests_per_hour, tokens_per_hour, burst)
+    VALUES ($1, $2, $4, $3, $5)
+    ON CONFLICT ON CONSTRAINT tenant_limit_store_pkey DO UPDATE
+       SET requests_per_minute = excluded.requests_per_minute,
+           requests_per_hour = excluded.requests_per_hour,
+           tokens_per_hour = excluded.tokens_per_hour,
+           burst = excluded.burst,
+           updated_at = now();
+END
+$$;
+REVOKE ALL ON FUNCTION inference.set_tenant_limits(text, int, bigint, int, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION inference.set_tenant_limits(text, int, bigint, int, int) TO inference_admin;
+
+-------------------------------------------------------------------------------------------------
 -- Routes: one name for several services (docs/routing.md). Route and service names share one
 -- namespace; a route's targets are services, never other routes.
 
@@ -741,6 +805,8 @@ CREATE TRIGGER catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
 -- last_used_at is bookkeeping, not configuration: updating it alone does not reload listeners.
 CREATE TRIGGER catalog_changed AFTER INSERT OR DELETE OR TRUNCATE
     ON inference.access_key_store FOR EACH STATEMENT EXECUTE FUNCTION inference._catalog_changed();
+CREATE TRIGGER catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON inference.tenant_limit_store FOR EACH STATEMENT EXECUTE FUNCTION inference._catalog_changed();
 CREATE TRIGGER catalog_changed_update
     AFTER UPDATE OF name, key_hash, tenant, services, requests_per_minute, requests_per_hour,
                     tokens_per_hour, burst, expires_at, revoked_at

@@ -39,6 +39,13 @@ struct AccessKey {
     // May use /inferenceservices/ (pass-through). With tokens_per_hour, only on paths whose
     // answers carry usage the gateway reads (passthrough_usage_shape).
     bool passthrough = true;
+    // The limits every key of `tenant` shares (set_tenant_limits), enforced by the Governor
+    // beside the key's own.
+    struct TenantLimits {
+        std::optional<int> rpm, rph, burst;
+        std::optional<int64_t> tokens_per_hour;
+        bool any() const { return rpm || rph || tokens_per_hour; }
+    } tenant_limits;
 
     bool allows(const std::string &service) const;
 };

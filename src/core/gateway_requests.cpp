@@ -319,10 +319,12 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
         }
     }
     if (r.endpoint == Endpoint::kPassthrough && context.key != nullptr &&
-        context.key->tokens_per_hour && !passthrough_usage_shape(r.rest)) {
+        (context.key->tokens_per_hour || context.key->tenant_limits.tokens_per_hour) &&
+        !passthrough_usage_shape(r.rest)) {
         // The limit could not be kept: the gateway cannot count the tokens of such an answer.
         reply_error(context, 403,
-                    "This access key has a token limit, and the gateway cannot count the tokens "
+                    "This access key (or its tenant) has a token limit, and the gateway cannot "
+                    "count the tokens "
                     "of answers on this pass-through path; with a token limit, pass-through "
                     "serves only chat completions, completions, embeddings, messages and "
                     "generateContent paths.",

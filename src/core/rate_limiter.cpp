@@ -153,6 +153,36 @@ Decision admit(KeyBuckets &k, const Limits &limits, int64_t now_us) {
     return d;
 }
 
+void give_back(KeyBuckets &k, const Limits &limits) {
+    Active active[3];
+    int n = active_buckets(k, limits, active);
+    for (int i = 0; i < n; i++) {
+        Active &a = active[i];
+        if (a.refusal != Refusal::kTokensPerHour && a.bucket->live)
+            a.bucket->level = std::min(a.bucket->level + 1, a.spec.capacity);
+    }
+}
+
+Decision tighter(const Decision &a, const Decision &b) {
+    if (!a.allowed || !b.allowed) {
+        if (a.allowed)
+            return b;
+        if (b.allowed)
+            return a;
+        return a.retry_after_us >= b.retry_after_us ? a : b;
+    }
+    Decision d = a;
+    if (b.has_requests && (!a.has_requests || b.requests.remaining < a.requests.remaining)) {
+        d.has_requests = true;
+        d.requests = b.requests;
+    }
+    if (b.has_tokens && (!a.has_tokens || b.tokens.remaining < a.tokens.remaining)) {
+        d.has_tokens = true;
+        d.tokens = b.tokens;
+    }
+    return d;
+}
+
 void charge_tokens(KeyBuckets &k, const Limits &limits, int64_t tokens, int64_t now_us) {
     if (limits.tokens_per_hour <= 0 || tokens <= 0)
         return;
@@ -219,6 +249,11 @@ Decision admit_leased(Lease &lease, const Limits &limits) {
     return d;
 }
 
+void give_back_leased(Lease &lease, const Limits &limits) {
+    if (limits.requests_per_minute > 0 || limits.requests_per_hour > 0)
+        lease.requests++;
+}
+
 void charge_leased(Lease &lease, const Limits &limits, int64_t tokens) {
     if (limits.tokens_per_hour > 0 && tokens > 0)
         lease.tokens = add_counts(lease.tokens, -tokens);
@@ -259,7 +294,8 @@ void append_rate_limit_headers(const Decision &d,
     }
 }
 
-std::string refusal_message(const Decision &d, const Limits &limits, const std::string &key_name) {
+std::string refusal_message(const Decision &d, const Limits &limits, const std::string &key_name,
+                            const std::string &tenant) {
     std::string what;
     switch (d.refusal) {
         case Refusal::kRequestsPerMinute:
@@ -277,8 +313,11 @@ std::string refusal_message(const Decision &d, const Limits &limits, const std::
         case Refusal::kNone:
             return {};
     }
-    return "Rate limit reached for " + what + " on access key \"" + key_name +
-           "\". Please try again in " + format_reset(d.retry_after_us) + ".";
+    const std::string subject =
+        tenant.empty() ? "access key \"" + key_name + "\""
+                       : "tenant \"" + tenant + "\" of access key \"" + key_name + "\"";
+    return "Rate limit reached for " + what + " on " + subject + ". Please try again in " +
+           format_reset(d.retry_after_us) + ".";
 }
 
 }  // namespace pgi::governance

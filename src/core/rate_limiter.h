@@ -82,6 +82,13 @@ struct Decision {
 
 // Admits one request (taking one unit from each request bucket) or refuses it (taking nothing).
 Decision admit(KeyBuckets &k, const Limits &limits, int64_t now_us);
+// Returns the unit an admitted request took from each request bucket: the request was refused
+// by other limits it is also under (its tenant's), so it used nothing.
+void give_back(KeyBuckets &k, const Limits &limits);
+// One decision for a request under two sets of limits (a key's and its tenant's), each already
+// decided: refused when either refused (the longer wait), and the headers of whichever set is
+// closer to refusing.
+Decision tighter(const Decision &a, const Decision &b);
 // Charges a finished request's tokens to the token bucket (no-op without a token limit).
 void charge_tokens(KeyBuckets &k, const Limits &limits, int64_t tokens, int64_t now_us);
 // True when every bucket is full again: forgetting the state changes nothing.
@@ -97,7 +104,9 @@ std::string format_reset(int64_t us);
 void append_rate_limit_headers(const Decision &d,
                                std::vector<std::pair<std::string, std::string>> &headers);
 // The 429's message, like OpenAI's: which limit of which key, and when to try again.
-std::string refusal_message(const Decision &d, const Limits &limits, const std::string &key_name);
+// `tenant`: the limits that refused are those the key's tenant shares with its other keys.
+std::string refusal_message(const Decision &d, const Limits &limits, const std::string &key_name,
+                            const std::string &tenant = {});
 
 // ---- Limits held for the whole cluster (inference.limits_scope = 'cluster') ----
 // A standby has no buckets of its own for a key: it spends blocks of the key's limits that the
@@ -121,6 +130,8 @@ Lease lend(KeyBuckets &k, const Limits &limits, int64_t requests, int64_t tokens
 Decision admit_leased(Lease &lease, const Limits &limits);
 // On a standby: charges a finished request's tokens to its lease.
 void charge_leased(Lease &lease, const Limits &limits, int64_t tokens);
+// Returns the request an admitted request took from a lease (see give_back).
+void give_back_leased(Lease &lease, const Limits &limits);
 
 // A key's state in the host's table, keyed by the key's name: rotating a key keeps its counters.
 struct LimiterEntry {

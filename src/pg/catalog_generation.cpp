@@ -36,7 +36,7 @@ object_access_hook_type prev_object_access_hook = nullptr;
 // The tables whose changes reload the listeners: each carries the inference._catalog_changed()
 // statement trigger.
 constexpr const char *kCatalogTables[] = {"services", "service_secrets", "access_key_store",
-                                          "route_store"};
+                                          "route_store", "tenant_limit_store"};
 constexpr int kCatalogTableCount = sizeof(kCatalogTables) / sizeof(kCatalogTables[0]);
 
 // Replay watching, per process.

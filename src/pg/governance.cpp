@@ -166,6 +166,22 @@ gov::Limits limits_of(const gateway::AccessKey &k) {
     return l;
 }
 
+gov::Limits tenant_limits_of(const gateway::AccessKey &k) {
+    gov::Limits l;
+    const gateway::AccessKey::TenantLimits &t = k.tenant_limits;
+    l.requests_per_minute = t.rpm.value_or(0);
+    l.burst = t.burst.value_or(0);
+    l.requests_per_hour = t.rph.value_or(0);
+    l.tokens_per_hour = t.tokens_per_hour.value_or(0);
+    return l;
+}
+
+// A tenant's buckets live in the limiter table beside the keys', under a name no key can have
+// (key names start with a letter or digit).
+gov::Name tenant_entry_name(const std::string &tenant) {
+    return gov::Name::of("\x01" + tenant);
+}
+
 // ------------------------------------------------------------------------------------------------
 // Flushing usage to inference.usage_ledger
 
@@ -553,34 +569,67 @@ gateway::Admission Governance::admit(const gateway::AccessKey *key, const std::s
     a.headers.emplace_back("x-pg-inference-listener", index_text_);
     if (key == nullptr || shared == nullptr)
         return a;
-    gov::Limits limits = limits_of(*key);
-    if (!limits.any())
+    const gov::Limits limits = limits_of(*key);
+    const gov::Limits tenant = tenant_limits_of(*key);
+    if (!limits.any() && !tenant.any())
         return a;
-    gov::Name name = gov::Name::of(key->name);
-    uint64_t hash = gov::hash_of(name);
-    int64_t now = monotonic_us();
+    const gov::Name name = gov::Name::of(key->name);
+    const uint64_t hash = gov::hash_of(name);
+    const gov::Name tenant_name = tenant_entry_name(key->tenant);
+    const uint64_t tenant_hash = tenant.any() ? gov::hash_of(tenant_name) : 0;
+    const int64_t now = monotonic_us();
     gov::Decision d;
     bool tracked = true;
+    bool tenant_refused = false;
     const bool leased = limits_leased();
     Latch *wake = nullptr;
     {
         Locked lock(true);
         gov::LimiterTable table = limiter_table();
-        gov::LimiterEntry *e = key_entry(table, name, hash, now);
-        if (e != nullptr && leased) {
-            // First sight of the key: one request goes in on credit, paid back from the first
-            // block, so that a key's first request does not wait for the primary.
-            if (!e->lease.granted && e->lease_seen_us == 0)
-                e->lease = {1, 1, false};
-            e->lease_seen_us = now;
-            d = gov::admit_leased(e->lease, limits);
-            wake = lease_low(e->lease, limits) ? shared->writer_latch : nullptr;
-        } else if (e != nullptr) {
-            d = gov::admit(e->buckets, limits, now);
-        } else {
-            tracked = false;
-            shared->limiter_full++;
+        if (limits.any()) {
+            gov::LimiterEntry *e = key_entry(table, name, hash, now);
+            if (e != nullptr && leased) {
+                // First sight of the key: one request goes in on credit, paid back from the
+                // first block, so that a key's first request does not wait for the primary.
+                if (!e->lease.granted && e->lease_seen_us == 0)
+                    e->lease = {1, 1, false};
+                e->lease_seen_us = now;
+                d = gov::admit_leased(e->lease, limits);
+                wake = lease_low(e->lease, limits) ? shared->writer_latch : nullptr;
+            } else if (e != nullptr) {
+                d = gov::admit(e->buckets, limits, now);
+            } else {
+                tracked = false;
+            }
         }
+        // A tenant's limits hold on each server by itself (they are not lent under
+        // inference.limits_scope = 'cluster'): docs/routing.md.
+        if (tracked && tenant.any()) {
+            gov::LimiterEntry *t = key_entry(table, tenant_name, tenant_hash, now);
+            gov::Decision td;
+            if (t == nullptr)
+                tracked = false;
+            else
+                td = gov::admit(t->buckets, tenant, now);
+            if (t != nullptr && td.allowed && !d.allowed)
+                gov::give_back(t->buckets, tenant);
+            // Refused by the tenant (or untracked) after the key let the request in: the key's
+            // unit goes back. Looked up again: making the tenant's entry may have moved it.
+            if ((t == nullptr || !td.allowed) && d.allowed && limits.any()) {
+                if (gov::LimiterEntry *e = table.find(name, hash)) {
+                    if (leased)
+                        gov::give_back_leased(e->lease, limits);
+                    else
+                        gov::give_back(e->buckets, limits);
+                }
+            }
+            if (t != nullptr) {
+                tenant_refused = !td.allowed && (d.allowed || td.retry_after_us > d.retry_after_us);
+                d = limits.any() ? gov::tighter(d, td) : td;
+            }
+        }
+        if (!tracked)
+            shared->limiter_full++;
     }
     if (wake != nullptr)
         SetLatch(wake);  // the usage writer tops the lease up
@@ -600,7 +649,8 @@ gateway::Admission Governance::admit(const gateway::AccessKey *key, const std::s
         a.allowed = false;
         a.status = 429;
         a.code = "rate_limit_exceeded";
-        a.message = gov::refusal_message(d, limits, key->name);
+        a.message = tenant_refused ? gov::refusal_message(d, tenant, key->name, key->tenant)
+                                   : gov::refusal_message(d, limits, key->name);
     }
     return a;
 }
@@ -630,7 +680,15 @@ void Governance::finished(const gateway::AccessKey *key, const std::string &serv
         key_name = gov::Name::of(key->name);
         key_hash = gov::hash_of(key_name);
     }
-    int64_t now_us = limits.tokens_per_hour > 0 ? monotonic_us() : 0;
+    gov::Limits tenant;
+    gov::Name tenant_name{};
+    uint64_t tenant_hash = 0;
+    if (key != nullptr && key->tenant_limits.tokens_per_hour && counts.total_tokens > 0) {
+        tenant = tenant_limits_of(*key);
+        tenant_name = tenant_entry_name(key->tenant);
+        tenant_hash = gov::hash_of(tenant_name);
+    }
+    int64_t now_us = limits.tokens_per_hour > 0 || tenant.tokens_per_hour > 0 ? monotonic_us() : 0;
     const bool leased = limits.tokens_per_hour > 0 && limits_leased();
 
     Locked lock(true);
@@ -652,6 +710,11 @@ void Governance::finished(const gateway::AccessKey *key, const std::string &serv
             else
                 gov::charge_tokens(e->buckets, limits, counts.total_tokens, now_us);
         }
+    }
+    if (tenant.tokens_per_hour > 0) {
+        gov::LimiterTable table = limiter_table();
+        if (gov::LimiterEntry *e = table.find_or_insert(tenant_name, tenant_hash))
+            gov::charge_tokens(e->buckets, tenant, counts.total_tokens, now_us);
     }
 }
 

@@ -430,11 +430,14 @@ ServiceEndpoint endpoint_of(const ServiceRow &row) {
 std::vector<gateway::AccessKey> all_access_keys() {
     SpiConnection spi;
     uint64 n = spi.exec(
-        "SELECT name, tenant, key_hash, services, "
+        "SELECT name, k.tenant, key_hash, services, "
         "       (extract(epoch FROM expires_at) * 1000)::bigint::text, revoked_at IS NOT NULL, "
-        "       requests_per_minute::text, requests_per_hour::text, burst::text, "
-        "       tokens_per_hour::text, services IS NULL, passthrough "
-        "  FROM inference.access_key_store",
+        "       k.requests_per_minute::text, k.requests_per_hour::text, k.burst::text, "
+        "       k.tokens_per_hour::text, services IS NULL, passthrough, "
+        "       t.requests_per_minute::text, t.requests_per_hour::text, t.burst::text, "
+        "       t.tokens_per_hour::text "
+        "  FROM inference.access_key_store k "
+        "  LEFT JOIN inference.tenant_limit_store t ON t.tenant = k.tenant",
         {}, true);
     std::vector<gateway::AccessKey> keys;
     auto number = [](const std::optional<std::string> &s) -> std::optional<long long> {
@@ -459,6 +462,14 @@ std::vector<gateway::AccessKey> all_access_keys() {
             k.burst = static_cast<int>(*v);
         k.tokens_per_hour = number(spi.string_at(i, 10));
         k.passthrough = spi.bool_at(i, 12);
+        gateway::AccessKey::TenantLimits &t = k.tenant_limits;
+        if (auto v = number(spi.string_at(i, 13)))
+            t.rpm = static_cast<int>(*v);
+        if (auto v = number(spi.string_at(i, 14)))
+            t.rph = static_cast<int>(*v);
+        if (auto v = number(spi.string_at(i, 15)))
+            t.burst = static_cast<int>(*v);
+        t.tokens_per_hour = number(spi.string_at(i, 16));
         keys.push_back(std::move(k));
     }
     return keys;

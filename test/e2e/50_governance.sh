@@ -17,6 +17,7 @@ SELECT inference.register_external_service(n, 'gpt-4o-mini', '$MOCK_URL/s/' || l
  WHERE NOT EXISTS (SELECT 1 FROM inference.services s WHERE s.name = v.n);
 -- A rerun on the same cluster starts from scratch.
 DELETE FROM inference.access_key_store WHERE name LIKE 'gov-%';
+DELETE FROM inference.tenant_limit_store WHERE tenant LIKE 'gov-%';
 DELETE FROM inference.usage_ledger WHERE key_name LIKE 'gov-%';
 SQL
 

@@ -93,6 +93,61 @@ TEST(Bucket, HugeBudgetsDoNotOverflow) {
     EXPECT_EQ(time_until(b, spec, big), 3599 * kSec);
 }
 
+// A key's and its tenant's limits: a request one set refuses takes nothing from the other.
+TEST(RateLimiter, TenantLimitsBesideTheKeys) {
+    Limits key;
+    key.requests_per_minute = 10;
+    Limits tenant;
+    tenant.requests_per_minute = 3;
+    tenant.tokens_per_hour = 1000;
+    KeyBuckets k{}, t{};
+    int allowed = 0;
+    for (int i = 0; i < 5; i++) {
+        Decision dk = admit(k, key, kT0);
+        Decision dt = admit(t, tenant, kT0);
+        if (dk.allowed && !dt.allowed)
+            give_back(k, key);
+        if (dt.allowed && !dk.allowed)
+            give_back(t, tenant);
+        Decision d = tighter(dk, dt);
+        if (d.allowed) {
+            allowed++;
+            // The headers show the tenant's, which is closer to refusing.
+            EXPECT_EQ(d.requests.limit, 3);
+            EXPECT_TRUE(d.has_tokens);
+        } else {
+            EXPECT_EQ(d.refusal, Refusal::kRequestsPerMinute);
+            EXPECT_EQ(d.retry_after_us, 20 * kSec);
+        }
+    }
+    EXPECT_EQ(allowed, 3);
+    // The key's refused requests were given back: it spent 3 of its 10.
+    EXPECT_EQ(k.minute.level, 7);
+    EXPECT_EQ(
+        refusal_message(tighter(admit(k, key, kT0), admit(t, tenant, kT0)), tenant, "k", "acme"),
+        "Rate limit reached for requests per minute (limit 3) on tenant \"acme\" of access "
+        "key \"k\". Please try again in 20s.");
+    // Giving back never fills a bucket past its capacity, and ignores token buckets.
+    KeyBuckets full{};
+    admit(full, key, kT0);
+    give_back(full, key);
+    give_back(full, key);
+    EXPECT_EQ(full.minute.level, 10);
+    Lease lease{2, 5, true};
+    give_back_leased(lease, key);
+    EXPECT_EQ(lease.requests, 3);
+    give_back_leased(lease, Limits{});
+    EXPECT_EQ(lease.requests, 3);
+    // Both refusing: the longer wait.
+    Decision a, b;
+    a.allowed = b.allowed = false;
+    a.retry_after_us = 5;
+    b.retry_after_us = 9;
+    b.refusal = Refusal::kTokensPerHour;
+    EXPECT_EQ(tighter(a, b).refusal, Refusal::kTokensPerHour);
+    EXPECT_EQ(tighter(b, a).retry_after_us, 9);
+}
+
 TEST(RateLimiter, AnUpstreamsHugeTokenCountSaturatesTheDebt) {
     // An upstream may report any count; charging it twice must not overflow the bucket.
     KeyBuckets k{};

@@ -184,6 +184,54 @@ async function run() {
         lifted.every((r) => r.headers['x-ratelimit-limit-requests'] === undefined));
   expect('gov-burst', 'gw-embed', { requests: 10, prompt_tokens: 30, total_tokens: 30 });
 
+  // --- tenant limits: shared by every key of the tenant, beside each key's own ---------------
+  // Hourly limits, so that nothing refills while the test runs (one request per 72 s at most).
+  sql("SELECT inference.set_tenant_limits('gov-tenant', requests_per_hour => 50)");
+  const tenantA = await newKey('gov-tenant-a', ", tenant => 'gov-tenant', requests_per_hour => 100");
+  const tenantB = await newKey('gov-tenant-b', ", tenant => 'gov-tenant'");
+  expect('gov-tenant-a', '', { requests: 1 });
+  expect('gov-tenant-b', '', { requests: 1 });
+  const embed = { model: 'gw-embed', input: 'a b c', encoding_format: 'float' };
+  const shared = await Promise.all(Array.from({ length: 200 }, (_, i) =>
+    call('POST', '/v1/embeddings', { key: i % 2 ? tenantB : tenantA, body: embed })
+      .then((r) => ({ ...r, who: i % 2 ? 'b' : 'a' }))));
+  checkEq('two keys of a tenant limited to 50 an hour, 200 concurrent requests: exactly 50 get through',
+          { 200: 50, 429: 150 }, shared.reduce((m, r) => ({ ...m, [r.status]: (m[r.status] ?? 0) + 1 }), {}));
+  check('the tenant\'s requests were spread over both listeners',
+        new Set(shared.map((r) => r.headers['x-pg-inference-listener'])).size === 2);
+  const tenantRefusal = shared.find((r) => r.status === 429);
+  check('a 429 names the tenant\'s limit, the tenant and the key',
+        /requests per hour \(limit 50\) on tenant "gov-tenant" of access key "gov-tenant-[ab]"/
+          .test(json(tenantRefusal)?.error?.message ?? ''), tenantRefusal?.text);
+  const okA = shared.filter((r) => r.status === 200 && r.who === 'a').length;
+  const okB = 50 - okA;
+  expect('gov-tenant-a', 'gw-embed', { requests: 100, rate_limited: 100 - okA, prompt_tokens: 3 * okA, total_tokens: 3 * okA });
+  expect('gov-tenant-b', 'gw-embed', { requests: 100, rate_limited: 100 - okB, prompt_tokens: 3 * okB, total_tokens: 3 * okB });
+  // What the tenant refused took nothing from the key's own limit: without the tenant's
+  // limits, key a has exactly 100 - (its successes) left this hour.
+  sql("SELECT inference.set_tenant_limits('gov-tenant')");
+  await sleep(1000);  // both listeners reload on their 100 ms tick
+  const own = await Promise.all(Array.from({ length: 100 }, () =>
+    call('POST', '/v1/embeddings', { key: tenantA, body: embed })));
+  checkEq(`without the tenant's limits, key a gets exactly its own remaining ${100 - okA}`,
+          100 - okA, own.filter((r) => r.status === 200).length);
+  expect('gov-tenant-a', 'gw-embed', { requests: 100, rate_limited: okA, prompt_tokens: 3 * (100 - okA), total_tokens: 3 * (100 - okA) });
+  // A tenant's token budget is charged by every key's answers: 9 tokens are three embeddings.
+  // Key a has spent its own hour: a third key of the tenant shares the budget with b.
+  sql("SELECT inference.set_tenant_limits('gov-tenant', tokens_per_hour => 9)");
+  const tenantC = await newKey('gov-tenant-c', ", tenant => 'gov-tenant'");
+  expect('gov-tenant-c', '', { requests: 1 });
+  const spent = [];
+  for (let i = 0; i < 5; i++) spent.push(await call('POST', '/v1/embeddings', { key: i % 2 ? tenantC : tenantB, body: embed }));
+  checkEq('a tenant budget of 9 tokens: three 3-token answers over both keys, then 429',
+          [200, 200, 200, 429, 429], spent.map((r) => r.status));
+  check('the refusal names tokens per hour of the tenant',
+        /tokens per hour \(limit 9\) on tenant "gov-tenant"/.test(json(spent[3])?.error?.message ?? ''), spent[3].text);
+  // b, c, b, c, b: c's answer at i=1 succeeded and its i=3 was refused.
+  expect('gov-tenant-b', 'gw-embed', { requests: 3, rate_limited: 1, prompt_tokens: 6, total_tokens: 6 });
+  expect('gov-tenant-c', 'gw-embed', { requests: 2, rate_limited: 1, prompt_tokens: 3, total_tokens: 3 });
+  sql("SELECT inference.set_tenant_limits('gov-tenant')");
+
   // --- tokens per hour, counted from streams of all three protocols --------------------------
   const prompt = 'alpha beta gamma';  // 3 prompt tokens, "echo: alpha beta gamma" 4 completion
   const budget = 3 * 7;
