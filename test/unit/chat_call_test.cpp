@@ -80,8 +80,7 @@ TEST(ChatCall, APassedBodyMustBeAnObject) {
         const pgi::protocols::Module &caller = pgi::protocols::module_for(s->protocol);
         for (const char *raw : {R"("{")", "[1,2]", "42"}) {
             json body = json::parse(raw);
-            const Failure f =
-                failure_of([&] { pgi::chat_call::plan(caller, *s, body, {}, raw); });
+            const Failure f = failure_of([&] { pgi::chat_call::plan(caller, *s, body, {}, raw); });
             EXPECT_EQ(f.sqlstate, "22023") << caller.name << " " << raw;
             EXPECT_NE(f.message.find("JSON object"), std::string::npos) << f.message;
         }
