@@ -100,3 +100,13 @@ SELECT inference.set_tenant_limits('solo');
 SELECT inference.set_tenant_limits('acme');
 SELECT count(*) AS tenants FROM inference.tenant_limits;
 SELECT inference.revoke_access_key('t1'), inference.revoke_access_key('t2');
+
+-- Limits per end user of a key.
+SELECT inference.create_access_key('per-user', user_requests_per_minute => 50, user_tokens_per_hour => 1000) IS NOT NULL AS created;
+SELECT name, user_requests_per_minute, user_tokens_per_hour FROM inference.access_keys WHERE name = 'per-user';
+SELECT inference.update_access_key('per-user', user_requests_per_minute => 0);
+SELECT inference.update_access_key('per-user', user_tokens_per_hour => 5, clear => '{user_requests_per_minute}');
+SELECT name, user_requests_per_minute, user_tokens_per_hour FROM inference.access_keys WHERE name = 'per-user';
+SELECT inference.update_access_key('per-user', clear => '{user_tokens_per_hour,nope}');
+SELECT inference.create_access_key('per-user-2', user_tokens_per_hour => -1);
+SELECT inference.revoke_access_key('per-user');

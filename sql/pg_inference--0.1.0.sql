@@ -345,6 +345,9 @@ CREATE TABLE inference.access_key_store (
     requests_per_hour   int CHECK (requests_per_hour > 0),
     tokens_per_hour     bigint CHECK (tokens_per_hour > 0),
     burst               int CHECK (burst > 0),
+    -- Limits per end user of the key (docs/routing.md).
+    user_requests_per_minute int CHECK (user_requests_per_minute > 0),
+    user_tokens_per_hour     bigint CHECK (user_tokens_per_hour > 0),
     -- May use the gateway's /inferenceservices/ pass-through.
     passthrough         boolean NOT NULL DEFAULT true,
     created_at          timestamptz NOT NULL DEFAULT now(),
@@ -357,7 +360,8 @@ SELECT pg_catalog.pg_extension_config_dump('inference.access_key_store', '');
 
 CREATE VIEW inference.access_keys AS
     SELECT name, key_prefix, tenant, services, requests_per_minute, requests_per_hour,
-           tokens_per_hour, burst, passthrough, created_at, expires_at, revoked_at, last_used_at
+           tokens_per_hour, burst, passthrough, created_at, expires_at, revoked_at, last_used_at,
+           user_requests_per_minute, user_tokens_per_hour
       FROM inference.access_key_store;
 REVOKE ALL ON inference.access_keys FROM PUBLIC;
 GRANT SELECT ON inference.access_keys TO inference_admin;
@@ -369,7 +373,8 @@ REVOKE ALL ON FUNCTION inference._new_access_key() FROM PUBLIC;
 -- Checks the optional fields of create/update_access_key; raises 22023 or 42704 with a hint.
 CREATE FUNCTION inference._check_access_key_fields(
     services text[], requests_per_minute int, requests_per_hour int, tokens_per_hour bigint,
-    burst int, expires_at timestamptz)
+    burst int, expires_at timestamptz, user_requests_per_minute int DEFAULT NULL,
+    user_tokens_per_hour bigint DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -388,7 +393,8 @@ BEGIN
             USING ERRCODE = 'undefined_object',
                   HINT = 'Call inference.list_models() to see the registered services, and read inference.routes for the routes.';
     END IF;
-    IF requests_per_minute <= 0 OR requests_per_hour <= 0 OR tokens_per_hour <= 0 OR burst <= 0 THEN
+    IF requests_per_minute <= 0 OR requests_per_hour <= 0 OR tokens_per_hour <= 0 OR burst <= 0
+       OR user_requests_per_minute <= 0 OR user_tokens_per_hour <= 0 THEN
         RAISE EXCEPTION 'limits must be positive'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass NULL for no limit (in update_access_key, NULL leaves a limit unchanged and clear => ''{name}'' removes it).';
@@ -399,7 +405,7 @@ BEGIN
     END IF;
 END
 $$;
-REVOKE ALL ON FUNCTION inference._check_access_key_fields(text[], int, int, bigint, int, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION inference._check_access_key_fields(text[], int, int, bigint, int, timestamptz, int, bigint) FROM PUBLIC;
 
 CREATE FUNCTION inference.create_access_key(
     name text,
@@ -410,7 +416,9 @@ CREATE FUNCTION inference.create_access_key(
     burst int DEFAULT NULL,
     tenant text DEFAULT NULL,
     expires_at timestamptz DEFAULT NULL,
-    passthrough boolean DEFAULT true)
+    passthrough boolean DEFAULT true,
+    user_requests_per_minute int DEFAULT NULL,
+    user_tokens_per_hour bigint DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -427,15 +435,17 @@ BEGIN
             USING ERRCODE = 'unique_violation',
                   HINT = 'Use rotate_access_key for a new secret, or update_access_key for its settings.';
     END IF;
-    PERFORM inference._check_access_key_fields($2, $3, $4, $5, $6, $8);
+    PERFORM inference._check_access_key_fields($2, $3, $4, $5, $6, $8, $10, $11);
     IF $9 IS NULL THEN
         RAISE EXCEPTION 'passthrough must not be NULL'
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Pass true to allow the gateway''s /inferenceservices/ pass-through, false to refuse it.';
     END IF;
     INSERT INTO inference.access_key_store (name, key_hash, key_prefix, tenant, services,
-        requests_per_minute, requests_per_hour, tokens_per_hour, burst, expires_at, passthrough)
-    VALUES ($1, sha256(convert_to(key, 'UTF8')), left(key, 12), $7, $2, $3, $4, $5, $6, $8, $9);
+        requests_per_minute, requests_per_hour, tokens_per_hour, burst, expires_at, passthrough,
+        user_requests_per_minute, user_tokens_per_hour)
+    VALUES ($1, sha256(convert_to(key, 'UTF8')), left(key, 12), $7, $2, $3, $4, $5, $6, $8, $9,
+            $10, $11);
     RETURN key;
 END
 $$;
@@ -469,17 +479,20 @@ CREATE FUNCTION inference.update_access_key(
     tenant text DEFAULT NULL,
     expires_at timestamptz DEFAULT NULL,
     clear text[] DEFAULT NULL,
-    passthrough boolean DEFAULT NULL)
+    passthrough boolean DEFAULT NULL,
+    user_requests_per_minute int DEFAULT NULL,
+    user_tokens_per_hour bigint DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     fields constant text[] := ARRAY['services', 'requests_per_minute', 'requests_per_hour',
-                                    'tokens_per_hour', 'burst', 'tenant', 'expires_at'];
+                                    'tokens_per_hour', 'burst', 'tenant', 'expires_at',
+                                    'user_requests_per_minute', 'user_tokens_per_hour'];
     -- Whether each of `fields`, in that order, was given a value.
     given constant boolean[] := ARRAY[$2 IS NOT NULL, $3 IS NOT NULL, $4 IS NOT NULL,
                                       $5 IS NOT NULL, $6 IS NOT NULL, $7 IS NOT NULL,
-                                      $8 IS NOT NULL];
+                                      $8 IS NOT NULL, $11 IS NOT NULL, $12 IS NOT NULL];
     wrong text;
 BEGIN
     IF array_position($9, NULL) IS NOT NULL THEN
@@ -500,7 +513,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Give a field a value or name it in clear, not both.';
     END IF;
-    PERFORM inference._check_access_key_fields($2, $3, $4, $5, $6, $8);
+    PERFORM inference._check_access_key_fields($2, $3, $4, $5, $6, $8, $11, $12);
     UPDATE inference.access_key_store k
        SET services = CASE WHEN 'services' = ANY ($9) THEN NULL ELSE coalesce($2, k.services) END,
            requests_per_minute = CASE WHEN 'requests_per_minute' = ANY ($9) THEN NULL
@@ -512,7 +525,11 @@ BEGIN
            burst = CASE WHEN 'burst' = ANY ($9) THEN NULL ELSE coalesce($6, k.burst) END,
            tenant = CASE WHEN 'tenant' = ANY ($9) THEN NULL ELSE coalesce($7, k.tenant) END,
            expires_at = CASE WHEN 'expires_at' = ANY ($9) THEN NULL ELSE coalesce($8, k.expires_at) END,
-           passthrough = coalesce($10, k.passthrough)
+           passthrough = coalesce($10, k.passthrough),
+           user_requests_per_minute = CASE WHEN 'user_requests_per_minute' = ANY ($9) THEN NULL
+                                           ELSE coalesce($11, k.user_requests_per_minute) END,
+           user_tokens_per_hour = CASE WHEN 'user_tokens_per_hour' = ANY ($9) THEN NULL
+                                       ELSE coalesce($12, k.user_tokens_per_hour) END
      WHERE k.name = $1;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'access key "%" does not exist', $1
@@ -535,15 +552,15 @@ $$;
 
 
 REVOKE ALL ON FUNCTION
-    inference.create_access_key(text, text[], int, int, bigint, int, text, timestamptz, boolean),
+    inference.create_access_key(text, text[], int, int, bigint, int, text, timestamptz, boolean, int, bigint),
     inference.rotate_access_key(text),
-    inference.update_access_key(text, text[], int, int, bigint, int, text, timestamptz, text[], boolean),
+    inference.update_access_key(text, text[], int, int, bigint, int, text, timestamptz, text[], boolean, int, bigint),
     inference.revoke_access_key(text)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    inference.create_access_key(text, text[], int, int, bigint, int, text, timestamptz, boolean),
+    inference.create_access_key(text, text[], int, int, bigint, int, text, timestamptz, boolean, int, bigint),
     inference.rotate_access_key(text),
-    inference.update_access_key(text, text[], int, int, bigint, int, text, timestamptz, text[], boolean),
+    inference.update_access_key(text, text[], int, int, bigint, int, text, timestamptz, text[], boolean, int, bigint),
     inference.revoke_access_key(text)
 TO inference_admin;
 
@@ -809,7 +826,8 @@ CREATE TRIGGER catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
     ON inference.tenant_limit_store FOR EACH STATEMENT EXECUTE FUNCTION inference._catalog_changed();
 CREATE TRIGGER catalog_changed_update
     AFTER UPDATE OF name, key_hash, tenant, services, requests_per_minute, requests_per_hour,
-                    tokens_per_hour, burst, expires_at, revoked_at
+                    tokens_per_hour, burst, expires_at, revoked_at, passthrough,
+                    user_requests_per_minute, user_tokens_per_hour
     ON inference.access_key_store FOR EACH STATEMENT EXECUTE FUNCTION inference._catalog_changed();
 
 -------------------------------------------------------------------------------------------------

@@ -306,12 +306,12 @@ std::string error_body(std::string_view message, int status, std::string_view co
 
 Governor::~Governor() = default;
 
-Admission Governor::admit(const AccessKey *, const std::string &) {
+Admission Governor::admit(const AccessKey *, const std::string &, std::string_view) {
     return {};
 }
 
-void Governor::finished(const AccessKey *, const std::string &, int, const translate::Usage &,
-                        double, double, bool) {}
+void Governor::finished(const AccessKey *, const std::string &, std::string_view, int,
+                        const translate::Usage &, double, double, bool) {}
 
 std::string Governor::metrics_text() {
     return {};
@@ -413,8 +413,9 @@ Server::Impl::~Impl() {
         if (!ex->done) {
             governor.finished(
                 ex->context.key,
-                ex->context.service != nullptr ? ex->context.service->name : kNoService, 503,
-                ex->usage, ms_since(ex->context.started), ex->upstream_ms, false);
+                ex->context.service != nullptr ? ex->context.service->name : kNoService,
+                ex->context.end_user, 503, ex->usage, ms_since(ex->context.started),
+                ex->upstream_ms, false);
         }
         if (ex->upstream != 0)
             client.cancel(ex->upstream);

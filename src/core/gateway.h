@@ -36,6 +36,9 @@ struct AccessKey {
     // Limits, enforced by the Governor; the engine only carries them.
     std::optional<int> rpm, rph, burst;
     std::optional<int64_t> tokens_per_hour;
+    // Limits per end user of the key (the user id a request names: docs/routing.md).
+    std::optional<int> user_rpm;
+    std::optional<int64_t> user_tokens_per_hour;
     // May use /inferenceservices/ (pass-through). With tokens_per_hour, only on paths whose
     // answers carry usage the gateway reads (passthrough_usage_shape).
     bool passthrough = true;
@@ -97,6 +100,9 @@ struct Config {
     // A request header whose value names the service or route, for every endpoint (pass-through
     // included); the body's model is rewritten to match. Empty: none.
     std::string model_header = "x-ai-eg-model";
+    // A request header naming the end user a request is for, for per-user limits; without it the
+    // body's user, safety_identifier or metadata.user_id. Empty: only the body.
+    std::string user_header = "x-user-id";
 };
 
 // A governance decision for one request. headers go on the response in every case
@@ -115,17 +121,19 @@ class Governor {
   public:
     virtual ~Governor();
     // Before the upstream call of a request that named an existing service it may use. key is
-    // null when the gateway runs without keys and the caller sent none.
-    virtual Admission admit(const AccessKey *key, const std::string &service);
+    // null when the gateway runs without keys and the caller sent none; user is the end user the
+    // request names (Config::user_header, else the body), empty when it names none.
+    virtual Admission admit(const AccessKey *key, const std::string &service,
+                            std::string_view user);
     // Once per request except /health and /metrics, when the answer is complete (requests
     // libevent refuses before the gateway sees them, oversized or malformed, are not reported).
     // service is "" when the request never resolved to one (unknown path or model, missing
     // key). status is what the caller got; a stream that the upstream broke counts as 502, a
     // request the caller abandoned as 499 and one cut off by the Server's destruction as 503.
     // upstream_ms is 0 when no upstream call was made.
-    virtual void finished(const AccessKey *key, const std::string &service, int status,
-                          const translate::Usage &usage, double total_ms, double upstream_ms,
-                          bool rate_limited);
+    virtual void finished(const AccessKey *key, const std::string &service, std::string_view user,
+                          int status, const translate::Usage &usage, double total_ms,
+                          double upstream_ms, bool rate_limited);
     // The body of GET /metrics (Prometheus text format 0.0.4).
     virtual std::string metrics_text();
     // A rerank route found by probing, for the host to persist (the Server remembers it too).

@@ -54,6 +54,8 @@ struct RequestContext {
     routing::Pass pass = routing::Pass::kClosed;
     // The service or route was named by Config::model_header, not by the path or body.
     bool model_from_header = false;
+    // The end user the request names (Config::user_header, else the body); empty: none.
+    std::string end_user;
 };
 
 // One request being served with an upstream call. Owned by Server::Impl::exchanges until done;

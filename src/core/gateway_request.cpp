@@ -1,6 +1,7 @@
 #include "gateway_request.h"
 
 #include <cctype>
+#include <nlohmann/json.hpp>
 
 #include "crypto.h"
 
@@ -359,6 +360,23 @@ std::optional<Protocol> passthrough_usage_shape(std::string_view rest) {
             return Protocol::kGeminiV1Beta;
     }
     return std::nullopt;
+}
+
+std::string end_user_in_body(const nlohmann::json &body) {
+    if (!body.is_object())
+        return {};
+    for (const char *name : {"user", "safety_identifier"}) {
+        auto it = body.find(name);
+        if (it != body.end() && it->is_string() && !it->get_ref<const std::string &>().empty())
+            return it->get<std::string>();
+    }
+    auto metadata = body.find("metadata");
+    if (metadata != body.end() && metadata->is_object()) {
+        auto id = metadata->find("user_id");
+        if (id != metadata->end() && id->is_string())
+            return id->get<std::string>();
+    }
+    return {};
 }
 
 }  // namespace pgi::gateway

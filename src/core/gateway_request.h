@@ -3,6 +3,7 @@
 // functions of strings, so every rule is unit-tested without a socket.
 #pragma once
 
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -108,5 +109,11 @@ int caller_status(long upstream_status);
 
 // OpenAI's error "type" for a status the gateway answers with.
 const char *error_type(int status);
+
+// The end user a request body names for per-user limits: OpenAI's `user` or
+// `safety_identifier`, else Anthropic's `metadata.user_id`; empty when none is a string.
+std::string end_user_in_body(const nlohmann::json &body);
+// The longest end user id the gateway takes (bytes); a longer one is refused with 400.
+constexpr std::size_t kMaxEndUser = 256;
 
 }  // namespace pgi::gateway

@@ -318,12 +318,32 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
             return;
         }
     }
+    // The end user, for per-user limits: the header, else what the body names.
+    if (!config.user_header.empty()) {
+        const char *user =
+            evhttp_find_header(evhttp_request_get_input_headers(req), config.user_header.c_str());
+        if (user != nullptr)
+            context.end_user = user;
+    }
+    if (context.end_user.empty())
+        context.end_user = end_user_in_body(body);
+    if (context.end_user.size() > kMaxEndUser) {
+        reply_error(context, 400,
+                    "The end user id of your request is longer than " +
+                        std::to_string(kMaxEndUser) + " bytes: send a shorter id (in the " +
+                        config.user_header + " header or the body's user).",
+                    "invalid_user");
+        context.end_user.clear();
+        return;
+    }
     if (r.endpoint == Endpoint::kPassthrough && context.key != nullptr &&
-        (context.key->tokens_per_hour || context.key->tenant_limits.tokens_per_hour) &&
+        (context.key->tokens_per_hour || context.key->tenant_limits.tokens_per_hour ||
+         context.key->user_tokens_per_hour) &&
         !passthrough_usage_shape(r.rest)) {
         // The limit could not be kept: the gateway cannot count the tokens of such an answer.
         reply_error(context, 403,
-                    "This access key (or its tenant) has a token limit, and the gateway cannot "
+                    "This access key (or its tenant, or its end users) has a token limit, and the "
+                    "gateway cannot "
                     "count the tokens "
                     "of answers on this pass-through path; with a token limit, pass-through "
                     "serves only chat completions, completions, embeddings, messages and "
@@ -331,7 +351,7 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
                     "passthrough_path_not_metered");
         return;
     }
-    Admission admission = governor.admit(context.key, context.service->name);
+    Admission admission = governor.admit(context.key, context.service->name, context.end_user);
     context.headers = std::move(admission.headers);
     name_service(context);
     if (!admission.allowed) {
@@ -396,8 +416,9 @@ void Server::Impl::reply(RequestContext &context, int status, std::string body,
     send_response(req, status, std::move(body), content_type, context.headers);
     if (context.ledger) {
         governor.finished(context.key,
-                          context.service != nullptr ? context.service->name : kNoService, status,
-                          translate::Usage(), ms_since(context.started), 0, rate_limited);
+                          context.service != nullptr ? context.service->name : kNoService,
+                          context.end_user, status, translate::Usage(), ms_since(context.started),
+                          0, rate_limited);
     }
 }
 

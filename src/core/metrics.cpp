@@ -230,6 +230,11 @@ std::string render_prometheus(const MetricsView &view) {
            "(raise inference.gateway_max_keys).");
     sample(out, "pg_inference_gateway_rate_limiter_full_total", "",
            std::to_string(view.limiter_full));
+    family(out, "pg_inference_gateway_user_limiter_full_total", "counter",
+           "Requests refused with 503 because the rate limiter could track no more end users "
+           "(raise inference.gateway_max_users).");
+    sample(out, "pg_inference_gateway_user_limiter_full_total", "",
+           std::to_string(view.users_full));
     return out;
 }
 

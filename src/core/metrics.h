@@ -73,6 +73,7 @@ struct MetricsView {
     // could not send to its primary yet.
     uint64_t usage_pending = 0;
     uint64_t limiter_full = 0;
+    uint64_t users_full = 0;
     int64_t now_ms = 0;
 };
 

@@ -295,7 +295,7 @@ void append_rate_limit_headers(const Decision &d,
 }
 
 std::string refusal_message(const Decision &d, const Limits &limits, const std::string &key_name,
-                            const std::string &tenant) {
+                            const std::string &tenant, const std::string &user) {
     std::string what;
     switch (d.refusal) {
         case Refusal::kRequestsPerMinute:
@@ -313,9 +313,11 @@ std::string refusal_message(const Decision &d, const Limits &limits, const std::
         case Refusal::kNone:
             return {};
     }
-    const std::string subject =
-        tenant.empty() ? "access key \"" + key_name + "\""
-                       : "tenant \"" + tenant + "\" of access key \"" + key_name + "\"";
+    std::string subject = "access key \"" + key_name + "\"";
+    if (!tenant.empty())
+        subject = "tenant \"" + tenant + "\" of " + subject;
+    else if (!user.empty())
+        subject = "end user \"" + user + "\" of " + subject;
     return "Rate limit reached for " + what + " on " + subject + ". Please try again in " +
            format_reset(d.retry_after_us) + ".";
 }

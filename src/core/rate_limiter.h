@@ -104,9 +104,10 @@ std::string format_reset(int64_t us);
 void append_rate_limit_headers(const Decision &d,
                                std::vector<std::pair<std::string, std::string>> &headers);
 // The 429's message, like OpenAI's: which limit of which key, and when to try again.
-// `tenant`: the limits that refused are those the key's tenant shares with its other keys.
+// `tenant`: the limits that refused are those the key's tenant shares with its other keys;
+// `user`: those of the key's end user.
 std::string refusal_message(const Decision &d, const Limits &limits, const std::string &key_name,
-                            const std::string &tenant = {});
+                            const std::string &tenant = {}, const std::string &user = {});
 
 // ---- Limits held for the whole cluster (inference.limits_scope = 'cluster') ----
 // A standby has no buckets of its own for a key: it spends blocks of the key's limits that the

@@ -51,6 +51,7 @@ int setting_client_timeout_s = 60;
 int setting_header_timeout_s = 10;
 int setting_max_connections = 10000;
 char *setting_model_header = nullptr;
+char *setting_user_header = nullptr;
 
 // How often a listener looks at the catalog generation, signals and the postmaster: the bound on
 // how long a committed change takes to reach it.
@@ -205,6 +206,7 @@ gateway::Config listener_config() {
     c.max_retries = setting_max_retries;
     c.max_connections = static_cast<size_t>(setting_max_connections);
     c.model_header = setting_model_header ? setting_model_header : "";
+    c.user_header = setting_user_header ? setting_user_header : "";
     return c;
 }
 
@@ -316,6 +318,11 @@ void gateway_define_settings() {
                                    "Request header whose value names the service or route a "
                                    "gateway request goes to; empty: none.",
                                    nullptr, &setting_model_header, "x-ai-eg-model", PGC_SIGHUP, 0,
+                                   nullptr, nullptr, nullptr);
+        DefineCustomStringVariable("inference.gateway_user_header",
+                                   "Request header naming the end user a gateway request is for "
+                                   "(per-user limits); empty: only the body's user.",
+                                   nullptr, &setting_user_header, "x-user-id", PGC_SIGHUP, 0,
                                    nullptr, nullptr, nullptr);
     }
 }

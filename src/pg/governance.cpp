@@ -24,6 +24,7 @@ extern "C" {
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <time.h>
@@ -43,6 +44,7 @@ namespace {
 namespace gov = pgi::governance;
 
 int setting_max_keys = 1000;
+int setting_max_users = 10000;
 int setting_flush_interval_ms = 2000;
 int setting_limits_scope = 0;  // kScopeNode or kScopeCluster
 int setting_lease_requests = 10;
@@ -86,6 +88,9 @@ struct GovernanceShared {
     uint32_t parked_entries;
     char parked_id[40];
     uint64_t limiter_full;
+    uint64_t users_full;
+    uint32_t max_users;
+    Size users_offset;
     Latch *writer_latch;   // the usage writer's; null while it is not running
     bool flush_requested;  // a listener found the counters filling up
     gov::ServiceMetrics other_services;
@@ -103,8 +108,8 @@ std::vector<gov::UsageEntry> batch;
 std::string batch_id;
 
 struct Layout {
-    uint32_t max_keys, max_usage;
-    Size limiter, usage, metrics, parked, total;
+    uint32_t max_keys, max_usage, max_users;
+    Size limiter, usage, metrics, parked, users, total;
 };
 
 Layout layout() {
@@ -115,7 +120,9 @@ Layout layout() {
     l.usage = l.limiter + MAXALIGN(gov::LimiterTable::bytes(l.max_keys));
     l.metrics = l.usage + MAXALIGN(gov::UsageTable::bytes(l.max_usage));
     l.parked = l.metrics + MAXALIGN(gov::MetricsTable::bytes(kMetricServices));
-    l.total = l.parked + MAXALIGN(sizeof(gov::UsageEntry) * l.max_usage);
+    l.max_users = static_cast<uint32_t>(setting_max_users);
+    l.users = l.parked + MAXALIGN(sizeof(gov::UsageEntry) * l.max_usage);
+    l.total = l.users + MAXALIGN(gov::LimiterTable::bytes(l.max_users));
     return l;
 }
 
@@ -124,6 +131,11 @@ void *at_offset(Size offset) {
 }
 gov::LimiterTable limiter_table() {
     return gov::LimiterTable(at_offset(shared->limiter_offset));
+}
+// The buckets of (key, end user) pairs: a table of their own, so that many users never crowd
+// out keys.
+gov::LimiterTable users_table() {
+    return gov::LimiterTable(at_offset(shared->users_offset));
 }
 gov::UsageTable usage_table() {
     return gov::UsageTable(at_offset(shared->usage_offset));
@@ -451,6 +463,13 @@ void governance_define_settings() {
             "Access keys whose rate limits shared memory tracks at once.",
             "Usage counters hold twice as many key-service pairs between two flushes.",
             &setting_max_keys, 1000, 16, 100000, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+        DefineCustomIntVariable(
+            "inference.gateway_max_users",
+            "End users (access key and user id pairs) whose per-user limits shared memory tracks "
+            "at once.",
+            "When it is full, a request of a new end user is refused with 503 until idle ones "
+            "are forgotten.",
+            &setting_max_users, 10000, 16, 1000000, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
     }
     DefineCustomEnumVariable(
         "inference.limits_scope", "Whether access keys' limits hold per server or for the cluster.",
@@ -496,6 +515,9 @@ void governance_init_shmem() {
         shared->usage_offset = l.usage;
         shared->metrics_offset = l.metrics;
         shared->parked_offset = l.parked;
+        shared->max_users = l.max_users;
+        shared->users_offset = l.users;
+        gov::LimiterTable::format(at_offset(l.users), l.max_users);
         gov::LimiterTable::format(at_offset(l.limiter), l.max_keys);
         gov::UsageTable::format(at_offset(l.usage), l.max_usage);
         gov::MetricsTable::format(at_offset(l.metrics), kMetricServices);
@@ -559,89 +581,150 @@ void Governance::housekeeping(std::size_t in_flight,
         Locked lock(true);
         gov::LimiterTable table = limiter_table();
         reclaim_idle(table, now_us);
+        gov::LimiterTable users = users_table();
+        reclaim_idle(users, now_us);
     }
 }
 
-gateway::Admission Governance::admit(const gateway::AccessKey *key, const std::string &) {
+namespace {
+
+// One set of limits a request is under: its key's, its tenant's, its end user's.
+struct Subject {
+    enum Kind { kKey, kTenant, kUser } kind;
+    bool users_table;  // in the users' table (else the keys')
+    gov::Name name;
+    uint64_t hash;
+    gov::Limits limits;
+    bool leased;  // spends the lease (a key's, on a standby under cluster-wide limits)
+};
+
+gov::Limits user_limits_of(const gateway::AccessKey &k) {
+    gov::Limits l;
+    l.requests_per_minute = k.user_rpm.value_or(0);
+    l.tokens_per_hour = k.user_tokens_per_hour.value_or(0);
+    return l;
+}
+
+// A (key, end user) pair's entry name: two independent 64-bit hashes in hex, since a key's name
+// and a user id together do not fit a Name. A collision (1 in 2^128 by chance) would only make
+// two users of one key share their limits.
+gov::Name user_entry_name(const std::string &key, std::string_view user) {
+    std::string both = key;
+    both += '\0';
+    both.append(user.data(), user.size());
+    const uint64_t h1 = gov::hash_bytes(both.data(), both.size());
+    const uint64_t h2 = gov::hash_bytes(both.data(), both.size(), 0x9E3779B97F4A7C15ull);
+    char text[33];
+    std::snprintf(text, sizeof(text), "%016llx%016llx", static_cast<unsigned long long>(h1),
+                  static_cast<unsigned long long>(h2));
+    return gov::Name::of(text);
+}
+
+}  // namespace
+
+gateway::Admission Governance::admit(const gateway::AccessKey *key, const std::string &,
+                                     std::string_view user) {
     gateway::Admission a;
     a.headers.reserve(8);
     // Which listener answered: both share the port, and the limits hold across them.
     a.headers.emplace_back("x-pg-inference-listener", index_text_);
     if (key == nullptr || shared == nullptr)
         return a;
-    const gov::Limits limits = limits_of(*key);
-    const gov::Limits tenant = tenant_limits_of(*key);
-    if (!limits.any() && !tenant.any())
+    Subject subjects[3];
+    int n = 0;
+    const bool leased = limits_leased();
+    if (gov::Limits l = limits_of(*key); l.any()) {
+        const gov::Name name = gov::Name::of(key->name);
+        subjects[n++] = {Subject::kKey, false, name, gov::hash_of(name), l, leased};
+    }
+    // A tenant's and a user's limits hold on each server by itself (they are not lent under
+    // inference.limits_scope = 'cluster'): docs/routing.md.
+    if (gov::Limits l = tenant_limits_of(*key); l.any()) {
+        const gov::Name name = tenant_entry_name(key->tenant);
+        subjects[n++] = {Subject::kTenant, false, name, gov::hash_of(name), l, false};
+    }
+    if (gov::Limits l = user_limits_of(*key); l.any() && !user.empty()) {
+        const gov::Name name = user_entry_name(key->name, user);
+        subjects[n++] = {Subject::kUser, true, name, gov::hash_of(name), l, false};
+    }
+    if (n == 0)
         return a;
-    const gov::Name name = gov::Name::of(key->name);
-    const uint64_t hash = gov::hash_of(name);
-    const gov::Name tenant_name = tenant_entry_name(key->tenant);
-    const uint64_t tenant_hash = tenant.any() ? gov::hash_of(tenant_name) : 0;
     const int64_t now = monotonic_us();
     gov::Decision d;
-    bool tracked = true;
-    bool tenant_refused = false;
-    const bool leased = limits_leased();
+    const Subject *refused_by = nullptr;
+    const Subject *untracked = nullptr;
     Latch *wake = nullptr;
     {
         Locked lock(true);
-        gov::LimiterTable table = limiter_table();
-        if (limits.any()) {
-            gov::LimiterEntry *e = key_entry(table, name, hash, now);
-            if (e != nullptr && leased) {
+        gov::LimiterTable keys = limiter_table();
+        gov::LimiterTable users = users_table();
+        bool took[3] = {false, false, false};
+        for (int i = 0; i < n && untracked == nullptr; i++) {
+            const Subject &s = subjects[i];
+            gov::LimiterTable &table = s.users_table ? users : keys;
+            gov::LimiterEntry *e = key_entry(table, s.name, s.hash, now);
+            if (e == nullptr) {
+                untracked = &s;
+                break;
+            }
+            gov::Decision sd;
+            if (s.leased) {
                 // First sight of the key: one request goes in on credit, paid back from the
                 // first block, so that a key's first request does not wait for the primary.
                 if (!e->lease.granted && e->lease_seen_us == 0)
                     e->lease = {1, 1, false};
                 e->lease_seen_us = now;
-                d = gov::admit_leased(e->lease, limits);
-                wake = lease_low(e->lease, limits) ? shared->writer_latch : nullptr;
-            } else if (e != nullptr) {
-                d = gov::admit(e->buckets, limits, now);
+                sd = gov::admit_leased(e->lease, s.limits);
+                wake = lease_low(e->lease, s.limits) ? shared->writer_latch : nullptr;
             } else {
-                tracked = false;
+                sd = gov::admit(e->buckets, s.limits, now);
+            }
+            took[i] = sd.allowed;
+            if (!sd.allowed && (refused_by == nullptr || sd.retry_after_us > d.retry_after_us))
+                refused_by = &s;
+            d = i == 0 ? sd : gov::tighter(d, sd);
+        }
+        // Refused (or not tracked): what the others took goes back. Each entry is looked up
+        // again, since making a later one may have moved it.
+        if (refused_by != nullptr || untracked != nullptr) {
+            for (int i = 0; i < n; i++) {
+                if (!took[i])
+                    continue;
+                const Subject &s = subjects[i];
+                gov::LimiterEntry *e = (s.users_table ? users : keys).find(s.name, s.hash);
+                if (e == nullptr)
+                    continue;
+                if (s.leased)
+                    gov::give_back_leased(e->lease, s.limits);
+                else
+                    gov::give_back(e->buckets, s.limits);
             }
         }
-        // A tenant's limits hold on each server by itself (they are not lent under
-        // inference.limits_scope = 'cluster'): docs/routing.md.
-        if (tracked && tenant.any()) {
-            gov::LimiterEntry *t = key_entry(table, tenant_name, tenant_hash, now);
-            gov::Decision td;
-            if (t == nullptr)
-                tracked = false;
+        if (untracked != nullptr) {
+            if (untracked->kind == Subject::kUser)
+                shared->users_full++;
             else
-                td = gov::admit(t->buckets, tenant, now);
-            if (t != nullptr && td.allowed && !d.allowed)
-                gov::give_back(t->buckets, tenant);
-            // Refused by the tenant (or untracked) after the key let the request in: the key's
-            // unit goes back. Looked up again: making the tenant's entry may have moved it.
-            if ((t == nullptr || !td.allowed) && d.allowed && limits.any()) {
-                if (gov::LimiterEntry *e = table.find(name, hash)) {
-                    if (leased)
-                        gov::give_back_leased(e->lease, limits);
-                    else
-                        gov::give_back(e->buckets, limits);
-                }
-            }
-            if (t != nullptr) {
-                tenant_refused = !td.allowed && (d.allowed || td.retry_after_us > d.retry_after_us);
-                d = limits.any() ? gov::tighter(d, td) : td;
-            }
+                shared->limiter_full++;
         }
-        if (!tracked)
-            shared->limiter_full++;
     }
     if (wake != nullptr)
         SetLatch(wake);  // the usage writer tops the lease up
-    if (!tracked) {
-        // Refusing is the safe side: letting the key in would ignore its limits.
+    if (untracked != nullptr) {
+        // Refusing is the safe side: letting the request in would ignore its limits.
         a.allowed = false;
         a.status = 503;
-        a.code = "rate_limiter_full";
-        a.message =
-            "The gateway cannot track the limits of more access keys right now "
-            "(inference.gateway_max_keys). Please try again later.";
         a.headers.emplace_back("retry-after", "1");
+        if (untracked->kind == Subject::kUser) {
+            a.code = "user_limiter_full";
+            a.message =
+                "The gateway cannot track the limits of more end users right now "
+                "(inference.gateway_max_users). Please try again later.";
+        } else {
+            a.code = "rate_limiter_full";
+            a.message =
+                "The gateway cannot track the limits of more access keys right now "
+                "(inference.gateway_max_keys). Please try again later.";
+        }
         return a;
     }
     gov::append_rate_limit_headers(d, a.headers);
@@ -649,15 +732,25 @@ gateway::Admission Governance::admit(const gateway::AccessKey *key, const std::s
         a.allowed = false;
         a.status = 429;
         a.code = "rate_limit_exceeded";
-        a.message = tenant_refused ? gov::refusal_message(d, tenant, key->name, key->tenant)
-                                   : gov::refusal_message(d, limits, key->name);
+        switch (refused_by->kind) {
+            case Subject::kKey:
+                a.message = gov::refusal_message(d, refused_by->limits, key->name);
+                break;
+            case Subject::kTenant:
+                a.message = gov::refusal_message(d, refused_by->limits, key->name, key->tenant);
+                break;
+            case Subject::kUser:
+                a.message =
+                    gov::refusal_message(d, refused_by->limits, key->name, {}, std::string(user));
+                break;
+        }
     }
     return a;
 }
 
-void Governance::finished(const gateway::AccessKey *key, const std::string &service, int status,
-                          const translate::Usage &usage, double total_ms, double upstream_ms,
-                          bool rate_limited) {
+void Governance::finished(const gateway::AccessKey *key, const std::string &service,
+                          std::string_view user, int status, const translate::Usage &usage,
+                          double total_ms, double upstream_ms, bool rate_limited) {
     if (shared == nullptr || index_ < 1)
         return;
     // Only the 429s of the limits are "rate limited"; the 503 of a full limiter is an error.
@@ -688,7 +781,18 @@ void Governance::finished(const gateway::AccessKey *key, const std::string &serv
         tenant_name = tenant_entry_name(key->tenant);
         tenant_hash = gov::hash_of(tenant_name);
     }
-    int64_t now_us = limits.tokens_per_hour > 0 || tenant.tokens_per_hour > 0 ? monotonic_us() : 0;
+    gov::Limits user_limits;
+    gov::Name user_name{};
+    uint64_t user_hash = 0;
+    if (key != nullptr && key->user_tokens_per_hour && !user.empty() && counts.total_tokens > 0) {
+        user_limits = user_limits_of(*key);
+        user_name = user_entry_name(key->name, user);
+        user_hash = gov::hash_of(user_name);
+    }
+    int64_t now_us =
+        limits.tokens_per_hour > 0 || tenant.tokens_per_hour > 0 || user_limits.tokens_per_hour > 0
+            ? monotonic_us()
+            : 0;
     const bool leased = limits.tokens_per_hour > 0 && limits_leased();
 
     Locked lock(true);
@@ -716,6 +820,11 @@ void Governance::finished(const gateway::AccessKey *key, const std::string &serv
         if (gov::LimiterEntry *e = table.find_or_insert(tenant_name, tenant_hash))
             gov::charge_tokens(e->buckets, tenant, counts.total_tokens, now_us);
     }
+    if (user_limits.tokens_per_hour > 0) {
+        gov::LimiterTable table = users_table();
+        if (gov::LimiterEntry *e = table.find_or_insert(user_name, user_hash))
+            gov::charge_tokens(e->buckets, user_limits, counts.total_tokens, now_us);
+    }
 }
 
 std::string Governance::metrics_text() {
@@ -738,6 +847,7 @@ std::string Governance::metrics_text() {
         for (uint32_t i = 0; i < shared->parked_entries; i++)
             view.usage_pending += static_cast<uint64_t>(parked_entries()[i].counts.requests);
         view.limiter_full = shared->limiter_full;
+        view.users_full = shared->users_full;
     }
     std::sort(view.services.begin(), view.services.end(),
               [](const auto &a, const auto &b) { return a.first < b.first; });

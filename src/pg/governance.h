@@ -31,9 +31,10 @@ class Governance : public gateway::Governor {
     // writer when the counters fill up. No SQL: the listener's loop never waits on the database.
     void housekeeping(std::size_t in_flight, const gateway::Server::ConnectionStats &connections);
 
-    gateway::Admission admit(const gateway::AccessKey *key, const std::string &service) override;
-    void finished(const gateway::AccessKey *key, const std::string &service, int status,
-                  const translate::Usage &usage, double total_ms, double upstream_ms,
+    gateway::Admission admit(const gateway::AccessKey *key, const std::string &service,
+                             std::string_view user) override;
+    void finished(const gateway::AccessKey *key, const std::string &service, std::string_view user,
+                  int status, const translate::Usage &usage, double total_ms, double upstream_ms,
                   bool rate_limited) override;
     std::string metrics_text() override;
     // The gateway's warnings (already rate-limited by it) as WARNINGs in the server log.

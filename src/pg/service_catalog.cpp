@@ -435,7 +435,8 @@ std::vector<gateway::AccessKey> all_access_keys() {
         "       k.requests_per_minute::text, k.requests_per_hour::text, k.burst::text, "
         "       k.tokens_per_hour::text, services IS NULL, passthrough, "
         "       t.requests_per_minute::text, t.requests_per_hour::text, t.burst::text, "
-        "       t.tokens_per_hour::text "
+        "       t.tokens_per_hour::text, k.user_requests_per_minute::text, "
+        "       k.user_tokens_per_hour::text "
         "  FROM inference.access_key_store k "
         "  LEFT JOIN inference.tenant_limit_store t ON t.tenant = k.tenant",
         {}, true);
@@ -470,6 +471,9 @@ std::vector<gateway::AccessKey> all_access_keys() {
         if (auto v = number(spi.string_at(i, 15)))
             t.burst = static_cast<int>(*v);
         t.tokens_per_hour = number(spi.string_at(i, 16));
+        if (auto v = number(spi.string_at(i, 17)))
+            k.user_rpm = static_cast<int>(*v);
+        k.user_tokens_per_hour = number(spi.string_at(i, 18));
         keys.push_back(std::move(k));
     }
     return keys;

@@ -717,7 +717,11 @@ struct Finished {
 
 class RecordingGovernor : public Governor {
   public:
-    Admission admit(const AccessKey *, const std::string &service) override {
+    Admission admit(const AccessKey *, const std::string &service, std::string_view user) override {
+        {
+            std::lock_guard<std::mutex> lock(mu);
+            users.emplace_back(user);
+        }
         Admission a;
         a.headers.emplace_back("x-ratelimit-remaining-requests", "99");
         if (service == refuse) {
@@ -728,7 +732,7 @@ class RecordingGovernor : public Governor {
         }
         return a;
     }
-    void finished(const AccessKey *key, const std::string &service, int status,
+    void finished(const AccessKey *key, const std::string &service, std::string_view, int status,
                   const pgi::translate::Usage &usage, double, double, bool rate_limited) override {
         std::lock_guard<std::mutex> lock(mu);
         done.push_back({key != nullptr ? key->name : "", service, status, usage, rate_limited});
@@ -760,6 +764,7 @@ class RecordingGovernor : public Governor {
     std::vector<Finished> done;
     std::vector<std::pair<std::string, pgi::translate::RerankRoute>> learned;
     std::vector<std::string> warnings;
+    std::vector<std::string> users;  // the end user of each admitted request, in order
 };
 
 // ------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 #include "gateway_request.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "crypto.h"
 #include "error.h"
@@ -141,6 +142,16 @@ TEST(GatewayRequest, JsonBodyType) {
     EXPECT_EQ(json_body_type("application/x-www-form-urlencoded", "a=1"), BodyType::kUnsupported);
     EXPECT_EQ(json_body_type("multipart/form-data; boundary=x", "{}"), BodyType::kUnsupported);
     EXPECT_EQ(json_body_type("text/xml", "{}"), BodyType::kUnsupported);
+}
+
+TEST(GatewayRequest, EndUserInBody) {
+    using nlohmann::json;
+    EXPECT_EQ(pgi::gateway::end_user_in_body(json{{"user", "a"}, {"safety_identifier", "b"}}), "a");
+    EXPECT_EQ(pgi::gateway::end_user_in_body(json{{"user", ""}, {"safety_identifier", "b"}}), "b");
+    EXPECT_EQ(pgi::gateway::end_user_in_body(json{{"metadata", {{"user_id", "c"}}}}), "c");
+    EXPECT_EQ(pgi::gateway::end_user_in_body(json{{"user", 5}, {"metadata", "x"}}), "");
+    EXPECT_EQ(pgi::gateway::end_user_in_body(json::array({"user"})), "");
+    EXPECT_EQ(pgi::gateway::end_user_in_body(json()), "");
 }
 
 TEST(GatewayRequest, CallerStatus) {

@@ -209,4 +209,57 @@ TEST_F(GatewayRoutesTest, TheModelHeaderCanBeTurnedOff) {
     EXPECT_EQ(r.header("x-pg-inference-service"), "chat");
 }
 
+// Per-user limits need the end user of each request: the header first, then the body's `user`,
+// `safety_identifier` or Anthropic `metadata.user_id`; a pass-through without the header has
+// none. A user id too long to keep is refused.
+TEST_F(GatewayRoutesTest, TheEndUserReachesTheGovernor) {
+    start_with({});
+    auto last_user = [&]() {
+        std::lock_guard<std::mutex> lock(governor.mu);
+        return governor.users.empty() ? std::string("<none>") : governor.users.back();
+    };
+    json body = chat_body("chat");
+    body["user"] = "from-body";
+    ASSERT_EQ(post(port, "/v1/chat/completions", body, {"x-user-id: alice"}).status, 200);
+    EXPECT_EQ(last_user(), "alice");
+    ASSERT_EQ(post(port, "/v1/chat/completions", body).status, 200);
+    EXPECT_EQ(last_user(), "from-body");
+    json safety = chat_body("chat");
+    safety["safety_identifier"] = "hashed-42";
+    ASSERT_EQ(post(port, "/v1/chat/completions", safety).status, 200);
+    EXPECT_EQ(last_user(), "hashed-42");
+    json anthropic = {{"model", "chat"},
+                      {"max_tokens", 16},
+                      {"metadata", {{"user_id", "u-7"}}},
+                      {"messages", {{{"role", "user"}, {"content", "hi"}}}}};
+    ASSERT_EQ(post(port, "/v1/messages", anthropic).status, 200);
+    EXPECT_EQ(last_user(), "u-7");
+    ASSERT_EQ(post(port, "/v1/chat/completions", chat_body("chat")).status, 200);
+    EXPECT_EQ(last_user(), "");
+    ASSERT_EQ(post(port, "/inferenceservices/chat/v1/chat/completions", chat_body("x"),
+                   {"x-user-id: bob"})
+                  .status,
+              200);
+    EXPECT_EQ(last_user(), "bob");
+    const std::size_t admitted = governor.users.size();
+    json long_user = chat_body("chat");
+    long_user["user"] = std::string(300, 'u');
+    Reply r = post(port, "/v1/chat/completions", long_user);
+    EXPECT_EQ(r.status, 400);
+    EXPECT_NE(r.body.find("longer than 256 bytes"), std::string::npos) << r.body;
+    EXPECT_EQ(governor.users.size(), admitted) << "refused before the limits";
+}
+
+TEST_F(GatewayRoutesTest, TheUserHeaderCanBeRenamed) {
+    config.user_header = "x-end-user";
+    start_with({});
+    json body = chat_body("chat");
+    body["user"] = "from-body";
+    ASSERT_EQ(
+        post(port, "/v1/chat/completions", body, {"x-user-id: alice", "x-end-user: carol"}).status,
+        200);
+    std::lock_guard<std::mutex> lock(governor.mu);
+    EXPECT_EQ(governor.users.back(), "carol");
+}
+
 }  // namespace

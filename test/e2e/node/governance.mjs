@@ -26,9 +26,9 @@ function sql(query) {
 }
 
 // One HTTP request on its own connection.
-function call(method, path, { key, body, raw } = {}) {
+function call(method, path, { key, body, raw, extra = {} } = {}) {
   return new Promise((resolve, reject) => {
-    const headers = {};
+    const headers = { ...extra };
     if (key) headers.authorization = `Bearer ${key}`;
     let data;
     if (body !== undefined || raw !== undefined) {
@@ -231,6 +231,43 @@ async function run() {
   expect('gov-tenant-b', 'gw-embed', { requests: 3, rate_limited: 1, prompt_tokens: 6, total_tokens: 6 });
   expect('gov-tenant-c', 'gw-embed', { requests: 2, rate_limited: 1, prompt_tokens: 3, total_tokens: 3 });
   sql("SELECT inference.set_tenant_limits('gov-tenant')");
+
+  // --- limits per end user of a key: 50 a minute each ----------------------------------------
+  const usersKey = await newKey('gov-users', ', user_requests_per_minute => 50');
+  expect('gov-users', '', { requests: 1 });
+  const started = Date.now();
+  const perUser = await Promise.all(Array.from({ length: 500 }, (_, i) =>
+    call('POST', '/v1/embeddings', { key: usersKey, body: embed, extra: { 'x-user-id': `u${i % 5}` } })
+      .then((r) => ({ ...r, user: `u${i % 5}` }))));
+  const elapsed = Date.now() - started;
+  // A minute's 50 refill one per 1.2 s: a run longer than that may let one more in per user.
+  const extra = Math.floor(elapsed / 1200);
+  const okPerUser = ['u0', 'u1', 'u2', 'u3', 'u4'].map((u) =>
+    perUser.filter((r) => r.user === u && r.status === 200).length);
+  check(`5 users x 100 concurrent requests, 50 a minute each: 50 successes per user (${okPerUser}, ${elapsed} ms)`,
+        okPerUser.every((n) => n >= 50 && n <= 50 + extra), JSON.stringify(okPerUser));
+  checkEq('every other answer is a 429', 500 - okPerUser.reduce((a, b) => a + b, 0),
+          perUser.filter((r) => r.status === 429).length);
+  check('the users\' requests were spread over both listeners',
+        new Set(perUser.map((r) => r.headers['x-pg-inference-listener'])).size === 2);
+  const userRefusal = perUser.find((r) => r.status === 429);
+  check('a 429 names the limit, the end user and the key',
+        /requests per minute \(limit 50\) on end user "u[0-4]" of access key "gov-users"/
+          .test(json(userRefusal)?.error?.message ?? ''), userRefusal?.text);
+  const usersOk = okPerUser.reduce((a, b) => a + b, 0);
+  expect('gov-users', 'gw-embed', { requests: 500, rate_limited: 500 - usersOk, prompt_tokens: 3 * usersOk, total_tokens: 3 * usersOk });
+  // A request naming no user is under the key's own limits only (it has none here).
+  const anonymous = await call('POST', '/v1/embeddings', { key: usersKey, body: embed });
+  checkEq('a request without a user id is not under the per-user limit', 200, anonymous.status);
+  expect('gov-users', 'gw-embed', { requests: 1, prompt_tokens: 3, total_tokens: 3 });
+  // Tokens per user, the user named by the body: 6 tokens are two 3-token embeddings.
+  const userTokensKey = await newKey('gov-user-tokens', ', user_tokens_per_hour => 6');
+  expect('gov-user-tokens', '', { requests: 1 });
+  const byBody = [];
+  for (const u of ['x', 'x', 'x', 'y']) byBody.push(await call('POST', '/v1/embeddings', { key: userTokensKey, body: { ...embed, user: u } }));
+  checkEq('6 tokens an hour per user (named by the body): x gets two answers, y has its own budget',
+          [200, 200, 429, 200], byBody.map((r) => r.status));
+  expect('gov-user-tokens', 'gw-embed', { requests: 4, rate_limited: 1, prompt_tokens: 9, total_tokens: 9 });
 
   // --- tokens per hour, counted from streams of all three protocols --------------------------
   const prompt = 'alpha beta gamma';  // 3 prompt tokens, "echo: alpha beta gamma" 4 completion
