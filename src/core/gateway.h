@@ -26,6 +26,13 @@ struct event_base;
 
 namespace pgi::gateway {
 
+// A set of rate limits as the catalog stores them (nullopt: no such limit); enforced by the
+// Governor, the engine only carries them.
+struct LimitValues {
+    std::optional<int> rpm, rph, burst;
+    std::optional<int64_t> tokens_per_hour;
+};
+
 struct AccessKey {
     std::string name;
     std::string tenant;
@@ -33,22 +40,16 @@ struct AccessKey {
     std::optional<std::vector<std::string>> services;  // nullopt: every service
     std::optional<int64_t> expires_at_ms;              // unix milliseconds
     bool revoked = false;
-    // Limits, enforced by the Governor; the engine only carries them.
-    std::optional<int> rpm, rph, burst;
-    std::optional<int64_t> tokens_per_hour;
+    LimitValues limits;
     // Limits per end user of the key (the user id a request names: docs/routing.md).
     std::optional<int> user_rpm;
     std::optional<int64_t> user_tokens_per_hour;
-    // May use /inferenceservices/ (pass-through). With tokens_per_hour, only on paths whose
+    // May use /inferenceservices/ (pass-through). With a token limit, only on paths whose
     // answers carry usage the gateway reads (passthrough_usage_shape).
     bool passthrough = true;
     // The limits every key of `tenant` shares (set_tenant_limits), enforced by the Governor
     // beside the key's own.
-    struct TenantLimits {
-        std::optional<int> rpm, rph, burst;
-        std::optional<int64_t> tokens_per_hour;
-        bool any() const { return rpm || rph || tokens_per_hour; }
-    } tenant_limits;
+    LimitValues tenant_limits;
 
     bool allows(const std::string &service) const;
 };

@@ -337,7 +337,7 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
         return;
     }
     if (r.endpoint == Endpoint::kPassthrough && context.key != nullptr &&
-        (context.key->tokens_per_hour || context.key->tenant_limits.tokens_per_hour ||
+        (context.key->limits.tokens_per_hour || context.key->tenant_limits.tokens_per_hour ||
          context.key->user_tokens_per_hour) &&
         !passthrough_usage_shape(r.rest)) {
         // The limit could not be kept: the gateway cannot count the tokens of such an answer.

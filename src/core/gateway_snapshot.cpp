@@ -123,10 +123,10 @@ Snapshot snapshot_from_json(const json &document) {
         }
         k.expires_at_ms = number<int64_t>(entry, "expires_at_ms", where);
         k.revoked = flag(entry, "revoked", where);
-        k.rpm = number<int>(entry, "requests_per_minute", where);
-        k.rph = number<int>(entry, "requests_per_hour", where);
-        k.burst = number<int>(entry, "burst", where);
-        k.tokens_per_hour = number<int64_t>(entry, "tokens_per_hour", where);
+        k.limits.rpm = number<int>(entry, "requests_per_minute", where);
+        k.limits.rph = number<int>(entry, "requests_per_hour", where);
+        k.limits.burst = number<int>(entry, "burst", where);
+        k.limits.tokens_per_hour = number<int64_t>(entry, "tokens_per_hour", where);
         k.passthrough = flag(entry, "passthrough", where, true);
         std::string hash = k.key_hash;
         if (!snapshot.keys.emplace(hash, std::move(k)).second)

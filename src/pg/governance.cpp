@@ -169,22 +169,13 @@ int64_t unix_ms() {
         .count();
 }
 
-gov::Limits limits_of(const gateway::AccessKey &k) {
+// A key's own limits, or its tenant's.
+gov::Limits limits_of(const gateway::LimitValues &v) {
     gov::Limits l;
-    l.requests_per_minute = k.rpm.value_or(0);
-    l.burst = k.burst.value_or(0);
-    l.requests_per_hour = k.rph.value_or(0);
-    l.tokens_per_hour = k.tokens_per_hour.value_or(0);
-    return l;
-}
-
-gov::Limits tenant_limits_of(const gateway::AccessKey &k) {
-    gov::Limits l;
-    const gateway::AccessKey::TenantLimits &t = k.tenant_limits;
-    l.requests_per_minute = t.rpm.value_or(0);
-    l.burst = t.burst.value_or(0);
-    l.requests_per_hour = t.rph.value_or(0);
-    l.tokens_per_hour = t.tokens_per_hour.value_or(0);
+    l.requests_per_minute = v.rpm.value_or(0);
+    l.burst = v.burst.value_or(0);
+    l.requests_per_hour = v.rph.value_or(0);
+    l.tokens_per_hour = v.tokens_per_hour.value_or(0);
     return l;
 }
 
@@ -620,6 +611,26 @@ gov::Name user_entry_name(const std::string &key, std::string_view user) {
     return gov::Name::of(text);
 }
 
+// The sets of limits a request of `key` for `user` is under, in the order they are decided.
+// A tenant's and a user's limits hold on each server by itself (they are not lent under
+// inference.limits_scope = 'cluster'): docs/routing.md.
+int subjects_of(const gateway::AccessKey &key, std::string_view user, Subject (&out)[3]) {
+    int n = 0;
+    if (gov::Limits l = limits_of(key.limits); l.any()) {
+        const gov::Name name = gov::Name::of(key.name);
+        out[n++] = {Subject::kKey, false, name, gov::hash_of(name), l, limits_leased()};
+    }
+    if (gov::Limits l = limits_of(key.tenant_limits); l.any()) {
+        const gov::Name name = tenant_entry_name(key.tenant);
+        out[n++] = {Subject::kTenant, false, name, gov::hash_of(name), l, false};
+    }
+    if (gov::Limits l = user_limits_of(key); l.any() && !user.empty()) {
+        const gov::Name name = user_entry_name(key.name, user);
+        out[n++] = {Subject::kUser, true, name, gov::hash_of(name), l, false};
+    }
+    return n;
+}
+
 }  // namespace
 
 gateway::Admission Governance::admit(const gateway::AccessKey *key, const std::string &,
@@ -631,22 +642,7 @@ gateway::Admission Governance::admit(const gateway::AccessKey *key, const std::s
     if (key == nullptr || shared == nullptr)
         return a;
     Subject subjects[3];
-    int n = 0;
-    const bool leased = limits_leased();
-    if (gov::Limits l = limits_of(*key); l.any()) {
-        const gov::Name name = gov::Name::of(key->name);
-        subjects[n++] = {Subject::kKey, false, name, gov::hash_of(name), l, leased};
-    }
-    // A tenant's and a user's limits hold on each server by itself (they are not lent under
-    // inference.limits_scope = 'cluster'): docs/routing.md.
-    if (gov::Limits l = tenant_limits_of(*key); l.any()) {
-        const gov::Name name = tenant_entry_name(key->tenant);
-        subjects[n++] = {Subject::kTenant, false, name, gov::hash_of(name), l, false};
-    }
-    if (gov::Limits l = user_limits_of(*key); l.any() && !user.empty()) {
-        const gov::Name name = user_entry_name(key->name, user);
-        subjects[n++] = {Subject::kUser, true, name, gov::hash_of(name), l, false};
-    }
+    const int n = subjects_of(*key, user, subjects);
     if (n == 0)
         return a;
     const int64_t now = monotonic_us();
@@ -765,35 +761,18 @@ void Governance::finished(const gateway::AccessKey *key, const std::string &serv
         gov::usage_key(key != nullptr ? key->name : std::string(), service, gov::utc_day(now_ms));
     uint64_t usage_hash = gov::hash_of(usage_key);
     gov::UsageCounts counts = gov::usage_of(status, limited, usage, now_ms);
-    gov::Limits limits;
-    gov::Name key_name{};
-    uint64_t key_hash = 0;
-    if (key != nullptr && key->tokens_per_hour && counts.total_tokens > 0) {
-        limits = limits_of(*key);
-        key_name = gov::Name::of(key->name);
-        key_hash = gov::hash_of(key_name);
+    // The token limits the answer is charged to.
+    Subject charged[3];
+    int n = 0;
+    if (key != nullptr && counts.total_tokens > 0) {
+        Subject all[3];
+        const int m = subjects_of(*key, user, all);
+        for (int i = 0; i < m; i++) {
+            if (all[i].limits.tokens_per_hour > 0)
+                charged[n++] = all[i];
+        }
     }
-    gov::Limits tenant;
-    gov::Name tenant_name{};
-    uint64_t tenant_hash = 0;
-    if (key != nullptr && key->tenant_limits.tokens_per_hour && counts.total_tokens > 0) {
-        tenant = tenant_limits_of(*key);
-        tenant_name = tenant_entry_name(key->tenant);
-        tenant_hash = gov::hash_of(tenant_name);
-    }
-    gov::Limits user_limits;
-    gov::Name user_name{};
-    uint64_t user_hash = 0;
-    if (key != nullptr && key->user_tokens_per_hour && !user.empty() && counts.total_tokens > 0) {
-        user_limits = user_limits_of(*key);
-        user_name = user_entry_name(key->name, user);
-        user_hash = gov::hash_of(user_name);
-    }
-    int64_t now_us =
-        limits.tokens_per_hour > 0 || tenant.tokens_per_hour > 0 || user_limits.tokens_per_hour > 0
-            ? monotonic_us()
-            : 0;
-    const bool leased = limits.tokens_per_hour > 0 && limits_leased();
+    const int64_t now_us = n > 0 ? monotonic_us() : 0;
 
     Locked lock(true);
     gov::MetricsTable metrics = metrics_table();
@@ -806,24 +785,16 @@ void Governance::finished(const gateway::AccessKey *key, const std::string &serv
         if (!gov::add_usage(table, usage_key, usage_hash, counts))
             shared->usage_dropped++;
     }
-    if (limits.tokens_per_hour > 0) {
-        gov::LimiterTable table = limiter_table();
-        if (gov::LimiterEntry *e = table.find_or_insert(key_name, key_hash)) {
-            if (leased)
-                gov::charge_leased(e->lease, limits, counts.total_tokens);
-            else
-                gov::charge_tokens(e->buckets, limits, counts.total_tokens, now_us);
-        }
-    }
-    if (tenant.tokens_per_hour > 0) {
-        gov::LimiterTable table = limiter_table();
-        if (gov::LimiterEntry *e = table.find_or_insert(tenant_name, tenant_hash))
-            gov::charge_tokens(e->buckets, tenant, counts.total_tokens, now_us);
-    }
-    if (user_limits.tokens_per_hour > 0) {
-        gov::LimiterTable table = users_table();
-        if (gov::LimiterEntry *e = table.find_or_insert(user_name, user_hash))
-            gov::charge_tokens(e->buckets, user_limits, counts.total_tokens, now_us);
+    for (int i = 0; i < n; i++) {
+        const Subject &c = charged[i];
+        gov::LimiterTable table = c.users_table ? users_table() : limiter_table();
+        gov::LimiterEntry *e = table.find_or_insert(c.name, c.hash);
+        if (e == nullptr)
+            continue;
+        if (c.leased)
+            gov::charge_leased(e->lease, c.limits, counts.total_tokens);
+        else
+            gov::charge_tokens(e->buckets, c.limits, counts.total_tokens, now_us);
     }
 }
 

@@ -446,6 +446,18 @@ std::vector<gateway::AccessKey> all_access_keys() {
             return std::nullopt;
         return std::stoll(*s);
     };
+    // requests_per_minute, requests_per_hour, burst and tokens_per_hour from column `first` on.
+    auto limits_at = [&](uint64 row, int first) {
+        gateway::LimitValues l;
+        if (auto v = number(spi.string_at(row, first)))
+            l.rpm = static_cast<int>(*v);
+        if (auto v = number(spi.string_at(row, first + 1)))
+            l.rph = static_cast<int>(*v);
+        if (auto v = number(spi.string_at(row, first + 2)))
+            l.burst = static_cast<int>(*v);
+        l.tokens_per_hour = number(spi.string_at(row, first + 3));
+        return l;
+    };
     for (uint64 i = 0; i < n; i++) {
         gateway::AccessKey k;
         k.name = spi.string_at(i, 1).value_or("");
@@ -455,22 +467,9 @@ std::vector<gateway::AccessKey> all_access_keys() {
             k.services = spi.strings_at(i, 4);
         k.expires_at_ms = number(spi.string_at(i, 5));
         k.revoked = spi.bool_at(i, 6);
-        if (auto v = number(spi.string_at(i, 7)))
-            k.rpm = static_cast<int>(*v);
-        if (auto v = number(spi.string_at(i, 8)))
-            k.rph = static_cast<int>(*v);
-        if (auto v = number(spi.string_at(i, 9)))
-            k.burst = static_cast<int>(*v);
-        k.tokens_per_hour = number(spi.string_at(i, 10));
+        k.limits = limits_at(i, 7);
         k.passthrough = spi.bool_at(i, 12);
-        gateway::AccessKey::TenantLimits &t = k.tenant_limits;
-        if (auto v = number(spi.string_at(i, 13)))
-            t.rpm = static_cast<int>(*v);
-        if (auto v = number(spi.string_at(i, 14)))
-            t.rph = static_cast<int>(*v);
-        if (auto v = number(spi.string_at(i, 15)))
-            t.burst = static_cast<int>(*v);
-        t.tokens_per_hour = number(spi.string_at(i, 16));
+        k.tenant_limits = limits_at(i, 13);
         if (auto v = number(spi.string_at(i, 17)))
             k.user_rpm = static_cast<int>(*v);
         k.user_tokens_per_hour = number(spi.string_at(i, 18));

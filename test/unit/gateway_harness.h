@@ -993,7 +993,7 @@ class GatewayTest : public ::testing::Test {
         add_key(s, "nopass", "gw-nopass");
         s.keys[pgi::crypto::sha256("gw-nopass")].passthrough = false;
         add_key(s, "metered", "gw-metered");
-        s.keys[pgi::crypto::sha256("gw-metered")].tokens_per_hour = 1000;
+        s.keys[pgi::crypto::sha256("gw-metered")].limits.tokens_per_hour = 1000;
         return s;
     }
 

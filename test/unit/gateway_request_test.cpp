@@ -193,7 +193,7 @@ TEST(GatewaySnapshot, FromJson) {
     EXPECT_EQ(k1.name, "k1");
     EXPECT_TRUE(k1.allows("chat"));
     EXPECT_FALSE(k1.allows("claude"));
-    EXPECT_EQ(k1.rpm.value(), 5);
+    EXPECT_EQ(k1.limits.rpm.value(), 5);
     const AccessKey &k2 = s.keys.at(pgi::crypto::sha256("secret2"));
     EXPECT_TRUE(k2.revoked);
     EXPECT_TRUE(k2.allows("anything"));
