@@ -22,8 +22,12 @@
 # ends a listener: the requests in flight on it at that moment may be cut (as a terminated
 # backend's query is), but nothing more. The load runs C_CLIENTS sequential curl clients, so at
 # most C_CLIENTS requests can be in flight on the victim: the terminate phase allows at most
-# C_CLIENTS curl failures per termination, none of them a refused connection (the other listener
-# always holds the port) or a time-out (a wedged listener).
+# C_CLIENTS curl failures per termination and no time-out (a wedged listener). A connection whose
+# handshake the kernel had queued on the victim's listening socket is reset when that socket
+# closes; if the reset arrives before curl sees the handshake complete, curl reports it as a
+# failure to connect (exit 7, the code of a refused connection). So at most one "refused" per
+# termination is allowed: if nobody held the port, the sequential clients would fail to connect
+# hundreds of times in a row.
 #
 # In the suite (test/run-tests.sh) it shares the suite's mock upstream and lock; run alone
 # (after `bash scripts/build-install.sh`) it takes the machine lock and starts its own mock.
@@ -491,8 +495,8 @@ END
     read -r n ok herr f ref to rst oth < <(load_stats "$FW"/c2.[0-9]*)
     echo "   load during terminations: $n requests, $ok ok, $herr HTTP errors, $f curl failures (refused $ref, time-out $to, reset $rst, other $oth)"
     check "c: 20 pg_terminate_backend done" test "$terms" = 20
-    check "c: under 20 terminations only requests in flight on the victim fail (n=$n, failures=$f <= $((terms * C_CLIENTS)), refused=$ref, time-outs=$to)" \
-        test "$n" -ge 50 -a "$f" -le $((terms * C_CLIENTS)) -a "$ref" = 0 -a "$to" = 0
+    check "c: under 20 terminations only requests in flight on the victim fail (n=$n, failures=$f <= $((terms * C_CLIENTS)), refused=$ref <= $terms, time-outs=$to)" \
+        test "$n" -ge 50 -a "$f" -le $((terms * C_CLIENTS)) -a "$ref" -le "$terms" -a "$to" = 0
     check "c: two listeners run afterwards" wait_ready 5000
     local sig
     sig="$(tail -n +"$((lines0 + 1))" "$SERVER_LOG" | grep -c 'terminated by signal')"
