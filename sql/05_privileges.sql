@@ -22,6 +22,8 @@ SELECT * FROM inference.check_service('openai-chat');
 SELECT * FROM inference.services;
 SELECT * FROM inference.service_secrets;
 SELECT inference._live_status('openai-chat');
+-- Usage per end user names the callers' users: for admins only.
+SELECT end_user FROM inference.usage_by_user WHERE false;
 RESET ROLE;
 
 SET ROLE regress_ops;
@@ -30,6 +32,8 @@ SELECT name FROM inference.register_external_service('ops-svc', 'gpt-4o-mini',
     'http://127.0.0.1:18181', api_key => 'sk-test-ops', validate => false);
 SELECT inference.deregister_external_service('ops-svc');
 SELECT * FROM inference.service_secrets;
+SELECT key_name, end_user, service, day, requests, total_tokens FROM inference.usage_by_user
+ WHERE false;
 RESET ROLE;
 
 -- No row of any table, and no function result, contains a registered key.

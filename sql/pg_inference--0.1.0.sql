@@ -834,8 +834,9 @@ CREATE TRIGGER catalog_changed_update
 -- Gateway usage ledger — begin. The listeners count usage in shared memory and add
 -- it here in batches (every inference.gateway_usage_flush_interval, and when each listener
 -- exits), so the ledger lags live traffic by at most that interval. One row per access key,
--- service and UTC day:
+-- service and UTC day, and one per access key, end user, service and UTC day:
 --   key_name       '' for requests without a key (inference.gateway_require_key = off)
+--   end_user       '' in a key's rows; its end user's share of them in the others
 --   service        '' for requests that named no known service
 --   requests       every request, failed and rate-limited ones included
 --   errors         answers with status >= 400, except the gateway's own 429s
@@ -845,6 +846,7 @@ CREATE TRIGGER catalog_changed_update
 
 CREATE TABLE inference.usage_ledger (
     key_name          text NOT NULL,
+    end_user          text NOT NULL DEFAULT '',
     service           text NOT NULL,
     day               date NOT NULL,
     requests          bigint NOT NULL DEFAULT 0,
@@ -854,7 +856,7 @@ CREATE TABLE inference.usage_ledger (
     errors            bigint NOT NULL DEFAULT 0,
     rate_limited      bigint NOT NULL DEFAULT 0,
     last_access_at    timestamptz,
-    PRIMARY KEY (key_name, service, day)
+    PRIMARY KEY (key_name, end_user, service, day)
 );
 REVOKE ALL ON inference.usage_ledger FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('inference.usage_ledger', '');
@@ -862,16 +864,29 @@ SELECT pg_catalog.pg_extension_config_dump('inference.usage_ledger', '');
 CREATE VIEW inference.usage AS
     SELECT key_name, service, day, requests, prompt_tokens, completion_tokens, total_tokens,
            errors, rate_limited, last_access_at
-      FROM inference.usage_ledger;
+      FROM inference.usage_ledger
+     WHERE end_user = '';
 REVOKE ALL ON inference.usage FROM PUBLIC;
 GRANT SELECT ON inference.usage TO inference_admin;
+
+-- The same counts per end user, for requests that named one (the header
+-- inference.gateway_user_header, else the body's user, safety_identifier or metadata.user_id).
+-- A request is in two rows of the ledger: its key's (end_user '') and its end user's.
+CREATE VIEW inference.usage_by_user AS
+    SELECT key_name, end_user, service, day, requests, prompt_tokens, completion_tokens,
+           total_tokens, errors, rate_limited, last_access_at
+      FROM inference.usage_ledger
+     WHERE end_user <> '';
+REVOKE ALL ON inference.usage_by_user FROM PUBLIC;
+GRANT SELECT ON inference.usage_by_user TO inference_admin;
 
 -- The one way counts enter the ledger: a primary's usage writer calls it in its own
 -- transaction, a hot standby's over a connection to the primary. A standby's batch carries an
 -- id, and a batch whose id was recorded already is skipped, so a retried batch never counts
 -- twice (a primary's own flush cannot be retried after its commit and passes NULL).
 -- rows: [{k: key, s: service, d: days since 1970-01-01, r, p, c, t, e, l: counts,
---         a: last access in ms since the epoch}]. True when the batch was recorded now.
+--         a: last access in ms since the epoch, u: the end user, in end users' rows only}].
+-- True when the batch was recorded now.
 CREATE TABLE inference.usage_batches (
     id          uuid PRIMARY KEY,
     node        text NOT NULL,
@@ -896,14 +911,14 @@ BEGIN
     -- Flushes are serialised, and rows are added in key order: no two flushes wait on each
     -- other's rows. (An arbitrary advisory lock key of pg_inference's: "pgi" and 1.)
     PERFORM pg_catalog.pg_advisory_xact_lock(7366505, 1);
-    INSERT INTO inference.usage_ledger AS u (key_name, service, day, requests, prompt_tokens,
-           completion_tokens, total_tokens, errors, rate_limited, last_access_at)
-    SELECT x.k, x.s, date '1970-01-01' + x.d, x.r, x.p, x.c, x.t, x.e, x.l,
+    INSERT INTO inference.usage_ledger AS u (key_name, end_user, service, day, requests,
+           prompt_tokens, completion_tokens, total_tokens, errors, rate_limited, last_access_at)
+    SELECT x.k, coalesce(x.u, ''), x.s, date '1970-01-01' + x.d, x.r, x.p, x.c, x.t, x.e, x.l,
            to_timestamp(x.a / 1000.0)
-      FROM jsonb_to_recordset(rows) AS x(k text, s text, d int, r bigint, p bigint, c bigint,
-                                         t bigint, e bigint, l bigint, a bigint)
-     ORDER BY x.k, x.s, x.d
-    ON CONFLICT (key_name, service, day) DO UPDATE SET
+      FROM jsonb_to_recordset(rows) AS x(k text, u text, s text, d int, r bigint, p bigint,
+                                         c bigint, t bigint, e bigint, l bigint, a bigint)
+     ORDER BY x.k, coalesce(x.u, ''), x.s, x.d
+    ON CONFLICT (key_name, end_user, service, day) DO UPDATE SET
            requests = u.requests + excluded.requests,
            prompt_tokens = u.prompt_tokens + excluded.prompt_tokens,
            completion_tokens = u.completion_tokens + excluded.completion_tokens,

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "crypto.h"
+#include "utf8.h"
 
 namespace pgi::gateway {
 
@@ -375,6 +376,19 @@ std::string end_user_in_body(const nlohmann::json &body) {
         auto id = metadata->find("user_id");
         if (id != metadata->end() && id->is_string())
             return id->get<std::string>();
+    }
+    return {};
+}
+
+std::string end_user_problem(std::string_view user) {
+    if (user.size() > kMaxEndUser)
+        return "is longer than " + std::to_string(kMaxEndUser) + " bytes";
+    if (!utf8_valid(user))
+        return "is not UTF-8 text";
+    for (char c : user) {
+        const auto b = static_cast<unsigned char>(c);
+        if (b < 0x20 || b == 0x7F)
+            return "contains a control character";
     }
     return {};
 }

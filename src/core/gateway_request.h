@@ -115,5 +115,8 @@ const char *error_type(int status);
 std::string end_user_in_body(const nlohmann::json &body);
 // The longest end user id the gateway takes (bytes); a longer one is refused with 400.
 constexpr std::size_t kMaxEndUser = 256;
+// Why the gateway refuses an end user id (empty when it takes it): longer than kMaxEndUser,
+// not UTF-8, or with control characters. The id is kept as text in the usage ledger.
+std::string end_user_problem(std::string_view user);
 
 }  // namespace pgi::gateway

@@ -327,13 +327,13 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
     }
     if (context.end_user.empty())
         context.end_user = end_user_in_body(body);
-    if (context.end_user.size() > kMaxEndUser) {
+    if (std::string problem = end_user_problem(context.end_user); !problem.empty()) {
+        context.end_user.clear();  // counted for the key alone
         reply_error(context, 400,
-                    "The end user id of your request is longer than " +
-                        std::to_string(kMaxEndUser) + " bytes: send a shorter id (in the " +
+                    "The end user id of your request " + problem + ": send UTF-8 text of at most " +
+                        std::to_string(kMaxEndUser) + " bytes without control characters (in the " +
                         config.user_header + " header or the body's user).",
                     "invalid_user");
-        context.end_user.clear();
         return;
     }
     if (r.endpoint == Endpoint::kPassthrough && context.key != nullptr &&

@@ -219,6 +219,12 @@ std::string render_prometheus(const MetricsView &view) {
            "Requests whose usage did not fit in shared memory (raise inference.gateway_max_keys).");
     sample(out, "pg_inference_gateway_usage_dropped_total", "", std::to_string(view.usage_dropped));
 
+    family(out, "pg_inference_gateway_user_usage_dropped_total", "counter",
+           "Requests counted for their access key whose end user's usage did not fit in shared "
+           "memory (raise inference.gateway_max_keys).");
+    sample(out, "pg_inference_gateway_user_usage_dropped_total", "",
+           std::to_string(view.user_usage_dropped));
+
     family(out, "pg_inference_gateway_usage_pending_requests", "gauge",
            "Requests counted but not yet in the ledger (on a standby: not yet sent to the "
            "primary).");

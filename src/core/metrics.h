@@ -69,6 +69,7 @@ struct MetricsView {
     std::vector<std::pair<std::string, ServiceMetrics>> services;  // the overflow as "(other)"
     std::vector<ListenerGauges> listeners;                         // index 0 is listener 1
     uint64_t usage_dropped = 0;
+    uint64_t user_usage_dropped = 0;  // end users' rows of requests the keys' rows did count
     // Requests counted but not yet in the ledger: in shared memory, or in a batch a standby
     // could not send to its primary yet.
     uint64_t usage_pending = 0;

@@ -11,20 +11,26 @@
 
 namespace pgi::governance {
 
-// A name as shared memory holds it: at most 63 bytes (the longest service and key names the
-// catalog accepts), zero-padded so that equality is one memcmp.
-struct Name {
-    char text[64];
+// Text as shared memory holds it: at most N - 1 bytes, zero-padded so that equality is one
+// memcmp. Longer text is cut, so callers bound what they store.
+template <std::size_t N>
+struct FixedText {
+    char text[N];
 
-    static Name of(std::string_view s) {
-        Name n;
+    static FixedText of(std::string_view s) {
+        FixedText n;
         std::memset(n.text, 0, sizeof(n.text));
         std::memcpy(n.text, s.data(), s.size() < sizeof(n.text) ? s.size() : sizeof(n.text) - 1);
         return n;
     }
     std::string_view view() const { return std::string_view(text, ::strnlen(text, sizeof(text))); }
-    bool operator==(const Name &o) const { return std::memcmp(text, o.text, sizeof(text)) == 0; }
+    bool operator==(const FixedText &o) const {
+        return std::memcmp(text, o.text, sizeof(text)) == 0;
+    }
 };
+
+// A service's or an access key's name: the longest the catalog accepts is 63 bytes.
+using Name = FixedText<64>;
 
 // FNV-1a: stable across processes and builds, unlike std::hash.
 inline uint64_t hash_bytes(const void *data, std::size_t size,
@@ -37,8 +43,9 @@ inline uint64_t hash_bytes(const void *data, std::size_t size,
     return h;
 }
 
-// Only the name's own bytes: the zero padding adds nothing.
-inline uint64_t hash_of(const Name &n, uint64_t h = 14695981039346656037ull) {
+// Only the text's own bytes: the zero padding adds nothing.
+template <std::size_t N>
+inline uint64_t hash_of(const FixedText<N> &n, uint64_t h = 14695981039346656037ull) {
     std::string_view v = n.view();
     return hash_bytes(v.data(), v.size(), h);
 }

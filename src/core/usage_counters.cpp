@@ -52,8 +52,9 @@ int32_t utc_day(int64_t unix_ms) {
     return static_cast<int32_t>(day);
 }
 
-UsageKey usage_key(std::string_view key, std::string_view service, int32_t day) {
-    return UsageKey{Name::of(key), Name::of(service), day};
+UsageKey usage_key(std::string_view key, std::string_view service, int32_t day,
+                   std::string_view user) {
+    return UsageKey{Name::of(key), Name::of(service), day, EndUser::of(user)};
 }
 
 uint64_t hash_of(const UsageKey &k) {
@@ -61,7 +62,8 @@ uint64_t hash_of(const UsageKey &k) {
     uint64_t h = hash_of(k.key);
     h = hash_bytes(&kSeparator, 1, h);
     h = hash_of(k.service, h);
-    return hash_bytes(&k.day, sizeof(k.day), h);
+    h = hash_bytes(&k.day, sizeof(k.day), h);
+    return hash_of(k.user, h);
 }
 
 bool add_usage(UsageTable &table, const UsageKey &k, uint64_t hash, const UsageCounts &counts) {

@@ -2,6 +2,8 @@
 // its counts to an entry of a table in shared memory, and one flush at a time takes the entries'
 // counts out (leaving zeros) and adds them to inference.usage_ledger in one transaction. A flush
 // that fails gives its counts back, so counting never depends on the database being writable.
+// Requests that name an end user are also counted per (access key, end user, service, UTC day),
+// in a second table of the same entries, flushed to the same ledger (inference.usage_by_user).
 //
 // Definitions (also in the README):
 //   requests        every request that named a known service or came with a valid key,
@@ -48,13 +50,17 @@ UsageCounts usage_of(int status, bool rate_limited, const translate::Usage &usag
 // Days since 1970-01-01 (UTC) of a unix time in milliseconds.
 int32_t utc_day(int64_t unix_ms);
 
+// An end user's id: at most 256 bytes (the gateway refuses longer ones).
+using EndUser = FixedText<257>;
+
 struct UsageKey {
     Name key;      // "" for requests without a key (inference.gateway_require_key = off)
     Name service;  // "" for requests that named no known service
     int32_t day;
+    EndUser user;  // "" in the per-key counters; the end user in the per-user ones
 
     bool operator==(const UsageKey &o) const {
-        return day == o.day && key == o.key && service == o.service;
+        return day == o.day && key == o.key && service == o.service && user == o.user;
     }
 };
 
@@ -66,7 +72,8 @@ struct UsageEntry {
 };
 using UsageTable = FixedTable<UsageEntry>;
 
-UsageKey usage_key(std::string_view key, std::string_view service, int32_t day);
+UsageKey usage_key(std::string_view key, std::string_view service, int32_t day,
+                   std::string_view user = {});
 uint64_t hash_of(const UsageKey &k);
 
 // Adds counts to the entry of k (whose hash_of is hash: callers compute it before taking their

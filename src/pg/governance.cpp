@@ -31,6 +31,7 @@ extern "C" {
 #include <vector>
 
 #include "breakers.h"
+#include "gateway_request.h"
 #include "metrics.h"
 #include "primary_link.h"
 #include "rate_limiter.h"
@@ -42,6 +43,9 @@ namespace pgi::pg {
 namespace {
 
 namespace gov = pgi::governance;
+
+// Every end user id the gateway takes fits the usage counters whole.
+static_assert(sizeof(gov::EndUser) == gateway::kMaxEndUser + 1);
 
 int setting_max_keys = 1000;
 int setting_max_users = 10000;
@@ -71,8 +75,9 @@ constexpr int kFlushStatementTimeoutMs = 30000;
 constexpr int64_t kReclaimIntervalMs = 60000;
 
 // Everything in one region after this header: the rate limiter's key states, the usage counters
-// (twice as many key-service-day entries as keys) and the per-service metrics. One LWLock guards
-// it all; every hot-path call takes it once, for well under a microsecond.
+// (twice as many key-service-day entries as keys, and as many again of end users') and the
+// per-service metrics. One LWLock guards it all; every hot-path call takes it once, for well under
+// a microsecond.
 struct GovernanceShared {
     LWLock *lock;
     uint32_t max_keys;
@@ -91,6 +96,9 @@ struct GovernanceShared {
     uint64_t users_full;
     uint32_t max_users;
     Size users_offset;
+    // End users' usage, in a table of its own so that many users never crowd out keys' usage.
+    Size user_usage_offset;
+    uint64_t user_usage_dropped;
     Latch *writer_latch;   // the usage writer's; null while it is not running
     bool flush_requested;  // a listener found the counters filling up
     gov::ServiceMetrics other_services;
@@ -109,7 +117,7 @@ std::string batch_id;
 
 struct Layout {
     uint32_t max_keys, max_usage, max_users;
-    Size limiter, usage, metrics, parked, users, total;
+    Size limiter, usage, metrics, parked, users, user_usage, total;
 };
 
 Layout layout() {
@@ -121,8 +129,10 @@ Layout layout() {
     l.metrics = l.usage + MAXALIGN(gov::UsageTable::bytes(l.max_usage));
     l.parked = l.metrics + MAXALIGN(gov::MetricsTable::bytes(kMetricServices));
     l.max_users = static_cast<uint32_t>(setting_max_users);
-    l.users = l.parked + MAXALIGN(sizeof(gov::UsageEntry) * l.max_usage);
-    l.total = l.users + MAXALIGN(gov::LimiterTable::bytes(l.max_users));
+    // A parked batch holds what both usage tables can hold.
+    l.users = l.parked + MAXALIGN(sizeof(gov::UsageEntry) * 2 * l.max_usage);
+    l.user_usage = l.users + MAXALIGN(gov::LimiterTable::bytes(l.max_users));
+    l.total = l.user_usage + MAXALIGN(gov::UsageTable::bytes(l.max_usage));
     return l;
 }
 
@@ -139,6 +149,17 @@ gov::LimiterTable users_table() {
 }
 gov::UsageTable usage_table() {
     return gov::UsageTable(at_offset(shared->usage_offset));
+}
+gov::UsageTable user_usage_table() {
+    return gov::UsageTable(at_offset(shared->user_usage_offset));
+}
+// An entry of the end users' table (else the keys').
+bool of_user(const gov::UsageEntry &e) {
+    return e.key.user.text[0] != '\0';
+}
+// Every entry both usage tables can hold: a batch's room.
+std::size_t max_batch() {
+    return 2 * static_cast<std::size_t>(shared->max_usage);
 }
 gov::MetricsTable metrics_table() {
     return gov::MetricsTable(at_offset(shared->metrics_offset));
@@ -196,28 +217,32 @@ std::string batch_json() {
     nlohmann::json rows = nlohmann::json::array();
     for (const gov::UsageEntry &e : batch) {
         const gov::UsageCounts &c = e.counts;
-        rows.push_back({{"k", e.key.key.view()},
-                        {"s", e.key.service.view()},
-                        {"d", e.key.day},
-                        {"r", c.requests},
-                        {"p", c.prompt_tokens},
-                        {"c", c.completion_tokens},
-                        {"t", c.total_tokens},
-                        {"e", c.errors},
-                        {"l", c.rate_limited},
-                        {"a", c.last_access_ms}});
+        nlohmann::json row = {{"k", e.key.key.view()}, {"s", e.key.service.view()},
+                              {"d", e.key.day},        {"r", c.requests},
+                              {"p", c.prompt_tokens},  {"c", c.completion_tokens},
+                              {"t", c.total_tokens},   {"e", c.errors},
+                              {"l", c.rate_limited},   {"a", c.last_access_ms}};
+        if (of_user(e))
+            row["u"] = e.key.user.view();
+        rows.push_back(std::move(row));
     }
-    return rows.dump();
+    // The gateway takes only UTF-8 user ids; a replacement character rather than an exception
+    // is the safe side should anything else ever get here, since a batch that cannot be written
+    // would hold every count back.
+    return rows.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 void give_back() {
     if (batch.empty() || !batch_id.empty())
         return;
     Locked lock(true);
-    gov::UsageTable table = usage_table();
+    gov::UsageTable keys = usage_table();
+    gov::UsageTable users = user_usage_table();
     for (const gov::UsageEntry &e : batch) {
-        if (!gov::add_usage(table, e.key, e.hash, e.counts))
-            shared->usage_dropped += static_cast<uint64_t>(e.counts.requests);
+        const bool user = of_user(e);
+        if (!gov::add_usage(user ? users : keys, e.key, e.hash, e.counts))
+            (user ? shared->user_usage_dropped : shared->usage_dropped) +=
+                static_cast<uint64_t>(e.counts.requests);
     }
     batch.clear();
 }
@@ -229,7 +254,7 @@ gov::UsageEntry *parked_entries() {
 // A standby's batch that failed goes to shared memory, unless another one is parked there (it
 // then stays with this process, for its next flush).
 void park() {
-    if (batch.empty() || batch_id.empty() || batch.size() > shared->max_usage ||
+    if (batch.empty() || batch_id.empty() || batch.size() > max_batch() ||
         batch_id.size() >= sizeof(shared->parked_id))
         return;
     Locked lock(true);
@@ -246,7 +271,7 @@ void park() {
 void unpark() {
     if (!batch.empty())
         return;
-    batch.reserve(shared->max_usage);
+    batch.reserve(max_batch());
     Locked lock(true);
     if (shared->parked_entries == 0)
         return;
@@ -343,11 +368,13 @@ void flush_usage(int lock_timeout_ms) {
     }
     // Room for everything the table can hold, reserved before taking the lock: nothing is
     // allocated under it.
-    batch.reserve(batch.size() + shared->max_usage);
+    batch.reserve(batch.size() + max_batch());
     {
         Locked lock(true);
-        gov::UsageTable table = usage_table();
-        gov::take_usage(table, batch);
+        gov::UsageTable keys = usage_table();
+        gov::take_usage(keys, batch);
+        gov::UsageTable users = user_usage_table();
+        gov::take_usage(users, batch);
         shared->flush_requested = false;
     }
     if (batch.empty())
@@ -452,7 +479,8 @@ void governance_define_settings() {
         DefineCustomIntVariable(
             "inference.gateway_max_keys",
             "Access keys whose rate limits shared memory tracks at once.",
-            "Usage counters hold twice as many key-service pairs between two flushes.",
+            "Usage counters hold twice as many key-service pairs between two flushes, and as many "
+            "end users' rows.",
             &setting_max_keys, 1000, 16, 100000, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
         DefineCustomIntVariable(
             "inference.gateway_max_users",
@@ -508,6 +536,8 @@ void governance_init_shmem() {
         shared->parked_offset = l.parked;
         shared->max_users = l.max_users;
         shared->users_offset = l.users;
+        shared->user_usage_offset = l.user_usage;
+        gov::UsageTable::format(at_offset(l.user_usage), l.max_usage);
         gov::LimiterTable::format(at_offset(l.users), l.max_users);
         gov::LimiterTable::format(at_offset(l.limiter), l.max_keys);
         gov::UsageTable::format(at_offset(l.usage), l.max_usage);
@@ -556,7 +586,8 @@ void Governance::housekeeping(std::size_t in_flight,
         g.accept_failures = connections.accept_failures;
         // Counters filling up: the usage writer flushes now rather than at its interval, so
         // that busy periods drop nothing.
-        if (usage_table().count() * 2 > shared->max_usage && !shared->flush_requested) {
+        const uint32_t fullest = std::max(usage_table().count(), user_usage_table().count());
+        if (fullest * 2 > shared->max_usage && !shared->flush_requested) {
             shared->flush_requested = true;
             wake = shared->writer_latch;
         }
@@ -757,9 +788,15 @@ void Governance::finished(const gateway::AccessKey *key, const std::string &serv
     // Requests with neither a key nor a service (a 401, an unknown path) belong to nobody's
     // usage; /metrics still counts them.
     bool ledger = key != nullptr || !service.empty();
-    gov::UsageKey usage_key =
-        gov::usage_key(key != nullptr ? key->name : std::string(), service, gov::utc_day(now_ms));
+    const std::string_view key_name = key != nullptr ? std::string_view(key->name) : "";
+    const int32_t day = gov::utc_day(now_ms);
+    gov::UsageKey usage_key = gov::usage_key(key_name, service, day);
     uint64_t usage_hash = gov::hash_of(usage_key);
+    // The end user's row too, when the request named one (the gateway took the id only if it
+    // fits gov::EndUser).
+    const bool user_ledger = ledger && !user.empty();
+    gov::UsageKey user_key = user_ledger ? gov::usage_key(key_name, service, day, user) : usage_key;
+    uint64_t user_hash = user_ledger ? gov::hash_of(user_key) : 0;
     gov::UsageCounts counts = gov::usage_of(status, limited, usage, now_ms);
     // The token limits the answer is charged to.
     Subject charged[3];
@@ -784,6 +821,11 @@ void Governance::finished(const gateway::AccessKey *key, const std::string &serv
         gov::UsageTable table = usage_table();
         if (!gov::add_usage(table, usage_key, usage_hash, counts))
             shared->usage_dropped++;
+    }
+    if (user_ledger) {
+        gov::UsageTable table = user_usage_table();
+        if (!gov::add_usage(table, user_key, user_hash, counts))
+            shared->user_usage_dropped++;
     }
     for (int i = 0; i < n; i++) {
         const Subject &c = charged[i];
@@ -812,11 +854,16 @@ std::string Governance::metrics_text() {
         other = shared->other_services;
         view.listeners.assign(shared->listeners, shared->listeners + kMaxListeners);
         view.usage_dropped = shared->usage_dropped;
+        view.user_usage_dropped = shared->user_usage_dropped;
+        // Requests, so the keys' counts alone: end users' rows count the same requests again.
         usage_table().for_each([&](const gov::UsageEntry &e) {
             view.usage_pending += static_cast<uint64_t>(e.counts.requests);
         });
-        for (uint32_t i = 0; i < shared->parked_entries; i++)
-            view.usage_pending += static_cast<uint64_t>(parked_entries()[i].counts.requests);
+        for (uint32_t i = 0; i < shared->parked_entries; i++) {
+            const gov::UsageEntry &e = parked_entries()[i];
+            if (!of_user(e))
+                view.usage_pending += static_cast<uint64_t>(e.counts.requests);
+        }
         view.limiter_full = shared->limiter_full;
         view.users_full = shared->users_full;
     }
@@ -894,10 +941,11 @@ void usage_writer_flush(UsageWriterState &state) {
             });
         }
     }
-    uint64_t dropped = 0;
+    uint64_t dropped = 0, user_dropped = 0;
     {
         Locked lock(false);
         dropped = shared->usage_dropped;
+        user_dropped = shared->user_usage_dropped;
     }
     if (dropped > state.reported_dropped) {
         pg_guard_void([&]() {
@@ -908,6 +956,18 @@ void usage_writer_flush(UsageWriterState &state) {
                      errhint("Raise inference.gateway_max_keys and restart the server.")));
         });
         state.reported_dropped = dropped;
+    }
+    if (user_dropped > state.reported_user_dropped) {
+        pg_guard_void([&]() {
+            ereport(WARNING,
+                    (errmsg("pg_inference gateway: the end users' usage of %llu requests did not "
+                            "fit in shared memory and was not recorded",
+                            static_cast<unsigned long long>(user_dropped -
+                                                            state.reported_user_dropped)),
+                     errdetail("Their access keys' usage was recorded."),
+                     errhint("Raise inference.gateway_max_keys and restart the server.")));
+        });
+        state.reported_user_dropped = user_dropped;
     }
 }
 

@@ -57,6 +57,7 @@ struct UsageWriterState {
     int64_t last_warning_ms = 0;
     int64_t last_lease_log_ms = 0;
     uint64_t reported_dropped = 0;
+    uint64_t reported_user_dropped = 0;
 };
 // Publishes the writer's latch (listeners set it when the counters fill up) and arranges a last
 // flush when the writer exits.

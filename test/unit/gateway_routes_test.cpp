@@ -247,7 +247,20 @@ TEST_F(GatewayRoutesTest, TheEndUserReachesTheGovernor) {
     Reply r = post(port, "/v1/chat/completions", long_user);
     EXPECT_EQ(r.status, 400);
     EXPECT_NE(r.body.find("longer than 256 bytes"), std::string::npos) << r.body;
+    // The usage ledger keeps the id as text: bytes that are not UTF-8 text are refused too.
+    json control = chat_body("chat");
+    control["user"] = std::string("a\0b", 3);
+    r = post(port, "/v1/chat/completions", control);
+    EXPECT_EQ(r.status, 400);
+    EXPECT_NE(r.body.find("contains a control character"), std::string::npos) << r.body;
+    r = post(port, "/v1/chat/completions", chat_body("chat"), {"x-user-id: caf\xe9"});
+    EXPECT_EQ(r.status, 400);
+    EXPECT_NE(r.body.find("is not UTF-8 text"), std::string::npos) << r.body;
     EXPECT_EQ(governor.users.size(), admitted) << "refused before the limits";
+    ASSERT_EQ(
+        post(port, "/v1/chat/completions", chat_body("chat"), {"x-user-id: caf\xc3\xa9"}).status,
+        200);
+    EXPECT_EQ(last_user(), "caf\xc3\xa9");
 }
 
 TEST_F(GatewayRoutesTest, TheUserHeaderCanBeRenamed) {

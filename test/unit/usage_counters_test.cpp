@@ -136,6 +136,32 @@ TEST(UsageCounters, AddAndTake) {
     EXPECT_EQ(table.count(), 0u);
 }
 
+TEST(UsageCounters, EndUsersHaveRowsOfTheirOwn) {
+    Table t(16);
+    UsageTable table = t.table();
+    const std::string long_id(256, 'z');
+    ASSERT_TRUE(
+        add(table, usage_key("k", "s", 1, "alice"), usage_of(200, false, usage(3, 0, 3), 5)));
+    ASSERT_TRUE(add(table, usage_key("k", "s", 1, "bob"), usage_of(429, true, Usage(), 6)));
+    ASSERT_TRUE(
+        add(table, usage_key("k", "s", 1, "alice"), usage_of(200, false, usage(2, 0, 2), 7)));
+    ASSERT_TRUE(add(table, usage_key("k", "s", 1, long_id), usage_of(200, false, Usage(), 8)));
+    // A user id is not a service name: ("k", "s", user "x") and ("k", "sx") differ.
+    EXPECT_NE(hash_of(usage_key("k", "s", 1, "x")), hash_of(usage_key("k", "sx", 1)));
+    std::vector<UsageEntry> out;
+    out.reserve(table.count());
+    take_usage(table, out);
+    ASSERT_EQ(out.size(), 3u);
+    std::map<std::string, UsageCounts> by_user;
+    for (const UsageEntry &e : out)
+        by_user[std::string(e.key.user.view())] = e.counts;
+    EXPECT_EQ(by_user["alice"].requests, 2);
+    EXPECT_EQ(by_user["alice"].total_tokens, 5);
+    EXPECT_EQ(by_user["alice"].last_access_ms, 7);
+    EXPECT_EQ(by_user["bob"].rate_limited, 1);
+    EXPECT_EQ(by_user[long_id].requests, 1) << "a 256-byte id is kept whole";
+}
+
 TEST(UsageCounters, FullTableRefusesNewPairsOnly) {
     Table t(16);
     UsageTable table = t.table();

@@ -114,11 +114,20 @@ function sample(families, name, labels) {
 // ------------------------------------------------------------------------------------------------
 
 async function run() {
-  const state = { keys: {}, expected: {} };
-  const expect = (key, service, add) => {
-    const e = ((state.expected[key] ??= {})[service] ??=
-      { requests: 0, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, errors: 0, rate_limited: 0 });
+  const state = { keys: {}, expected: {}, expectedUsers: {} };
+  const add = (rows, add) => {
+    const e = rows ?? { requests: 0, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, errors: 0, rate_limited: 0 };
     for (const [k, v] of Object.entries(add)) e[k] += v;
+    return e;
+  };
+  const expect = (key, service, counts) => {
+    const services = (state.expected[key] ??= {});
+    services[service] = add(services[service], counts);
+  };
+  // inference.usage_by_user: the same counts per (key, end user, service).
+  const expectUser = (key, user, service, counts) => {
+    const services = ((state.expectedUsers[key] ??= {})[user] ??= {});
+    services[service] = add(services[service], counts);
   };
 
   // --- requests per minute: 5, burst 5 ------------------------------------------------------
@@ -256,6 +265,8 @@ async function run() {
           .test(json(userRefusal)?.error?.message ?? ''), userRefusal?.text);
   const usersOk = okPerUser.reduce((a, b) => a + b, 0);
   expect('gov-users', 'gw-embed', { requests: 500, rate_limited: 500 - usersOk, prompt_tokens: 3 * usersOk, total_tokens: 3 * usersOk });
+  okPerUser.forEach((ok, i) => expectUser('gov-users', `u${i}`, 'gw-embed',
+    { requests: 100, rate_limited: 100 - ok, prompt_tokens: 3 * ok, total_tokens: 3 * ok }));
   // A request naming no user is under the key's own limits only (it has none here).
   const anonymous = await call('POST', '/v1/embeddings', { key: usersKey, body: embed });
   checkEq('a request without a user id is not under the per-user limit', 200, anonymous.status);
@@ -268,6 +279,20 @@ async function run() {
   checkEq('6 tokens an hour per user (named by the body): x gets two answers, y has its own budget',
           [200, 200, 429, 200], byBody.map((r) => r.status));
   expect('gov-user-tokens', 'gw-embed', { requests: 4, rate_limited: 1, prompt_tokens: 9, total_tokens: 9 });
+  expectUser('gov-user-tokens', 'x', 'gw-embed', { requests: 3, rate_limited: 1, prompt_tokens: 6, total_tokens: 6 });
+  expectUser('gov-user-tokens', 'y', 'gw-embed', { requests: 1, prompt_tokens: 3, total_tokens: 3 });
+  // The ledger keeps any UTF-8 id of up to 256 bytes as it came; other ids are refused.
+  const odd = ['zoë \u{1F600} "quoted"', 'é'.repeat(128)];
+  for (const u of odd) {
+    checkEq(`an end user id of ${Buffer.byteLength(u)} bytes of UTF-8 is taken`, 200,
+            (await call('POST', '/v1/embeddings', { key: userTokensKey, body: { ...embed, user: u } })).status);
+    expectUser('gov-user-tokens', u, 'gw-embed', { requests: 1, prompt_tokens: 3, total_tokens: 3 });
+  }
+  expect('gov-user-tokens', 'gw-embed', { requests: 2, prompt_tokens: 6, total_tokens: 6 });
+  const tooLong = await call('POST', '/v1/embeddings', { key: userTokensKey, body: { ...embed, user: 'é'.repeat(129) } });
+  check('an end user id over 256 bytes is refused with 400 invalid_user',
+        tooLong.status === 400 && json(tooLong)?.error?.code === 'invalid_user', tooLong.text);
+  expect('gov-user-tokens', 'gw-embed', { requests: 1, errors: 1 });
 
   // --- tokens per hour, counted from streams of all three protocols --------------------------
   const prompt = 'alpha beta gamma';  // 3 prompt tokens, "echo: alpha beta gamma" 4 completion
@@ -513,6 +538,21 @@ async function verify() {
     const sorted = Object.fromEntries(Object.entries(services).sort(([a], [b]) => (a < b ? -1 : 1)));
     checkEq(`after a clean restart inference.usage of ${key} is exactly what was sent`, sorted, JSON.parse(rows));
   }
+  // Per end user: the rows of usage_by_user are exactly the client's counts.
+  const userRows = sql(`SELECT coalesce(json_object_agg(key_name || '/' || end_user || '/' || service,
+      json_build_object('requests', requests, 'prompt_tokens', prompt_tokens,
+        'completion_tokens', completion_tokens, 'total_tokens', total_tokens, 'errors', errors,
+        'rate_limited', rate_limited)), '{}')
+      FROM inference.usage_by_user WHERE key_name LIKE 'gov-%'`);
+  const wanted = {};
+  for (const [key, users] of Object.entries(state.expectedUsers)) {
+    for (const [user, services] of Object.entries(users)) {
+      for (const [service, counts] of Object.entries(services)) wanted[`${key}/${user}/${service}`] = counts;
+    }
+  }
+  const byName = (o) => Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : 1)));
+  checkEq(`after a clean restart inference.usage_by_user is exactly what each end user sent (${Object.keys(wanted).length} rows)`,
+          byName(wanted), byName(JSON.parse(userRows)));
   checkEq('last_used_at of every key is its latest usage', '0', sql(`SELECT count(*) FROM inference.access_keys k
       WHERE k.name LIKE 'gov-%' AND k.last_used_at IS DISTINCT FROM
             (SELECT max(last_access_at) FROM inference.usage u WHERE u.key_name = k.name)`));
