@@ -9,6 +9,7 @@
 #include "redact.h"
 #include "translate_util.h"
 #include "upstream_error.h"
+#include "utf8.h"
 
 namespace pgi::translate {
 
@@ -283,6 +284,18 @@ void append_json_string(std::string &out, std::string_view s) {
     std::size_t run = 0;  // bytes copied in bulk: most text needs no escaping at all
     for (std::size_t i = 0; i < s.size(); ++i) {
         unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c >= 0x80) {
+            // Text from a parsed document is UTF-8 already; an upstream's raw bytes (an error
+            // that is not JSON) may not be, and JSON must be.
+            const Utf8Step step = utf8_step(s.substr(i));
+            if (!step.valid) {
+                out.append(s.data() + run, i - run);
+                out += "\xEF\xBF\xBD";  // U+FFFD
+                run = i + step.bytes;
+            }
+            i += step.bytes - 1;
+            continue;
+        }
         if (c >= 0x20 && c != '"' && c != '\\')
             continue;
         out.append(s.data() + run, i - run);

@@ -43,7 +43,8 @@ std::optional<std::string> with_members(std::string_view json, const MemberEdit 
 // text is not an array.
 bool array_elements(std::string_view json, std::vector<std::string_view> &elements);
 
-// Appends s as a quoted JSON string. Bytes >= 0x80 pass through: callers hand in UTF-8.
+// Appends s as a quoted JSON string. Bytes that are not UTF-8 become U+FFFD (one per maximal
+// subpart, as nlohmann's replacing dump does): the result is always valid JSON.
 void append_json_string(std::string &out, std::string_view s);
 
 // A caller's JSON as a request body. Text from a non-UTF-8 database could hold invalid bytes;

@@ -17,42 +17,56 @@ inline std::size_t utf8_chars(std::string_view text) {
     return n;
 }
 
-// Whether text is well-formed UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF
-// (what PostgreSQL accepts in a UTF8 database).
-inline bool utf8_valid(std::string_view text) {
+// The character at the start of non-empty text: its length in bytes and whether it is well-formed
+// UTF-8 (no overlong forms, no surrogates, nothing above U+10FFFF: what PostgreSQL accepts in a
+// UTF8 database). For bytes that are not, the length of their maximal subpart (the bytes that
+// could begin a character, at least one): what a decoder replaces with one U+FFFD, as Unicode
+// recommends and nlohmann's json does.
+struct Utf8Step {
+    std::size_t bytes;
+    bool valid;
+};
+inline Utf8Step utf8_step(std::string_view text) {
     const auto *p = reinterpret_cast<const unsigned char *>(text.data());
     const std::size_t n = text.size();
-    for (std::size_t i = 0; i < n;) {
-        const unsigned char c = p[i];
-        std::size_t len;
-        unsigned char lo = 0x80, hi = 0xBF;  // the range of the second byte
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if (c >= 0xC2 && c <= 0xDF) {
-            len = 2;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            len = 3;
-            if (c == 0xE0)
-                lo = 0xA0;  // overlong
-            else if (c == 0xED)
-                hi = 0x9F;  // surrogates
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            len = 4;
-            if (c == 0xF0)
-                lo = 0x90;  // overlong
-            else if (c == 0xF4)
-                hi = 0x8F;  // above U+10FFFF
-        } else {
+    const unsigned char c = p[0];
+    if (c < 0x80)
+        return {1, true};
+    std::size_t len;
+    unsigned char lo = 0x80, hi = 0xBF;  // the range of the second byte
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        if (c == 0xE0)
+            lo = 0xA0;  // overlong
+        else if (c == 0xED)
+            hi = 0x9F;  // surrogates
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        if (c == 0xF0)
+            lo = 0x90;  // overlong
+        else if (c == 0xF4)
+            hi = 0x8F;  // above U+10FFFF
+    } else {
+        return {1, false};
+    }
+    if (n < 2 || p[1] < lo || p[1] > hi)
+        return {1, false};
+    for (std::size_t k = 2; k < len; k++) {
+        if (k >= n || (p[k] & 0xC0) != 0x80)
+            return {k, false};
+    }
+    return {len, true};
+}
+
+// Whether text is well-formed UTF-8.
+inline bool utf8_valid(std::string_view text) {
+    for (std::size_t i = 0; i < text.size();) {
+        const Utf8Step step = utf8_step(text.substr(i));
+        if (!step.valid)
             return false;
-        }
-        if (n - i < len || p[i + 1] < lo || p[i + 1] > hi)
-            return false;
-        for (std::size_t k = 2; k < len; k++) {
-            if ((p[i + k] & 0xC0) != 0x80)
-                return false;
-        }
-        i += len;
+        i += step.bytes;
     }
     return true;
 }

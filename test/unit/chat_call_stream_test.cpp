@@ -592,3 +592,25 @@ TEST(ChatCallStream, HugeTokenCountsSaturate) {
         EXPECT_EQ(cut.usage().total_tokens, INT64_MAX);
     }
 }
+
+// Found by the chat_stream_gemini fuzz target: an upstream's error event that is not JSON is shown
+// to the caller as its text, and bytes of it that were not UTF-8 made the error chunk invalid
+// JSON. Every chunk must parse, whatever bytes the upstream sent.
+TEST(ChatCallStream, AnErrorOfBytesThatAreNotUtf8IsStillJson) {
+    const std::string in =
+        std::string("data: {\"error\":[{\"a\":1}]}\0\xF6\x82\xCF\xDD\x1A tail\r\n\r\n", 40);
+    for (const ServiceEndpoint *s : {&kGemini, &kAnthropic}) {
+        Result r = run(*s, false, in);
+        EXPECT_TRUE(r.failed) << s->name;
+        std::size_t at = r.out.find("data: {\"error\"");
+        ASSERT_NE(at, std::string::npos) << s->name << ": " << r.out;
+        std::string payload = r.out.substr(at + 6, r.out.find("\n\n", at) - at - 6);
+        json chunk = json::parse(payload, nullptr, false);
+        ASSERT_TRUE(chunk.is_object()) << s->name << ": " << payload;
+        if (s == &kGemini) {  // Gemini's module shows the event's text as the error
+            EXPECT_NE(chunk["error"]["message"].get<std::string>().find("\xEF\xBF\xBD"),
+                      std::string::npos)
+                << "bytes that are not UTF-8 become U+FFFD: " << r.out;
+        }
+    }
+}

@@ -326,3 +326,18 @@ TEST(TranslateUpstreamFailure, QuotedBodyCutAtACharacterBoundary) {
               "service \"svc\" returned HTTP 502: [\"" + std::string(197, 'y'));
     EXPECT_TRUE(json::accept(tr::openai_error_json(e.what(), "upstream_error")));
 }
+
+TEST(Translate, JsonStringsAreUtf8WhateverTheBytes) {
+    std::string out;
+    pgi::translate::detail::append_json_string(
+        out, "caf\xC3\xA9 \xF0\x9F\x98\x80 caf\xE9 \xED\xA0\x80 \xC3");
+    EXPECT_EQ(out,
+              "\"caf\xC3\xA9 \xF0\x9F\x98\x80 caf\xEF\xBF\xBD \xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD "
+              "\xEF\xBF\xBD\"");
+    EXPECT_TRUE(json::parse(out, nullptr, false).is_string());
+    // The same as nlohmann's own replacement, which the other writers use.
+    const std::string raw = "a\xF6\x82z\xE2\x82";
+    std::string mine;
+    pgi::translate::detail::append_json_string(mine, raw);
+    EXPECT_EQ(mine, json(raw).dump(-1, ' ', false, json::error_handler_t::replace));
+}
