@@ -151,10 +151,16 @@ Answer answer(const Call &call, const ServiceEndpoint &service, std::string upst
 }
 
 nlohmann::json answer_document(const Call &call, const ServiceEndpoint &service,
-                               std::string_view upstream_body) {
-    if (!call.passed())
-        return call.caller->write_response(call.target->read_response(service, upstream_body));
+                               std::string_view upstream_body, translate::Usage *usage) {
+    if (!call.passed()) {
+        chat::Response response = call.target->read_response(service, upstream_body);
+        if (usage != nullptr)
+            *usage = response.usage;
+        return call.caller->write_response(response);
+    }
     nlohmann::json j = translate::detail::parse_upstream_body(service, upstream_body, "chat");
+    if (usage != nullptr)
+        *usage = call.caller->answer_usage(upstream_body);
     if (service.protocol == Protocol::kOpenAiV1) {
         const nlohmann::json *choices = translate::detail::member(j, "choices");
         if (choices == nullptr || !choices->is_array())

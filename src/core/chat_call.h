@@ -42,10 +42,11 @@ struct Answer {
 };
 Answer answer(const Call &call, const ServiceEndpoint &service, std::string upstream_body);
 
-// The same answer as a document, for the SQL functions. A passed-through OpenAI body must be a
-// chat.completion (an object with a "choices" array); anything else is PI400.
+// The same answer as a document, for the SQL functions, and (when usage is given) the usage it
+// reports. A passed-through OpenAI body must be a chat.completion (an object with a "choices"
+// array); anything else is PI400.
 nlohmann::json answer_document(const Call &call, const ServiceEndpoint &service,
-                               std::string_view upstream_body);
+                               std::string_view upstream_body, translate::Usage *usage = nullptr);
 
 // A streamed answer on its way to the caller, whatever pieces the upstream's bytes arrive in.
 class Stream {

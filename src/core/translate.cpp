@@ -572,6 +572,15 @@ std::string_view trailing_usage(std::string_view body) {
 
 }  // namespace
 
+void add_usage(Usage &a, const Usage &b) {
+    if (!b.present)
+        return;
+    a.prompt_tokens = add_counts(a.prompt_tokens, b.prompt_tokens);
+    a.completion_tokens = add_counts(a.completion_tokens, b.completion_tokens);
+    a.total_tokens = add_counts(a.total_tokens, b.total_tokens);
+    a.present = true;
+}
+
 Usage usage_from_openai_body(std::string_view body) {
     std::string_view value = trailing_usage(body);
     if (value.empty()) {

@@ -45,6 +45,10 @@ struct Usage {
     bool present = false;
 };
 
+// Adds the counts of b to a (saturating), for a call made of several answers; a is present when
+// either was.
+void add_usage(Usage &a, const Usage &b);
+
 // The top-level "usage" of an OpenAI-shaped response body (chat or embeddings), found without
 // building a DOM of the whole body: the gateway forwards OpenAI upstream bodies unchanged and
 // needs nothing else from them. Absent or unreadable usage gives present == false.

@@ -54,7 +54,7 @@ int32_t utc_day(int64_t unix_ms) {
 
 UsageKey usage_key(std::string_view key, std::string_view service, int32_t day,
                    std::string_view user) {
-    return UsageKey{Name::of(key), Name::of(service), day, EndUser::of(user)};
+    return UsageKey{PayerName::of(key), Name::of(service), day, EndUser::of(user)};
 }
 
 uint64_t hash_of(const UsageKey &k) {

@@ -52,10 +52,15 @@ int32_t utc_day(int64_t unix_ms);
 
 // An end user's id: at most 256 bytes (the gateway refuses longer ones).
 using EndUser = FixedText<257>;
+// Whose usage: an access key's name (at most 63 bytes), or for SQL callers "role:" and a role's
+// name (at most 63 bytes too).
+using PayerName = FixedText<72>;
+// What SQL callers' usage is counted under: "role:" and the calling role's name.
+constexpr std::string_view kSqlPayerPrefix = "role:";
 
 struct UsageKey {
-    Name key;      // "" for requests without a key (inference.gateway_require_key = off)
-    Name service;  // "" for requests that named no known service
+    PayerName key;  // "" for requests without a key (inference.gateway_require_key = off)
+    Name service;   // "" for requests that named no known service
     int32_t day;
     EndUser user;  // "" in the per-key counters; the end user in the per-user ones
 

@@ -153,6 +153,17 @@ gov::UsageTable usage_table() {
 gov::UsageTable user_usage_table() {
     return gov::UsageTable(at_offset(shared->user_usage_offset));
 }
+// Under the region's lock: when the usage counters fill up past half, asks the usage writer to
+// flush now rather than at its interval, so that busy periods drop nothing. Returns the latch to
+// set once the lock is released, or null.
+Latch *ask_flush_if_filling() {
+    const uint32_t fullest = std::max(usage_table().count(), user_usage_table().count());
+    if (fullest * 2 <= shared->max_usage || shared->flush_requested)
+        return nullptr;
+    shared->flush_requested = true;
+    return shared->writer_latch;
+}
+
 // An entry of the end users' table (else the keys').
 bool of_user(const gov::UsageEntry &e) {
     return e.key.user.text[0] != '\0';
@@ -584,13 +595,7 @@ void Governance::housekeeping(std::size_t in_flight,
         g.open_connections = static_cast<int64_t>(connections.open);
         g.connections_refused = connections.refused;
         g.accept_failures = connections.accept_failures;
-        // Counters filling up: the usage writer flushes now rather than at its interval, so
-        // that busy periods drop nothing.
-        const uint32_t fullest = std::max(usage_table().count(), user_usage_table().count());
-        if (fullest * 2 > shared->max_usage && !shared->flush_requested) {
-            shared->flush_requested = true;
-            wake = shared->writer_latch;
-        }
+        wake = ask_flush_if_filling();
     }
     if (wake != nullptr)
         SetLatch(wake);
@@ -893,6 +898,31 @@ void Governance::breaker_report(const std::string &service, bool failed, int64_t
 
 void Governance::breaker_probe_abandoned(const std::string &service) {
     pgi::pg::breaker_probe_abandoned(service);
+}
+
+void record_sql_usage(const std::string &service, bool failed, const translate::Usage &usage) {
+    if (shared == nullptr)
+        return;
+    // The functions run as SECURITY DEFINER: the caller is the role outside them (SET ROLE
+    // included), not the extension's owner.
+    const std::string role =
+        pg_guard([]() { return std::string(GetUserNameFromId(GetOuterUserId(), false)); });
+    const int64_t now_ms = unix_ms();
+    gov::UsageKey key =
+        gov::usage_key(std::string(gov::kSqlPayerPrefix) + role, service, gov::utc_day(now_ms));
+    const uint64_t hash = gov::hash_of(key);
+    // A failed call is an error whatever its status was; 502 stands for all of them.
+    gov::UsageCounts counts = gov::usage_of(failed ? 502 : 200, false, usage, now_ms);
+    Latch *wake = nullptr;
+    {
+        Locked lock(true);
+        gov::UsageTable table = usage_table();
+        if (!gov::add_usage(table, key, hash, counts))
+            shared->usage_dropped++;
+        wake = ask_flush_if_filling();
+    }
+    if (wake != nullptr)
+        SetLatch(wake);
 }
 
 // ------------------------------------------------------------------------------------------------

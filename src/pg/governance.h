@@ -50,6 +50,13 @@ class Governance : public gateway::Governor {
     int64_t next_reclaim_ms_ = 0;
 };
 
+// Counts one upstream call of a SQL function (inference.chat, encode_text, ...) in the usage
+// ledger under "role:" and the calling role's name (the current role outside the
+// SECURITY DEFINER function, as SET ROLE left it), for the service that was called: failed
+// calls as errors, with the tokens the answers reported. No SQL: the usage writer records it
+// with the gateway's. Nothing happens when pg_inference is not preloaded (there is no writer).
+void record_sql_usage(const std::string &service, bool failed, const translate::Usage &usage);
+
 // The usage writer (a background worker that serves no HTTP) writes the counters to
 // inference.usage_ledger, so that a lock on the ledger or key rows, or a commit waiting for a
 // synchronous standby, never stalls a listener's callers.

@@ -89,10 +89,10 @@ http::Response call_one(const ServiceEndpoint &service, const translate::Upstrea
 }
 
 // Embeds inputs in batches of inference.embedding_batch_size, up to inference.max_concurrency
-// requests in flight; vectors come back in input order.
+// requests in flight; vectors come back in input order. The answers' usage is added to usage.
 std::vector<std::vector<float>> embed(const ServiceEndpoint &service,
                                       const std::vector<std::string> &inputs,
-                                      const nlohmann::json &options) {
+                                      const nlohmann::json &options, translate::Usage &usage) {
     size_t batch = static_cast<size_t>(setting_embedding_batch_size);
     std::vector<std::vector<std::string>> batches;
     for (size_t i = 0; i < inputs.size(); i += batch)
@@ -128,17 +128,26 @@ std::vector<std::vector<float>> embed(const ServiceEndpoint &service,
 
     std::vector<std::vector<float>> vectors;
     vectors.reserve(inputs.size());
+    // Every batch that answered spent its tokens, even when another failed.
+    std::optional<AttemptFailed> failed;
     for (size_t b = 0; b < responses.size(); b++) {
-        if (!ok(responses[b]))
-            throw call_failure(service, responses[b]);
+        if (!ok(responses[b])) {
+            if (!failed)
+                failed = call_failure(service, responses[b]);
+            continue;
+        }
         auto e = translate::embeddings_response(service, responses[b].body, batches[b].size());
+        translate::add_usage(usage, e.usage);
         for (auto &v : e.vectors)
             vectors.push_back(std::move(v));
     }
+    if (failed)
+        throw *failed;
     return vectors;
 }
 
-nlohmann::json complete_chat(const ServiceEndpoint &service, nlohmann::json request) {
+nlohmann::json complete_chat(const ServiceEndpoint &service, nlohmann::json request,
+                             translate::Usage &usage) {
     chat::Defaults defaults;
     defaults.default_max_tokens = setting_default_max_tokens;
     chat_call::Call call =
@@ -146,7 +155,7 @@ nlohmann::json complete_chat(const ServiceEndpoint &service, nlohmann::json requ
     http::Response r = call_one(service, call.request);
     if (!ok(r))
         throw call_failure(service, r);
-    return chat_call::answer_document(call, service, r.body);
+    return chat_call::answer_document(call, service, r.body, &usage);
 }
 
 const char *route_name(translate::RerankRoute route) {
@@ -220,8 +229,9 @@ PGI_FUNCTION(pgi_encode_text) {
                          "Pass some text, or NULL for a NULL embedding.");
     nlohmann::json options = options_arg(fcinfo, 2);
     std::vector<std::vector<float>> vectors;
-    call_named(name,
-               [&](const ServiceRow &row) { vectors = embed(endpoint_of(row), {input}, options); });
+    call_named(name, [&](const ServiceRow &row, translate::Usage &usage) {
+        vectors = embed(endpoint_of(row), {input}, options, usage);
+    });
     return float4_array_datum(vectors.front());
 }
 
@@ -231,10 +241,10 @@ PGI_FUNCTION(pgi_encode_text_batch) {
     std::vector<std::string> inputs = documents_arg(fcinfo, 1, "inputs");
     nlohmann::json options = options_arg(fcinfo, 2);
     std::vector<std::vector<float>> vectors;
-    call_named(name, [&](const ServiceRow &row) {
+    call_named(name, [&](const ServiceRow &row, translate::Usage &usage) {
         ServiceEndpoint service = endpoint_of(row);
         if (!inputs.empty())
-            vectors = embed(service, inputs, options);
+            vectors = embed(service, inputs, options, usage);
     });
     std::vector<Datum> arrays;
     arrays.reserve(vectors.size());
@@ -258,9 +268,9 @@ PGI_FUNCTION(pgi_chat) {
     std::string prompt = required_text_arg(fcinfo, 1, "prompt");
     nlohmann::json request = translate::chat_request_from_prompt(prompt, options_arg(fcinfo, 2));
     std::string text;
-    call_named(name, [&](const ServiceRow &row) {
+    call_named(name, [&](const ServiceRow &row, translate::Usage &usage) {
         ServiceEndpoint service = endpoint_of(row);
-        text = translate::chat_text(service, complete_chat(service, request));
+        text = translate::chat_text(service, complete_chat(service, request, usage));
     });
     return text_datum(text);
 }
@@ -274,8 +284,8 @@ PGI_FUNCTION(pgi_chat_completion) {
                          "Remove \"stream\", or stream through the gateway's "
                          "/v1/chat/completions.");
     std::string answer;
-    call_named(name, [&](const ServiceRow &row) {
-        answer = complete_chat(endpoint_of(row), request).dump();
+    call_named(name, [&](const ServiceRow &row, translate::Usage &usage) {
+        answer = complete_chat(endpoint_of(row), request, usage).dump();
     });
     return jsonb_datum(answer);
 }
@@ -294,10 +304,12 @@ PGI_FUNCTION(pgi_rerank) {
                              "Pass NULL to rank every document.");
     }
     translate::Ranking ranking;
-    call_named(name, [&](const ServiceRow &row) {
+    call_named(name, [&](const ServiceRow &row, translate::Usage &usage) {
         ServiceEndpoint service = endpoint_of(row);
-        if (!documents.empty())
+        if (!documents.empty()) {
             ranking = rank(row, service, query, documents, top_n);
+            usage = ranking.usage;
+        }
     });
 
     std::vector<Datum> docs;

@@ -9,15 +9,29 @@ extern "C" {
 #include <optional>
 
 #include "breakers.h"
+#include "governance.h"
 
 namespace pgi::pg {
 
 namespace {
 
+// One try, counted under the calling role. A try that threw anything but AttemptFailed sent
+// nothing (bad input) or could not read a 2xx answer: neither is the upstream's usage to count.
+void counted(const ServiceRow &row, const Attempt &attempt) {
+    translate::Usage usage;
+    try {
+        attempt(row, usage);
+    } catch (const AttemptFailed &) {
+        record_sql_usage(row.name, true, usage);
+        throw;
+    }
+    record_sql_usage(row.name, false, usage);
+}
+
 // Each try's outcome goes to the service's breaker. A failure counts against the service when it
 // is one the caller could fall back on: the service, not the request, is at fault.
 
-void call_route(const RouteRow &route, const std::function<void(const ServiceRow &)> &attempt) {
+void call_route(const RouteRow &route, const Attempt &attempt) {
     const uint64_t seed = pg_guard([]() { return pg_prng_uint64(&pg_global_prng_state); });
     std::optional<AttemptFailed> last;
     std::string tried;
@@ -35,7 +49,7 @@ void call_route(const RouteRow &route, const std::function<void(const ServiceRow
             continue;
         }
         try {
-            attempt(*row);
+            counted(*row, attempt);
             breaker_report(service, false, route.cooldown_us);
             return;
         } catch (const AttemptFailed &f) {
@@ -64,10 +78,10 @@ void call_route(const RouteRow &route, const std::function<void(const ServiceRow
 
 }  // namespace
 
-void call_named(const std::string &name, const std::function<void(const ServiceRow &)> &attempt) {
+void call_named(const std::string &name, const Attempt &attempt) {
     if (std::optional<ServiceRow> row = find_service(name)) {
         try {
-            attempt(*row);
+            counted(*row, attempt);
             breaker_report(name, false, 0);
         } catch (const AttemptFailed &f) {
             breaker_report(name, routing::falls_back(routing::kDefaultFallbackOn, f.failure()), 0);

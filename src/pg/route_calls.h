@@ -9,6 +9,7 @@
 #include "error.h"
 #include "routing.h"
 #include "service_catalog.h"
+#include "translate.h"
 
 namespace pgi::pg {
 
@@ -23,10 +24,16 @@ class AttemptFailed : public pgi::Error {
     routing::Failure failure_;
 };
 
+// One try of a call on a service: it adds the usage the service's answers report to `usage` as
+// they come, so that a try failing halfway (a batch of embeddings) still counts what it spent.
+using Attempt = std::function<void(const ServiceRow &, translate::Usage &usage)>;
+
 // Runs attempt on the service `name` names, or on each target of the route it names until one
 // returns. attempt throws AttemptFailed for an upstream failure; anything else it throws ends
-// the call at once. A call's outcome feeds the service's breaker either way. Throws 42704 for a
-// name that is neither, and the last failure when every target failed or was skipped.
-void call_named(const std::string &name, const std::function<void(const ServiceRow &)> &attempt);
+// the call at once. A call's outcome feeds the service's breaker either way, and each try that
+// returned or failed upstream is counted in the usage ledger under the calling role
+// (record_sql_usage). Throws 42704 for a name that is neither, and the last failure when every
+// target failed or was skipped.
+void call_named(const std::string &name, const Attempt &attempt);
 
 }  // namespace pgi::pg

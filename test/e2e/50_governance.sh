@@ -18,7 +18,14 @@ SELECT inference.register_external_service(n, 'gpt-4o-mini', '$MOCK_URL/s/' || l
 -- A rerun on the same cluster starts from scratch.
 DELETE FROM inference.access_key_store WHERE name LIKE 'gov-%';
 DELETE FROM inference.tenant_limit_store WHERE tenant LIKE 'gov-%';
-DELETE FROM inference.usage_ledger WHERE key_name LIKE 'gov-%';
+DELETE FROM inference.usage_ledger WHERE key_name LIKE 'gov-%' OR key_name LIKE 'role:gov_%';
+-- The role whose SQL calls are counted under role:gov_sql_caller.
+DO \$\$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'gov_sql_caller') THEN
+        CREATE ROLE gov_sql_caller;
+    END IF;
+END \$\$;
+GRANT inference_user TO gov_sql_caller;
 SQL
 
 # While the flush interval is an hour, usage stays in shared memory: the restart below must

@@ -29,6 +29,24 @@ TEST(Translate, UsageFromOpenAiChatBody) {
     EXPECT_EQ(u.total_tokens, 17);
 }
 
+TEST(Translate, UsageOfSeveralAnswersAddsUp) {
+    tr::Usage sum;
+    tr::add_usage(sum, tr::Usage());  // an answer without usage (Gemini embeddings) adds nothing
+    EXPECT_FALSE(sum.present);
+    tr::Usage a;
+    a.prompt_tokens = 5;
+    a.total_tokens = 5;
+    a.present = true;
+    tr::add_usage(sum, a);
+    tr::add_usage(sum, a);
+    EXPECT_TRUE(sum.present);
+    EXPECT_EQ(sum.prompt_tokens, 10);
+    EXPECT_EQ(sum.total_tokens, 10);
+    a.total_tokens = std::numeric_limits<long long>::max();
+    tr::add_usage(sum, a);
+    EXPECT_EQ(sum.total_tokens, std::numeric_limits<long long>::max()) << "saturates";
+}
+
 TEST(Translate, UsageFromOpenAiEmbeddingsBody) {
     auto u = tr::usage_from_openai_body(
         R"({"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,-2e-3,[{}]]}],

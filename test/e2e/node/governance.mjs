@@ -294,6 +294,22 @@ async function run() {
         tooLong.status === 400 && json(tooLong)?.error?.code === 'invalid_user', tooLong.text);
   expect('gov-user-tokens', 'gw-embed', { requests: 1, errors: 1 });
 
+  // --- SQL callers: counted under role:<calling role> -----------------------------------------
+  // The role set by SET ROLE is the one counted. Embeddings go in two batches (two upstream
+  // requests of one call); a failing call counts as an error.
+  const asRole = (q) => sql(`SET ROLE gov_sql_caller; ${q}`).split('\n').pop();  // the last result
+  checkEq('inference.chat from SQL answers', 'echo: one two three',
+          asRole("SELECT inference.chat('gw-openai', 'one two three')"));
+  const chatTokens = mockChatUsage([{ content: 'one two three' }]);
+  expect('role:gov_sql_caller', 'gw-openai', { requests: 1, prompt_tokens: chatTokens.prompt,
+    completion_tokens: chatTokens.completion, total_tokens: chatTokens.total });
+  checkEq('inference.encode_text_batch from SQL answers, in two batches', '3',
+          asRole(`SET inference.embedding_batch_size = 2;
+                  SELECT count(*) FROM inference.encode_text_batch('gw-embed', ARRAY['a b', 'c d e', 'f'])`));
+  expect('role:gov_sql_caller', 'gw-embed', { requests: 1, prompt_tokens: 6, total_tokens: 6 });
+  asRole(`DO $$ BEGIN PERFORM inference.chat('gov-err', 'fails'); EXCEPTION WHEN OTHERS THEN NULL; END $$`);
+  expect('role:gov_sql_caller', 'gov-err', { requests: 1, errors: 1 });
+
   // --- tokens per hour, counted from streams of all three protocols --------------------------
   const prompt = 'alpha beta gamma';  // 3 prompt tokens, "echo: alpha beta gamma" 4 completion
   const budget = 3 * 7;
