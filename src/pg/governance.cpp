@@ -904,9 +904,13 @@ void record_sql_usage(const std::string &service, bool failed, const translate::
     if (shared == nullptr)
         return;
     // The functions run as SECURITY DEFINER: the caller is the role outside them (SET ROLE
-    // included), not the extension's owner.
-    const std::string role =
-        pg_guard([]() { return std::string(GetUserNameFromId(GetOuterUserId(), false)); });
+    // included), not the extension's owner. A role dropped meanwhile is named by its oid rather
+    // than failing a call that was answered.
+    const std::string role = pg_guard([]() {
+        const Oid id = GetOuterUserId();
+        const char *name = GetUserNameFromId(id, true);
+        return name != nullptr ? std::string(name) : std::to_string(id);
+    });
     const int64_t now_ms = unix_ms();
     gov::UsageKey key =
         gov::usage_key(std::string(gov::kSqlPayerPrefix) + role, service, gov::utc_day(now_ms));
