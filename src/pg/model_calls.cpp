@@ -128,12 +128,17 @@ std::vector<std::vector<float>> embed(const ServiceEndpoint &service,
 
     std::vector<std::vector<float>> vectors;
     vectors.reserve(inputs.size());
-    // Every batch that answered spent its tokens, even when another failed.
+    // Every batch that answered spent its tokens, even when another failed. After a failure the
+    // other answers are read for their usage alone: the failure is what the call ends with.
     std::optional<AttemptFailed> failed;
     for (size_t b = 0; b < responses.size(); b++) {
         if (!ok(responses[b])) {
             if (!failed)
                 failed = call_failure(service, responses[b]);
+            continue;
+        }
+        if (failed) {
+            translate::add_usage(usage, translate::usage_from_openai_body(responses[b].body));
             continue;
         }
         auto e = translate::embeddings_response(service, responses[b].body, batches[b].size());
