@@ -17,21 +17,22 @@ inline std::size_t utf8_chars(std::string_view text) {
     return n;
 }
 
-// The character at the start of non-empty text: its length in bytes and whether it is well-formed
+// The character at the start of non-empty text: its length in bytes, whether it is well-formed
 // UTF-8 (no overlong forms, no surrogates, nothing above U+10FFFF: what PostgreSQL accepts in a
-// UTF8 database). For bytes that are not, the length of their maximal subpart (the bytes that
-// could begin a character, at least one): what a decoder replaces with one U+FFFD, as Unicode
-// recommends and nlohmann's json does.
+// UTF8 database) and, when it is, its code point. For bytes that are not, the length of their
+// maximal subpart (the bytes that could begin a character, at least one): what a decoder
+// replaces with one U+FFFD, as Unicode recommends and nlohmann's json does.
 struct Utf8Step {
     std::size_t bytes;
     bool valid;
+    char32_t cp = 0;
 };
 inline Utf8Step utf8_step(std::string_view text) {
     const auto *p = reinterpret_cast<const unsigned char *>(text.data());
     const std::size_t n = text.size();
     const unsigned char c = p[0];
     if (c < 0x80)
-        return {1, true};
+        return {1, true, c};
     std::size_t len;
     unsigned char lo = 0x80, hi = 0xBF;  // the range of the second byte
     if (c >= 0xC2 && c <= 0xDF) {
@@ -53,11 +54,13 @@ inline Utf8Step utf8_step(std::string_view text) {
     }
     if (n < 2 || p[1] < lo || p[1] > hi)
         return {1, false};
-    for (std::size_t k = 2; k < len; k++) {
+    char32_t cp = c & (0x7F >> len);
+    for (std::size_t k = 1; k < len; k++) {
         if (k >= n || (p[k] & 0xC0) != 0x80)
             return {k, false};
+        cp = (cp << 6) | (p[k] & 0x3F);
     }
-    return {len, true};
+    return {len, true, cp};
 }
 
 // Whether text is well-formed UTF-8.

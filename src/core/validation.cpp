@@ -18,42 +18,14 @@ std::string quoted(const std::string &value, std::size_t max_chars = 64) {
     return "\"" + display_value(value, max_chars) + "\"";
 }
 
-// Decodes the UTF-8 sequence starting at s[i] into cp and returns its length, or 0 when the bytes
+// The UTF-8 sequence starting at s[i]: its length with its code point in cp, or 0 when the bytes
 // there are not valid UTF-8 (overlong forms and surrogates included). Values come from PostgreSQL
 // text, which is UTF-8 in practice; a database in another encoding just sees its non-ASCII bytes
 // treated as opaque.
 std::size_t decode_utf8(std::string_view s, std::size_t i, char32_t &cp) {
-    const auto c0 = static_cast<unsigned char>(s[i]);
-    if (c0 < 0x80) {
-        cp = c0;
-        return 1;
-    }
-    std::size_t len = 0;
-    char32_t min = 0;  // the smallest code point that needs len bytes; below it is overlong
-    if ((c0 & 0xE0) == 0xC0) {
-        len = 2;
-        min = 0x80;
-    } else if ((c0 & 0xF0) == 0xE0) {
-        len = 3;
-        min = 0x800;
-    } else if ((c0 & 0xF8) == 0xF0) {
-        len = 4;
-        min = 0x10000;
-    } else {
-        return 0;
-    }
-    cp = c0 & (0x7F >> len);
-    if (i + len > s.size())
-        return 0;
-    for (std::size_t k = 1; k < len; ++k) {
-        const auto c = static_cast<unsigned char>(s[i + k]);
-        if ((c & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (c & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return len;
+    const Utf8Step step = utf8_step(s.substr(i));
+    cp = step.cp;
+    return step.valid ? step.bytes : 0;
 }
 
 // C0, DEL and C1 (U+0080..U+009F, which includes NEL, a line break to some log readers).
