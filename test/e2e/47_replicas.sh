@@ -2,8 +2,8 @@
 # Hot standbys, on a real primary and a real streaming standby (pg_basebackup -R) of the
 # script's own, both with the extension preloaded and a gateway each:
 #   a. the SQL calling functions (list_models, chat, encode_text, rerank) work on the standby;
-#   b. a service and an access key created on the primary are served by the standby's gateway
-#      within 1 s; a revoked key is refused there within 1 s;
+#   b. a service, a route and an access key created on the primary are served by the standby's
+#      gateway within 1 s; a revoked key is refused there within 1 s;
 #   c. requests served by the standby, streamed and not, appear in the primary's ledger exactly
 #      (requests and tokens equal what the clients were served): in normal operation, across a
 #      standby restart (-m fast) before its flush, and while the primary is down for 10 s (the
@@ -113,6 +113,20 @@ standby_flush_interval() { # long|back
     fi
     as_pg "$PG_BINDIR/pg_ctl" -D "$S_DIR/data" reload >/dev/null
 }
+# A chat through the standby's gateway with KEY2 naming MODEL (a service or a route), tried for up
+# to 1 s until it answers 200: "code ms".
+wait_model() { # MODEL
+    local t1 code=""
+    t1="$(now_ms)"
+    while [ $(($(now_ms) - t1)) -lt 1000 ]; do
+        code="$(timeout 5 curl -s -o /dev/null -m 3 -w '%{http_code}' -H "Authorization: Bearer $KEY2" \
+            -H 'Content-Type: application/json' "$S_URL/v1/chat/completions" \
+            -d "{\"model\":\"$1\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}")"
+        [ "$code" = 200 ] && break
+        sleep 0.02
+    done
+    echo "$code $(($(now_ms) - t1))"
+}
 # Load through a gateway: "sent ok prompt completion total" as the clients saw it.
 load_via() { # URL KEY COUNT
     local out
@@ -183,15 +197,11 @@ took="$(wait_code "$S_URL" "$KEY2" 200 1000)"
 check "b: a key created on the primary is served by the standby within 1 s ($took ms)" [ "$took" != timeout ]
 qp -q -c "SELECT inference.register_external_service('rep-late', 'gpt-4o-mini', '$MOCK_URL/s/rep_late',
                                                        api_key => 'sk-test-replicas', validate => false)" >/dev/null
-t1="$(now_ms)" code=""
-while [ $(($(now_ms) - t1)) -lt 1000 ]; do
-    code="$(timeout 5 curl -s -o /dev/null -m 3 -w '%{http_code}' -H "Authorization: Bearer $KEY2" \
-        -H 'Content-Type: application/json' "$S_URL/v1/chat/completions" \
-        -d '{"model":"rep-late","messages":[{"role":"user","content":"hi"}]}')"
-    [ "$code" = 200 ] && break
-    sleep 0.02
-done
-check_eq "b: a service registered on the primary is served by the standby within 1 s ($(($(now_ms) - t1)) ms)" 200 "$code"
+read -r code took <<<"$(wait_model rep-late)"
+check_eq "b: a service registered on the primary is served by the standby within 1 s ($took ms)" 200 "$code"
+qp -q -c "SELECT inference.create_route('rep-route', '[{\"service\": \"rep-late\"}]')" >/dev/null
+read -r code took <<<"$(wait_model rep-route)"
+check_eq "b: a route created on the primary is served by the standby within 1 s ($took ms)" 200 "$code"
 qp -q -c "SELECT inference.revoke_access_key('rep-new')" >/dev/null
 took="$(wait_code "$S_URL" "$KEY2" 401 1000)"
 check "b: a key revoked on the primary is refused by the standby within 1 s ($took ms)" [ "$took" != timeout ]
