@@ -15,4 +15,13 @@ inline long long add_counts(long long a, long long b) {
     return sum;
 }
 
+// The cached share of a prompt as an upstream reported it, within [0, prompt]: the ledger prices
+// prompt - cached tokens at the input price, so a share outside the prompt would price tokens
+// below zero.
+inline long long cached_part(long long cached, long long prompt) {
+    if (cached < 0 || prompt <= 0)
+        return 0;
+    return cached < prompt ? cached : prompt;
+}
+
 }  // namespace pgi

@@ -396,6 +396,10 @@ Usage usage_from_openai(const nlohmann::json &usage) {
     u.total_tokens = member(usage, "total_tokens") != nullptr
                          ? int_member(usage, "total_tokens")
                          : add_counts(u.prompt_tokens, u.completion_tokens);
+    if (const nlohmann::json *details = member(usage, "prompt_tokens_details");
+        details != nullptr && details->is_object()) {
+        u.cached_tokens = cached_part(int_member(*details, "cached_tokens"), u.prompt_tokens);
+    }
     return u;
 }
 
@@ -422,9 +426,10 @@ Usage usage_from_openai_text(std::string_view object) {
     // Read in place rather than through a JSON document: building one for three numbers cost
     // the gateway as much as the rest of a pass-through answer.
     static constexpr std::string_view kCounts[] = {"prompt_tokens", "completion_tokens",
-                                                   "total_tokens"};
-    std::string_view counts[3];
-    if (object.empty() || object[0] != '{' || !top_level_members(object, kCounts, counts, 3))
+                                                   "total_tokens", "prompt_tokens_details"};
+    static constexpr std::string_view kCached[] = {"cached_tokens"};
+    std::string_view counts[4];
+    if (object.empty() || object[0] != '{' || !top_level_members(object, kCounts, counts, 4))
         return {};
     Usage u;
     u.present = true;
@@ -432,6 +437,11 @@ Usage usage_from_openai_text(std::string_view object) {
     u.completion_tokens = token_count(counts[1]);
     u.total_tokens = !counts[2].empty() ? token_count(counts[2])
                                         : add_counts(u.prompt_tokens, u.completion_tokens);
+    std::string_view cached;
+    if (!counts[3].empty() && counts[3][0] == '{' &&
+        top_level_members(counts[3], kCached, &cached, 1) && !cached.empty()) {
+        u.cached_tokens = cached_part(token_count(cached), u.prompt_tokens);
+    }
     return u;
 }
 
@@ -447,6 +457,7 @@ Usage usage_from_anthropic(const nlohmann::json &usage) {
                                  int_member(usage, "cache_read_input_tokens"));
     u.completion_tokens = int_member(usage, "output_tokens");
     u.total_tokens = add_counts(u.prompt_tokens, u.completion_tokens);
+    u.cached_tokens = cached_part(int_member(usage, "cache_read_input_tokens"), u.prompt_tokens);
     return u;
 }
 
@@ -462,6 +473,7 @@ Usage usage_from_gemini(const nlohmann::json &metadata) {
     u.total_tokens = member(metadata, "totalTokenCount") != nullptr
                          ? int_member(metadata, "totalTokenCount")
                          : add_counts(u.prompt_tokens, u.completion_tokens);
+    u.cached_tokens = cached_part(int_member(metadata, "cachedContentTokenCount"), u.prompt_tokens);
     return u;
 }
 
@@ -472,13 +484,21 @@ void append_usage_json(std::string &out, const Usage &usage) {
     out += std::to_string(usage.completion_tokens);
     out += ",\"total_tokens\":";
     out += std::to_string(usage.total_tokens);
+    if (usage.cached_tokens > 0) {
+        out += ",\"prompt_tokens_details\":{\"cached_tokens\":";
+        out += std::to_string(usage.cached_tokens);
+        out += '}';
+    }
     out += '}';
 }
 
 nlohmann::json usage_json(const Usage &usage) {
-    return {{"prompt_tokens", usage.prompt_tokens},
-            {"completion_tokens", usage.completion_tokens},
-            {"total_tokens", usage.total_tokens}};
+    nlohmann::json u = {{"prompt_tokens", usage.prompt_tokens},
+                        {"completion_tokens", usage.completion_tokens},
+                        {"total_tokens", usage.total_tokens}};
+    if (usage.cached_tokens > 0)
+        u["prompt_tokens_details"] = {{"cached_tokens", usage.cached_tokens}};
+    return u;
 }
 
 const char *anthropic_finish_reason(const nlohmann::json &stop_reason) {
@@ -578,6 +598,7 @@ void add_usage(Usage &a, const Usage &b) {
     a.prompt_tokens = add_counts(a.prompt_tokens, b.prompt_tokens);
     a.completion_tokens = add_counts(a.completion_tokens, b.completion_tokens);
     a.total_tokens = add_counts(a.total_tokens, b.total_tokens);
+    a.cached_tokens = add_counts(a.cached_tokens, b.cached_tokens);
     a.present = true;
 }
 

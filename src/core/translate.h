@@ -37,12 +37,16 @@ struct UpstreamRequest {
 };
 
 // Token counts in OpenAI's terms. present is false when the upstream reported none, which the
-// ledger must not confuse with a call that used zero tokens.
+// ledger must not confuse with a call that used zero tokens. cached_tokens are the prompt tokens
+// the upstream read from its prompt cache (part of prompt_tokens, priced apart): OpenAI's
+// prompt_tokens_details.cached_tokens, Anthropic's cache_read_input_tokens, Gemini's
+// cachedContentTokenCount.
 struct Usage {
     long long prompt_tokens = 0;
     long long completion_tokens = 0;
     long long total_tokens = 0;
     bool present = false;
+    long long cached_tokens = 0;
 };
 
 // Adds the counts of b to a (saturating), for a call made of several answers; a is present when

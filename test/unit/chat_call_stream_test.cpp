@@ -331,12 +331,16 @@ TEST(ChatCallStream, AnthropicFullStream) {
     EXPECT_EQ(r.usage.prompt_tokens, 30);
     EXPECT_EQ(r.usage.completion_tokens, 42);
     EXPECT_EQ(r.usage.total_tokens, 72);
+    EXPECT_EQ(r.usage.cached_tokens, 5);
     EXPECT_FALSE(r.failed);
 
     Result with_usage = run_every_way(kAnthropic, true, kAnthropicStream);
-    expected.push_back(chunk(
-        id, model,
-        {{"usage", {{"prompt_tokens", 30}, {"completion_tokens", 42}, {"total_tokens", 72}}}}));
+    expected.push_back(chunk(id, model,
+                             {{"usage",
+                               {{"prompt_tokens", 30},
+                                {"completion_tokens", 42},
+                                {"total_tokens", 72},
+                                {"prompt_tokens_details", {{"cached_tokens", 5}}}}}}));
     expected.push_back("[DONE]");
     EXPECT_EQ(chunks(with_usage.out), expected);
 }

@@ -613,7 +613,8 @@ TEST(ChatCallAnswer, AnthropicTextAndToolUse) {
           {"id": "toolu_1", "type": "function",
            "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
           {"id": "toolu_2", "type": "function", "function": {"name": "now", "arguments": "{}"}}]}}],
-      "usage": {"prompt_tokens": 16, "completion_tokens": 20, "total_tokens": 36}})"));
+      "usage": {"prompt_tokens": 16, "completion_tokens": 20, "total_tokens": 36,
+                "prompt_tokens_details": {"cached_tokens": 5}}})"));
 }
 
 TEST(ChatCallAnswer, AnthropicStopReasons) {

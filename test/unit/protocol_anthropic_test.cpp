@@ -845,7 +845,7 @@ TEST(ProtocolAnthropic, StreamWriterWritesNamedEvents) {
     EXPECT_EQ(events[0].second, json::parse(R"({"type":"message_start","message":{
         "id":"msg_01ABC","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929",
         "content":[],"stop_reason":null,"stop_sequence":null,
-        "usage":{"input_tokens":30,"output_tokens":1}}})"));
+        "usage":{"input_tokens":25,"cache_read_input_tokens":5,"output_tokens":1}}})"));
     EXPECT_EQ(events[1].second, json::parse(R"({"type":"content_block_start","index":0,
         "content_block":{"type":"text","text":""}})"));
     EXPECT_EQ(events[3].second, json::parse(R"({"type":"content_block_delta","index":0,
@@ -857,7 +857,7 @@ TEST(ProtocolAnthropic, StreamWriterWritesNamedEvents) {
     EXPECT_EQ(events[8].second, json::parse(R"({"type":"content_block_stop","index":1})"));
     EXPECT_EQ(events[9].second, json::parse(R"({"type":"message_delta",
         "delta":{"stop_reason":"tool_use","stop_sequence":null},
-        "usage":{"input_tokens":30,"output_tokens":42}})"));
+        "usage":{"input_tokens":25,"cache_read_input_tokens":5,"output_tokens":42}})"));
 
     // Read back, the written stream gives the same events.
     EXPECT_EQ(describe(read_stream(out)), kStreamEvents);

@@ -512,11 +512,27 @@ void event_head(std::string &out, std::string_view name) {
     out += "\ndata: ";
 }
 
+// An answer's usage, in Anthropic's terms: input_tokens leaves out the prompt tokens read from
+// the cache.
+json usage_object(const Usage &u) {
+    json o = {{"input_tokens", u.prompt_tokens - u.cached_tokens},
+              {"output_tokens", u.completion_tokens}};
+    if (u.cached_tokens > 0)
+        o["cache_read_input_tokens"] = u.cached_tokens;
+    return o;
+}
+
 void usage_members(std::string &out, const Usage &u, bool with_input) {
     if (with_input) {
+        // Anthropic's input_tokens leaves out the prompt tokens read from the cache.
         out += "\"input_tokens\":";
-        out += std::to_string(u.prompt_tokens);
+        out += std::to_string(u.prompt_tokens - u.cached_tokens);
         out += ',';
+        if (u.cached_tokens > 0) {
+            out += "\"cache_read_input_tokens\":";
+            out += std::to_string(u.cached_tokens);
+            out += ',';
+        }
     }
     out += "\"output_tokens\":";
     out += std::to_string(u.completion_tokens);
@@ -587,16 +603,14 @@ json write_response(const chat::Response &r) {
     json stop_sequence;
     if (r.stop_reason == chat::StopReason::kStopSequence && !r.stop_sequence.empty())
         stop_sequence = r.stop_sequence;
-    return {
-        {"id", r.id.empty() ? message_id() : r.id},
-        {"type", "message"},
-        {"role", "assistant"},
-        {"model", r.model},
-        {"content", std::move(content)},
-        {"stop_reason", stop_reason_name(r.stop_reason)},
-        {"stop_sequence", std::move(stop_sequence)},
-        {"usage",
-         {{"input_tokens", r.usage.prompt_tokens}, {"output_tokens", r.usage.completion_tokens}}}};
+    return {{"id", r.id.empty() ? message_id() : r.id},
+            {"type", "message"},
+            {"role", "assistant"},
+            {"model", r.model},
+            {"content", std::move(content)},
+            {"stop_reason", stop_reason_name(r.stop_reason)},
+            {"stop_sequence", std::move(stop_sequence)},
+            {"usage", usage_object(r.usage)}};
 }
 
 const char *error_type(int status) {
@@ -1041,8 +1055,10 @@ void StreamReader::event(const SseEventView &sse, std::vector<chat::Event> &out)
             // output_tokens is cumulative; input counts appear here only on newer API versions.
             Usage d = translate::detail::usage_from_anthropic(*u);
             usage_.completion_tokens = d.completion_tokens;
-            if (member(*u, "input_tokens") != nullptr)
+            if (member(*u, "input_tokens") != nullptr) {
                 usage_.prompt_tokens = d.prompt_tokens;
+                usage_.cached_tokens = d.cached_tokens;
+            }
             usage_.total_tokens = add_counts(usage_.prompt_tokens, usage_.completion_tokens);
             usage_.present = true;
             chat::Event e;

@@ -463,9 +463,12 @@ const char *finish_reason(chat::StopReason r) {
 }
 
 json usage_metadata(const translate::Usage &u) {
-    return {{"promptTokenCount", u.prompt_tokens},
-            {"candidatesTokenCount", u.completion_tokens},
-            {"totalTokenCount", u.total_tokens}};
+    json m = {{"promptTokenCount", u.prompt_tokens},
+              {"candidatesTokenCount", u.completion_tokens},
+              {"totalTokenCount", u.total_tokens}};
+    if (u.cached_tokens > 0)
+        m["cachedContentTokenCount"] = u.cached_tokens;
+    return m;
 }
 
 // "data:<type>;base64,<data>" split, or nullopt for any other URL.

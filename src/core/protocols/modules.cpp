@@ -207,6 +207,9 @@ void StreamTally::see(const chat::Event &event) {
                 usage_.completion_tokens =
                     std::max(usage_.completion_tokens, event.usage.completion_tokens);
                 usage_.total_tokens = add_counts(usage_.prompt_tokens, usage_.completion_tokens);
+                usage_.cached_tokens =
+                    cached_part(std::max(usage_.cached_tokens, event.usage.cached_tokens),
+                                usage_.prompt_tokens);
             }
             break;
         case chat::Event::Kind::kTextDelta:

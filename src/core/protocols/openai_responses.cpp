@@ -370,7 +370,9 @@ void append_quoted(std::string &out, std::string_view text) {
 void append_usage(std::string &out, const Usage &u) {
     out += "{\"input_tokens\":";
     out += std::to_string(u.prompt_tokens);
-    out += ",\"input_tokens_details\":{\"cached_tokens\":0},\"output_tokens\":";
+    out += ",\"input_tokens_details\":{\"cached_tokens\":";
+    out += std::to_string(u.cached_tokens);
+    out += "},\"output_tokens\":";
     out += std::to_string(u.completion_tokens);
     out += ",\"output_tokens_details\":{\"reasoning_tokens\":0},\"total_tokens\":";
     out += std::to_string(u.total_tokens);
@@ -785,6 +787,10 @@ Usage usage_from(const json *usage) {
     u.prompt_tokens = count_member(*usage, "input_tokens");
     u.completion_tokens = count_member(*usage, "output_tokens");
     u.total_tokens = add_counts(u.prompt_tokens, u.completion_tokens);
+    if (const json *details = member(*usage, "input_tokens_details");
+        details != nullptr && details->is_object()) {
+        u.cached_tokens = cached_part(count_member(*details, "cached_tokens"), u.prompt_tokens);
+    }
     return u;
 }
 

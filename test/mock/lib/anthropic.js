@@ -115,7 +115,11 @@ async function messages(ctx) {
       sequence: r.sequence, outputTokens: C.wordCount(r.text) };
   }
 
-  if (body.stream === true) return messagesStream(ctx, body, answer, inputTokens);
+  // Anthropic's input_tokens leaves out the tokens read from the cache.
+  const cached = C.cachedTokens(body.messages, inputTokens);
+  const input = cached > 0 ? { input_tokens: inputTokens - cached, cache_read_input_tokens: cached }
+    : { input_tokens: inputTokens };
+  if (body.stream === true) return messagesStream(ctx, body, answer, input);
 
   C.sendJson(ctx, 200, {
     id: MSG_ID, type: 'message', role: 'assistant', model: body.model,
@@ -123,18 +127,18 @@ async function messages(ctx) {
       ? { type: 'tool_use', id: 'toolu_1', name: answer.toolName, input: C.TOOL_ARGS }
       : { type: 'text', text: answer.text }],
     stop_reason: answer.stop, stop_sequence: answer.sequence,
-    usage: { input_tokens: inputTokens, output_tokens: answer.outputTokens },
+    usage: { ...input, output_tokens: answer.outputTokens },
   });
 }
 
 const event = (type, data) => `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
 
-async function messagesStream(ctx, body, answer, inputTokens) {
+async function messagesStream(ctx, body, answer, input) {
   const stream = C.openStream(ctx, SSE);
   const events = [
     event('message_start', { message: { id: MSG_ID, type: 'message', role: 'assistant', model: body.model,
       content: [], stop_reason: null, stop_sequence: null,
-      usage: { input_tokens: inputTokens, output_tokens: 1 } } }),
+      usage: { ...input, output_tokens: 1 } } }),
   ];
   if (answer.toolName) {
     events.push(event('content_block_start', { index: 0,

@@ -56,6 +56,12 @@ const joinTexts = (texts) => texts.filter((t) => typeof t === 'string').join(' '
 
 const containsWeather = (text) => /weather/i.test(text);
 
+// Prompt caching: a request whose input holds the word "cached" anywhere is reported as having
+// read half its prompt tokens (rounded down) from the provider's prompt cache, in each
+// provider's own usage fields. Tests predict the share from the word counts.
+const cachedTokens = (input, promptTokens) =>
+  (/\bcached\b/.test(JSON.stringify(input ?? null)) ? Math.floor(promptTokens / 2) : 0);
+
 // Applies the stop sequences, then the token limit, to the reply, and says why it ended.
 // Returns {text, reason: 'stop'|'stop_sequence'|'length', sequence}.
 function shapeReply(reply, stops, maxTokens) {
@@ -201,7 +207,7 @@ function intArg(value, def) {
 module.exports = {
   CREATED, OPENAI_MODELS, ANTHROPIC_MODELS, GEMINI_MODELS,
   findOpenAIModel, findAnthropicModel, findGeminiModel,
-  words, wordCount, pieces, joinTexts, containsWeather, shapeReply,
+  words, wordCount, pieces, joinTexts, containsWeather, cachedTokens, shapeReply,
   TOOL_ARGS, TOOL_ARGS_JSON, TOOL_CALL_TOKENS, TOOL_ARGS_FRAGMENTS,
   MAX_DIMS, embedding, floatsToBase64, rerankScores,
   sendRaw, sendJson, sleep, openStream, intArg,

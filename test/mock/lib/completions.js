@@ -24,6 +24,8 @@ async function completions(ctx) {
   const finish = r.reason === 'length' ? 'length' : 'stop';
   const usage = { prompt_tokens: C.wordCount(prompt), completion_tokens: C.wordCount(r.text),
     total_tokens: C.wordCount(prompt) + C.wordCount(r.text) };
+  const cached = C.cachedTokens(body.prompt, usage.prompt_tokens);
+  if (cached > 0) usage.prompt_tokens_details = { cached_tokens: cached };
   const head = { id: ID, object: 'text_completion', created: C.CREATED, model: body.model };
   if (body.stream !== true) {
     return C.sendJson(ctx, 200, { ...head,

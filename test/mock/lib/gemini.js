@@ -117,6 +117,8 @@ async function generate(ctx, model, streaming) {
   const input = promptTokens(body);
   const usageMetadata = { promptTokenCount: input, candidatesTokenCount: answer.tokens,
     totalTokenCount: input + answer.tokens };
+  const cached = C.cachedTokens(body.contents, input);
+  if (cached > 0) usageMetadata.cachedContentTokenCount = cached;
   const response = (parts, finish, usage) => {
     const cand = { content: { role: 'model', parts }, index: 0 };
     if (finish) cand.finishReason = finish;

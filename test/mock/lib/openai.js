@@ -177,6 +177,8 @@ async function chat(ctx) {
   }
   const usage = { prompt_tokens: promptTokens, completion_tokens: answer.completionTokens,
     total_tokens: promptTokens + answer.completionTokens };
+  const cached = C.cachedTokens(body.messages, promptTokens);
+  if (cached > 0) usage.prompt_tokens_details = { cached_tokens: cached, audio_tokens: 0 };
 
   if (body.stream === true) return chatStream(ctx, body, answer, usage);
 

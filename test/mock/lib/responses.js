@@ -76,7 +76,8 @@ function responses(ctx) {
   stored.set(id, true);
   if (stored.size > 1000) stored.delete(stored.keys().next().value);
 
-  const usage = { input_tokens: promptTokens, input_tokens_details: { cached_tokens: 0 },
+  const usage = { input_tokens: promptTokens,
+    input_tokens_details: { cached_tokens: C.cachedTokens(body.input, promptTokens) },
     output_tokens: answer.completionTokens, output_tokens_details: { reasoning_tokens: 0 },
     total_tokens: promptTokens + answer.completionTokens };
   const item = answer.toolName
