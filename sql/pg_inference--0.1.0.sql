@@ -806,6 +806,92 @@ GRANT EXECUTE ON FUNCTION
 TO inference_admin;
 
 -------------------------------------------------------------------------------------------------
+-- Prices. Each set_price adds a version, and versions are never changed or removed: usage waits
+-- in shared memory (or on a standby) under the version in force when it was answered, and the
+-- ledger prices it with that version when it arrives. Prices belong to a service name, so a
+-- service registered again under the same name keeps them.
+
+CREATE TABLE inference.price_store (
+    id                    bigserial PRIMARY KEY,
+    service               text NOT NULL,
+    input_per_mtok        numeric NOT NULL,
+    output_per_mtok       numeric NOT NULL,
+    cached_input_per_mtok numeric,
+    currency              text NOT NULL,
+    set_at                timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX price_store_service ON inference.price_store (service, id);
+REVOKE ALL ON inference.price_store FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('inference.price_store', '');
+SELECT pg_catalog.pg_extension_config_dump('inference.price_store_id_seq', '');
+
+-- The price in force for each registered service; version is what the ledger's rows are
+-- priced under. cached_input_per_mtok NULL: cached prompt tokens cost the input price.
+CREATE VIEW inference.prices AS
+    SELECT DISTINCT ON (p.service)
+           p.service, p.input_per_mtok, p.output_per_mtok, p.cached_input_per_mtok, p.currency,
+           p.set_at, p.id AS version
+      FROM inference.price_store p
+     WHERE EXISTS (SELECT 1 FROM inference.services s WHERE s.name = p.service)
+     ORDER BY p.service, p.id DESC;
+REVOKE ALL ON inference.prices FROM PUBLIC;
+GRANT SELECT ON inference.prices TO inference_admin;
+
+CREATE FUNCTION inference.set_price(
+    service text,
+    input_per_mtok numeric,
+    output_per_mtok numeric,
+    cached_input_per_mtok numeric DEFAULT NULL,
+    currency text DEFAULT 'USD')
+RETURNS SETOF inference.prices
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    priced_in text;
+    price numeric;
+    what text;
+BEGIN
+    IF $1 IS NULL OR $2 IS NULL OR $3 IS NULL OR $5 IS NULL THEN
+        RAISE EXCEPTION 'service, input_per_mtok, output_per_mtok and currency must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Give 0 for a price that is free; leave cached_input_per_mtok out to charge cached prompt tokens the input price.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM inference.services s WHERE s.name = $1) THEN
+        RAISE EXCEPTION 'service "%" does not exist', $1
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Call inference.list_models() to see the registered services.';
+    END IF;
+    FOREACH what IN ARRAY ARRAY['input_per_mtok', 'output_per_mtok', 'cached_input_per_mtok'] LOOP
+        price := CASE what WHEN 'input_per_mtok' THEN $2 WHEN 'output_per_mtok' THEN $3 ELSE $4 END;
+        IF price IS NOT NULL AND (price::text IN ('NaN', 'Infinity', '-Infinity') OR price < 0) THEN
+            RAISE EXCEPTION '% must be a price of 0 or more, not %', what, price
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Prices are per million tokens in the currency given, such as 2.50 for $2.50 per million.';
+        END IF;
+    END LOOP;
+    IF $5 !~ '^[A-Z]{3}$' THEN
+        RAISE EXCEPTION 'currency "%" is not a currency code', $5
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the ISO 4217 code in three capital letters, such as USD or EUR.';
+    END IF;
+    SELECT p.currency INTO priced_in FROM inference.price_store p
+     WHERE p.service = $1 ORDER BY p.id DESC LIMIT 1;
+    IF priced_in IS NOT NULL AND priced_in <> $5 THEN
+        RAISE EXCEPTION 'service "%" is priced in %, not %', $1, priced_in, $5
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('A service''s usage adds up in one currency: give its prices in %s, or register the model under another service name.', priced_in);
+    END IF;
+    INSERT INTO inference.price_store (service, input_per_mtok, output_per_mtok,
+                                       cached_input_per_mtok, currency)
+    VALUES ($1, $2, $3, $4, $5);
+    RETURN QUERY SELECT * FROM inference.prices p WHERE p.service = $1;
+END
+$$;
+REVOKE ALL ON FUNCTION inference.set_price(text, numeric, numeric, numeric, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION inference.set_price(text, numeric, numeric, numeric, text)
+TO inference_admin;
+
+-------------------------------------------------------------------------------------------------
 -- Catalog changes reach the gateway listeners: a committed change bumps a counter in shared
 -- memory that the listeners poll.
 
@@ -819,6 +905,8 @@ CREATE TRIGGER catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
     ON inference.service_secrets FOR EACH STATEMENT EXECUTE FUNCTION inference._catalog_changed();
 CREATE TRIGGER catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
     ON inference.route_store FOR EACH STATEMENT EXECUTE FUNCTION inference._catalog_changed();
+CREATE TRIGGER catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON inference.price_store FOR EACH STATEMENT EXECUTE FUNCTION inference._catalog_changed();
 -- last_used_at is bookkeeping, not configuration: updating it alone does not reload listeners.
 CREATE TRIGGER catalog_changed AFTER INSERT OR DELETE OR TRUNCATE
     ON inference.access_key_store FOR EACH STATEMENT EXECUTE FUNCTION inference._catalog_changed();
@@ -842,6 +930,10 @@ CREATE TRIGGER catalog_changed_update
 --   errors         answers with status >= 400, except the gateway's own 429s
 --   rate_limited   the gateway's own 429s (the key was over one of its limits)
 --   *_tokens       as the upstream reported them (a total-only count is prompt tokens)
+--   cached_tokens  the prompt tokens the upstream read from its prompt cache
+--   cost           the tokens priced with the service's price in force when each request was
+--                  answered (inference.prices), in its currency; NULL while none of the row's
+--                  requests had a price
 -- No foreign key to the access keys: the ledger outlives the keys it names.
 
 CREATE TABLE inference.usage_ledger (
@@ -856,6 +948,9 @@ CREATE TABLE inference.usage_ledger (
     errors            bigint NOT NULL DEFAULT 0,
     rate_limited      bigint NOT NULL DEFAULT 0,
     last_access_at    timestamptz,
+    cached_tokens     bigint NOT NULL DEFAULT 0,
+    cost              numeric,
+    currency          text,
     PRIMARY KEY (key_name, end_user, service, day)
 );
 REVOKE ALL ON inference.usage_ledger FROM PUBLIC;
@@ -863,7 +958,7 @@ SELECT pg_catalog.pg_extension_config_dump('inference.usage_ledger', '');
 
 CREATE VIEW inference.usage AS
     SELECT key_name, service, day, requests, prompt_tokens, completion_tokens, total_tokens,
-           errors, rate_limited, last_access_at
+           errors, rate_limited, last_access_at, cached_tokens, cost, currency
       FROM inference.usage_ledger
      WHERE end_user = '';
 REVOKE ALL ON inference.usage FROM PUBLIC;
@@ -874,7 +969,7 @@ GRANT SELECT ON inference.usage TO inference_admin;
 -- A request is in two rows of the ledger: its key's (end_user '') and its end user's.
 CREATE VIEW inference.usage_by_user AS
     SELECT key_name, end_user, service, day, requests, prompt_tokens, completion_tokens,
-           total_tokens, errors, rate_limited, last_access_at
+           total_tokens, errors, rate_limited, last_access_at, cached_tokens, cost, currency
       FROM inference.usage_ledger
      WHERE end_user <> '';
 REVOKE ALL ON inference.usage_by_user FROM PUBLIC;
@@ -885,7 +980,9 @@ GRANT SELECT ON inference.usage_by_user TO inference_admin;
 -- id, and a batch whose id was recorded already is skipped, so a retried batch never counts
 -- twice (a primary's own flush cannot be retried after its commit and passes NULL).
 -- rows: [{k: key, s: service, d: days since 1970-01-01, r, p, c, t, e, l: counts,
---         a: last access in ms since the epoch, u: the end user, in end users' rows only}].
+--         a: last access in ms since the epoch, u: the end user, in end users' rows only,
+--         h: cached prompt tokens, v: the price_store id they are priced under (h and v may be
+--         left out: 0, unpriced)}].
 -- True when the batch was recorded now.
 CREATE TABLE inference.usage_batches (
     id          uuid PRIMARY KEY,
@@ -911,12 +1008,22 @@ BEGIN
     -- Flushes are serialised, and rows are added in key order: no two flushes wait on each
     -- other's rows. (An arbitrary advisory lock key of pg_inference's: "pgi" and 1.)
     PERFORM pg_catalog.pg_advisory_xact_lock(7366505, 1);
+    -- A batch may hold a row's counts under several price versions: they are priced each
+    -- with its own version, then added up into the row (ON CONFLICT takes a row once).
     INSERT INTO inference.usage_ledger AS u (key_name, end_user, service, day, requests,
-           prompt_tokens, completion_tokens, total_tokens, errors, rate_limited, last_access_at)
-    SELECT x.k, coalesce(x.u, ''), x.s, date '1970-01-01' + x.d, x.r, x.p, x.c, x.t, x.e, x.l,
-           to_timestamp(x.a / 1000.0)
+           prompt_tokens, completion_tokens, total_tokens, errors, rate_limited, last_access_at,
+           cached_tokens, cost, currency)
+    SELECT x.k, coalesce(x.u, ''), x.s, date '1970-01-01' + x.d, sum(x.r), sum(x.p), sum(x.c),
+           sum(x.t), sum(x.e), sum(x.l), to_timestamp(max(x.a) / 1000.0), sum(coalesce(x.h, 0)),
+           sum(((x.p - coalesce(x.h, 0)) * pr.input_per_mtok
+                + coalesce(x.h, 0) * coalesce(pr.cached_input_per_mtok, pr.input_per_mtok)
+                + x.c * pr.output_per_mtok) * 0.000001),
+           max(pr.currency)
       FROM jsonb_to_recordset(rows) AS x(k text, u text, s text, d int, r bigint, p bigint,
-                                         c bigint, t bigint, e bigint, l bigint, a bigint)
+                                         c bigint, t bigint, e bigint, l bigint, a bigint,
+                                         h bigint, v bigint)
+      LEFT JOIN inference.price_store pr ON pr.id = x.v
+     GROUP BY x.k, coalesce(x.u, ''), x.s, x.d
      ORDER BY x.k, coalesce(x.u, ''), x.s, x.d
     ON CONFLICT (key_name, end_user, service, day) DO UPDATE SET
            requests = u.requests + excluded.requests,
@@ -925,7 +1032,11 @@ BEGIN
            total_tokens = u.total_tokens + excluded.total_tokens,
            errors = u.errors + excluded.errors,
            rate_limited = u.rate_limited + excluded.rate_limited,
-           last_access_at = greatest(u.last_access_at, excluded.last_access_at);
+           last_access_at = greatest(u.last_access_at, excluded.last_access_at),
+           cached_tokens = u.cached_tokens + excluded.cached_tokens,
+           cost = CASE WHEN excluded.cost IS NULL THEN u.cost
+                       ELSE coalesce(u.cost, 0) + excluded.cost END,
+           currency = coalesce(excluded.currency, u.currency);
     -- last_used_at alone does not fire the catalog trigger, so this reloads no listener.
     UPDATE inference.access_key_store k SET last_used_at = v.at
       FROM (SELECT x.k AS name, max(to_timestamp(x.a / 1000.0)) AS at

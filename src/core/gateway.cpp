@@ -310,7 +310,7 @@ Admission Governor::admit(const AccessKey *, const std::string &, std::string_vi
     return {};
 }
 
-void Governor::finished(const AccessKey *, const std::string &, std::string_view, int,
+void Governor::finished(const AccessKey *, const ServiceEndpoint *, std::string_view, int,
                         const translate::Usage &, double, double, bool) {}
 
 std::string Governor::metrics_text() {
@@ -411,11 +411,8 @@ Server::Impl::~Impl() {
     // connections below calls nothing of ours.
     for (Exchange *ex : exchanges) {
         if (!ex->done) {
-            governor.finished(
-                ex->context.key,
-                ex->context.service != nullptr ? ex->context.service->name : kNoService,
-                ex->context.end_user, 503, ex->usage, ms_since(ex->context.started),
-                ex->upstream_ms, false);
+            governor.finished(ex->context.key, ex->context.service, ex->context.end_user, 503,
+                              ex->usage, ms_since(ex->context.started), ex->upstream_ms, false);
         }
         if (ex->upstream != 0)
             client.cancel(ex->upstream);

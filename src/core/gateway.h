@@ -128,13 +128,13 @@ class Governor {
                             std::string_view user);
     // Once per request except /health and /metrics, when the answer is complete (requests
     // libevent refuses before the gateway sees them, oversized or malformed, are not reported).
-    // service is "" when the request never resolved to one (unknown path or model, missing
+    // service is null when the request never resolved to one (unknown path or model, missing
     // key). status is what the caller got; a stream that the upstream broke counts as 502, a
     // request the caller abandoned as 499 and one cut off by the Server's destruction as 503.
     // upstream_ms is 0 when no upstream call was made.
-    virtual void finished(const AccessKey *key, const std::string &service, std::string_view user,
-                          int status, const translate::Usage &usage, double total_ms,
-                          double upstream_ms, bool rate_limited);
+    virtual void finished(const AccessKey *key, const ServiceEndpoint *service,
+                          std::string_view user, int status, const translate::Usage &usage,
+                          double total_ms, double upstream_ms, bool rate_limited);
     // The body of GET /metrics (Prometheus text format 0.0.4).
     virtual std::string metrics_text();
     // A rerank route found by probing, for the host to persist (the Server remembers it too).

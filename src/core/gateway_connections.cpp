@@ -477,7 +477,7 @@ void Server::Impl::client_timer(ClientConnection &cc) {
     if (!cc.refusal.empty()) {
         response = std::move(cc.refusal);
         if (cc.refusal_status == 401)
-            governor.finished(nullptr, kNoService, {}, 401, translate::Usage(), 0, 0, false);
+            governor.finished(nullptr, nullptr, {}, 401, translate::Usage(), 0, 0, false);
     } else if (cc.phase == ClientConnection::Phase::kHeaders) {
         response = raw_response(408, "Request Timeout",
                                 error_body("The request headers did not arrive within "

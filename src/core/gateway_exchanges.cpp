@@ -404,10 +404,8 @@ void Server::Impl::finish(Exchange &ex, int status, bool rate_limited) {
         ex.upstream = 0;
         ex.upstream_ms += ms_since(ex.upstream_started);
     }
-    governor.finished(ex.context.key,
-                      ex.context.service != nullptr ? ex.context.service->name : kNoService,
-                      ex.context.end_user, status, ex.usage, ms_since(ex.context.started),
-                      ex.upstream_ms, rate_limited);
+    governor.finished(ex.context.key, ex.context.service, ex.context.end_user, status, ex.usage,
+                      ms_since(ex.context.started), ex.upstream_ms, rate_limited);
     reap(&ex);
 }
 

@@ -128,8 +128,6 @@ struct ClientConnection {
 // OpenAI model objects need a creation time; services have none worth exposing.
 inline constexpr long long kModelCreated = 1735689600;  // 2025-01-01T00:00:00Z
 
-inline const std::string kNoService;
-
 // How long listening pauses after accept() failed: long enough not to spin while descriptors are
 // exhausted, short enough that a freed descriptor is soon used again.
 inline constexpr long kAcceptPauseMs = 100;

@@ -415,10 +415,8 @@ void Server::Impl::reply(RequestContext &context, int status, std::string body,
     context.req = nullptr;
     send_response(req, status, std::move(body), content_type, context.headers);
     if (context.ledger) {
-        governor.finished(context.key,
-                          context.service != nullptr ? context.service->name : kNoService,
-                          context.end_user, status, translate::Usage(), ms_since(context.started),
-                          0, rate_limited);
+        governor.finished(context.key, context.service, context.end_user, status,
+                          translate::Usage(), ms_since(context.started), 0, rate_limited);
     }
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <string_view>
 
 #include "usage_counters.h"
@@ -97,6 +98,17 @@ void per_listener(std::string &out, const char *name, const char *type, const ch
     }
 }
 
+// The shortest decimal that reads back as the same double: 0.004, not 0.0040000000000000001.
+std::string shortest(double v) {
+    char text[32];
+    for (int digits = 1; digits <= 17; digits++) {
+        std::snprintf(text, sizeof(text), "%.*g", digits, v);
+        if (std::strtod(text, nullptr) == v)
+            break;
+    }
+    return text;
+}
+
 }  // namespace
 
 void Histogram::observe(double ms) {
@@ -110,7 +122,7 @@ void Histogram::observe(double ms) {
 }
 
 void ServiceMetrics::record(int status, bool limited, const translate::Usage &usage,
-                            double total_ms, double upstream_ms) {
+                            double total_ms, double upstream_ms, const Price *price) {
     int slot = -1;
     for (int i = 0; i < kStatusSlots; i++) {
         if (statuses[i].status == status || statuses[i].status == 0) {
@@ -132,6 +144,13 @@ void ServiceMetrics::record(int status, bool limited, const translate::Usage &us
     completion_tokens += static_cast<uint64_t>(t.completion);
     if (limited)
         rate_limited++;
+    if (price != nullptr && price->id != 0) {
+        cost += (static_cast<double>(t.prompt - t.cached) * price->input_per_mtok +
+                 static_cast<double>(t.cached) * price->cached_input_per_mtok +
+                 static_cast<double>(t.completion) * price->output_per_mtok) /
+                1e6;
+        currency = FixedText<4>::of(price->currency);
+    }
 }
 
 std::string render_prometheus(const MetricsView &view) {
@@ -174,6 +193,18 @@ std::string render_prometheus(const MetricsView &view) {
                std::to_string(m.prompt_tokens));
         sample(out, "pg_inference_gateway_tokens_total", labels[i] + ",kind=\"completion\"",
                std::to_string(m.completion_tokens));
+    }
+
+    family(out, "pg_inference_gateway_cost_total", "counter",
+           "What the tokens cost at the services' prices, by service and currency (floating "
+           "point; inference.usage has the exact cost).");
+    for (size_t i = 0; i < view.services.size(); i++) {
+        const ServiceMetrics &m = view.services[i].second;
+        if (m.currency.view().empty())
+            continue;
+        sample(out, "pg_inference_gateway_cost_total",
+               labels[i] + ",currency=\"" + std::string(m.currency.view()) + "\"",
+               shortest(m.cost));
     }
 
     family(out, "pg_inference_gateway_request_duration_seconds", "histogram",

@@ -40,9 +40,14 @@ struct ServiceMetrics {
     Histogram upstream;  // time spent on upstream calls (requests that made one)
     uint64_t prompt_tokens, completion_tokens;
     uint64_t rate_limited;
+    // The tokens at the service's price, in its currency ("" until a priced request): a double,
+    // as Prometheus counters are; the ledger keeps the exact cost.
+    double cost;
+    FixedText<4> currency;
 
+    // price: the service's, null (or id 0) when it has none.
     void record(int status, bool rate_limited, const translate::Usage &usage, double total_ms,
-                double upstream_ms);
+                double upstream_ms, const Price *price = nullptr);
 };
 
 struct MetricsEntry {

@@ -27,6 +27,16 @@ const char *protocol_name(Protocol p);
 
 // Everything needed to call one registered service. The api_key is the plain key, already
 // decrypted or read from the environment; it must never be logged or put in an error.
+// A service's price in force when the catalog was read (inference.prices). The ledger prices
+// usage exactly, in SQL, from the version id; the rates here are doubles for /metrics alone.
+struct Price {
+    int64_t id = 0;  // the inference.price_store version; 0: the service has no price
+    double input_per_mtok = 0;
+    double output_per_mtok = 0;
+    double cached_input_per_mtok = 0;  // the input price when none was set
+    std::string currency;
+};
+
 struct ServiceEndpoint {
     std::string name;
     std::string model;
@@ -42,6 +52,7 @@ struct ServiceEndpoint {
     // upstream may stay silent); 0: the host's default (inference.request_timeout).
     long request_timeout_ms = 0;
     tls::Files tls{};  // set by a superuser: paths the server reads
+    Price price{};
 
     // The key is wiped when an endpoint goes: snapshots and catalogs hold plain keys for as
     // long as they live, and freed memory must not keep them.

@@ -11,6 +11,7 @@ void UsageCounts::add(const UsageCounts &o) {
     prompt_tokens = add_counts(prompt_tokens, o.prompt_tokens);
     completion_tokens = add_counts(completion_tokens, o.completion_tokens);
     total_tokens = add_counts(total_tokens, o.total_tokens);
+    cached_tokens = add_counts(cached_tokens, o.cached_tokens);
     errors += o.errors;
     rate_limited += o.rate_limited;
     last_access_ms = std::max(last_access_ms, o.last_access_ms);
@@ -27,6 +28,7 @@ Tokens tokens_of(const translate::Usage &usage) {
         t.prompt = t.total;
     if (t.total == 0)
         t.total = add_counts(t.prompt, t.completion);
+    t.cached = cached_part(usage.cached_tokens, t.prompt);
     return t;
 }
 
@@ -38,6 +40,7 @@ UsageCounts usage_of(int status, bool rate_limited, const translate::Usage &usag
     c.prompt_tokens = t.prompt;
     c.completion_tokens = t.completion;
     c.total_tokens = t.total;
+    c.cached_tokens = t.cached;
     c.rate_limited = rate_limited ? 1 : 0;
     c.errors = !rate_limited && status >= 400 ? 1 : 0;
     c.last_access_ms = unix_ms;
@@ -52,9 +55,9 @@ int32_t utc_day(int64_t unix_ms) {
     return static_cast<int32_t>(day);
 }
 
-UsageKey usage_key(std::string_view key, std::string_view service, int32_t day,
+UsageKey usage_key(std::string_view key, std::string_view service, int64_t price, int32_t day,
                    std::string_view user) {
-    return UsageKey{PayerName::of(key), Name::of(service), day, EndUser::of(user)};
+    return UsageKey{PayerName::of(key), Name::of(service), day, EndUser::of(user), price};
 }
 
 uint64_t hash_of(const UsageKey &k) {
@@ -63,6 +66,7 @@ uint64_t hash_of(const UsageKey &k) {
     h = hash_bytes(&kSeparator, 1, h);
     h = hash_of(k.service, h);
     h = hash_bytes(&k.day, sizeof(k.day), h);
+    h = hash_bytes(&k.price, sizeof(k.price), h);
     return hash_of(k.user, h);
 }
 

@@ -13,6 +13,11 @@
 //                   to the caller is an error
 //   tokens          the upstream's usage; calls that report only a total (rerank) count it as
 //                   prompt tokens, and a missing total is prompt + completion
+//   cached_tokens   the prompt tokens the upstream read from its prompt cache (a part of
+//                   prompt_tokens)
+//   price           the version of the service's price in force when the request was answered
+//                   (0: none); the ledger turns each version's tokens into cost, so the counters
+//                   of two versions stay apart
 //   day             the UTC day the request finished on
 #pragma once
 
@@ -30,6 +35,7 @@ struct UsageCounts {
     int64_t prompt_tokens;
     int64_t completion_tokens;
     int64_t total_tokens;
+    int64_t cached_tokens;
     int64_t errors;
     int64_t rate_limited;
     int64_t last_access_ms;  // unix milliseconds of the latest request counted; 0: none
@@ -40,7 +46,7 @@ struct UsageCounts {
 
 // The upstream's usage as the ledger counts it (see the definitions above).
 struct Tokens {
-    int64_t prompt = 0, completion = 0, total = 0;
+    int64_t prompt = 0, completion = 0, total = 0, cached = 0;
 };
 Tokens tokens_of(const translate::Usage &usage);
 
@@ -62,10 +68,12 @@ struct UsageKey {
     PayerName key;  // "" for requests without a key (inference.gateway_require_key = off)
     Name service;   // "" for requests that named no known service
     int32_t day;
-    EndUser user;  // "" in the per-key counters; the end user in the per-user ones
+    EndUser user;   // "" in the per-key counters; the end user in the per-user ones
+    int64_t price;  // inference.price_store id, 0: unpriced
 
     bool operator==(const UsageKey &o) const {
-        return day == o.day && key == o.key && service == o.service && user == o.user;
+        return day == o.day && price == o.price && key == o.key && service == o.service &&
+               user == o.user;
     }
 };
 
@@ -77,7 +85,7 @@ struct UsageEntry {
 };
 using UsageTable = FixedTable<UsageEntry>;
 
-UsageKey usage_key(std::string_view key, std::string_view service, int32_t day,
+UsageKey usage_key(std::string_view key, std::string_view service, int64_t price, int32_t day,
                    std::string_view user = {});
 uint64_t hash_of(const UsageKey &k);
 

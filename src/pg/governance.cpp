@@ -235,6 +235,10 @@ std::string batch_json() {
                               {"l", c.rate_limited},   {"a", c.last_access_ms}};
         if (of_user(e))
             row["u"] = e.key.user.view();
+        if (c.cached_tokens != 0)
+            row["h"] = c.cached_tokens;
+        if (e.key.price != 0)
+            row["v"] = e.key.price;
         rows.push_back(std::move(row));
     }
     // The gateway takes only UTF-8 user ids; a replacement character rather than an exception
@@ -780,7 +784,7 @@ gateway::Admission Governance::admit(const gateway::AccessKey *key, const std::s
     return a;
 }
 
-void Governance::finished(const gateway::AccessKey *key, const std::string &service,
+void Governance::finished(const gateway::AccessKey *key, const ServiceEndpoint *endpoint,
                           std::string_view user, int status, const translate::Usage &usage,
                           double total_ms, double upstream_ms, bool rate_limited) {
     if (shared == nullptr || index_ < 1)
@@ -788,6 +792,8 @@ void Governance::finished(const gateway::AccessKey *key, const std::string &serv
     // Only the 429s of the limits are "rate limited"; the 503 of a full limiter is an error.
     bool limited = rate_limited && status == 429;
     int64_t now_ms = unix_ms();
+    const std::string_view service = endpoint != nullptr ? std::string_view(endpoint->name) : "";
+    const int64_t price = endpoint != nullptr ? endpoint->price.id : 0;
     gov::Name service_name = gov::Name::of(service);
     uint64_t service_hash = gov::hash_of(service_name);
     // Requests with neither a key nor a service (a 401, an unknown path) belong to nobody's
@@ -795,12 +801,13 @@ void Governance::finished(const gateway::AccessKey *key, const std::string &serv
     bool ledger = key != nullptr || !service.empty();
     const std::string_view key_name = key != nullptr ? std::string_view(key->name) : "";
     const int32_t day = gov::utc_day(now_ms);
-    gov::UsageKey usage_key = gov::usage_key(key_name, service, day);
+    gov::UsageKey usage_key = gov::usage_key(key_name, service, price, day);
     uint64_t usage_hash = gov::hash_of(usage_key);
     // The end user's row too, when the request named one (the gateway took the id only if it
     // fits gov::EndUser).
     const bool user_ledger = ledger && !user.empty();
-    gov::UsageKey user_key = user_ledger ? gov::usage_key(key_name, service, day, user) : usage_key;
+    gov::UsageKey user_key =
+        user_ledger ? gov::usage_key(key_name, service, price, day, user) : usage_key;
     uint64_t user_hash = user_ledger ? gov::hash_of(user_key) : 0;
     gov::UsageCounts counts = gov::usage_of(status, limited, usage, now_ms);
     // The token limits the answer is charged to.
@@ -820,7 +827,8 @@ void Governance::finished(const gateway::AccessKey *key, const std::string &serv
     gov::MetricsTable metrics = metrics_table();
     gov::MetricsEntry *m = metrics.find_or_insert(service_name, service_hash);
     (m != nullptr ? m->metrics : shared->other_services)
-        .record(status, limited, usage, total_ms, upstream_ms);
+        .record(status, limited, usage, total_ms, upstream_ms,
+                endpoint != nullptr ? &endpoint->price : nullptr);
     shared->listeners[index_ - 1].requests++;
     if (ledger) {
         gov::UsageTable table = usage_table();
@@ -900,7 +908,8 @@ void Governance::breaker_probe_abandoned(const std::string &service) {
     pgi::pg::breaker_probe_abandoned(service);
 }
 
-void record_sql_usage(const std::string &service, bool failed, const translate::Usage &usage) {
+void record_sql_usage(const std::string &service, int64_t price, bool failed,
+                      const translate::Usage &usage) {
     if (shared == nullptr)
         return;
     // The functions run as SECURITY DEFINER: the caller is the role outside them (SET ROLE
@@ -912,8 +921,8 @@ void record_sql_usage(const std::string &service, bool failed, const translate::
         return name != nullptr ? std::string(name) : std::to_string(id);
     });
     const int64_t now_ms = unix_ms();
-    gov::UsageKey key =
-        gov::usage_key(std::string(gov::kSqlPayerPrefix) + role, service, gov::utc_day(now_ms));
+    gov::UsageKey key = gov::usage_key(std::string(gov::kSqlPayerPrefix) + role, service, price,
+                                       gov::utc_day(now_ms));
     const uint64_t hash = gov::hash_of(key);
     // A failed call is an error whatever its status was; 502 stands for all of them.
     gov::UsageCounts counts = gov::usage_of(failed ? 502 : 200, false, usage, now_ms);

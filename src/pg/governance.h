@@ -33,9 +33,9 @@ class Governance : public gateway::Governor {
 
     gateway::Admission admit(const gateway::AccessKey *key, const std::string &service,
                              std::string_view user) override;
-    void finished(const gateway::AccessKey *key, const std::string &service, std::string_view user,
-                  int status, const translate::Usage &usage, double total_ms, double upstream_ms,
-                  bool rate_limited) override;
+    void finished(const gateway::AccessKey *key, const ServiceEndpoint *service,
+                  std::string_view user, int status, const translate::Usage &usage, double total_ms,
+                  double upstream_ms, bool rate_limited) override;
     std::string metrics_text() override;
     // The gateway's warnings (already rate-limited by it) as WARNINGs in the server log.
     void warning(const std::string &message) override;
@@ -53,9 +53,11 @@ class Governance : public gateway::Governor {
 // Counts one upstream call of a SQL function (inference.chat, encode_text, ...) in the usage
 // ledger under "role:" and the calling role's name (the current role outside the
 // SECURITY DEFINER function, as SET ROLE left it), for the service that was called: failed
-// calls as errors, with the tokens the answers reported. No SQL: the usage writer records it
-// with the gateway's. Nothing happens when pg_inference is not preloaded (there is no writer).
-void record_sql_usage(const std::string &service, bool failed, const translate::Usage &usage);
+// calls as errors, with the tokens the answers reported, priced under the service's price
+// version `price` (0: none). No SQL: the usage writer records it with the gateway's. Nothing
+// happens when pg_inference is not preloaded (there is no writer).
+void record_sql_usage(const std::string &service, int64_t price, bool failed,
+                      const translate::Usage &usage);
 
 // The usage writer (a background worker that serves no HTTP) writes the counters to
 // inference.usage_ledger, so that a lock on the ledger or key rows, or a commit waiting for a

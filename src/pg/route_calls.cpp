@@ -22,10 +22,10 @@ void counted(const ServiceRow &row, const Attempt &attempt) {
     try {
         attempt(row, usage);
     } catch (const AttemptFailed &) {
-        record_sql_usage(row.name, true, usage);
+        record_sql_usage(row.name, row.price.id, true, usage);
         throw;
     }
-    record_sql_usage(row.name, false, usage);
+    record_sql_usage(row.name, row.price.id, false, usage);
 }
 
 // Each try's outcome goes to the service's breaker. A failure counts against the service when it

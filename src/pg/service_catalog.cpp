@@ -1,5 +1,7 @@
 #include "service_catalog.h"
 
+#include <cstdlib>
+
 #include "cpp_wall.h"
 
 extern "C" {
@@ -144,8 +146,18 @@ constexpr const char *kSelectServices =
     "SELECT s.name, s.model, s.base_url, s.protocol, s.functions, s.tags, s.allow_insecure, "
     "       k.api_key_sealed, k.api_key_env, s.rerank_route, s.registered_by_superuser, "
     "       (extract(epoch FROM s.request_timeout) * 1000)::bigint::text, "
-    "       s.ca_file, s.client_cert_file, s.client_key_file "
-    "  FROM inference.services s LEFT JOIN inference.service_secrets k ON k.service = s.name ";
+    "       s.ca_file, s.client_cert_file, s.client_key_file, "
+    "       p.id::text, p.input_per_mtok::text, p.output_per_mtok::text, "
+    "       coalesce(p.cached_input_per_mtok, p.input_per_mtok)::text, p.currency "
+    "  FROM inference.services s LEFT JOIN inference.service_secrets k ON k.service = s.name "
+    "  LEFT JOIN LATERAL (SELECT * FROM inference.price_store p WHERE p.service = s.name "
+    "                      ORDER BY p.id DESC LIMIT 1) p ON true ";
+
+// A numeric price as a double for /metrics. strtod rather than a cast in SQL: a price beyond a
+// double's range gives infinity or 0 here, where the cast would fail the whole catalog read.
+double rate_of(const std::optional<std::string> &text) {
+    return text ? std::strtod(text->c_str(), nullptr) : 0;
+}
 
 std::vector<ServiceRow> read_services(SpiConnection &spi, uint64 n) {
     std::vector<ServiceRow> rows;
@@ -167,6 +179,13 @@ std::vector<ServiceRow> read_services(SpiConnection &spi, uint64 n) {
         r.tls.ca_file = spi.string_at(i, 13).value_or("");
         r.tls.client_cert_file = spi.string_at(i, 14).value_or("");
         r.tls.client_key_file = spi.string_at(i, 15).value_or("");
+        if (std::optional<std::string> price = spi.string_at(i, 16)) {
+            r.price.id = std::stoll(*price);
+            r.price.input_per_mtok = rate_of(spi.string_at(i, 17));
+            r.price.output_per_mtok = rate_of(spi.string_at(i, 18));
+            r.price.cached_input_per_mtok = rate_of(spi.string_at(i, 19));
+            r.price.currency = spi.string_at(i, 20).value_or("");
+        }
         rows.push_back(std::move(r));
     }
     return rows;
@@ -410,6 +429,7 @@ ServiceEndpoint endpoint_with_key(const ServiceRow &row, const std::string &plai
     e.allow_insecure = row.allow_insecure;
     e.request_timeout_ms = static_cast<long>(row.request_timeout_ms.value_or(0));
     e.tls = row.tls;
+    e.price = row.price;
     if (!row.registered_by_superuser)
         e.blocked_networks = blocked_networks();
     return e;

@@ -36,6 +36,7 @@ struct ServiceRow {
     // The role that registered it, or last set its key, was a superuser: exempt from
     // inference.allowed_env_keys and inference.blocked_networks.
     bool registered_by_superuser = false;
+    Price price;  // the latest version in inference.price_store; id 0: it has none
 };
 
 // A route: one name for several services (inference.route_store).

@@ -732,10 +732,12 @@ class RecordingGovernor : public Governor {
         }
         return a;
     }
-    void finished(const AccessKey *key, const std::string &service, std::string_view, int status,
-                  const pgi::translate::Usage &usage, double, double, bool rate_limited) override {
+    void finished(const AccessKey *key, const pgi::ServiceEndpoint *service, std::string_view,
+                  int status, const pgi::translate::Usage &usage, double, double,
+                  bool rate_limited) override {
         std::lock_guard<std::mutex> lock(mu);
-        done.push_back({key != nullptr ? key->name : "", service, status, usage, rate_limited});
+        done.push_back({key != nullptr ? key->name : "", service != nullptr ? service->name : "",
+                        status, usage, rate_limited});
     }
     std::string metrics_text() override { return "pg_inference_test 1\n"; }
     void rerank_route_learned(const std::string &service,

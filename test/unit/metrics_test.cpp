@@ -65,6 +65,32 @@ TEST(Metrics, RecordStatusesTokensAndLimits) {
     EXPECT_EQ(m.other_statuses, 5u);  // 16 slots: 200, 429 and 14 more
 }
 
+TEST(Metrics, CostAtTheServicesPrice) {
+    pgi::Price price;
+    price.id = 3;
+    price.input_per_mtok = 2.5;
+    price.output_per_mtok = 10;
+    price.cached_input_per_mtok = 1.25;
+    price.currency = "USD";
+    ServiceMetrics m{};
+    Usage u = usage(1000, 200);
+    u.cached_tokens = 400;
+    m.record(200, false, u, 1, 1, &price);
+    // 600 x 2.50 + 400 x 1.25 + 200 x 10 per million
+    EXPECT_DOUBLE_EQ(m.cost, 0.004);
+    EXPECT_EQ(m.currency.view(), "USD");
+    // An unpriced service has no cost line.
+    MetricsView view;
+    ServiceMetrics free{};
+    free.record(200, false, usage(1, 1), 1, 1);
+    view.services = {{"priced", m}, {"free", free}};
+    std::string text = render_prometheus(view);
+    EXPECT_TRUE(has_line(text, "# TYPE pg_inference_gateway_cost_total counter"));
+    EXPECT_TRUE(has_line(
+        text, "pg_inference_gateway_cost_total{service=\"priced\",currency=\"USD\"} 0.004"));
+    EXPECT_EQ(text.find("pg_inference_gateway_cost_total{service=\"free\""), std::string::npos);
+}
+
 TEST(Metrics, RendersTheTextFormat) {
     MetricsView view;
     ServiceMetrics a{};
@@ -133,7 +159,7 @@ TEST(Metrics, RendersTheTextFormat) {
     EXPECT_TRUE(has_line(text, "pg_inference_gateway_usage_pending_requests 0"));
     EXPECT_TRUE(has_line(text, "pg_inference_gateway_user_limiter_full_total 0"));
     // Every family is announced once, and every line is a comment or a sample.
-    EXPECT_EQ(lines_with(text, "# TYPE ").size(), 16u);
+    EXPECT_EQ(lines_with(text, "# TYPE ").size(), 17u);
     std::istringstream in(text);
     for (std::string line; std::getline(in, line);)
         EXPECT_TRUE(line.rfind("# ", 0) == 0 || line.rfind("pg_inference_gateway_", 0) == 0)

@@ -93,9 +93,9 @@ TEST(UsageCounters, UtcDay) {
 TEST(UsageCounters, AddAndTake) {
     Table t(16);
     UsageTable table = t.table();
-    UsageKey a = usage_key("alice", "gw-openai", 20089);
-    UsageKey b = usage_key("alice", "gw-claude", 20089);
-    UsageKey c = usage_key("alice", "gw-openai", 20090);
+    UsageKey a = usage_key("alice", "gw-openai", 0, 20089);
+    UsageKey b = usage_key("alice", "gw-claude", 0, 20089);
+    UsageKey c = usage_key("alice", "gw-openai", 0, 20090);
     ASSERT_TRUE(add(table, a, usage_of(200, false, usage(1, 2, 3), 10)));
     ASSERT_TRUE(add(table, a, usage_of(500, false, Usage(), 30)));
     ASSERT_TRUE(add(table, a, usage_of(429, true, Usage(), 20)));
@@ -136,18 +136,52 @@ TEST(UsageCounters, AddAndTake) {
     EXPECT_EQ(table.count(), 0u);
 }
 
+TEST(UsageCounters, CachedTokensArePartOfThePrompt) {
+    Usage u = usage(100, 20, 120);
+    u.cached_tokens = 60;
+    UsageCounts c = usage_of(200, false, u, 1);
+    EXPECT_EQ(c.prompt_tokens, 100);
+    EXPECT_EQ(c.cached_tokens, 60);
+    c.add(c);
+    EXPECT_EQ(c.cached_tokens, 120);
+    // A share outside the prompt would price tokens below zero: it is kept within it.
+    u.cached_tokens = 500;
+    EXPECT_EQ(tokens_of(u).cached, 100);
+    u.cached_tokens = -5;
+    EXPECT_EQ(tokens_of(u).cached, 0);
+}
+
+TEST(UsageCounters, EachPriceVersionKeepsItsOwnCounts) {
+    Table t(16);
+    UsageTable table = t.table();
+    Usage u = usage(10, 5, 15);
+    ASSERT_TRUE(add(table, usage_key("k", "s", 7, 1), usage_of(200, false, u, 1)));
+    ASSERT_TRUE(add(table, usage_key("k", "s", 8, 1), usage_of(200, false, u, 2)));
+    ASSERT_TRUE(add(table, usage_key("k", "s", 8, 1), usage_of(200, false, u, 3)));
+    EXPECT_NE(hash_of(usage_key("k", "s", 7, 1)), hash_of(usage_key("k", "s", 8, 1)));
+    std::vector<UsageEntry> out;
+    out.reserve(table.count());
+    take_usage(table, out);
+    ASSERT_EQ(out.size(), 2u);
+    std::map<int64_t, int64_t> requests;
+    for (const UsageEntry &e : out)
+        requests[e.key.price] = e.counts.requests;
+    EXPECT_EQ(requests[7], 1);
+    EXPECT_EQ(requests[8], 2);
+}
+
 TEST(UsageCounters, EndUsersHaveRowsOfTheirOwn) {
     Table t(16);
     UsageTable table = t.table();
     const std::string long_id(256, 'z');
     ASSERT_TRUE(
-        add(table, usage_key("k", "s", 1, "alice"), usage_of(200, false, usage(3, 0, 3), 5)));
-    ASSERT_TRUE(add(table, usage_key("k", "s", 1, "bob"), usage_of(429, true, Usage(), 6)));
+        add(table, usage_key("k", "s", 0, 1, "alice"), usage_of(200, false, usage(3, 0, 3), 5)));
+    ASSERT_TRUE(add(table, usage_key("k", "s", 0, 1, "bob"), usage_of(429, true, Usage(), 6)));
     ASSERT_TRUE(
-        add(table, usage_key("k", "s", 1, "alice"), usage_of(200, false, usage(2, 0, 2), 7)));
-    ASSERT_TRUE(add(table, usage_key("k", "s", 1, long_id), usage_of(200, false, Usage(), 8)));
+        add(table, usage_key("k", "s", 0, 1, "alice"), usage_of(200, false, usage(2, 0, 2), 7)));
+    ASSERT_TRUE(add(table, usage_key("k", "s", 0, 1, long_id), usage_of(200, false, Usage(), 8)));
     // A user id is not a service name: ("k", "s", user "x") and ("k", "sx") differ.
-    EXPECT_NE(hash_of(usage_key("k", "s", 1, "x")), hash_of(usage_key("k", "sx", 1)));
+    EXPECT_NE(hash_of(usage_key("k", "s", 0, 1, "x")), hash_of(usage_key("k", "sx", 0, 1)));
     std::vector<UsageEntry> out;
     out.reserve(table.count());
     take_usage(table, out);
@@ -166,11 +200,11 @@ TEST(UsageCounters, FullTableRefusesNewPairsOnly) {
     Table t(16);
     UsageTable table = t.table();
     for (int i = 0; i < 16; i++)
-        ASSERT_TRUE(add(table, usage_key("k" + std::to_string(i), "s", 1),
+        ASSERT_TRUE(add(table, usage_key("k" + std::to_string(i), "s", 0, 1),
                         usage_of(200, false, Usage(), 1)));
-    EXPECT_FALSE(add(table, usage_key("new", "s", 1), usage_of(200, false, Usage(), 1)));
-    EXPECT_TRUE(add(table, usage_key("k3", "s", 1), usage_of(200, false, Usage(), 1)));
-    EXPECT_FALSE(add(table, usage_key("", "", 1), usage_of(200, false, Usage(), 1)));
+    EXPECT_FALSE(add(table, usage_key("new", "s", 0, 1), usage_of(200, false, Usage(), 1)));
+    EXPECT_TRUE(add(table, usage_key("k3", "s", 0, 1), usage_of(200, false, Usage(), 1)));
+    EXPECT_FALSE(add(table, usage_key("", "", 0, 1), usage_of(200, false, Usage(), 1)));
 }
 
 // The table against a std::map, through random adds, takes and removals: backward-shift deletion
@@ -186,7 +220,7 @@ TEST(FixedTable, MatchesAModelUnderRandomOperations) {
         int op = rng() % 10;
         if (op < 7) {
             std::string k = "key" + std::to_string(rng() % 300);
-            bool added = add(table, usage_key(k, "svc", 7), usage_of(200, false, Usage(), 1));
+            bool added = add(table, usage_key(k, "svc", 0, 7), usage_of(200, false, Usage(), 1));
             if (added)
                 model[k]++;
             else
@@ -215,7 +249,7 @@ TEST(FixedTable, MatchesAModelUnderRandomOperations) {
             continue;
         }
         for (auto &m : model) {
-            UsageKey k = usage_key(m.first, "svc", 7);
+            UsageKey k = usage_key(m.first, "svc", 0, 7);
             UsageEntry *e = table.find(k, hash_of(k));
             ASSERT_NE(e, nullptr) << m.first;
             EXPECT_EQ(e->counts.requests, m.second);
@@ -252,7 +286,8 @@ TEST(UsageCounters, NothingLostWhileTakingConcurrently) {
     for (int l = 0; l < 4; l++) {
         listeners.emplace_back([&, l] {
             for (int i = 0; i < 5000; i++) {
-                UsageKey k = usage_key("key" + std::to_string(i % 7), "svc" + std::to_string(l), 1);
+                UsageKey k =
+                    usage_key("key" + std::to_string(i % 7), "svc" + std::to_string(l), 0, 1);
                 std::lock_guard<std::mutex> lock(mu);
                 ASSERT_TRUE(add(table, k, usage_of(200, false, usage(1, 2, 3), i)));
             }

@@ -1,7 +1,8 @@
 // Every caller dialect (OpenAI chat, Anthropic Messages, OpenAI Responses, legacy completions,
 // Gemini) against a service of every protocol (OpenAI, Anthropic, Gemini), streamed and not:
 // the ledger's tokens equal what the mock counted, exactly (the model listing that waits for a
-// new key is a request of no service, left out); x-ratelimit-* headers count down as
+// new key is a request of no service, left out), cached prompt tokens included, and its cost is
+// those tokens times the services' prices, exactly; x-ratelimit-* headers count down as
 // for chat completions; an over-limit key gets 429 in the dialect's own error shape. Driven by
 // test/e2e/46_dialect_matrix.sh. One PASS/FAIL line per check.
 import { execFileSync } from 'node:child_process';
@@ -46,6 +47,14 @@ const dialects = {
   },
 };
 const services = ['gw-openai', 'gw-claude', 'gw-gemini'];
+// Prices per million tokens, in cents so that the expected cost is an exact integer of
+// 1e-8 dollars: input, output, cached input (null: the input price).
+const prices = {
+  'gw-openai': [250, 1000, 125],
+  'gw-claude': [300, 1500, 30],
+  'gw-gemini': [30, 250, null],
+};
+const dollars = (cents) => (cents === null ? 'NULL' : (cents / 100).toFixed(2));
 
 async function send(dialect, key, model, prompt, stream) {
   const [path, headers, body] = dialects[dialect].send(key, model, prompt, stream);
@@ -72,6 +81,18 @@ async function waitForKey(key) {
   return false;
 }
 
+// Prices first: the keys created next reach the listeners in the same catalog reload.
+for (const [service, [input, output, cached]] of Object.entries(prices)) {
+  sql(`SELECT inference.set_price('${service}', ${dollars(input)}, ${dollars(output)}, ${dollars(cached)})`);
+}
+
+// pg_inference_gateway_cost_total of a service (0 before its first priced request).
+async function costMetric(service) {
+  const text = await (await fetch(`${GATEWAY}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`pg_inference_gateway_cost_total{service="${service}",currency="USD"} `));
+  return line ? Number(line.split(' ').pop()) : 0;
+}
+
 const keys = {};
 for (const d of Object.keys(dialects)) {
   keys[d] = newKey(`mx-${d}`, ', requests_per_minute => 100, tokens_per_hour => 1000000');
@@ -79,14 +100,19 @@ for (const d of Object.keys(dialects)) {
 }
 for (const key of Object.values(keys)) check('a matrix key reaches the gateway', await waitForKey(key));
 
+const gemini0 = await costMetric('gw-gemini');
 const expected = {};  // dialect -> service -> {requests, prompt_tokens, completion_tokens, total_tokens}
+const expectedCost = {};  // dialect -> service -> [cached tokens, cost in 1e-8 dollars]
 for (const [d] of Object.entries(dialects)) {
   let remaining = 100;
   expected[d] = {};
+  expectedCost[d] = {};
   for (const service of services) {
     const e = expected[d][service] = { requests: 0, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
+    const cost = expectedCost[d][service] = [0, 0n];
     for (const stream of [false, true]) {
-      const prompt = `count the ${d} words for ${service}${stream ? ' as a stream' : ''}`;
+      // "cached": the mock reports half the prompt as read from its cache.
+      const prompt = `count the ${d} words for ${service}${stream ? ' as a stream' : ''} from the cached prompt`;
       const r = await send(d, keys[d], service, prompt, stream);
       checkEq(`${d} -> ${service}${stream ? ' (stream)' : ''}: 200`, 200, r.status);
       check(`${d} -> ${service}${stream ? ' (stream)' : ''}: the answer echoes the prompt`,
@@ -102,6 +128,10 @@ for (const [d] of Object.entries(dialects)) {
       e.prompt_tokens += p;
       e.completion_tokens += c;
       e.total_tokens += p + c;
+      const h = Math.floor(p / 2);
+      const [input, output, cachedInput] = prices[service];
+      cost[0] += h;
+      cost[1] += BigInt((p - h) * input + h * (cachedInput ?? input) + c * output);
     }
   }
   // Over the limit: 429, in the dialect's own shape, with the headers.
@@ -128,5 +158,18 @@ for (const d of Object.keys(dialects)) {
     await sleep(100);
   }
   checkEq(`${d}: the ledger's tokens for every protocol equal the mock's count`, want, got);
+  // Cost, in 1e-8 dollars: (prompt - cached) x input + cached x cached input + completion x
+  // output, per million tokens.
+  const costs = sql(`SELECT coalesce(json_object_agg(service, json_build_array(cached_tokens,
+      trim_scale(cost * 100000000)::text, currency) ORDER BY service), '{}')
+      FROM inference.usage WHERE key_name = 'mx-${d}' AND service <> ''`);
+  const wantCost = Object.fromEntries(Object.entries(expectedCost[d]).sort(([a], [b]) => (a < b ? -1 : 1))
+    .map(([service, [h, c]]) => [service, [h, c.toString(), 'USD']]));
+  checkEq(`${d}: the ledger's cached tokens and cost for every protocol are exact`, wantCost, JSON.parse(costs));
 }
+// /metrics shows the same cost, as a float (only this script's keys used gw-gemini meanwhile).
+const geminiCost = Object.values(expectedCost).reduce((n, byService) => n + Number(byService['gw-gemini'][1]), 0) / 1e8;
+const geminiMetric = (await costMetric('gw-gemini')) - gemini0;
+check(`pg_inference_gateway_cost_total of gw-gemini grew by the ledger's cost (${geminiMetric} for ${geminiCost})`,
+      Math.abs(geminiMetric - geminiCost) <= 1e-9 * Math.max(1, geminiCost));
 finish();

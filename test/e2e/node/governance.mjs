@@ -303,6 +303,8 @@ async function run() {
   const chatTokens = mockChatUsage([{ content: 'one two three' }]);
   expect('role:gov_sql_caller', 'gw-openai', { requests: 1, prompt_tokens: chatTokens.prompt,
     completion_tokens: chatTokens.completion, total_tokens: chatTokens.total });
+  // Priced: their cost is in the ledger too (checked after the restart).
+  sql("SELECT inference.set_price('gw-embed', 0.02, 0)");
   checkEq('inference.encode_text_batch from SQL answers, in two batches', '3',
           asRole(`SET inference.embedding_batch_size = 2;
                   SELECT count(*) FROM inference.encode_text_batch('gw-embed', ARRAY['a b', 'c d e', 'f'])`));
@@ -569,6 +571,9 @@ async function verify() {
   const byName = (o) => Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : 1)));
   checkEq(`after a clean restart inference.usage_by_user is exactly what each end user sent (${Object.keys(wanted).length} rows)`,
           byName(wanted), byName(JSON.parse(userRows)));
+  checkEq("a SQL caller's embeddings cost 6 tokens at 0.02 per million", '0.00000012',
+          sql(`SELECT trim_scale(cost)::text FROM inference.usage
+                WHERE key_name = 'role:gov_sql_caller' AND service = 'gw-embed'`));
   checkEq('last_used_at of every key is its latest usage', '0', sql(`SELECT count(*) FROM inference.access_keys k
       WHERE k.name LIKE 'gov-%' AND k.last_used_at IS DISTINCT FROM
             (SELECT max(last_access_at) FROM inference.usage u WHERE u.key_name = k.name)`));
