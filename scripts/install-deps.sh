@@ -7,7 +7,7 @@ PACKAGES=(
     postgresql-15 postgresql-client-15 postgresql-server-dev-15
     libpq-dev libcurl4-openssl-dev nlohmann-json3-dev libssl-dev libevent-dev
     libgtest-dev cmake g++ make pkg-config
-    curl openssl ca-certificates procps bc wrk nginx
+    curl openssl ca-certificates procps bc wrk nginx python3-prometheus-client
 )
 
 missing=()

@@ -310,8 +310,7 @@ Admission Governor::admit(const AccessKey *, const std::string &, std::string_vi
     return {};
 }
 
-void Governor::finished(const AccessKey *, const ServiceEndpoint *, std::string_view, int,
-                        const translate::Usage &, double, double, bool) {}
+void Governor::finished(const Finished &) {}
 
 std::string Governor::metrics_text() {
     return {};
@@ -411,8 +410,10 @@ Server::Impl::~Impl() {
     // connections below calls nothing of ours.
     for (Exchange *ex : exchanges) {
         if (!ex->done) {
-            governor.finished(ex->context.key, ex->context.service, ex->context.end_user, 503,
-                              ex->usage, ms_since(ex->context.started), ex->upstream_ms, false);
+            Finished f = finished_of(ex->context, 503, false);
+            f.usage = ex->usage;
+            f.upstream_ms = ex->upstream_ms;
+            governor.finished(f);
         }
         if (ex->upstream != 0)
             client.cancel(ex->upstream);

@@ -116,6 +116,31 @@ struct Admission {
     std::string code = "rate_limit_exceeded";
 };
 
+// The API a request's caller spoke, as /metrics labels it; Finished::dialect indexes it.
+inline constexpr const char *kDialectLabels[] = {
+    "openai_chat", "anthropic",         "openai_responses", "openai_completions",
+    "gemini",      "openai_embeddings", "rerank",           "passthrough",
+    "other"};
+inline constexpr int kDialectCount = sizeof(kDialectLabels) / sizeof(kDialectLabels[0]);
+
+// What the gateway reports of one finished request (Governor::finished).
+struct Finished {
+    const AccessKey *key = nullptr;            // null: no key (or none was valid)
+    const ServiceEndpoint *service = nullptr;  // null: the request never resolved to one
+    std::string_view user;                     // the end user it named; empty: none
+    // What the caller got; a stream that the upstream broke counts as 502, a request the caller
+    // abandoned as 499 and one cut off by the Server's destruction as 503.
+    int status = 0;
+    translate::Usage usage;
+    double total_ms = 0;
+    double upstream_ms = 0;  // 0: no upstream call was made
+    // A streamed answer: when its first body bytes went to the caller, from the request's
+    // arrival (the time to first token as the caller sees it); < 0: not streamed.
+    double first_byte_ms = -1;
+    int dialect = kDialectCount - 1;  // the caller's API: an index into kDialectLabels
+    bool rate_limited = false;        // refused by the key's limits
+};
+
 // The host's hooks. The default allows everything and records nothing. Called on the loop
 // thread; must not block.
 class Governor {
@@ -128,13 +153,7 @@ class Governor {
                             std::string_view user);
     // Once per request except /health and /metrics, when the answer is complete (requests
     // libevent refuses before the gateway sees them, oversized or malformed, are not reported).
-    // service is null when the request never resolved to one (unknown path or model, missing
-    // key). status is what the caller got; a stream that the upstream broke counts as 502, a
-    // request the caller abandoned as 499 and one cut off by the Server's destruction as 503.
-    // upstream_ms is 0 when no upstream call was made.
-    virtual void finished(const AccessKey *key, const ServiceEndpoint *service,
-                          std::string_view user, int status, const translate::Usage &usage,
-                          double total_ms, double upstream_ms, bool rate_limited);
+    virtual void finished(const Finished &request);
     // The body of GET /metrics (Prometheus text format 0.0.4).
     virtual std::string metrics_text();
     // A rerank route found by probing, for the host to persist (the Server remembers it too).

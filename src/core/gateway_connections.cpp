@@ -476,8 +476,11 @@ void Server::Impl::client_timer(ClientConnection &cc) {
     std::string response;
     if (!cc.refusal.empty()) {
         response = std::move(cc.refusal);
-        if (cc.refusal_status == 401)
-            governor.finished(nullptr, nullptr, {}, 401, translate::Usage(), 0, 0, false);
+        if (cc.refusal_status == 401) {
+            Finished f;
+            f.status = 401;
+            governor.finished(f);
+        }
     } else if (cc.phase == ClientConnection::Phase::kHeaders) {
         response = raw_response(408, "Request Timeout",
                                 error_body("The request headers did not arrive within "

@@ -298,6 +298,8 @@ void Server::Impl::start_stream(Exchange &ex, int status,
 void Server::Impl::send_chunk(Exchange &ex, const char *data, std::size_t size) {
     if (ex.req == nullptr || size == 0)
         return;
+    if (ex.first_byte_ms < 0)
+        ex.first_byte_ms = ms_since(ex.context.started);
     evbuffer_add(ex.chunk, data, size);
     // What one upstream read produced goes out as one chunk when the current callbacks are done
     // (same loop turn, no added latency): libcurl hands a stream over one upstream chunk (an SSE
@@ -404,8 +406,11 @@ void Server::Impl::finish(Exchange &ex, int status, bool rate_limited) {
         ex.upstream = 0;
         ex.upstream_ms += ms_since(ex.upstream_started);
     }
-    governor.finished(ex.context.key, ex.context.service, ex.context.end_user, status, ex.usage,
-                      ms_since(ex.context.started), ex.upstream_ms, rate_limited);
+    Finished f = finished_of(ex.context, status, rate_limited);
+    f.usage = ex.usage;
+    f.upstream_ms = ex.upstream_ms;
+    f.first_byte_ms = ex.first_byte_ms;
+    governor.finished(f);
     reap(&ex);
 }
 

@@ -56,6 +56,7 @@ struct RequestContext {
     bool model_from_header = false;
     // The end user the request names (Config::user_header, else the body); empty: none.
     std::string end_user;
+    Endpoint endpoint = Endpoint::kUnknown;  // as routed, for the metrics' dialect label
 };
 
 // One request being served with an upstream call. Owned by Server::Impl::exchanges until done;
@@ -88,6 +89,7 @@ struct Exchange {
     int busy = 0;
     evbuffer *chunk = nullptr;   // reused for streamed chunks
     bool chunk_pending = false;  // chunk holds bytes for the end of this loop turn
+    double first_byte_ms = -1;   // when send_chunk first had bytes for the caller; < 0: never
     // Plans and starts the upstream call for context.service: the first try, and each fallback
     // to another target of a route (Server::Impl::fall_back). Set by the starters whose requests
     // may name a route (all but pass-through).
@@ -220,6 +222,8 @@ struct Server::Impl {
     void handle_models(RequestContext &context, const Route &route);
     void handle_service_call(const Route &route, RequestContext &context);
 
+    // What the Governor is told of a request that ends now with status (no usage, no upstream).
+    static Finished finished_of(const RequestContext &context, int status, bool rate_limited);
     // Answers a request that made no upstream call, and tells the Governor (context.ledger).
     void reply(RequestContext &context, int status, std::string body,
                const char *content_type = "application/json", bool rate_limited = false);

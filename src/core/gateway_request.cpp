@@ -96,6 +96,38 @@ bool gemini_route(std::string_view path, Route &r) {
 
 }  // namespace
 
+int dialect_of(Endpoint endpoint) {
+    // The positions in kDialectLabels (gateway.h).
+    switch (endpoint) {
+        case Endpoint::kChat:
+            return 0;
+        case Endpoint::kMessages:
+        case Endpoint::kCountTokens:
+            return 1;
+        case Endpoint::kResponses:
+            return 2;
+        case Endpoint::kCompletions:
+            return 3;
+        case Endpoint::kGeminiModels:
+        case Endpoint::kGeminiModel:
+        case Endpoint::kGenerate:
+        case Endpoint::kStreamGenerate:
+        case Endpoint::kGeminiCount:
+        case Endpoint::kEmbedContent:
+        case Endpoint::kBatchEmbed:
+            return 4;
+        case Endpoint::kEmbeddings:
+            return 5;
+        case Endpoint::kRerank:
+        case Endpoint::kRanking:
+            return 6;
+        case Endpoint::kPassthrough:
+            return 7;
+        default:
+            return 8;
+    }
+}
+
 Route route(std::string_view path) {
     Route r;
     if (path == "/health") {

@@ -42,6 +42,9 @@ enum class Endpoint {
     kBatchEmbed,      // POST /v1beta/models/{model}:batchEmbedContents
 };
 
+// Which of kDialectLabels (gateway.h) an endpoint's callers speak.
+int dialect_of(Endpoint endpoint);
+
 // Method bits, the same values as libevent's evhttp_cmd_type.
 enum Method : unsigned {
     kGet = 1u << 0,

@@ -68,6 +68,7 @@ void Server::Impl::handle(evhttp_request *req) {
         std::string_view raw_path = path != nullptr ? path : "";
         unsigned method = static_cast<unsigned>(evhttp_request_get_command(req));
         Route r = route(raw_path);
+        context.endpoint = r.endpoint;
         evkeyvalq *in = evhttp_request_get_input_headers(req);
         context.dialect = dialect_for(
             r, models_caller(evhttp_find_header(in, "anthropic-version") != nullptr,
@@ -407,6 +408,18 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
     }
 }
 
+Finished Server::Impl::finished_of(const RequestContext &context, int status, bool rate_limited) {
+    Finished f;
+    f.key = context.key;
+    f.service = context.service;
+    f.user = context.end_user;
+    f.status = status;
+    f.total_ms = ms_since(context.started);
+    f.dialect = dialect_of(context.endpoint);
+    f.rate_limited = rate_limited;
+    return f;
+}
+
 void Server::Impl::reply(RequestContext &context, int status, std::string body,
                          const char *content_type, bool rate_limited) {
     evhttp_request *req = context.req;
@@ -414,10 +427,8 @@ void Server::Impl::reply(RequestContext &context, int status, std::string body,
         return;
     context.req = nullptr;
     send_response(req, status, std::move(body), content_type, context.headers);
-    if (context.ledger) {
-        governor.finished(context.key, context.service, context.end_user, status,
-                          translate::Usage(), ms_since(context.started), 0, rate_limited);
-    }
+    if (context.ledger)
+        governor.finished(finished_of(context, status, rate_limited));
 }
 
 void Server::Impl::reply_error(RequestContext &context, int status, std::string_view message,

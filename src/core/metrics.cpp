@@ -16,6 +16,27 @@ constexpr int64_t kBoundsUs[kLatencyBuckets] = {
     5'000,     10'000,    25'000,     50'000,     100'000,    250'000,     500'000,    1'000'000,
     2'500'000, 5'000'000, 10'000'000, 30'000'000, 60'000'000, 120'000'000, 300'000'000};
 
+constexpr int64_t kTtftUs[] = {1'000,     5'000,     10'000,    20'000,   25'000,  40'000,
+                               60'000,    80'000,    100'000,   250'000,  500'000, 750'000,
+                               1'000'000, 2'500'000, 5'000'000, 7'500'000};
+constexpr const char *kTtftText[] = {"0.001", "0.005", "0.01", "0.02", "0.025", "0.04",
+                                     "0.06",  "0.08",  "0.1",  "0.25", "0.5",   "0.75",
+                                     "1",     "2.5",   "5",    "7.5"};
+constexpr int64_t kTpotUs[] = {10'000,  25'000,  50'000,  75'000,  100'000,   150'000,  200'000,
+                               300'000, 400'000, 500'000, 750'000, 1'000'000, 2'500'000};
+constexpr const char *kTpotText[] = {"0.01", "0.025", "0.05", "0.075", "0.1", "0.15", "0.2",
+                                     "0.3",  "0.4",   "0.5",  "0.75",  "1",   "2.5"};
+constexpr int64_t kTokens[] = {1,         4,         16,         64,        256,
+                               1'024,     4'096,     16'384,     65'536,    262'144,
+                               1'048'576, 4'194'304, 16'777'216, 67'108'864};
+constexpr const char *kTokensText[] = {"1",       "4",       "16",       "64",      "256",
+                                       "1024",    "4096",    "16384",    "65536",   "262144",
+                                       "1048576", "4194304", "16777216", "67108864"};
+template <typename T, std::size_t N>
+constexpr int count_of(const T (&)[N]) {
+    return static_cast<int>(N);
+}
+
 // A label value as the text format wants it: backslash, double quote and newline escaped.
 void append_label(std::string &out, const char *name, const std::string &value) {
     out += name;
@@ -84,6 +105,21 @@ void histogram(std::string &out, const char *name, const std::string &labels, co
     sample(out, base + "_count", labels, std::to_string(h.count));
 }
 
+// A histogram on a Scale; sum_text is its sum as the family's unit writes it.
+void buckets(std::string &out, const char *name, const std::string &labels, const Buckets &b,
+             const Scale &scale, const std::string &sum_text) {
+    uint64_t cumulative = 0;
+    std::string base = name;
+    for (int i = 0; i <= scale.n; i++) {
+        cumulative += b.counts[i];
+        sample(out, base + "_bucket",
+               labels + ",le=\"" + (i < scale.n ? scale.text[i] : "+Inf") + "\"",
+               std::to_string(cumulative));
+    }
+    sample(out, base + "_sum", labels, sum_text);
+    sample(out, base + "_count", labels, std::to_string(b.count));
+}
+
 // A family with one sample per listener. A gauge describes running listeners only; a counter
 // also keeps the count of a listener that is gone, until the server restarts.
 template <typename Value>
@@ -111,6 +147,19 @@ std::string shortest(double v) {
 
 }  // namespace
 
+const Scale kTimeToFirstToken{kTtftUs, kTtftText, count_of(kTtftUs)};
+const Scale kTimePerOutputToken{kTpotUs, kTpotText, count_of(kTpotUs)};
+const Scale kTokenCounts{kTokens, kTokensText, count_of(kTokens)};
+
+void Buckets::observe(const Scale &scale, int64_t value) {
+    int i = 0;
+    while (i < scale.n && value > scale.bounds[i])
+        i++;
+    counts[i]++;
+    count++;
+    sum += value;
+}
+
 void Histogram::observe(double ms) {
     int64_t us = ms <= 0 ? 0 : static_cast<int64_t>(ms * 1000.0 + 0.5);
     int i = 0;
@@ -121,29 +170,45 @@ void Histogram::observe(double ms) {
     sum_us += us;
 }
 
-void ServiceMetrics::record(int status, bool limited, const translate::Usage &usage,
-                            double total_ms, double upstream_ms, const Price *price) {
+void ServiceMetrics::record(const gateway::Finished &r) {
     int slot = -1;
     for (int i = 0; i < kStatusSlots; i++) {
-        if (statuses[i].status == status || statuses[i].status == 0) {
+        if (statuses[i].status == r.status || statuses[i].status == 0) {
             slot = i;
             break;
         }
     }
     if (slot >= 0) {
-        statuses[slot].status = status;
+        statuses[slot].status = r.status;
         statuses[slot].count++;
     } else {
         other_statuses++;
     }
-    total.observe(total_ms);
-    if (upstream_ms > 0)
-        upstream.observe(upstream_ms);
-    Tokens t = tokens_of(usage);
+    total.observe(r.total_ms);
+    if (r.dialect >= 0 && r.dialect < gateway::kDialectCount)
+        by_dialect[r.dialect].observe(r.total_ms);
+    if (r.upstream_ms > 0)
+        upstream.observe(r.upstream_ms);
+    Tokens t = tokens_of(r.usage);
     prompt_tokens += static_cast<uint64_t>(t.prompt);
     completion_tokens += static_cast<uint64_t>(t.completion);
-    if (limited)
+    if (r.usage.present) {
+        input_tokens.observe(kTokenCounts, t.prompt);
+        output_tokens.observe(kTokenCounts, t.completion);
+    }
+    if (r.rate_limited && r.status == 429)
         rate_limited++;
+    if (r.status == 200 && r.first_byte_ms >= 0) {
+        const auto us = [](double ms) { return static_cast<int64_t>(ms * 1000.0 + 0.5); };
+        first_token_us.observe(kTimeToFirstToken, us(r.first_byte_ms));
+        // OpenTelemetry's time per output token: after the first, over the tokens after it.
+        if (t.completion > 1) {
+            per_output_token_us.observe(
+                kTimePerOutputToken,
+                us((r.total_ms - r.first_byte_ms) / static_cast<double>(t.completion - 1)));
+        }
+    }
+    const Price *price = r.service != nullptr ? &r.service->price : nullptr;
     if (price != nullptr && price->id != 0) {
         cost += (static_cast<double>(t.prompt - t.cached) * price->input_per_mtok +
                  static_cast<double>(t.cached) * price->cached_input_per_mtok +
@@ -218,6 +283,48 @@ std::string render_prometheus(const MetricsView &view) {
     for (size_t i = 0; i < view.services.size(); i++)
         histogram(out, "pg_inference_gateway_upstream_duration_seconds", labels[i],
                   view.services[i].second.upstream);
+
+    // The OpenTelemetry GenAI semantic conventions' metrics, in their Prometheus names.
+    family(out, "gen_ai_server_request_duration_seconds", "histogram",
+           "Time from a request's arrival to the end of its answer, by service and the API the "
+           "caller spoke.");
+    for (size_t i = 0; i < view.services.size(); i++) {
+        for (int d = 0; d < gateway::kDialectCount; d++) {
+            const Histogram &h = view.services[i].second.by_dialect[d];
+            if (h.count > 0) {
+                std::string l = labels[i];
+                l += ',';
+                append_label(l, "dialect", gateway::kDialectLabels[d]);
+                histogram(out, "gen_ai_server_request_duration_seconds", l, h);
+            }
+        }
+    }
+    family(out, "gen_ai_client_token_usage", "histogram",
+           "Tokens per request as the upstreams reported them, by service and token type "
+           "(input, output).");
+    for (size_t i = 0; i < view.services.size(); i++) {
+        const ServiceMetrics &m = view.services[i].second;
+        buckets(out, "gen_ai_client_token_usage", labels[i] + ",gen_ai_token_type=\"input\"",
+                m.input_tokens, kTokenCounts, std::to_string(m.input_tokens.sum));
+        buckets(out, "gen_ai_client_token_usage", labels[i] + ",gen_ai_token_type=\"output\"",
+                m.output_tokens, kTokenCounts, std::to_string(m.output_tokens.sum));
+    }
+    family(out, "gen_ai_server_time_to_first_token_seconds", "histogram",
+           "Streams answered 200: time from the request's arrival to the first bytes of the "
+           "answer sent to the caller.");
+    for (size_t i = 0; i < view.services.size(); i++) {
+        const Buckets &b = view.services[i].second.first_token_us;
+        buckets(out, "gen_ai_server_time_to_first_token_seconds", labels[i], b, kTimeToFirstToken,
+                seconds(b.sum));
+    }
+    family(out, "gen_ai_server_time_per_output_token_seconds", "histogram",
+           "Streams answered 200 with more than one output token: the time after the first "
+           "bytes, per output token after the first.");
+    for (size_t i = 0; i < view.services.size(); i++) {
+        const Buckets &b = view.services[i].second.per_output_token_us;
+        buckets(out, "gen_ai_server_time_per_output_token_seconds", labels[i], b,
+                kTimePerOutputToken, seconds(b.sum));
+    }
 
     per_listener(out, "pg_inference_gateway_in_flight_requests", "gauge",
                  "Requests a listener is serving now.", view.listeners,

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "gateway.h"
 #include "shared_table.h"
 #include "translate.h"
 
@@ -27,6 +28,27 @@ struct Histogram {
     void observe(double ms);
 };
 
+// The OpenTelemetry GenAI metrics' bucket bounds (their advised boundaries, with 25 ms added to
+// the time to first token): bounds[] in the unit counted (microseconds, or tokens), text[] as
+// /metrics writes them.
+struct Scale {
+    const int64_t *bounds;
+    const char *const *text;
+    int n;
+};
+extern const Scale kTimeToFirstToken;    // 1 ms to 10 s
+extern const Scale kTimePerOutputToken;  // 10 ms to 2.5 s
+extern const Scale kTokenCounts;         // 1 to 4^13 tokens
+
+// A histogram on one of those scales (up to 16 bounds).
+struct Buckets {
+    uint64_t counts[17];  // per bucket, not cumulative; counts[scale.n] is +Inf
+    uint64_t count;
+    int64_t sum;  // in the scale's unit
+
+    void observe(const Scale &scale, int64_t value);
+};
+
 // Distinct HTTP statuses counted per service; any beyond them count as code "other".
 inline constexpr int kStatusSlots = 16;
 
@@ -38,6 +60,10 @@ struct ServiceMetrics {
     uint64_t other_statuses;
     Histogram total;     // whole request, as the caller saw it
     Histogram upstream;  // time spent on upstream calls (requests that made one)
+    Histogram by_dialect[gateway::kDialectCount];  // total, by the caller's API
+    // Streams answered 200: time to the first body bytes, and per output token after them.
+    Buckets first_token_us, per_output_token_us;
+    Buckets input_tokens, output_tokens;  // per request that reported usage
     uint64_t prompt_tokens, completion_tokens;
     uint64_t rate_limited;
     // The tokens at the service's price, in its currency ("" until a priced request): a double,
@@ -45,9 +71,8 @@ struct ServiceMetrics {
     double cost;
     FixedText<4> currency;
 
-    // price: the service's, null (or id 0) when it has none.
-    void record(int status, bool rate_limited, const translate::Usage &usage, double total_ms,
-                double upstream_ms, const Price *price = nullptr);
+    // Only the 429s of the limits count as rate limited (the 503 of a full limiter is an error).
+    void record(const gateway::Finished &request);
 };
 
 struct MetricsEntry {

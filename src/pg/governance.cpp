@@ -784,11 +784,15 @@ gateway::Admission Governance::admit(const gateway::AccessKey *key, const std::s
     return a;
 }
 
-void Governance::finished(const gateway::AccessKey *key, const ServiceEndpoint *endpoint,
-                          std::string_view user, int status, const translate::Usage &usage,
-                          double total_ms, double upstream_ms, bool rate_limited) {
+void Governance::finished(const gateway::Finished &request) {
     if (shared == nullptr || index_ < 1)
         return;
+    const gateway::AccessKey *key = request.key;
+    const ServiceEndpoint *endpoint = request.service;
+    const std::string_view user = request.user;
+    const int status = request.status;
+    const translate::Usage &usage = request.usage;
+    const bool rate_limited = request.rate_limited;
     // Only the 429s of the limits are "rate limited"; the 503 of a full limiter is an error.
     bool limited = rate_limited && status == 429;
     int64_t now_ms = unix_ms();
@@ -826,9 +830,7 @@ void Governance::finished(const gateway::AccessKey *key, const ServiceEndpoint *
     Locked lock(true);
     gov::MetricsTable metrics = metrics_table();
     gov::MetricsEntry *m = metrics.find_or_insert(service_name, service_hash);
-    (m != nullptr ? m->metrics : shared->other_services)
-        .record(status, limited, usage, total_ms, upstream_ms,
-                endpoint != nullptr ? &endpoint->price : nullptr);
+    (m != nullptr ? m->metrics : shared->other_services).record(request);
     shared->listeners[index_ - 1].requests++;
     if (ledger) {
         gov::UsageTable table = usage_table();

@@ -33,9 +33,7 @@ class Governance : public gateway::Governor {
 
     gateway::Admission admit(const gateway::AccessKey *key, const std::string &service,
                              std::string_view user) override;
-    void finished(const gateway::AccessKey *key, const ServiceEndpoint *service,
-                  std::string_view user, int status, const translate::Usage &usage, double total_ms,
-                  double upstream_ms, bool rate_limited) override;
+    void finished(const gateway::Finished &request) override;
     std::string metrics_text() override;
     // The gateway's warnings (already rate-limited by it) as WARNINGs in the server log.
     void warning(const std::string &message) override;

@@ -732,12 +732,11 @@ class RecordingGovernor : public Governor {
         }
         return a;
     }
-    void finished(const AccessKey *key, const pgi::ServiceEndpoint *service, std::string_view,
-                  int status, const pgi::translate::Usage &usage, double, double,
-                  bool rate_limited) override {
+    void finished(const pgi::gateway::Finished &r) override {
         std::lock_guard<std::mutex> lock(mu);
-        done.push_back({key != nullptr ? key->name : "", service != nullptr ? service->name : "",
-                        status, usage, rate_limited});
+        done.push_back({r.key != nullptr ? r.key->name : "",
+                        r.service != nullptr ? r.service->name : "", r.status, r.usage,
+                        r.rate_limited});
     }
     std::string metrics_text() override { return "pg_inference_test 1\n"; }
     void rerank_route_learned(const std::string &service,

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "gateway_request.h"
+
 namespace {
 
 using namespace pgi::governance;
@@ -17,6 +19,22 @@ Usage usage(long long p, long long c) {
     u.total_tokens = p + c;
     u.present = true;
     return u;
+}
+
+// A finished request as the gateway reports it; first_byte_ms >= 0 for a stream.
+pgi::gateway::Finished req(int status, bool limited, const Usage &u, double total_ms,
+                           double upstream_ms, const pgi::ServiceEndpoint *service = nullptr,
+                           double first_byte_ms = -1, int dialect = 0) {
+    pgi::gateway::Finished f;
+    f.status = status;
+    f.rate_limited = limited;
+    f.usage = u;
+    f.total_ms = total_ms;
+    f.upstream_ms = upstream_ms;
+    f.service = service;
+    f.first_byte_ms = first_byte_ms;
+    f.dialect = dialect;
+    return f;
 }
 
 std::vector<std::string> lines_with(const std::string &text, const std::string &prefix) {
@@ -49,9 +67,9 @@ TEST(Metrics, HistogramBuckets) {
 
 TEST(Metrics, RecordStatusesTokensAndLimits) {
     ServiceMetrics m{};
-    m.record(200, false, usage(3, 4), 10, 8);
-    m.record(200, false, usage(1, 1), 10, 8);
-    m.record(429, true, Usage(), 1, 0);
+    m.record(req(200, false, usage(3, 4), 10, 8));
+    m.record(req(200, false, usage(1, 1), 10, 8));
+    m.record(req(429, true, Usage(), 1, 0));
     EXPECT_EQ(m.statuses[0].status, 200);
     EXPECT_EQ(m.statuses[0].count, 2u);
     EXPECT_EQ(m.statuses[1].status, 429);
@@ -61,28 +79,28 @@ TEST(Metrics, RecordStatusesTokensAndLimits) {
     EXPECT_EQ(m.total.count, 3u);
     EXPECT_EQ(m.upstream.count, 2u);  // the refusal made no upstream call
     for (int s = 0; s < kStatusSlots + 3; s++)
-        m.record(300 + s, false, Usage(), 1, 1);
+        m.record(req(300 + s, false, Usage(), 1, 1));
     EXPECT_EQ(m.other_statuses, 5u);  // 16 slots: 200, 429 and 14 more
 }
 
 TEST(Metrics, CostAtTheServicesPrice) {
-    pgi::Price price;
-    price.id = 3;
-    price.input_per_mtok = 2.5;
-    price.output_per_mtok = 10;
-    price.cached_input_per_mtok = 1.25;
-    price.currency = "USD";
+    pgi::ServiceEndpoint service;
+    service.price.id = 3;
+    service.price.input_per_mtok = 2.5;
+    service.price.output_per_mtok = 10;
+    service.price.cached_input_per_mtok = 1.25;
+    service.price.currency = "USD";
     ServiceMetrics m{};
     Usage u = usage(1000, 200);
     u.cached_tokens = 400;
-    m.record(200, false, u, 1, 1, &price);
+    m.record(req(200, false, u, 1, 1, &service));
     // 600 x 2.50 + 400 x 1.25 + 200 x 10 per million
     EXPECT_DOUBLE_EQ(m.cost, 0.004);
     EXPECT_EQ(m.currency.view(), "USD");
     // An unpriced service has no cost line.
     MetricsView view;
     ServiceMetrics free{};
-    free.record(200, false, usage(1, 1), 1, 1);
+    free.record(req(200, false, usage(1, 1), 1, 1));
     view.services = {{"priced", m}, {"free", free}};
     std::string text = render_prometheus(view);
     EXPECT_TRUE(has_line(text, "# TYPE pg_inference_gateway_cost_total counter"));
@@ -91,13 +109,73 @@ TEST(Metrics, CostAtTheServicesPrice) {
     EXPECT_EQ(text.find("pg_inference_gateway_cost_total{service=\"free\""), std::string::npos);
 }
 
+TEST(Metrics, GenAiHistograms) {
+    ServiceMetrics m{};
+    // A stream of 11 output tokens: first bytes after 22 ms, the rest 100 ms later.
+    m.record(req(200, false, usage(40, 11), 122, 120, nullptr, 22, 1));
+    m.record(req(200, false, usage(3000, 1), 30, 29, nullptr, -1, 0));  // not a stream
+    m.record(req(502, false, usage(5, 2), 50, 49, nullptr, 10, 0));     // a broken stream
+    EXPECT_EQ(m.first_token_us.count, 1u);
+    EXPECT_EQ(m.first_token_us.sum, 22'000);
+    EXPECT_EQ(m.first_token_us.counts[4], 1u);  // le 0.025
+    EXPECT_EQ(m.per_output_token_us.count, 1u);
+    EXPECT_EQ(m.per_output_token_us.sum, 10'000);  // 100 ms over 10 tokens
+    EXPECT_EQ(m.input_tokens.count, 3u);
+    EXPECT_EQ(m.input_tokens.sum, 3045);
+    EXPECT_EQ(m.input_tokens.counts[3], 1u);  // 40: le 64
+    EXPECT_EQ(m.input_tokens.counts[6], 1u);  // 3000: le 4096
+    EXPECT_EQ(m.by_dialect[1].count, 1u);
+    EXPECT_EQ(m.by_dialect[0].count, 2u);
+
+    MetricsView view;
+    view.services = {{"gw", m}};
+    std::string text = render_prometheus(view);
+    EXPECT_TRUE(has_line(text, "# TYPE gen_ai_server_time_to_first_token_seconds histogram"));
+    EXPECT_TRUE(has_line(
+        text, "gen_ai_server_time_to_first_token_seconds_bucket{service=\"gw\",le=\"0.02\"} 0"));
+    EXPECT_TRUE(has_line(
+        text, "gen_ai_server_time_to_first_token_seconds_bucket{service=\"gw\",le=\"0.025\"} 1"));
+    EXPECT_TRUE(
+        has_line(text, "gen_ai_server_time_to_first_token_seconds_sum{service=\"gw\"} 0.022000"));
+    EXPECT_TRUE(
+        has_line(text, "gen_ai_server_time_per_output_token_seconds_sum{service=\"gw\"} 0.010000"));
+    EXPECT_TRUE(has_line(
+        text, "gen_ai_client_token_usage_sum{service=\"gw\",gen_ai_token_type=\"input\"} 3045"));
+    EXPECT_TRUE(has_line(text,
+                         "gen_ai_client_token_usage_bucket{service=\"gw\",gen_ai_token_type="
+                         "\"output\",le=\"16\"} 3"));
+    EXPECT_TRUE(has_line(text,
+                         "gen_ai_server_request_duration_seconds_count{service=\"gw\",dialect="
+                         "\"anthropic\"} 1"));
+    EXPECT_TRUE(has_line(text,
+                         "gen_ai_server_request_duration_seconds_count{service=\"gw\",dialect="
+                         "\"openai_chat\"} 2"));
+    // Dialects with no request have no series.
+    EXPECT_EQ(text.find("dialect=\"gemini\""), std::string::npos);
+}
+
+TEST(Metrics, EveryEndpointHasItsDialectLabel) {
+    using pgi::gateway::Endpoint;
+    using pgi::gateway::kDialectLabels;
+    EXPECT_STREQ(kDialectLabels[dialect_of(Endpoint::kChat)], "openai_chat");
+    EXPECT_STREQ(kDialectLabels[dialect_of(Endpoint::kMessages)], "anthropic");
+    EXPECT_STREQ(kDialectLabels[dialect_of(Endpoint::kCountTokens)], "anthropic");
+    EXPECT_STREQ(kDialectLabels[dialect_of(Endpoint::kResponses)], "openai_responses");
+    EXPECT_STREQ(kDialectLabels[dialect_of(Endpoint::kCompletions)], "openai_completions");
+    EXPECT_STREQ(kDialectLabels[dialect_of(Endpoint::kStreamGenerate)], "gemini");
+    EXPECT_STREQ(kDialectLabels[dialect_of(Endpoint::kEmbeddings)], "openai_embeddings");
+    EXPECT_STREQ(kDialectLabels[dialect_of(Endpoint::kRanking)], "rerank");
+    EXPECT_STREQ(kDialectLabels[dialect_of(Endpoint::kPassthrough)], "passthrough");
+    EXPECT_STREQ(kDialectLabels[dialect_of(Endpoint::kModels)], "other");
+}
+
 TEST(Metrics, RendersTheTextFormat) {
     MetricsView view;
     ServiceMetrics a{};
-    a.record(200, false, usage(3, 4), 12, 10);
-    a.record(502, false, Usage(), 2600, 2500);
+    a.record(req(200, false, usage(3, 4), 12, 10));
+    a.record(req(502, false, Usage(), 2600, 2500));
     ServiceMetrics quoted{};
-    quoted.record(404, false, Usage(), 1, 0);
+    quoted.record(req(404, false, Usage(), 1, 0));
     view.services = {{"gw-openai", a}, {"we\"ird\\", quoted}};
     view.listeners.resize(2);
     view.listeners[0] = {true, 3, 10, 1'000'000, 4, 2, 1};
@@ -159,10 +237,11 @@ TEST(Metrics, RendersTheTextFormat) {
     EXPECT_TRUE(has_line(text, "pg_inference_gateway_usage_pending_requests 0"));
     EXPECT_TRUE(has_line(text, "pg_inference_gateway_user_limiter_full_total 0"));
     // Every family is announced once, and every line is a comment or a sample.
-    EXPECT_EQ(lines_with(text, "# TYPE ").size(), 17u);
+    EXPECT_EQ(lines_with(text, "# TYPE ").size(), 21u);
     std::istringstream in(text);
     for (std::string line; std::getline(in, line);)
-        EXPECT_TRUE(line.rfind("# ", 0) == 0 || line.rfind("pg_inference_gateway_", 0) == 0)
+        EXPECT_TRUE(line.rfind("# ", 0) == 0 || line.rfind("pg_inference_gateway_", 0) == 0 ||
+                    line.rfind("gen_ai_", 0) == 0)
             << line;
     EXPECT_EQ(text.back(), '\n');
 }
