@@ -618,6 +618,10 @@ void Server::set_snapshot(std::shared_ptr<const Snapshot> snapshot) {
         impl_->snapshot = std::move(snapshot);
 }
 
+void Server::set_catalog_check(std::function<void()> check) {
+    impl_->catalog_check = std::move(check);
+}
+
 std::size_t Server::in_flight() const {
     return impl_->exchanges.size();
 }

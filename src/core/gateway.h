@@ -216,6 +216,11 @@ class Server {
     void reconfigure(const Config &config);
     // Publishes a new catalog; requests already running keep the one they started with.
     void set_snapshot(std::shared_ptr<const Snapshot> snapshot);
+    // Called on the loop thread before each request's key is checked: the host publishes a
+    // newer snapshot there (set_snapshot) when the catalog changed since it loaded its own, so
+    // the request after a committed create, rotate, update or revoke of a key is served by it.
+    // It must be cheap when nothing changed (a counter read).
+    void set_catalog_check(std::function<void()> check);
     // Requests being served (waiting on or streaming from an upstream).
     std::size_t in_flight() const;
 

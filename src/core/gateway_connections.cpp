@@ -450,6 +450,8 @@ void Server::Impl::client_input(ClientConnection &cc) {
     long long body_length = -1;
     std::string response;
     try {
+        if (catalog_check)
+            catalog_check();
         response = precheck(block, status, body_length);
     } catch (const std::exception &) {
         response.clear();  // libevent and handle() decide

@@ -314,6 +314,7 @@ struct Server::Impl {
     std::vector<evhttp_bound_socket *> bound;
     int bound_port = 0;
     std::shared_ptr<const Snapshot> snapshot;
+    std::function<void()> catalog_check;  // Server::set_catalog_check
     http::AsyncClient client;
     std::unordered_set<Exchange *> exchanges;
     event *flush_event = nullptr;  // runs flush_chunks once the current callbacks are done

@@ -61,6 +61,8 @@ void Server::Impl::handle(evhttp_request *req) {
     RequestContext context;
     context.req = req;
     context.started = Clock::now();
+    if (catalog_check)
+        catalog_check();
     context.snapshot = snapshot;
     try {
         const evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);

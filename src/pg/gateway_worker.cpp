@@ -255,6 +255,9 @@ void run_listener(int index) {
     l.server = std::make_unique<gateway::Server>(l.base, config, l.governor);
     l.server->set_snapshot(loading_snapshot());
     reload_if_changed(l);
+    // Read-your-writes: a request arriving after a committed catalog change reloads first
+    // rather than waiting for the next tick (a key used right after create_access_key).
+    l.server->set_catalog_check([&l]() { reload_if_changed(l); });
     l.server->listen();
     pg_guard_void([&]() {
         ereport(LOG, (errmsg("pg_inference gateway listener %d serving on port %d", index,

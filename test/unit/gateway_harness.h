@@ -930,10 +930,15 @@ class GatewayTest : public ::testing::Test {
     void start() {
         server = std::make_unique<Server>(loop.base(), config, governor);
         server->set_snapshot(std::make_shared<Snapshot>(catalog()));
+        if (catalog_check)
+            server->set_catalog_check(catalog_check);
         server->listen();
         port = server->port();
         loop.start();
     }
+
+    // Given to Server::set_catalog_check by start() when set.
+    std::function<void()> catalog_check;
 
     void TearDown() override {
         loop.stop();

@@ -83,6 +83,35 @@ TEST_F(GatewayTest, AccessKeys) {
     EXPECT_EQ(done.back().service, "chat");
 }
 
+TEST_F(GatewayTest, AKeyCreatedIsServedByTheNextRequest) {
+    // The host's check publishes the catalog with a new key when "committed" is set, as a
+    // listener reloads when the catalog's counter has moved.
+    std::atomic<bool> committed{false};
+    std::atomic<int> checks{0};
+    catalog_check = [&]() {
+        checks++;
+        if (committed.exchange(false)) {
+            Snapshot s = catalog();
+            add_key(s, "new", "gw-new-key");
+            server->set_snapshot(std::make_shared<Snapshot>(std::move(s)));
+        }
+    };
+    start();
+    CallOptions o;
+    o.key = false;
+    o.headers = {"Authorization: Bearer gw-new-key"};
+    EXPECT_EQ(call(port, "/v1/models", o).status, 401);
+    committed = true;
+    EXPECT_EQ(call(port, "/v1/models", o).status, 200);
+    // Checked before the headers' key check and again before the request is served.
+    EXPECT_GE(checks.load(), 4);
+    // A chat with a body, whose key is checked before the body is read.
+    o.method = "POST";
+    o.body = R"({"model":"chat","messages":[{"role":"user","content":"hi"}]})";
+    o.headers.push_back("Content-Type: application/json");
+    EXPECT_EQ(call(port, "/v1/chat/completions", o).status, 200);
+}
+
 TEST_F(GatewayTest, NoKeyRequired) {
     config.require_key = false;
     start();
