@@ -13,10 +13,13 @@ bash scripts/build-install.sh
 source test/lib/cluster.sh
 source test/lib/mock.sh
 WORK="$(cluster_workdir pgi-demo)"
-PG_DIR="$WORK/pg" PG_PORT="${DEMO_PG_PORT:-25431}"
-MOCK_PORT="${DEMO_MOCK_PORT:-18281}" MOCK_TLS_PORT="${DEMO_MOCK_TLS_PORT:-18282}"
+# The usual ports when free, else free ones (DEMO_*_PORT set them).
+PG_DIR="$WORK/pg" PG_PORT="${DEMO_PG_PORT:-$(free_port 25431)}"
+MOCK_PORT="${DEMO_MOCK_PORT:-$(free_port 18281 "$PG_PORT")}"
+MOCK_TLS_PORT="${DEMO_MOCK_TLS_PORT:-$(free_port 18282 "$PG_PORT" "$MOCK_PORT")}"
 MOCK="http://127.0.0.1:$MOCK_PORT"
-GATEWAY_PORT="${DEMO_GATEWAY_PORT:-8765}" GATEWAY="http://127.0.0.1:${DEMO_GATEWAY_PORT:-8765}"
+GATEWAY_PORT="${DEMO_GATEWAY_PORT:-$(free_port 8765 "$PG_PORT" "$MOCK_PORT" "$MOCK_TLS_PORT")}"
+GATEWAY="http://127.0.0.1:$GATEWAY_PORT"
 
 stop_all() {
     cluster_stop "$PG_DIR"

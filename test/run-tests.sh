@@ -9,8 +9,10 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 
-# One run at a time on a machine: the suite uses fixed loopback ports (the expected outputs
-# show the mock's URLs) and installs the extension system-wide.
+# One run at a time on a machine: the mock upstream has fixed loopback ports (the expected
+# outputs show its URLs) and the extension is installed system-wide. The cluster and gateway
+# ports are the usual ones when free, else any free ones (PGI_TEST_PG_PORT and
+# PGI_TEST_GATEWAY_PORT set them).
 exec 9>/tmp/pg_inference-tests.lock
 flock 9
 export PGI_TESTS_LOCK_HELD=1
@@ -25,9 +27,10 @@ TEST_WORK="$(cluster_workdir pgi-test)"
 export RESULTS="$TEST_WORK/results.txt"
 : >"$RESULTS"
 
-export PG_DIR="$TEST_WORK/pg" PG_PORT="${PGI_TEST_PG_PORT:-25432}"
 export MOCK_PORT=18181 MOCK_TLS_PORT=18182 MOCK_URL="http://127.0.0.1:18181"
-export GATEWAY_PORT=18765 GATEWAY_URL="http://127.0.0.1:18765"
+export PG_DIR="$TEST_WORK/pg" PG_PORT="${PGI_TEST_PG_PORT:-$(free_port 25432 $MOCK_PORT $MOCK_TLS_PORT)}"
+GATEWAY_PORT="${PGI_TEST_GATEWAY_PORT:-$(free_port 18765 "$PG_PORT" $MOCK_PORT $MOCK_TLS_PORT)}"
+export GATEWAY_PORT GATEWAY_URL="http://127.0.0.1:$GATEWAY_PORT"
 
 cleanup() {
     cluster_stop "$PG_DIR"
@@ -38,6 +41,24 @@ trap cleanup EXIT
 count_line() { # label passed failed
     echo "$1: $2 passed, $3 failed"
     echo "$2 $3" >>"$TEST_WORK/counts"
+}
+
+# Stops what was started, removes the scratch folder and prints the total line.
+finish() {
+    cleanup
+    trap - EXIT
+    local passed=0 failed=0 p f
+    while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done <"$TEST_WORK/counts"
+    rm -rf "$TEST_WORK"
+    echo "$passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+    exit
+}
+# The servers could not start: say why, count it as a failure and finish.
+cannot_start() { # REASON
+    echo "cannot start the test servers: $1"
+    count_line "servers" 0 1
+    finish
 }
 
 # --- 1. unit tests ---------------------------------------------------------------------------
@@ -73,18 +94,22 @@ fi
 
 # --- 2. servers --------------------------------------------------------------------------------
 # The official openai SDK for the gateway tests, from the committed lockfile.
-(cd test/e2e/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || { echo "npm ci failed"; exit 1; }
+(cd test/e2e/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
+    cannot_start "npm ci failed in test/e2e/node"
 
 for p in "$PG_PORT" "$MOCK_PORT" "$MOCK_TLS_PORT" "$GATEWAY_PORT"; do
-    port_is_free "$p" || { echo "port $p is busy; stop what uses it"; exit 1; }
+    [ -n "$p" ] || cannot_start "no free loopback port was found"
+    port_is_free "$p" || cannot_start "port $p is busy (the mock upstream's ports are fixed; the others are set by PGI_TEST_PG_PORT and PGI_TEST_GATEWAY_PORT)"
 done
-mock_start "$TEST_WORK" "$MOCK_PORT" "$MOCK_TLS_PORT" || exit 1
+echo "== servers: cluster on port $PG_PORT, gateway on $GATEWAY_PORT, mock upstream on $MOCK_PORT"
+mock_start "$TEST_WORK" "$MOCK_PORT" "$MOCK_TLS_PORT" || cannot_start "the mock upstream did not start"
 export PGI_TEST_KEY_ENV="sk-test-from-env"
 PGI_TEST_KEY_ENV="$PGI_TEST_KEY_ENV" cluster_start "$PG_DIR" "$PG_PORT" \
     "pgi_test.mock = '$MOCK_URL'" \
     "pgi_test.mock_tls = 'https://127.0.0.1:$MOCK_TLS_PORT'" \
     "inference.health_check_timeout = '3s'" \
-    "inference.gateway_port = $GATEWAY_PORT" "inference.gateway_client_timeout = '2s'" || exit 1
+    "inference.gateway_port = $GATEWAY_PORT" "inference.gateway_client_timeout = '2s'" ||
+    cannot_start "the cluster did not start"
 
 # --- 3. pg_regress -----------------------------------------------------------------------------
 echo "== pg_regress (sql/*.sql against expected/*.out)"
@@ -109,10 +134,4 @@ for t in test/e2e/*.sh; do
     count_line "$(basename "$t")" "$p" "$f"
 done
 
-cleanup
-trap - EXIT
-passed=0 failed=0
-while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done <"$TEST_WORK/counts"
-rm -rf "$TEST_WORK"
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

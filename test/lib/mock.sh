@@ -28,3 +28,20 @@ mock_stop() {
 }
 
 port_is_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# free_port [PREFERRED [TAKEN...]]: PREFERRED when it is free, else a free loopback port in
+# 20000-24999 that is none of TAKEN, so that a run shares the machine with whatever else listens.
+free_port() {
+    local want="${1:-}" p
+    shift || true
+    if [ -n "$want" ] && port_is_free "$want"; then
+        echo "$want"
+        return 0
+    fi
+    for _ in $(seq 1 300); do
+        p=$((20000 + RANDOM % 5000))
+        case " $* " in *" $p "*) continue ;; esac
+        port_is_free "$p" && { echo "$p"; return 0; }
+    done
+    return 1
+}

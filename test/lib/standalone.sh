@@ -37,16 +37,8 @@ standalone_summary() {
     return 0
 }
 
-# pick_port [TAKEN...]: a free loopback port away from the suite's fixed ones and from TAKEN.
-pick_port() {
-    local p
-    for _ in $(seq 1 300); do
-        p=$((20000 + RANDOM % 5000))
-        case " 18181 18182 18765 25432 $* " in *" $p "*) continue ;; esac
-        port_is_free "$p" && { echo "$p"; return 0; }
-    done
-    return 1
-}
+# pick_port [TAKEN...]: a free loopback port away from the suite's usual ones and from TAKEN.
+pick_port() { free_port "" 18181 18182 18765 25432 "$@"; }
 
 # standalone_mock DIR: without the suite's mock (MOCK_URL unset), starts one of the script's own
 # on free ports, logging into DIR; sets MOCK_URL, MOCK_TLS_PORT and OWN_MOCK (1: stop it with
