@@ -28,7 +28,7 @@ stop_all() {
 }
 [ "${DEMO_KEEP:-0}" = 1 ] || trap stop_all EXIT
 
-echo "== starting the mock upstream on $MOCK and a cluster on port $PG_PORT"
+echo "== starting the mock upstream on $MOCK, a cluster on port $PG_PORT, the gateway on $GATEWAY"
 mock_start "$WORK" "$MOCK_PORT" "$MOCK_TLS_PORT"
 cluster_start "$PG_DIR" "$PG_PORT" "inference.gateway_port = $GATEWAY_PORT"
 
