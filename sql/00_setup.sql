@@ -88,4 +88,6 @@ AS $$
 $$;
 
 SELECT extname, extversion FROM pg_extension WHERE extname = 'pg_inference';
-SELECT name, setting, unit FROM pg_settings WHERE name LIKE 'inference.%' ORDER BY name;
+-- The gateway's port is the test command's choice (a free one when 18765 is taken).
+SELECT name, CASE WHEN name = 'inference.gateway_port' THEN '(port)' ELSE setting END AS setting, unit
+  FROM pg_settings WHERE name LIKE 'inference.%' ORDER BY name;

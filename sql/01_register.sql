@@ -3,7 +3,9 @@ SELECT mock.reset();
 
 -- OPENAI_V1: Authorization: Bearer, GET /v1/models/<model>
 SELECT name, model, protocol, base_url, functions, tags, allow_insecure, has_api_key,
-       status, status_message, gateway_url, checked_at IS NOT NULL AS checked
+       status, status_message,
+       replace(gateway_url, ':' || current_setting('inference.gateway_port') || '/', ':(port)/') AS gateway_url,
+       checked_at IS NOT NULL AS checked
   FROM inference.register_external_service(
            'openai-chat', 'gpt-4o-mini', mock.url('openai') || '/',
            api_key => 'sk-test-openai', functions => '{chat}', tags => '{team-a,prod}');
