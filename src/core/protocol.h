@@ -25,8 +25,6 @@ enum class Protocol { kOpenAiV1, kGeminiV1Beta, kAnthropicV1 };
 std::optional<Protocol> parse_protocol(const std::string &text);
 const char *protocol_name(Protocol p);
 
-// Everything needed to call one registered service. The api_key is the plain key, already
-// decrypted or read from the environment; it must never be logged or put in an error.
 // A service's price in force when the catalog was read (inference.prices). The ledger prices
 // usage exactly, in SQL, from the version id; the rates here are doubles for /metrics alone.
 struct Price {
@@ -37,6 +35,8 @@ struct Price {
     std::string currency;
 };
 
+// Everything needed to call one registered service. The api_key is the plain key, already
+// decrypted or read from the environment; it must never be logged or put in an error.
 struct ServiceEndpoint {
     std::string name;
     std::string model;
