@@ -87,8 +87,13 @@ for (const [service, [input, output, cached]] of Object.entries(prices)) {
 }
 
 // pg_inference_gateway_cost_total of a service (0 before its first priced request).
+// Tried up to 3 times: a kept-alive connection the gateway closed after its client timeout
+// (2 s in the suite) fails the request that reuses it.
 async function costMetric(service) {
-  const text = await (await fetch(`${GATEWAY}/metrics`)).text();
+  let text = '';
+  for (let i = 0; ; i++) {
+    try { text = await (await fetch(`${GATEWAY}/metrics`)).text(); break; } catch (e) { if (i === 2) throw e; }
+  }
   const line = text.split('\n').find((l) => l.startsWith(`pg_inference_gateway_cost_total{service="${service}",currency="USD"} `));
   return line ? Number(line.split(' ').pop()) : 0;
 }
