@@ -5,7 +5,9 @@
 # Prints each target's executions and ends with "N passed, M failed": a target passes when it
 # ends without a crash, a leak, a sanitizer report or a broken property. Crash inputs are kept
 # in build-fuzz/artifacts/. PGI_FUZZ_RUNS=N also stops a target after N executions;
-# PGI_FUZZ_CORPUS=DIR keeps each target's grown corpus in DIR/<target> for the next run.
+# PGI_FUZZ_CORPUS=DIR keeps each target's grown corpus in DIR/<target> for the next run;
+# PGI_FUZZ_FORK=N runs each target in N processes at once (libFuzzer's fork mode), which counts
+# the executions of all of them against PGI_FUZZ_RUNS.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
@@ -60,6 +62,7 @@ mkdir -p "$BUILD/artifacts"
 passed=0 failed=0
 extra=()
 [ -n "${PGI_FUZZ_RUNS:-}" ] && extra+=("-runs=$PGI_FUZZ_RUNS")
+[ -n "${PGI_FUZZ_FORK:-}" ] && extra+=("-fork=$PGI_FUZZ_FORK")
 for t in "${targets[@]}"; do
     bin="$BUILD/test/fuzz/$t"
     if [ ! -x "$bin" ]; then
@@ -80,6 +83,8 @@ for t in "${targets[@]}"; do
     rc=$?
     secs=$(echo "$(date +%s.%N) - $start" | bc)
     execs="$(sed -nE 's/^stat::number_of_executed_units: *([0-9]+).*/\1/p' "$WORK/$t.log" | tail -1)"
+    # Fork mode prints no final stats; its last progress line holds the total of all processes.
+    [ -z "$execs" ] && execs="$(sed -nE 's/^#([0-9]+): cov: .*/\1/p' "$WORK/$t.log" | tail -1)"
     execs="${execs:-0}"
     rate=$(echo "$execs / ($secs + 0.001)" | bc)
     if [ $rc -eq 0 ] && ! grep -qE '^(==[0-9]+==ERROR|SUMMARY: |fuzz property failed)' "$WORK/$t.log"; then
