@@ -5,17 +5,11 @@
 // those tokens times the services' prices, exactly; x-ratelimit-* headers count down as
 // for chat completions; an over-limit key gets 429 in the dialect's own error shape. Driven by
 // test/e2e/46_dialect_matrix.sh. One PASS/FAIL line per check.
-import { execFileSync } from 'node:child_process';
 
-import { check, checkEq, finish, words } from './common.mjs';
+import { check, checkEq, finish, sleep, sql, words } from './common.mjs';
 
 const GATEWAY = process.env.GATEWAY_URL;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function sql(query) {
-  return execFileSync('psql', ['-X', '-At', '-v', 'ON_ERROR_STOP=1', '-h', process.env.PG_DIR,
-    '-p', process.env.PG_PORT, '-U', 'postgres', '-d', 'postgres', '-c', query]).toString().trim();
-}
 
 // Each dialect: how its client sends a key and a prompt, and how its error body names a 429.
 const dialects = {

@@ -8,49 +8,14 @@
 // Every request goes on a new connection, so the kernel spreads them over both listeners
 // (SO_REUSEPORT); each answer that reached the limiter says which listener gave it. Prints one
 // PASS/FAIL line per check, like test/lib/check.sh.
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 
-import { check, checkEq, finish, words } from './common.mjs';
+import { call, check, checkEq, finish, json, sleep, sql, words } from './common.mjs';
 
-const GATEWAY = new URL(process.env.GATEWAY_URL);
 const STATE = process.env.GOV_STATE;
 const MODE = process.argv[2];
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function sql(query) {
-  return execFileSync('psql', ['-X', '-At', '-v', 'ON_ERROR_STOP=1', '-h', process.env.PG_DIR,
-    '-p', process.env.PG_PORT, '-U', 'postgres', '-d', 'postgres', '-c', query]).toString().trim();
-}
-
-// One HTTP request on its own connection.
-function call(method, path, { key, body, raw, extra = {} } = {}) {
-  return new Promise((resolve, reject) => {
-    const headers = { ...extra };
-    if (key) headers.authorization = `Bearer ${key}`;
-    let data;
-    if (body !== undefined || raw !== undefined) {
-      data = raw ?? JSON.stringify(body);
-      headers['content-type'] = 'application/json';
-      headers['content-length'] = Buffer.byteLength(data);
-    }
-    const req = http.request({ host: GATEWAY.hostname, port: GATEWAY.port, path, method, headers,
-                               agent: false }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (c) => (text += c));
-      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, text, at: Date.now() }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    if (data !== undefined) req.write(data);
-    req.end();
-  });
-}
-
-const json = (r) => { try { return JSON.parse(r.text); } catch { return null; } };
 // The data events of an SSE body, parsed (the final [DONE] left out).
 const events = (r) => r.text.split('\n').filter((l) => l.startsWith('data: ') && l !== 'data: [DONE]')
   .map((l) => JSON.parse(l.slice(6)));

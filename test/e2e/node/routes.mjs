@@ -7,19 +7,13 @@
 // services and routes. One PASS/FAIL line per check.
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
-import { execFileSync } from 'node:child_process';
 
-import { check, checkEq, finish } from './common.mjs';
+import { check, checkEq, finish, sleep, sql } from './common.mjs';
 
 const GATEWAY = process.env.GATEWAY_URL;
 const KEY = process.env.GATEWAY_KEY;
 const MOCK = process.env.MOCK_URL;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function sql(query) {
-  return execFileSync('psql', ['-X', '-At', '-v', 'ON_ERROR_STOP=1', '-h', process.env.PG_DIR,
-    '-p', process.env.PG_PORT, '-U', 'postgres', '-d', 'postgres', '-c', query]).toString().trim();
-}
 async function scenario(label, name) {
   await fetch(`${MOCK}/_mock/scenario`, {
     method: 'POST', headers: { 'content-type': 'application/json' },
