@@ -9,6 +9,7 @@ DATA = sql/pg_inference--0.1.0.sql
 CORE_OBJS = \
 	src/core/address_filter.o \
 	src/core/base64.o \
+	src/core/budget.o \
 	src/core/chat_call.o \
 	src/core/chat_prompt.o \
 	src/core/count_tokens.o \
@@ -16,6 +17,7 @@ CORE_OBJS = \
 	src/core/env_policy.o \
 	src/core/gateway.o \
 	src/core/gateway_anthropic.o \
+	src/core/gateway_budget.o \
 	src/core/gateway_chat.o \
 	src/core/gateway_connections.o \
 	src/core/gateway_count_tokens.o \
@@ -53,6 +55,7 @@ PG_OBJS = \
 	src/pg/access_keys.o \
 	src/pg/backend_http.o \
 	src/pg/breakers.o \
+	src/pg/budgets.o \
 	src/pg/catalog_generation.o \
 	src/pg/cluster_limits.o \
 	src/pg/cpp_wall.o \

@@ -350,6 +350,10 @@ CREATE TABLE inference.access_key_store (
     user_tokens_per_hour     bigint CHECK (user_tokens_per_hour > 0),
     -- May use the gateway's /inferenceservices/ pass-through.
     passthrough         boolean NOT NULL DEFAULT true,
+    -- A budget in money per calendar period, UTC (docs/spend.md).
+    budget              numeric CHECK (budget > 0),
+    budget_period       text NOT NULL DEFAULT 'month'
+                        CHECK (budget_period IN ('day', 'week', 'month', 'total')),
     created_at          timestamptz NOT NULL DEFAULT now(),
     expires_at          timestamptz,
     revoked_at          timestamptz,
@@ -361,7 +365,7 @@ SELECT pg_catalog.pg_extension_config_dump('inference.access_key_store', '');
 CREATE VIEW inference.access_keys AS
     SELECT name, key_prefix, tenant, services, requests_per_minute, requests_per_hour,
            tokens_per_hour, burst, passthrough, created_at, expires_at, revoked_at, last_used_at,
-           user_requests_per_minute, user_tokens_per_hour
+           user_requests_per_minute, user_tokens_per_hour, budget, budget_period
       FROM inference.access_key_store;
 REVOKE ALL ON inference.access_keys FROM PUBLIC;
 GRANT SELECT ON inference.access_keys TO inference_admin;
@@ -374,7 +378,8 @@ REVOKE ALL ON FUNCTION inference._new_access_key() FROM PUBLIC;
 CREATE FUNCTION inference._check_access_key_fields(
     services text[], requests_per_minute int, requests_per_hour int, tokens_per_hour bigint,
     burst int, expires_at timestamptz, user_requests_per_minute int DEFAULT NULL,
-    user_tokens_per_hour bigint DEFAULT NULL)
+    user_tokens_per_hour bigint DEFAULT NULL, budget numeric DEFAULT NULL,
+    budget_period text DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -403,9 +408,19 @@ BEGIN
         RAISE EXCEPTION 'expires_at must be in the future'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Use revoke_access_key to end a key now.';
     END IF;
+    IF budget <= 0 OR budget IN ('NaN'::numeric, 'Infinity'::numeric) THEN
+        RAISE EXCEPTION 'budget must be a positive amount'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A budget is an amount in the currency of the services'' prices, as inference.prices shows them; pass NULL for no budget.';
+    END IF;
+    IF budget_period NOT IN ('day', 'week', 'month', 'total') THEN
+        RAISE EXCEPTION 'invalid budget_period "%"', budget_period
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use ''day'', ''week'' or ''month'' (calendar periods, UTC) or ''total'' (never renews).';
+    END IF;
 END
 $$;
-REVOKE ALL ON FUNCTION inference._check_access_key_fields(text[], int, int, bigint, int, timestamptz, int, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION inference._check_access_key_fields(text[], int, int, bigint, int, timestamptz, int, bigint, numeric, text) FROM PUBLIC;
 
 CREATE FUNCTION inference.create_access_key(
     name text,
@@ -418,7 +433,9 @@ CREATE FUNCTION inference.create_access_key(
     expires_at timestamptz DEFAULT NULL,
     passthrough boolean DEFAULT true,
     user_requests_per_minute int DEFAULT NULL,
-    user_tokens_per_hour bigint DEFAULT NULL)
+    user_tokens_per_hour bigint DEFAULT NULL,
+    budget numeric DEFAULT NULL,
+    budget_period text DEFAULT 'month')
 RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -435,7 +452,7 @@ BEGIN
             USING ERRCODE = 'unique_violation',
                   HINT = 'Use rotate_access_key for a new secret, or update_access_key for its settings.';
     END IF;
-    PERFORM inference._check_access_key_fields($2, $3, $4, $5, $6, $8, $10, $11);
+    PERFORM inference._check_access_key_fields($2, $3, $4, $5, $6, $8, $10, $11, $12, $13);
     IF $9 IS NULL THEN
         RAISE EXCEPTION 'passthrough must not be NULL'
             USING ERRCODE = 'null_value_not_allowed',
@@ -443,9 +460,9 @@ BEGIN
     END IF;
     INSERT INTO inference.access_key_store (name, key_hash, key_prefix, tenant, services,
         requests_per_minute, requests_per_hour, tokens_per_hour, burst, expires_at, passthrough,
-        user_requests_per_minute, user_tokens_per_hour)
+        user_requests_per_minute, user_tokens_per_hour, budget, budget_period)
     VALUES ($1, sha256(convert_to(key, 'UTF8')), left(key, 12), $7, $2, $3, $4, $5, $6, $8, $9,
-            $10, $11);
+            $10, $11, $12, coalesce($13, 'month'));
     RETURN key;
 END
 $$;
@@ -481,18 +498,21 @@ CREATE FUNCTION inference.update_access_key(
     clear text[] DEFAULT NULL,
     passthrough boolean DEFAULT NULL,
     user_requests_per_minute int DEFAULT NULL,
-    user_tokens_per_hour bigint DEFAULT NULL)
+    user_tokens_per_hour bigint DEFAULT NULL,
+    budget numeric DEFAULT NULL,
+    budget_period text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     fields constant text[] := ARRAY['services', 'requests_per_minute', 'requests_per_hour',
                                     'tokens_per_hour', 'burst', 'tenant', 'expires_at',
-                                    'user_requests_per_minute', 'user_tokens_per_hour'];
+                                    'user_requests_per_minute', 'user_tokens_per_hour', 'budget'];
     -- Whether each of `fields`, in that order, was given a value.
     given constant boolean[] := ARRAY[$2 IS NOT NULL, $3 IS NOT NULL, $4 IS NOT NULL,
                                       $5 IS NOT NULL, $6 IS NOT NULL, $7 IS NOT NULL,
-                                      $8 IS NOT NULL, $11 IS NOT NULL, $12 IS NOT NULL];
+                                      $8 IS NOT NULL, $11 IS NOT NULL, $12 IS NOT NULL,
+                                      $13 IS NOT NULL];
     wrong text;
 BEGIN
     IF array_position($9, NULL) IS NOT NULL THEN
@@ -513,7 +533,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Give a field a value or name it in clear, not both.';
     END IF;
-    PERFORM inference._check_access_key_fields($2, $3, $4, $5, $6, $8, $11, $12);
+    PERFORM inference._check_access_key_fields($2, $3, $4, $5, $6, $8, $11, $12, $13, $14);
     UPDATE inference.access_key_store k
        SET services = CASE WHEN 'services' = ANY ($9) THEN NULL ELSE coalesce($2, k.services) END,
            requests_per_minute = CASE WHEN 'requests_per_minute' = ANY ($9) THEN NULL
@@ -529,7 +549,9 @@ BEGIN
            user_requests_per_minute = CASE WHEN 'user_requests_per_minute' = ANY ($9) THEN NULL
                                            ELSE coalesce($11, k.user_requests_per_minute) END,
            user_tokens_per_hour = CASE WHEN 'user_tokens_per_hour' = ANY ($9) THEN NULL
-                                       ELSE coalesce($12, k.user_tokens_per_hour) END
+                                       ELSE coalesce($12, k.user_tokens_per_hour) END,
+           budget = CASE WHEN 'budget' = ANY ($9) THEN NULL ELSE coalesce($13, k.budget) END,
+           budget_period = coalesce($14, k.budget_period)
      WHERE k.name = $1;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'access key "%" does not exist', $1
@@ -552,15 +574,15 @@ $$;
 
 
 REVOKE ALL ON FUNCTION
-    inference.create_access_key(text, text[], int, int, bigint, int, text, timestamptz, boolean, int, bigint),
+    inference.create_access_key(text, text[], int, int, bigint, int, text, timestamptz, boolean, int, bigint, numeric, text),
     inference.rotate_access_key(text),
-    inference.update_access_key(text, text[], int, int, bigint, int, text, timestamptz, text[], boolean, int, bigint),
+    inference.update_access_key(text, text[], int, int, bigint, int, text, timestamptz, text[], boolean, int, bigint, numeric, text),
     inference.revoke_access_key(text)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    inference.create_access_key(text, text[], int, int, bigint, int, text, timestamptz, boolean, int, bigint),
+    inference.create_access_key(text, text[], int, int, bigint, int, text, timestamptz, boolean, int, bigint, numeric, text),
     inference.rotate_access_key(text),
-    inference.update_access_key(text, text[], int, int, bigint, int, text, timestamptz, text[], boolean, int, bigint),
+    inference.update_access_key(text, text[], int, int, bigint, int, text, timestamptz, text[], boolean, int, bigint, numeric, text),
     inference.revoke_access_key(text)
 TO inference_admin;
 
@@ -575,6 +597,9 @@ CREATE TABLE inference.tenant_limit_store (
     requests_per_hour   int CHECK (requests_per_hour > 0),
     tokens_per_hour     bigint CHECK (tokens_per_hour > 0),
     burst               int CHECK (burst > 0),
+    budget              numeric CHECK (budget > 0),
+    budget_period       text NOT NULL DEFAULT 'month'
+                        CHECK (budget_period IN ('day', 'week', 'month', 'total')),
     updated_at          timestamptz NOT NULL DEFAULT now()
 );
 REVOKE ALL ON inference.tenant_limit_store FROM PUBLIC;
@@ -583,7 +608,7 @@ SELECT pg_catalog.pg_extension_config_dump('inference.tenant_limit_store', '');
 CREATE VIEW inference.tenant_limits AS
     SELECT t.tenant, t.requests_per_minute, t.requests_per_hour, t.tokens_per_hour, t.burst,
            (SELECT count(*) FROM inference.access_key_store k WHERE k.tenant = t.tenant) AS keys,
-           t.updated_at
+           t.updated_at, t.budget, t.budget_period
       FROM inference.tenant_limit_store t;
 REVOKE ALL ON inference.tenant_limits FROM PUBLIC;
 GRANT SELECT ON inference.tenant_limits TO inference_admin;
@@ -594,7 +619,9 @@ CREATE FUNCTION inference.set_tenant_limits(
     requests_per_minute int DEFAULT NULL,
     tokens_per_hour bigint DEFAULT NULL,
     requests_per_hour int DEFAULT NULL,
-    burst int DEFAULT NULL)
+    burst int DEFAULT NULL,
+    budget numeric DEFAULT NULL,
+    budget_period text DEFAULT 'month')
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -604,29 +631,32 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'A tenant is 1 to 62 bytes of text without control characters, as given to create_access_key(tenant => ...).';
     END IF;
-    PERFORM inference._check_access_key_fields(NULL, $2, $4, $3, $5, NULL);
+    PERFORM inference._check_access_key_fields(NULL, $2, $4, $3, $5, NULL, NULL, NULL, $6, $7);
     IF $5 IS NOT NULL AND $2 IS NULL THEN
         RAISE EXCEPTION 'burst needs requests_per_minute'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'burst is the number of requests the per-minute limit lets through at once.';
     END IF;
-    IF $2 IS NULL AND $3 IS NULL AND $4 IS NULL THEN
+    IF $2 IS NULL AND $3 IS NULL AND $4 IS NULL AND $6 IS NULL THEN
         DELETE FROM inference.tenant_limit_store t WHERE t.tenant = $1;
         RETURN;
     END IF;
     INSERT INTO inference.tenant_limit_store AS t
-        (tenant, requests_per_minute, requests_per_hour, tokens_per_hour, burst)
-    VALUES ($1, $2, $4, $3, $5)
+        (tenant, requests_per_minute, requests_per_hour, tokens_per_hour, burst, budget,
+         budget_period)
+    VALUES ($1, $2, $4, $3, $5, $6, coalesce($7, 'month'))
     ON CONFLICT ON CONSTRAINT tenant_limit_store_pkey DO UPDATE
        SET requests_per_minute = excluded.requests_per_minute,
            requests_per_hour = excluded.requests_per_hour,
            tokens_per_hour = excluded.tokens_per_hour,
            burst = excluded.burst,
+           budget = excluded.budget,
+           budget_period = excluded.budget_period,
            updated_at = now();
 END
 $$;
-REVOKE ALL ON FUNCTION inference.set_tenant_limits(text, int, bigint, int, int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION inference.set_tenant_limits(text, int, bigint, int, int) TO inference_admin;
+REVOKE ALL ON FUNCTION inference.set_tenant_limits(text, int, bigint, int, int, numeric, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION inference.set_tenant_limits(text, int, bigint, int, int, numeric, text) TO inference_admin;
 
 -------------------------------------------------------------------------------------------------
 -- Routes: one name for several services (docs/routing.md). Route and service names share one
@@ -963,6 +993,35 @@ CREATE VIEW inference.usage AS
      WHERE end_user = '';
 REVOKE ALL ON inference.usage FROM PUBLIC;
 GRANT SELECT ON inference.usage TO inference_admin;
+
+-- Every budget with what the ledger holds of its current period (docs/spend.md). The gateway
+-- counts in shared memory and is ahead of this by at most inference.gateway_usage_flush_interval.
+CREATE VIEW inference.budgets AS
+    WITH b AS (
+        SELECT 'key'::text AS budget_of, k.name, k.budget, k.budget_period
+          FROM inference.access_key_store k WHERE k.budget IS NOT NULL
+        UNION ALL
+        SELECT 'tenant', t.tenant, t.budget, t.budget_period
+          FROM inference.tenant_limit_store t WHERE t.budget IS NOT NULL
+    ), p AS (
+        SELECT b.*,
+               CASE WHEN b.budget_period <> 'total'
+                    THEN date_trunc(b.budget_period, now() AT TIME ZONE 'UTC') END AS starts
+          FROM b
+    )
+    SELECT p.budget_of, p.name, p.budget, p.budget_period,
+           p.starts AT TIME ZONE 'UTC' AS period_start,
+           (p.starts + ('1 ' || p.budget_period)::interval) AT TIME ZONE 'UTC' AS renews_at,
+           coalesce((SELECT sum(u.cost) FROM inference.usage_ledger u
+                      WHERE u.end_user = ''
+                        AND u.day >= coalesce(p.starts::date, '-infinity'::date)
+                        AND CASE p.budget_of
+                              WHEN 'key' THEN u.key_name = p.name
+                              ELSE u.key_name IN (SELECT o.name FROM inference.access_key_store o
+                                                   WHERE o.tenant = p.name) END), 0) AS spent
+      FROM p;
+REVOKE ALL ON inference.budgets FROM PUBLIC;
+GRANT SELECT ON inference.budgets TO inference_admin;
 
 -- The same counts per end user, for requests that named one (the header
 -- inference.gateway_user_header, else the body's user, safety_identifier or metadata.user_id).

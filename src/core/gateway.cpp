@@ -306,7 +306,8 @@ std::string error_body(std::string_view message, int status, std::string_view co
 
 Governor::~Governor() = default;
 
-Admission Governor::admit(const AccessKey *, const std::string &, std::string_view) {
+Admission Governor::admit(const AccessKey *, const std::string &, std::string_view, int64_t,
+                          const std::string &) {
     return {};
 }
 

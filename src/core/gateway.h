@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "budget.h"
 #include "protocol.h"
 #include "routing.h"
 #include "translate.h"
@@ -50,6 +51,10 @@ struct AccessKey {
     // The limits every key of `tenant` shares (set_tenant_limits), enforced by the Governor
     // beside the key's own.
     LimitValues tenant_limits;
+    // Budgets in money (budget.h): the key's own and its tenant's.
+    governance::Budget budget, tenant_budget;
+
+    bool budgeted() const { return budget.any() || tenant_budget.any(); }
 
     bool allows(const std::string &service) const;
 };
@@ -106,6 +111,14 @@ struct Config {
     std::string user_header = "x-user-id";
 };
 
+// What an admitted request holds of its key's budgets until it is finished: its worst-case cost,
+// reserved in the key's and the tenant's current periods (budget.h).
+struct Reservation {
+    int64_t nano = 0;
+    int32_t key_period = 0;
+    int32_t tenant_period = 0;
+};
+
 // A governance decision for one request. headers go on the response in every case
 // (x-ratelimit-*, retry-after); a refusal answers status with an OpenAI error carrying message.
 struct Admission {
@@ -114,6 +127,7 @@ struct Admission {
     std::vector<std::pair<std::string, std::string>> headers;
     std::string message;
     std::string code = "rate_limit_exceeded";
+    Reservation reservation;  // what an admitted request reserved
 };
 
 // The API a request's caller spoke, as /metrics labels it; Finished::dialect indexes it.
@@ -138,7 +152,8 @@ struct Finished {
     // arrival (the time to first token as the caller sees it); < 0: not streamed.
     double first_byte_ms = -1;
     int dialect = kDialectCount - 1;  // the caller's API: an index into kDialectLabels
-    bool rate_limited = false;        // refused by the key's limits
+    bool rate_limited = false;        // refused by the key's limits or budgets
+    Reservation reservation;          // what its admission reserved, to be settled
 };
 
 // The host's hooks. The default allows everything and records nothing. Called on the loop
@@ -148,9 +163,11 @@ class Governor {
     virtual ~Governor();
     // Before the upstream call of a request that named an existing service it may use. key is
     // null when the gateway runs without keys and the caller sent none; user is the end user the
-    // request names (Config::user_header, else the body), empty when it names none.
-    virtual Admission admit(const AccessKey *key, const std::string &service,
-                            std::string_view user);
+    // request names (Config::user_header, else the body), empty when it names none. For a key
+    // with a budget, `cost` is the most the request may cost (nano-units of `currency`), to be
+    // reserved; 0 otherwise.
+    virtual Admission admit(const AccessKey *key, const std::string &service, std::string_view user,
+                            int64_t cost, const std::string &currency);
     // Once per request except /health and /metrics, when the answer is complete (requests
     // libevent refuses before the gateway sees them, oversized or malformed, are not reported).
     virtual void finished(const Finished &request);

@@ -57,6 +57,7 @@ struct RequestContext {
     // The end user the request names (Config::user_header, else the body); empty: none.
     std::string end_user;
     Endpoint endpoint = Endpoint::kUnknown;  // as routed, for the metrics' dialect label
+    Reservation reservation;                 // held of the key's budgets until finished
 };
 
 // One request being served with an upstream call. Owned by Server::Impl::exchanges until done;
@@ -180,6 +181,14 @@ void start_count_tokens(Server::Impl &server, RequestContext &&context, nlohmann
                         const protocols::Module &caller);
 void start_embeddings(Server::Impl &server, RequestContext &&context, nlohmann::json body);
 void start_rerank(Server::Impl &server, RequestContext &&context, nlohmann::json body);
+
+// The most a request may cost, in nano-units of `currency` (set to the dearest service's), for a
+// key with a budget: its prompt estimated (count_tokens::estimate for chat requests, a token per
+// 4 bytes of the body otherwise) plus its max_tokens, or default_max_tokens, at the dearest
+// price among the services it may go to (gateway_budget.cpp).
+int64_t worst_cost(const Snapshot &snapshot, const RequestContext &context, Endpoint endpoint,
+                   const nlohmann::json &body, std::size_t body_bytes, long default_max_tokens,
+                   std::string &currency);
 // Gemini's embedContent / batchEmbedContents (gateway_gemini.cpp).
 void start_gemini_embeddings(Server::Impl &server, RequestContext &&context, nlohmann::json body,
                              bool batch);

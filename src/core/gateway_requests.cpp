@@ -341,21 +341,35 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
     }
     if (r.endpoint == Endpoint::kPassthrough && context.key != nullptr &&
         (context.key->limits.tokens_per_hour || context.key->tenant_limits.tokens_per_hour ||
-         context.key->user_tokens_per_hour) &&
+         context.key->user_tokens_per_hour || context.key->budgeted()) &&
         !passthrough_usage_shape(r.rest)) {
         // The limit could not be kept: the gateway cannot count the tokens of such an answer.
         reply_error(context, 403,
-                    "This access key (or its tenant, or its end users) has a token limit, and the "
-                    "gateway cannot "
-                    "count the tokens "
-                    "of answers on this pass-through path; with a token limit, pass-through "
-                    "serves only chat completions, completions, embeddings, messages and "
-                    "generateContent paths.",
+                    "This access key (or its tenant, or its end users) has a token limit or a "
+                    "budget, and the gateway cannot count the tokens of answers on this "
+                    "pass-through path; with a token limit or a budget, pass-through serves only "
+                    "chat completions, completions, embeddings, messages and generateContent "
+                    "paths.",
                     "passthrough_path_not_metered");
         return;
     }
-    Admission admission = governor.admit(context.key, context.service->name, context.end_user);
+    int64_t cost = 0;
+    std::string currency;
+    if (context.key != nullptr && context.key->budgeted()) {
+        const std::size_t bytes = evbuffer_get_length(evhttp_request_get_input_buffer(req));
+        if (r.endpoint == Endpoint::kPassthrough && bytes > 0) {
+            // Pass-through bodies are not parsed on the way; a budget's estimate needs its limit.
+            evbuffer *input = evhttp_request_get_input_buffer(req);
+            const char *data = reinterpret_cast<const char *>(evbuffer_pullup(input, -1));
+            body = nlohmann::json::parse(data, data + bytes, nullptr, false);
+        }
+        cost =
+            worst_cost(snap, context, r.endpoint, body, bytes, config.default_max_tokens, currency);
+    }
+    Admission admission =
+        governor.admit(context.key, context.service->name, context.end_user, cost, currency);
     context.headers = std::move(admission.headers);
+    context.reservation = admission.reservation;
     name_service(context);
     if (!admission.allowed) {
         reply_error(context, admission.status, admission.message, admission.code, {}, true);
@@ -419,6 +433,7 @@ Finished Server::Impl::finished_of(const RequestContext &context, int status, bo
     f.total_ms = ms_since(context.started);
     f.dialect = dialect_of(context.endpoint);
     f.rate_limited = rate_limited;
+    f.reservation = context.reservation;
     return f;
 }
 

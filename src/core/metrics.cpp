@@ -379,6 +379,18 @@ std::string render_prometheus(const MetricsView &view) {
            "(raise inference.gateway_max_users).");
     sample(out, "pg_inference_gateway_user_limiter_full_total", "",
            std::to_string(view.users_full));
+    family(out, "pg_inference_gateway_budget_alerts_total", "counter",
+           "Budget alerts (NOTIFY inference_budget) sent, and dropped (a full queue, or a hot "
+           "standby, which cannot notify).");
+    sample(out, "pg_inference_gateway_budget_alerts_total", "outcome=\"sent\"",
+           std::to_string(view.budget_alerts_sent));
+    sample(out, "pg_inference_gateway_budget_alerts_total", "outcome=\"dropped\"",
+           std::to_string(view.budget_alerts_dropped));
+    family(out, "pg_inference_gateway_budget_tracker_full_total", "counter",
+           "Requests refused with 503 because no more budgets could be tracked "
+           "(raise inference.gateway_max_keys).");
+    sample(out, "pg_inference_gateway_budget_tracker_full_total", "",
+           std::to_string(view.budget_tracker_full));
     return out;
 }
 

@@ -105,6 +105,10 @@ struct MetricsView {
     uint64_t usage_pending = 0;
     uint64_t limiter_full = 0;
     uint64_t users_full = 0;
+    // Budgets (budget.h): alerts sent and dropped, requests refused for a full table.
+    uint64_t budget_alerts_sent = 0;
+    uint64_t budget_alerts_dropped = 0;
+    uint64_t budget_tracker_full = 0;
     int64_t now_ms = 0;
 };
 

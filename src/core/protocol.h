@@ -32,6 +32,10 @@ struct Price {
     double input_per_mtok = 0;
     double output_per_mtok = 0;
     double cached_input_per_mtok = 0;  // the input price when none was set
+    // The same in nano-units of the currency per million tokens, exact (budget.h).
+    int64_t input_nano = 0;
+    int64_t output_nano = 0;
+    int64_t cached_input_nano = 0;
     std::string currency;
 };
 

@@ -32,6 +32,16 @@ struct FixedText {
 // A service's or an access key's name: the longest the catalog accepts is 63 bytes.
 using Name = FixedText<64>;
 
+// A tenant's entry in tables keyed by access key names, under a name no key can have (key names
+// start with a letter or digit; a tenant has at most 62 bytes).
+inline Name tenant_entry_name(std::string_view tenant) {
+    char text[64];
+    text[0] = '\x01';
+    const std::size_t n = tenant.size() < 62 ? tenant.size() : 62;
+    std::memcpy(text + 1, tenant.data(), n);
+    return Name::of(std::string_view(text, n + 1));
+}
+
 // FNV-1a: stable across processes and builds, unlike std::hash.
 inline uint64_t hash_bytes(const void *data, std::size_t size,
                            uint64_t h = 14695981039346656037ull) {

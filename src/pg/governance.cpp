@@ -31,6 +31,8 @@ extern "C" {
 #include <vector>
 
 #include "breakers.h"
+#include "budget.h"
+#include "budgets.h"
 #include "gateway_request.h"
 #include "metrics.h"
 #include "primary_link.h"
@@ -211,11 +213,8 @@ gov::Limits limits_of(const gateway::LimitValues &v) {
     return l;
 }
 
-// A tenant's buckets live in the limiter table beside the keys', under a name no key can have
-// (key names start with a letter or digit).
-gov::Name tenant_entry_name(const std::string &tenant) {
-    return gov::Name::of("\x01" + tenant);
-}
+// A tenant's buckets live in the limiter table beside the keys' (gov::tenant_entry_name).
+using gov::tenant_entry_name;
 
 // ------------------------------------------------------------------------------------------------
 // Flushing usage to inference.usage_ledger
@@ -529,6 +528,17 @@ void governance_define_settings() {
                             GUC_UNIT_MS, nullptr, nullptr, nullptr);
 }
 
+int governance_max_keys() {
+    return setting_max_keys;
+}
+
+Latch *usage_writer_latch() {
+    if (shared == nullptr)
+        return nullptr;
+    Locked lock(false);
+    return shared->writer_latch;
+}
+
 void governance_request_shmem() {
     RequestAddinShmemSpace(layout().total);
     RequestNamedLWLockTranche("pg_inference_governance", 1);
@@ -674,13 +684,28 @@ int subjects_of(const gateway::AccessKey &key, std::string_view user, Subject (&
 }  // namespace
 
 gateway::Admission Governance::admit(const gateway::AccessKey *key, const std::string &,
-                                     std::string_view user) {
+                                     std::string_view user, int64_t cost,
+                                     const std::string &currency) {
     gateway::Admission a;
     a.headers.reserve(8);
     // Which listener answered: both share the port, and the limits hold across them.
     a.headers.emplace_back("x-pg-inference-listener", index_text_);
     if (key == nullptr || shared == nullptr)
         return a;
+    // Budgets first: a request they refuse takes nothing from the rate limits.
+    if (key->budgeted()) {
+        BudgetDecision b = reserve_budget(*key, cost, currency);
+        if (!b.allowed) {
+            a.allowed = false;
+            a.status = b.untracked ? 503 : 429;
+            a.code = b.untracked ? "budget_tracker_full" : "budget_exceeded";
+            a.message = std::move(b.message);
+            if (b.retry_after_s > 0)
+                a.headers.emplace_back("retry-after", std::to_string(b.retry_after_s));
+            return a;
+        }
+        a.reservation = b.reservation;
+    }
     Subject subjects[3];
     const int n = subjects_of(*key, user, subjects);
     if (n == 0)
@@ -745,6 +770,11 @@ gateway::Admission Governance::admit(const gateway::AccessKey *key, const std::s
     }
     if (wake != nullptr)
         SetLatch(wake);  // the usage writer tops the lease up
+    if ((untracked != nullptr || !d.allowed) && a.reservation.nano > 0) {
+        // Refused by its limits: what it reserved of its budgets goes back.
+        settle_budget(*key, a.reservation, 0, currency);
+        a.reservation = {};
+    }
     if (untracked != nullptr) {
         // Refusing is the safe side: letting the request in would ignore its limits.
         a.allowed = false;
@@ -826,6 +856,11 @@ void Governance::finished(const gateway::Finished &request) {
         }
     }
     const int64_t now_us = n > 0 ? monotonic_us() : 0;
+    if (key != nullptr && key->budgeted() && endpoint != nullptr)
+        settle_budget(*key, request.reservation, gov::cost_nano(usage, endpoint->price),
+                      endpoint->price.currency);
+    else if (key != nullptr && key->budgeted())
+        settle_budget(*key, request.reservation, 0, {});
 
     Locked lock(true);
     gov::MetricsTable metrics = metrics_table();
@@ -882,6 +917,10 @@ std::string Governance::metrics_text() {
         view.limiter_full = shared->limiter_full;
         view.users_full = shared->users_full;
     }
+    const BudgetCounters budgets = budget_counters();
+    view.budget_alerts_sent = budgets.alerts_sent;
+    view.budget_alerts_dropped = budgets.alerts_dropped;
+    view.budget_tracker_full = budgets.refused;
     std::sort(view.services.begin(), view.services.end(),
               [](const auto &a, const auto &b) { return a.first < b.first; });
     if (other.total.count > 0)

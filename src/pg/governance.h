@@ -12,7 +12,14 @@
 #include "gateway.h"
 #include "rate_limiter.h"
 
+struct Latch;
+
 namespace pgi::pg {
+
+// inference.gateway_max_keys: how many access keys shared memory tracks.
+int governance_max_keys();
+// The usage writer's latch, to wake it (null while it is not running).
+Latch *usage_writer_latch();
 
 // Defines inference.gateway_max_keys (when preloading) and inference.gateway_usage_flush_interval.
 void governance_define_settings();
@@ -32,7 +39,8 @@ class Governance : public gateway::Governor {
     void housekeeping(std::size_t in_flight, const gateway::Server::ConnectionStats &connections);
 
     gateway::Admission admit(const gateway::AccessKey *key, const std::string &service,
-                             std::string_view user) override;
+                             std::string_view user, int64_t cost,
+                             const std::string &currency) override;
     void finished(const gateway::Finished &request) override;
     std::string metrics_text() override;
     // The gateway's warnings (already rate-limited by it) as WARNINGs in the server log.

@@ -12,6 +12,7 @@ void _PG_init(void);
 }
 
 #include "breakers.h"
+#include "budgets.h"
 #include "catalog_generation.h"
 #include "gateway_worker.h"
 #include "governance.h"
@@ -56,6 +57,7 @@ void request_shmem() {
     catalog_generation_request_shmem();
     health_worker_request_shmem();
     governance_request_shmem();
+    budgets_request_shmem();
     worker_connection_request_shmem();
 }
 
@@ -67,6 +69,7 @@ void startup_shmem() {
     catalog_generation_init_shmem();
     health_worker_init_shmem();
     governance_init_shmem();
+    budgets_init_shmem();
     worker_connection_init_shmem();
 }
 
@@ -128,6 +131,7 @@ void define_settings() {
     breakers_define_settings();
     gateway_define_settings();
     governance_define_settings();
+    budgets_define_settings();
     primary_link_define_settings();
     MarkGUCPrefixReserved("inference");
 }

@@ -11,11 +11,15 @@ extern "C" {
 #include "executor/spi.h"
 #include "storage/lmgr.h"
 #include "utils/array.h"
+#include "utils/date.h"
 #include "utils/timestamp.h"
 }
 
+#include "budget.h"
+#include "budgets.h"
 #include "env_policy.h"
 #include "error.h"
+#include "governance.h"
 #include "restrictions.h"
 #include "secrets.h"
 
@@ -158,6 +162,10 @@ constexpr const char *kSelectServices =
 double rate_of(const std::optional<std::string> &text) {
     return text ? std::strtod(text->c_str(), nullptr) : 0;
 }
+// The same exactly, in nano-units per million tokens for budgets (rounded up past 9 decimals).
+int64_t nano_rate_of(const std::optional<std::string> &text) {
+    return text ? governance::nano_of_decimal(*text, true).value_or(0) : 0;
+}
 
 std::vector<ServiceRow> read_services(SpiConnection &spi, uint64 n) {
     std::vector<ServiceRow> rows;
@@ -184,6 +192,9 @@ std::vector<ServiceRow> read_services(SpiConnection &spi, uint64 n) {
             r.price.input_per_mtok = rate_of(spi.string_at(i, 17));
             r.price.output_per_mtok = rate_of(spi.string_at(i, 18));
             r.price.cached_input_per_mtok = rate_of(spi.string_at(i, 19));
+            r.price.input_nano = nano_rate_of(spi.string_at(i, 17));
+            r.price.output_nano = nano_rate_of(spi.string_at(i, 18));
+            r.price.cached_input_nano = nano_rate_of(spi.string_at(i, 19));
             r.price.currency = spi.string_at(i, 20).value_or("");
         }
         rows.push_back(std::move(r));
@@ -447,7 +458,36 @@ ServiceEndpoint endpoint_of(const ServiceRow &row) {
     return e;
 }
 
+namespace {
+
+// The first day of the period `now` falls in, as a date parameter.
+Arg date_arg(governance::Period period, int64_t now) {
+    // PostgreSQL's dates count days from 2000-01-01; ours from 1970-01-01.
+    const int32_t days = governance::period_first_day(period, now) - 10957;
+    return Arg{DATEOID, DateADTGetDatum(days), false};
+}
+
+// A budget from its amount, period and the ledger's spending of the period (numeric text).
+governance::Budget budget_at(const std::optional<std::string> &amount,
+                             const std::optional<std::string> &period,
+                             const std::optional<std::string> &spent, int64_t now) {
+    governance::Budget b;
+    if (!amount)
+        return b;
+    b.limit_nano = governance::nano_of_decimal(*amount, false).value_or(0);
+    b.period = governance::period_of(period.value_or("")).value_or(governance::Period::kMonth);
+    b.amount = *amount;
+    b.loaded_period = governance::period_id(b.period, now);
+    // Rounded up: the count may only be ahead of the ledger, never behind it.
+    if (spent)
+        b.spent_at_load_nano = governance::nano_of_decimal(*spent, true).value_or(0);
+    return b;
+}
+
+}  // namespace
+
 std::vector<gateway::AccessKey> all_access_keys() {
+    const int64_t now = budget_clock_ms();
     SpiConnection spi;
     uint64 n = spi.exec(
         "SELECT name, k.tenant, key_hash, services, "
@@ -456,10 +496,29 @@ std::vector<gateway::AccessKey> all_access_keys() {
         "       k.tokens_per_hour::text, services IS NULL, passthrough, "
         "       t.requests_per_minute::text, t.requests_per_hour::text, t.burst::text, "
         "       t.tokens_per_hour::text, k.user_requests_per_minute::text, "
-        "       k.user_tokens_per_hour::text "
+        "       k.user_tokens_per_hour::text, "
+        "       k.budget::text, k.budget_period, t.budget::text, t.budget_period, "
+        // What the ledger holds of each budget's current period: where this server's count
+        // starts when it has none yet. $1..$3: the first day of this day, week and month.
+        "       CASE WHEN k.budget IS NOT NULL THEN "
+        "         (SELECT sum(u.cost) FROM inference.usage_ledger u "
+        "           WHERE u.key_name = k.name AND u.end_user = '' "
+        "             AND u.day >= CASE k.budget_period WHEN 'day' THEN $1 WHEN 'week' THEN $2 "
+        "                           WHEN 'month' THEN $3 ELSE '-infinity'::date END)"
+        "       END::text, "
+        "       CASE WHEN t.budget IS NOT NULL THEN "
+        "         (SELECT sum(u.cost) FROM inference.usage_ledger u "
+        "           WHERE u.end_user = '' "
+        "             AND u.key_name IN (SELECT o.name FROM inference.access_key_store o "
+        "                                 WHERE o.tenant = k.tenant) "
+        "             AND u.day >= CASE t.budget_period WHEN 'day' THEN $1 WHEN 'week' THEN $2 "
+        "                           WHEN 'month' THEN $3 ELSE '-infinity'::date END)"
+        "       END::text "
         "  FROM inference.access_key_store k "
         "  LEFT JOIN inference.tenant_limit_store t ON t.tenant = k.tenant",
-        {}, true);
+        {date_arg(governance::Period::kDay, now), date_arg(governance::Period::kWeek, now),
+         date_arg(governance::Period::kMonth, now)},
+        true);
     std::vector<gateway::AccessKey> keys;
     auto number = [](const std::optional<std::string> &s) -> std::optional<long long> {
         if (!s)
@@ -493,6 +552,9 @@ std::vector<gateway::AccessKey> all_access_keys() {
         if (auto v = number(spi.string_at(i, 17)))
             k.user_rpm = static_cast<int>(*v);
         k.user_tokens_per_hour = number(spi.string_at(i, 18));
+        k.budget = budget_at(spi.string_at(i, 19), spi.string_at(i, 20), spi.string_at(i, 23), now);
+        k.tenant_budget =
+            budget_at(spi.string_at(i, 21), spi.string_at(i, 22), spi.string_at(i, 24), now);
         keys.push_back(std::move(k));
     }
     return keys;

@@ -24,6 +24,7 @@ PGDLLEXPORT void pgi_usage_writer_main(Datum arg);
 
 #include <chrono>
 
+#include "budgets.h"
 #include "cluster_limits.h"
 #include "governance.h"
 #include "settings.h"
@@ -79,6 +80,8 @@ void writer_loop() {
                     ProcessConfigFile(PGC_SIGHUP);
                 }
             });
+            // Budget alerts go out as soon as a listener queues one (it sets the latch).
+            send_budget_alerts();
             // A standby under cluster-wide limits keeps the blocks its listeners spend topped
             // up: a listener that runs low wakes this loop.
             if (limits_leased())

@@ -717,10 +717,12 @@ struct Finished {
 
 class RecordingGovernor : public Governor {
   public:
-    Admission admit(const AccessKey *, const std::string &service, std::string_view user) override {
+    Admission admit(const AccessKey *, const std::string &service, std::string_view user,
+                    int64_t cost, const std::string &) override {
         {
             std::lock_guard<std::mutex> lock(mu);
             users.emplace_back(user);
+            costs.push_back(cost);
         }
         Admission a;
         a.headers.emplace_back("x-ratelimit-remaining-requests", "99");
@@ -766,6 +768,7 @@ class RecordingGovernor : public Governor {
     std::vector<std::pair<std::string, pgi::translate::RerankRoute>> learned;
     std::vector<std::string> warnings;
     std::vector<std::string> users;  // the end user of each admitted request, in order
+    std::vector<int64_t> costs;      // the worst-case cost each admission was asked to reserve
 };
 
 // ------------------------------------------------------------------------------------------------

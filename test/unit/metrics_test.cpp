@@ -237,7 +237,9 @@ TEST(Metrics, RendersTheTextFormat) {
     EXPECT_TRUE(has_line(text, "pg_inference_gateway_usage_pending_requests 0"));
     EXPECT_TRUE(has_line(text, "pg_inference_gateway_user_limiter_full_total 0"));
     // Every family is announced once, and every line is a comment or a sample.
-    EXPECT_EQ(lines_with(text, "# TYPE ").size(), 21u);
+    EXPECT_TRUE(has_line(text, "pg_inference_gateway_budget_alerts_total{outcome=\"dropped\"} 0"));
+    EXPECT_TRUE(has_line(text, "pg_inference_gateway_budget_tracker_full_total 0"));
+    EXPECT_EQ(lines_with(text, "# TYPE ").size(), 23u);
     std::istringstream in(text);
     for (std::string line; std::getline(in, line);)
         EXPECT_TRUE(line.rfind("# ", 0) == 0 || line.rfind("pg_inference_gateway_", 0) == 0 ||
