@@ -68,6 +68,7 @@ PG_OBJS = \
 	src/pg/pg_inference.o \
 	src/pg/primary_link.o \
 	src/pg/registry.o \
+	src/pg/request_log.o \
 	src/pg/restrictions.o \
 	src/pg/route_calls.o \
 	src/pg/routes.o \

@@ -1108,6 +1108,107 @@ $$;
 REVOKE ALL ON FUNCTION inference._record_usage(uuid, text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION inference._record_usage(uuid, text, jsonb) TO inference_admin;
 
+-------------------------------------------------------------------------------------------------
+-- The request log (inference.gateway_request_log = metadata): a row per gateway request, never
+-- a body or a key, in one partition per UTC day; the usage writer adds rows in batches and drops
+-- the days past inference.request_log_retention (docs/observability.md).
+
+CREATE TABLE inference.request_log (
+    at                timestamptz NOT NULL,
+    key_name          text,
+    end_user          text,
+    tenant            text,
+    service           text,
+    route             text,
+    dialect           text NOT NULL,
+    status            int NOT NULL,
+    latency_ms        double precision NOT NULL,
+    ttft_ms           double precision,
+    prompt_tokens     bigint NOT NULL,
+    completion_tokens bigint NOT NULL,
+    cached_tokens     bigint NOT NULL,
+    cost              numeric,
+    currency          text,
+    error_type        text
+) PARTITION BY RANGE (at);
+REVOKE ALL ON inference.request_log FROM PUBLIC;
+GRANT SELECT ON inference.request_log TO inference_admin;
+
+-- Makes the partition of UTC day d, if missing.
+CREATE FUNCTION inference._request_log_partition(d date) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    part constant text := 'request_log_p' || to_char(d, 'YYYYMMDD');
+BEGIN
+    IF to_regclass('inference.' || part) IS NULL THEN
+        EXECUTE format('CREATE TABLE inference.%I PARTITION OF inference.request_log '
+                       'FOR VALUES FROM (%L) TO (%L)', part,
+                       d::timestamp AT TIME ZONE 'UTC', (d + 1)::timestamp AT TIME ZONE 'UTC');
+    END IF;
+END
+$$;
+
+-- Adds a batch of rows (a JSON array, as the usage writer writes it) whose days run from
+-- first_day to last_day; each row's cost is priced with the price version it names.
+CREATE FUNCTION inference._record_requests(rows json, first_day date, last_day date)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    written bigint;
+BEGIN
+    FOR d IN 0 .. last_day - first_day LOOP
+        PERFORM inference._request_log_partition(first_day + d);
+    END LOOP;
+    INSERT INTO inference.request_log
+        (at, key_name, end_user, tenant, service, route, dialect, status, latency_ms, ttft_ms,
+         prompt_tokens, completion_tokens, cached_tokens, cost, currency, error_type)
+    SELECT to_timestamp(r.t / 1000000.0), r.k, r.u, r.n, r.s, r.o, r.g, r.c, r.l, r.f,
+           r.p, r.q, r.h,
+           CASE WHEN v.id IS NOT NULL THEN
+               ((r.p - r.h) * v.input_per_mtok + r.h * coalesce(v.cached_input_per_mtok, v.input_per_mtok)
+                + r.q * v.output_per_mtok) * 0.000001 END,
+           v.currency, r.e
+      FROM json_to_recordset(rows) AS r(t bigint, k text, u text, n text, s text, o text, g text,
+                                        c int, l double precision, f double precision,
+                                        p bigint, q bigint, h bigint, v bigint, e text)
+      LEFT JOIN inference.price_store v ON v.id = r.v;
+    GET DIAGNOSTICS written = ROW_COUNT;
+    RETURN written;
+END
+$$;
+
+-- Makes today's and tomorrow's partitions (UTC) and drops those of days that ended more than
+-- `retention` ago. Returns how many it dropped.
+CREATE FUNCTION inference._request_log_maintain(retention interval) RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    today constant date := (now() AT TIME ZONE 'UTC')::date;
+    part record;
+    dropped int := 0;
+BEGIN
+    PERFORM inference._request_log_partition(today);
+    PERFORM inference._request_log_partition(today + 1);
+    FOR part IN
+        SELECT c.relname, to_date(substr(c.relname, 14), 'YYYYMMDD') AS day
+          FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'inference.request_log'::regclass
+           AND c.relname ~ '^request_log_p[0-9]{8}$'
+    LOOP
+        IF (part.day + 1)::timestamp AT TIME ZONE 'UTC' <= now() - retention THEN
+            EXECUTE format('DROP TABLE inference.%I', part.relname);
+            dropped := dropped + 1;
+        END IF;
+    END LOOP;
+    RETURN dropped;
+END
+$$;
+REVOKE ALL ON FUNCTION inference._request_log_partition(date),
+    inference._record_requests(json, date, date), inference._request_log_maintain(interval)
+FROM PUBLIC;
+
 -- Under inference.limits_scope = 'cluster', a hot standby borrows blocks of a key's limits from
 -- the primary, taken from the buckets the primary's own gateway uses: what was lent comes back.
 CREATE FUNCTION inference._lend_limits(key_name text, want_requests bigint, want_tokens bigint,

@@ -154,6 +154,8 @@ struct Finished {
     int dialect = kDialectCount - 1;  // the caller's API: an index into kDialectLabels
     bool rate_limited = false;        // refused by the key's limits or budgets
     Reservation reservation;          // what its admission reserved, to be settled
+    std::string_view route;           // the route the caller named; empty: a service
+    std::string_view error;           // the error code the gateway answered with; empty: none
 };
 
 // The host's hooks. The default allows everything and records nothing. Called on the loop

@@ -166,6 +166,7 @@ void Server::Impl::respond(Exchange &ex, int status, std::string body, const cha
 
 void Server::Impl::respond_error(Exchange &ex, int status, std::string_view message,
                                  std::string_view code, std::string_view param) {
+    ex.context.error_code = code;
     respond(ex, status, error_json(ex.context, status, message, code, param));
 }
 

@@ -58,6 +58,8 @@ struct RequestContext {
     std::string end_user;
     Endpoint endpoint = Endpoint::kUnknown;  // as routed, for the metrics' dialect label
     Reservation reservation;                 // held of the key's budgets until finished
+    std::string route_name;                  // the route the caller named; empty: a service
+    std::string error_code;                  // the code of the gateway's error answer
 };
 
 // One request being served with an upstream call. Owned by Server::Impl::exchanges until done;

@@ -308,6 +308,7 @@ void Server::Impl::handle_service_call(const Route &r, RequestContext &context) 
     }
     if (context.service == nullptr) {
         context.route = &route->second;
+        context.route_name = name;
         // Attempts draws one number per target from a splitmix64 sequence that steps by the
         // golden gamma: seeds kMaxTargets steps apart never share a draw.
         route_draws += routing::kMaxTargets * 0x9E3779B97F4A7C15ull;
@@ -434,6 +435,8 @@ Finished Server::Impl::finished_of(const RequestContext &context, int status, bo
     f.dialect = dialect_of(context.endpoint);
     f.rate_limited = rate_limited;
     f.reservation = context.reservation;
+    f.route = context.route_name;
+    f.error = context.error_code;
     return f;
 }
 
@@ -450,6 +453,7 @@ void Server::Impl::reply(RequestContext &context, int status, std::string body,
 
 void Server::Impl::reply_error(RequestContext &context, int status, std::string_view message,
                                std::string_view code, std::string_view param, bool rate_limited) {
+    context.error_code = code;
     reply(context, status, error_json(context, status, message, code, param), "application/json",
           rate_limited);
 }

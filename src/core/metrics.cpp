@@ -391,6 +391,13 @@ std::string render_prometheus(const MetricsView &view) {
            "(raise inference.gateway_max_keys).");
     sample(out, "pg_inference_gateway_budget_tracker_full_total", "",
            std::to_string(view.budget_tracker_full));
+    family(out, "pg_inference_gateway_request_log_rows_total", "counter",
+           "Rows of the request log written to inference.request_log, and dropped (its ring in "
+           "shared memory was full, a write failed, or a hot standby, which cannot write).");
+    sample(out, "pg_inference_gateway_request_log_rows_total", "outcome=\"written\"",
+           std::to_string(view.request_log_written));
+    sample(out, "pg_inference_gateway_request_log_rows_total", "outcome=\"dropped\"",
+           std::to_string(view.request_log_dropped));
     return out;
 }
 

@@ -109,6 +109,9 @@ struct MetricsView {
     uint64_t budget_alerts_sent = 0;
     uint64_t budget_alerts_dropped = 0;
     uint64_t budget_tracker_full = 0;
+    // The request log: rows written to inference.request_log, and dropped.
+    uint64_t request_log_written = 0;
+    uint64_t request_log_dropped = 0;
     int64_t now_ms = 0;
 };
 

@@ -37,6 +37,7 @@ extern "C" {
 #include "metrics.h"
 #include "primary_link.h"
 #include "rate_limiter.h"
+#include "request_log.h"
 #include "usage_counters.h"
 #include "worker_transaction.h"
 
@@ -817,6 +818,7 @@ gateway::Admission Governance::admit(const gateway::AccessKey *key, const std::s
 void Governance::finished(const gateway::Finished &request) {
     if (shared == nullptr || index_ < 1)
         return;
+    log_request(request);
     const gateway::AccessKey *key = request.key;
     const ServiceEndpoint *endpoint = request.service;
     const std::string_view user = request.user;
@@ -921,6 +923,9 @@ std::string Governance::metrics_text() {
     view.budget_alerts_sent = budgets.alerts_sent;
     view.budget_alerts_dropped = budgets.alerts_dropped;
     view.budget_tracker_full = budgets.refused;
+    const RequestLogCounters log = request_log_counters();
+    view.request_log_written = log.written;
+    view.request_log_dropped = log.dropped;
     std::sort(view.services.begin(), view.services.end(),
               [](const auto &a, const auto &b) { return a.first < b.first; });
     if (other.total.count > 0)

@@ -19,6 +19,7 @@ void _PG_init(void);
 #include "health_worker.h"
 #include "log_redaction.h"
 #include "primary_link.h"
+#include "request_log.h"
 #include "restrictions.h"
 #include "settings.h"
 #include "status_store.h"
@@ -58,6 +59,7 @@ void request_shmem() {
     health_worker_request_shmem();
     governance_request_shmem();
     budgets_request_shmem();
+    request_log_request_shmem();
     worker_connection_request_shmem();
 }
 
@@ -70,6 +72,7 @@ void startup_shmem() {
     health_worker_init_shmem();
     governance_init_shmem();
     budgets_init_shmem();
+    request_log_init_shmem();
     worker_connection_init_shmem();
 }
 
@@ -132,6 +135,7 @@ void define_settings() {
     gateway_define_settings();
     governance_define_settings();
     budgets_define_settings();
+    request_log_define_settings();
     primary_link_define_settings();
     MarkGUCPrefixReserved("inference");
 }

@@ -27,6 +27,7 @@ PGDLLEXPORT void pgi_usage_writer_main(Datum arg);
 #include "budgets.h"
 #include "cluster_limits.h"
 #include "governance.h"
+#include "request_log.h"
 #include "settings.h"
 #include "worker_connection.h"
 
@@ -73,15 +74,19 @@ void writer_loop() {
     for (;;) {
         MemoryContextReset(turn_cxt);
         try {
+            bool reloaded = false;
             pg_guard_void([&]() {
                 CHECK_FOR_INTERRUPTS();
                 if (ConfigReloadPending) {
                     ConfigReloadPending = false;
                     ProcessConfigFile(PGC_SIGHUP);
+                    reloaded = true;
                 }
             });
-            // Budget alerts go out as soon as a listener queues one (it sets the latch).
+            // Budget alerts go out as soon as a listener queues one (it sets the latch), and
+            // the request log's rows as soon as an eighth of its ring is used.
             send_budget_alerts();
+            write_request_log(reloaded);
             // A standby under cluster-wide limits keeps the blocks its listeners spend topped
             // up: a listener that runs low wakes this loop.
             if (limits_leased())

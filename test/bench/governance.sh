@@ -4,6 +4,10 @@
 #   on:  inference.gateway_require_key = on, every request with a key that has all three limits
 #        (high enough never to refuse), so each request is admitted through the shared limiter;
 #   off: inference.gateway_require_key = off and no key (usage and metrics still counted).
+# BENCH_SUBJECT=request_log measures the request log instead: both clusters with the key,
+#   on:  inference.gateway_request_log = metadata (a row per request in inference.request_log);
+#   off: the log off;
+# and checks that every request of "on" has its row or is counted as dropped.
 # Load: wrk (keep-alive connections, a Lua script for the POST body) on non-streamed chat
 # completions through both listeners to an OpenAI-protocol mock that answers at once. The two
 # configurations are measured ROUNDS times each, back to back within a round, so that drift of
@@ -23,7 +27,12 @@ WORK="$(cluster_workdir pgi-bench)"
 PG_PORT="${PGI_BENCH_PG_PORT:-25760}" MOCK_PORT="${PGI_BENCH_MOCK_PORT:-18720}"
 GATEWAY_PORT="${PGI_BENCH_GATEWAY_PORT:-18760}"
 DURATION="${BENCH_DURATION:-4}" CONNECTIONS="${BENCH_CONNECTIONS:-32}" ROUNDS="${BENCH_ROUNDS:-9}"
-OUT="${BENCH_OUT:-$ROOT/test/bench/results/governance.json}"
+SUBJECT="${BENCH_SUBJECT:-governance}"
+OUT="${BENCH_OUT:-$ROOT/test/bench/results/$SUBJECT.json}"
+declare -A SETTINGS=([on]="inference.gateway_require_key = on" [off]="inference.gateway_require_key = off")
+if [ "$SUBJECT" = request_log ]; then
+    SETTINGS=([on]="inference.gateway_request_log = metadata" [off]="inference.gateway_request_log = off")
+fi
 mkdir -p "$(dirname "$OUT")"
 
 # Cluster "on" on PG_PORT and GATEWAY_PORT, "off" on the next ports.
@@ -39,19 +48,22 @@ trap stop_all EXIT
 mock_start "$WORK" "$MOCK_PORT" $((MOCK_PORT + 1)) --latency-ms 0 --max-records 1
 for mode in on off; do
     cluster_start "$WORK/$mode" "${PORT[$mode]}" "inference.gateway_port = ${GW[$mode]}" \
-        "inference.gateway_require_key = $mode" "log_min_messages = warning"
+        "${SETTINGS[$mode]}" "log_min_messages = warning"
     cluster_psql "$WORK/$mode" "${PORT[$mode]}" -d postgres >/dev/null <<SQL
 CREATE EXTENSION pg_inference;
 SELECT inference.register_external_service('bench', 'gpt-4o-mini', 'http://127.0.0.1:$MOCK_PORT',
        api_key => 'sk-test-bench');
 SQL
 done
-KEY="$(cluster_psql "$WORK/on" "${PORT[on]}" -d postgres -At -c \
-       "SELECT inference.create_access_key('bench', requests_per_minute => 100000000,
-               requests_per_hour => 1000000000, tokens_per_hour => 1000000000000)")"
+declare -A KEYS=([on]="" [off]="")
 for mode in on off; do
-    key=""
-    [ "$mode" = on ] && key="$KEY"
+    [ "$SUBJECT" = governance ] && [ "$mode" = off ] && continue
+    KEYS[$mode]="$(cluster_psql "$WORK/$mode" "${PORT[$mode]}" -d postgres -At -c \
+        "SELECT inference.create_access_key('bench', requests_per_minute => 100000000,
+                requests_per_hour => 1000000000, tokens_per_hour => 1000000000000)")"
+done
+for mode in on off; do
+    key="${KEYS[$mode]}"
     for i in $(seq 1 100); do
         [ "$(curl -s -o /dev/null -w '%{http_code}' ${key:+-H "Authorization: Bearer $key"} \
              "http://127.0.0.1:${GW[$mode]}/v1/models")" = 200 ] && break
@@ -70,9 +82,7 @@ LUA
 
 # wrk_run on|off SECONDS [--latency]: wrk's report on stdout.
 wrk_run() {
-    local key=""
-    [ "$1" = on ] && key="$KEY"
-    BENCH_KEY="$key" wrk -t2 -c"$CONNECTIONS" -d"$2s" ${3:-} -s "$WORK/chat.lua" \
+    BENCH_KEY="${KEYS[$1]}" wrk -t2 -c"$CONNECTIONS" -d"$2s" ${3:-} -s "$WORK/chat.lua" \
         "http://127.0.0.1:${GW[$1]}/v1/chat/completions"
 }
 
@@ -135,16 +145,30 @@ done
 sleep 3  # one flush interval and a little more
 USAGE="$(cluster_psql "$WORK/on" "${PORT[on]}" -d postgres -At -c \
          "SELECT coalesce(sum(requests), 0) FROM inference.usage WHERE key_name = 'bench'")"
+LOGGED=0 DROPPED=0
+if [ "$SUBJECT" = request_log ]; then
+    LOGGED="$(cluster_psql "$WORK/on" "${PORT[on]}" -d postgres -At -c \
+              "SELECT count(*) FROM inference.request_log WHERE key_name = 'bench' AND service = 'bench'")"
+    DROPPED="$(curl -s "http://127.0.0.1:${GW[on]}/metrics" |
+        sed -nE 's/^pg_inference_gateway_request_log_rows_total\{outcome="dropped"\} ([0-9]+)$/\1/p')"
+    USAGE="$(cluster_psql "$WORK/on" "${PORT[on]}" -d postgres -At -c \
+             "SELECT coalesce(sum(requests), 0) FROM inference.usage
+               WHERE key_name = 'bench' AND service = 'bench'")"
+fi
 ratio="$(printf '%s' "$ratios" | median)"
 p99_ratio="$(awk -v a="${P99[on]}" -v b="${P99[off]}" 'BEGIN { printf "%.3f", a / b }')"
 cpu_ratio="$(awk -v a="${CPU[on]}" -v b="${CPU[off]}" 'BEGIN { printf "%.3f", a / b }')"
 verdict=PASS
 awk -v r="$ratio" 'BEGIN { exit !(r >= 0.9) }' || verdict=FAIL
 [ "${bad[on]}" -eq 0 ] && [ "${bad[off]}" -eq 0 ] || verdict=FAIL
+if [ "$SUBJECT" = request_log ] && [ $((LOGGED + DROPPED)) -ne "$USAGE" ]; then
+    echo "request log: $LOGGED rows and $DROPPED dropped for $USAGE requests"
+    verdict=FAIL
+fi
 
 cat >"$OUT" <<JSON
 {
-  "benchmark": "governance",
+  "benchmark": "$SUBJECT",
   "connections": $CONNECTIONS,
   "duration_s": $DURATION,
   "rounds": $ROUNDS,
@@ -159,13 +183,16 @@ cat >"$OUT" <<JSON
   "p99_ratio_on_off": $p99_ratio,
   "listener_cpu_ratio_on_off": $cpu_ratio,
   "ledger_requests_for_the_key": $USAGE,
+  "request_log_rows": $LOGGED,
+  "request_log_dropped": ${DROPPED:-0},
   "target": "throughput ratio >= 0.9",
   "result": "$verdict"
 }
 JSON
-echo "governance on:  ${RPS[on]} requests/s, p99 ${P99[on]} ms, listeners ${CPU[on]} us CPU/request (medians of $ROUNDS rounds)"
-echo "governance off: ${RPS[off]} requests/s, p99 ${P99[off]} ms, listeners ${CPU[off]} us CPU/request"
+echo "$SUBJECT on:  ${RPS[on]} requests/s, p99 ${P99[on]} ms, listeners ${CPU[on]} us CPU/request (medians of $ROUNDS rounds)"
+echo "$SUBJECT off: ${RPS[off]} requests/s, p99 ${P99[off]} ms, listeners ${CPU[off]} us CPU/request"
 echo "listener CPU per request on/off: ${cpu_ratio}x"
 echo "ledger: $USAGE requests counted for the key"
-echo "RESULT governance: throughput on/off ${ratio}x (median of the rounds' ratios; target >= 0.9), p99 on/off ${p99_ratio}x: $verdict"
+[ "$SUBJECT" = request_log ] && echo "request log: $LOGGED rows, ${DROPPED:-0} dropped"
+echo "RESULT $SUBJECT: throughput on/off ${ratio}x (median of the rounds' ratios; target >= 0.9), p99 on/off ${p99_ratio}x: $verdict"
 [ "$verdict" = PASS ]

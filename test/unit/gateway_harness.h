@@ -713,6 +713,8 @@ struct Finished {
     int status;
     pgi::translate::Usage usage;
     bool rate_limited;
+    std::string route;  // the route the caller named
+    std::string error;  // the gateway's error code
 };
 
 class RecordingGovernor : public Governor {
@@ -738,7 +740,7 @@ class RecordingGovernor : public Governor {
         std::lock_guard<std::mutex> lock(mu);
         done.push_back({r.key != nullptr ? r.key->name : "",
                         r.service != nullptr ? r.service->name : "", r.status, r.usage,
-                        r.rate_limited});
+                        r.rate_limited, std::string(r.route), std::string(r.error)});
     }
     std::string metrics_text() override { return "pg_inference_test 1\n"; }
     void rerank_route_learned(const std::string &service,

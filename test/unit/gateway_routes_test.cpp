@@ -60,9 +60,23 @@ TEST_F(GatewayRoutesTest, FallsBackAndTheBreakerSkipsAFailingService) {
     for (int i = 0; i < 5; i++)
         EXPECT_EQ(post(port, "/v1/chat/completions", chat_body("r")).status, 200);
     EXPECT_EQ(chat_tries("e503"), 4u);
-    // The ledger names the service that served.
-    for (const auto &done : governor.all())
+    // The ledger names the service that served, and the request log the route named.
+    for (const auto &done : governor.all()) {
         EXPECT_EQ(done.service, "chat");
+        EXPECT_EQ(done.route, "r");
+    }
+}
+
+// The request log's error type is the code of the gateway's own error answer.
+TEST_F(GatewayRoutesTest, AFinishedRequestCarriesItsErrorCode) {
+    start_with({});
+    ASSERT_EQ(post(port, "/v1/chat/completions", chat_body("nope")).status, 404);
+    ASSERT_EQ(post(port, "/v1/chat/completions", chat_body("chat")).status, 200);
+    auto all = governor.all();
+    ASSERT_GE(all.size(), 2u);
+    EXPECT_EQ(all[all.size() - 2].error, "model_not_found");
+    EXPECT_EQ(all[all.size() - 2].route, "");
+    EXPECT_EQ(all.back().error, "");
 }
 
 TEST_F(GatewayRoutesTest, EveryAnswerNamesItsService) {

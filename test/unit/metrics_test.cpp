@@ -239,7 +239,9 @@ TEST(Metrics, RendersTheTextFormat) {
     // Every family is announced once, and every line is a comment or a sample.
     EXPECT_TRUE(has_line(text, "pg_inference_gateway_budget_alerts_total{outcome=\"dropped\"} 0"));
     EXPECT_TRUE(has_line(text, "pg_inference_gateway_budget_tracker_full_total 0"));
-    EXPECT_EQ(lines_with(text, "# TYPE ").size(), 23u);
+    EXPECT_TRUE(
+        has_line(text, "pg_inference_gateway_request_log_rows_total{outcome=\"dropped\"} 0"));
+    EXPECT_EQ(lines_with(text, "# TYPE ").size(), 24u);
     std::istringstream in(text);
     for (std::string line; std::getline(in, line);)
         EXPECT_TRUE(line.rfind("# ", 0) == 0 || line.rfind("pg_inference_gateway_", 0) == 0 ||
