@@ -288,6 +288,13 @@ CREATE FUNCTION inference.chat(service text, prompt text, options jsonb DEFAULT 
 RETURNS text AS 'MODULE_PATHNAME', 'pgi_chat'
 LANGUAGE C STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
+-- The prompts concurrently (inference.max_concurrency), results in input order; with
+-- throw_on_error => false a failed prompt gives a NULL reply and its error.
+CREATE FUNCTION inference.chat_batch(service text, prompts text[], options jsonb DEFAULT '{}',
+                                     throw_on_error boolean DEFAULT true)
+RETURNS TABLE (id int, reply text, error text) AS 'MODULE_PATHNAME', 'pgi_chat_batch'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
 CREATE FUNCTION inference.chat_completion(service text, request jsonb)
 RETURNS jsonb AS 'MODULE_PATHNAME', 'pgi_chat_completion'
 LANGUAGE C STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
@@ -300,6 +307,7 @@ REVOKE ALL ON FUNCTION
     inference.encode_text(text, text, jsonb),
     inference.encode_text_batch(text, text[], jsonb),
     inference.chat(text, text, jsonb),
+    inference.chat_batch(text, text[], jsonb, boolean),
     inference.chat_completion(text, jsonb),
     inference.rerank(text, text, text[], int)
 FROM PUBLIC;
@@ -307,6 +315,7 @@ GRANT EXECUTE ON FUNCTION
     inference.encode_text(text, text, jsonb),
     inference.encode_text_batch(text, text[], jsonb),
     inference.chat(text, text, jsonb),
+    inference.chat_batch(text, text[], jsonb, boolean),
     inference.chat_completion(text, jsonb),
     inference.rerank(text, text, text[], int)
 TO inference_user;

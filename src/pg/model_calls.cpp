@@ -1,4 +1,4 @@
-// Calling registered services from SQL: encode_text, encode_text_batch, chat,
+// Calling registered services from SQL: encode_text, encode_text_batch, chat, chat_batch,
 // chat_completion, rerank. Requests and answers go through the one translation layer in
 // src/core, and the wire through the backend's curl-multi client (backend_http).
 #include "cpp_wall.h"
@@ -151,16 +151,67 @@ std::vector<std::vector<float>> embed(const ServiceEndpoint &service,
     return vectors;
 }
 
-nlohmann::json complete_chat(const ServiceEndpoint &service, nlohmann::json request,
-                             translate::Usage &usage) {
+chat_call::Call plan_chat(const ServiceEndpoint &service, nlohmann::json &request) {
     chat::Defaults defaults;
     defaults.default_max_tokens = setting_default_max_tokens;
-    chat_call::Call call =
-        chat_call::plan(protocols::module_for(Protocol::kOpenAiV1), service, request, defaults);
+    return chat_call::plan(protocols::module_for(Protocol::kOpenAiV1), service, request, defaults);
+}
+
+nlohmann::json complete_chat(const ServiceEndpoint &service, nlohmann::json request,
+                             translate::Usage &usage) {
+    chat_call::Call call = plan_chat(service, request);
     http::Response r = call_one(service, call.request);
     if (!ok(r))
         throw call_failure(service, r);
     return chat_call::answer_document(call, service, r.body, &usage);
+}
+
+// One reply per prompt, or (throw_on_error false) the error of each prompt that failed: every
+// prompt is one request, up to inference.max_concurrency in flight. With throw_on_error, the
+// first failure ends the try (a route then tries its next service with every prompt).
+struct BatchReplies {
+    std::vector<std::optional<std::string>> replies, errors;
+};
+
+BatchReplies chat_prompts(const ServiceEndpoint &service, const std::vector<std::string> &prompts,
+                          const nlohmann::json &options, bool throw_on_error,
+                          translate::Usage &usage) {
+    std::vector<chat_call::Call> calls;
+    std::vector<http::Request> requests;
+    calls.reserve(prompts.size());
+    requests.reserve(prompts.size());
+    for (const std::string &prompt : prompts) {
+        nlohmann::json request = translate::chat_request_from_prompt(prompt, options);
+        calls.push_back(plan_chat(service, request));
+        requests.push_back(make_request(calls.back().request, service));
+    }
+    std::vector<http::Response> responses = perform_calls(requests);
+    BatchReplies out;
+    out.replies.resize(prompts.size());
+    out.errors.resize(prompts.size());
+    std::optional<AttemptFailed> failed;
+    for (size_t i = 0; i < responses.size(); i++) {
+        if (!ok(responses[i])) {
+            AttemptFailed f = call_failure(service, responses[i]);
+            if (!throw_on_error)
+                out.errors[i] = f.what();
+            else if (!failed)
+                failed = std::move(f);
+            continue;
+        }
+        try {
+            out.replies[i] = translate::chat_text(
+                service, chat_call::answer_document(calls[i], service, responses[i].body, &usage));
+        } catch (const pgi::Error &e) {
+            // An answer that cannot be read ends the call, as it does for inference.chat.
+            if (throw_on_error)
+                throw;
+            out.errors[i] = e.what();
+        }
+    }
+    if (failed)
+        throw *failed;
+    return out;
 }
 
 const char *route_name(translate::RerankRoute route) {
@@ -278,6 +329,37 @@ PGI_FUNCTION(pgi_chat) {
         text = translate::chat_text(service, complete_chat(service, request, usage));
     });
     return text_datum(text);
+}
+
+// inference.chat_batch(service, prompts, options, throw_on_error)
+//   RETURNS TABLE(id int, reply text, error text), in the prompts' order
+PGI_FUNCTION(pgi_chat_batch) {
+    std::string name = required_text_arg(fcinfo, 0, "service");
+    std::vector<std::string> prompts = documents_arg(fcinfo, 1, "prompts");
+    nlohmann::json options = options_arg(fcinfo, 2);
+    const bool throw_on_error = bool_arg(fcinfo, 3).value_or(true);
+    BatchReplies out;
+    call_named(name, [&](const ServiceRow &row, translate::Usage &usage) {
+        if (!prompts.empty())
+            out = chat_prompts(endpoint_of(row), prompts, options, throw_on_error, usage);
+    });
+    std::vector<Datum> replies(out.replies.size()), errors(out.errors.size());
+    for (size_t i = 0; i < out.replies.size(); i++) {
+        if (out.replies[i])
+            replies[i] = text_datum(*out.replies[i]);
+        if (out.errors[i])
+            errors[i] = text_datum(*out.errors[i]);
+    }
+    pg_guard_void([&]() {
+        InitMaterializedSRF(fcinfo, 0);
+        auto *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
+        for (size_t i = 0; i < replies.size(); i++) {
+            Datum values[3] = {Int32GetDatum(static_cast<int32>(i + 1)), replies[i], errors[i]};
+            bool nulls[3] = {false, !out.replies[i].has_value(), !out.errors[i].has_value()};
+            tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+        }
+    });
+    return static_cast<Datum>(0);
 }
 
 // inference.chat_completion(service, request) RETURNS jsonb
