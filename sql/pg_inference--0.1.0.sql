@@ -1173,7 +1173,7 @@ BEGIN
     INSERT INTO inference.request_log
         (at, key_name, end_user, tenant, service, route, dialect, status, latency_ms, ttft_ms,
          prompt_tokens, completion_tokens, cached_tokens, cost, currency, error_type)
-    SELECT to_timestamp(r.t / 1000000.0), r.k, r.u, r.n, r.s, r.o, r.g, r.c, r.l, r.f,
+    SELECT to_timestamp(r.t::float8 / 1000000), r.k, r.u, r.n, r.s, r.o, r.g, r.c, r.l, r.f,
            r.p, r.q, r.h,
            CASE WHEN v.id IS NOT NULL THEN
                ((r.p - r.h) * v.input_per_mtok + r.h * coalesce(v.cached_input_per_mtok, v.input_per_mtok)

@@ -90,19 +90,22 @@ wrk_run() {
 # it shows the cost of governance even when other load on the machine makes throughput noisy.
 listener_ticks() {
     local t=0 p
-    for p in $(pgrep -P "$(cluster_pid "$WORK/$1")" -f "gateway listener"); do
+    for p in $(pgrep -P "$(cluster_pid "$WORK/$1")" -f "${2:-gateway listener}"); do
         t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat")))
     done
     echo "$t"
 }
 
-# measure on|off: prints "requests_per_second p99_ms non2xx listener_cpu_us_per_request".
+# measure on|off: prints "requests_per_second p99_ms non2xx listener_cpu_us_per_request
+# usage_writer_cpu_us_per_request".
 measure() {
-    local t0 t1
+    local t0 t1 w0 w1
     t0="$(listener_ticks "$1")"
+    w0="$(listener_ticks "$1" "usage writer")"
     wrk_run "$1" "$DURATION" --latency >"$WORK/wrk.out"
     t1="$(listener_ticks "$1")"
-    awk -v ticks=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" '
+    w1="$(listener_ticks "$1" "usage writer")"
+    awk -v ticks=$((t1 - t0)) -v wticks=$((w1 - w0)) -v hz="$(getconf CLK_TCK)" '
         function ms(v) {
             if (v ~ /us$/) return v / 1000
             if (v ~ /ms$/) return v + 0
@@ -113,18 +116,21 @@ measure() {
         /^Requests\/sec:/ { rps = $2 }
         $1 == "99%" { p99 = ms($2) }
         /Non-2xx or 3xx responses:/ { bad = $NF }
-        END { printf "%s %s %d %.1f\n", rps, p99, bad, ticks * 1e6 / hz / n }' "$WORK/wrk.out"
+        END { printf "%s %s %d %.1f %.1f\n", rps, p99, bad, ticks * 1e6 / hz / n,
+                     wticks * 1e6 / hz / n }' "$WORK/wrk.out"
 }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 for mode in on off; do wrk_run "$mode" 3 >/dev/null; done  # warm-up: connections, JIT, caches
 declare -A rps_list=([on]="" [off]="") p99_list=([on]="" [off]="") cpu_list=([on]="" [off]="")
+declare -A wcpu_list=([on]="" [off]="")
 declare -A bad=([on]=0 [off]=0) rps cpu
 ratios=""
 for round in $(seq 1 "$ROUNDS"); do
     for mode in on off; do
-        read -r rps[$mode] p99 non2xx cpu[$mode] < <(measure "$mode")
+        read -r rps[$mode] p99 non2xx cpu[$mode] wcpu < <(measure "$mode")
+        wcpu_list[$mode]+="$wcpu"$'\n'
         rps_list[$mode]+="${rps[$mode]}"$'\n'
         p99_list[$mode]+="$p99"$'\n'
         cpu_list[$mode]+="${cpu[$mode]}"$'\n'
@@ -136,11 +142,12 @@ for round in $(seq 1 "$ROUNDS"); do
          "off ${rps[off]} requests/s (${cpu[off]} us), on/off $r"
 done
 
-declare -A RPS P99 CPU
+declare -A RPS P99 CPU WCPU
 for mode in on off; do
     RPS[$mode]="$(printf '%s' "${rps_list[$mode]}" | median)"
     P99[$mode]="$(printf '%s' "${p99_list[$mode]}" | median)"
     CPU[$mode]="$(printf '%s' "${cpu_list[$mode]}" | median)"
+    WCPU[$mode]="$(printf '%s' "${wcpu_list[$mode]}" | median)"
 done
 sleep 3  # one flush interval and a little more
 USAGE="$(cluster_psql "$WORK/on" "${PORT[on]}" -d postgres -At -c \
@@ -173,10 +180,10 @@ cat >"$OUT" <<JSON
   "duration_s": $DURATION,
   "rounds": $ROUNDS,
   "on": {"requests_per_second": ${RPS[on]}, "p99_ms": ${P99[on]}, "non_2xx": ${bad[on]},
-         "listener_cpu_us_per_request": ${CPU[on]},
+         "listener_cpu_us_per_request": ${CPU[on]}, "usage_writer_cpu_us_per_request": ${WCPU[on]},
          "rounds_requests_per_second": [$(printf '%s' "${rps_list[on]}" | paste -sd,)]},
   "off": {"requests_per_second": ${RPS[off]}, "p99_ms": ${P99[off]}, "non_2xx": ${bad[off]},
-          "listener_cpu_us_per_request": ${CPU[off]},
+          "listener_cpu_us_per_request": ${CPU[off]}, "usage_writer_cpu_us_per_request": ${WCPU[off]},
           "rounds_requests_per_second": [$(printf '%s' "${rps_list[off]}" | paste -sd,)]},
   "round_ratios_on_off": [$(printf '%s' "$ratios" | paste -sd,)],
   "throughput_ratio_on_off": $ratio,
@@ -189,8 +196,8 @@ cat >"$OUT" <<JSON
   "result": "$verdict"
 }
 JSON
-echo "$SUBJECT on:  ${RPS[on]} requests/s, p99 ${P99[on]} ms, listeners ${CPU[on]} us CPU/request (medians of $ROUNDS rounds)"
-echo "$SUBJECT off: ${RPS[off]} requests/s, p99 ${P99[off]} ms, listeners ${CPU[off]} us CPU/request"
+echo "$SUBJECT on:  ${RPS[on]} requests/s, p99 ${P99[on]} ms, listeners ${CPU[on]} us CPU/request, usage writer ${WCPU[on]} us (medians of $ROUNDS rounds)"
+echo "$SUBJECT off: ${RPS[off]} requests/s, p99 ${P99[off]} ms, listeners ${CPU[off]} us CPU/request, usage writer ${WCPU[off]} us"
 echo "listener CPU per request on/off: ${cpu_ratio}x"
 echo "ledger: $USAGE requests counted for the key"
 [ "$SUBJECT" = request_log ] && echo "request log: $LOGGED rows, ${DROPPED:-0} dropped"
