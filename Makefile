@@ -12,6 +12,7 @@ CORE_OBJS = \
 	src/core/budget.o \
 	src/core/chat_call.o \
 	src/core/chat_prompt.o \
+	src/core/chunking.o \
 	src/core/count_tokens.o \
 	src/core/crypto.o \
 	src/core/env_policy.o \
@@ -66,6 +67,7 @@ PG_OBJS = \
 	src/pg/log_redaction.o \
 	src/pg/model_calls.o \
 	src/pg/pg_inference.o \
+	src/pg/pipeline_worker.o \
 	src/pg/primary_link.o \
 	src/pg/registry.o \
 	src/pg/request_log.o \

@@ -205,6 +205,7 @@ AS $$
 DECLARE
     keys text;
     routes text;
+    pipelines text;
     emptied record;
 BEGIN
     SELECT string_agg(format('"%s"', k.name), ', ' ORDER BY k.name) INTO keys
@@ -222,6 +223,14 @@ BEGIN
             USING ERRCODE = 'dependent_objects_still_exist',
                   HINT = 'Pass force => true to remove the service from those routes as well (a route left without targets is dropped), or change them with inference.update_route().';
     END IF;
+    SELECT string_agg(format('"%s"', p.name), ', ' ORDER BY p.name) INTO pipelines
+      FROM inference.pipeline_store p WHERE p.service = $1;
+    IF pipelines IS NOT NULL AND NOT coalesce($2, false) THEN
+        RAISE EXCEPTION 'service "%" is used by pipeline %', $1, pipelines
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'Pass force => true to drop those pipelines as well, or drop them with inference.drop_pipeline().';
+    END IF;
+    PERFORM inference.drop_pipeline(p.name) FROM inference.pipeline_store p WHERE p.service = $1;
     UPDATE inference.access_key_store k SET services = array_remove(k.services, $1)
      WHERE $1 = ANY (k.services);
     FOR emptied IN
@@ -1227,3 +1236,500 @@ SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION inference._lend_limits(text, bigint, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION inference._lend_limits(text, bigint, bigint) TO inference_admin;
 -- Gateway usage ledger — end.
+
+-------------------------------------------------------------------------------------------------
+-- Pipelines: embeddings that keep themselves up to date (docs/pipelines.md). A trigger on the
+-- source queues the key of every inserted, updated and deleted row; the pipeline worker embeds
+-- the queued rows' current input in batches, outside any transaction that touched the source,
+-- and writes a result only where the row's input still is what was embedded.
+
+CREATE SEQUENCE inference.pipeline_versions;
+REVOKE ALL ON SEQUENCE inference.pipeline_versions FROM PUBLIC;
+
+CREATE TABLE inference.pipeline_store (
+    name          text PRIMARY KEY,
+    source        regclass NOT NULL,
+    key_columns   text[] NOT NULL,
+    input         text NOT NULL,
+    service       text NOT NULL,
+    destination   text,              -- a column of source; NULL: chunk_table
+    chunk_table   regclass,
+    dest_type     text NOT NULL CHECK (dest_type IN ('real[]', 'vector', 'table')),
+    chunk_size    int,
+    chunk_overlap int NOT NULL DEFAULT 0,
+    batch_size    int,
+    -- The role that created the pipeline: the worker reads the input and writes the
+    -- destination as this role, never with more rights than its creator has.
+    owner         name NOT NULL,
+    state         text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'paused')),
+    done          bigint NOT NULL DEFAULT 0,
+    last_error    text,
+    rows_per_second double precision,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON inference.pipeline_store FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('inference.pipeline_store', '');
+
+CREATE TABLE inference.pipeline_queue (
+    pipeline   text NOT NULL,
+    row_key    jsonb NOT NULL,
+    version    bigint NOT NULL,           -- a new one for every change of the row
+    deleted    boolean NOT NULL DEFAULT false,
+    queued_at  timestamptz NOT NULL DEFAULT clock_timestamp(),  -- its oldest unhandled change
+    attempts   int NOT NULL DEFAULT 0,
+    not_before timestamptz,
+    last_error text,
+    PRIMARY KEY (pipeline, row_key)
+);
+CREATE INDEX ON inference.pipeline_queue (pipeline, queued_at);
+REVOKE ALL ON inference.pipeline_queue FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('inference.pipeline_queue', '');
+
+-- What each row's embedding was made from (a hash of its input): a change of other columns
+-- queues the row, and the worker then finds its input unchanged and makes no call.
+CREATE TABLE inference.pipeline_rows (
+    pipeline  text NOT NULL,
+    row_key   jsonb NOT NULL,
+    input_md5 text NOT NULL,
+    PRIMARY KEY (pipeline, row_key)
+);
+REVOKE ALL ON inference.pipeline_rows FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('inference.pipeline_rows', '');
+
+CREATE TABLE inference.pipeline_error_store (
+    pipeline        text NOT NULL,
+    row_key         jsonb NOT NULL,
+    error           text NOT NULL,
+    attempts        int NOT NULL,
+    first_failed_at timestamptz NOT NULL,
+    PRIMARY KEY (pipeline, row_key)
+);
+REVOKE ALL ON inference.pipeline_error_store FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('inference.pipeline_error_store', '');
+
+-- A pipeline's queue, hashes and dead letters go with it. (A trigger rather than foreign keys:
+-- a key check on every queued change would cost each INSERT and UPDATE of the source.)
+CREATE FUNCTION inference._pipeline_forget() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM inference.pipeline_queue q WHERE q.pipeline = OLD.name;
+    DELETE FROM inference.pipeline_rows r WHERE r.pipeline = OLD.name;
+    DELETE FROM inference.pipeline_error_store e WHERE e.pipeline = OLD.name;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION inference._pipeline_forget() FROM PUBLIC;
+CREATE TRIGGER pipeline_forget AFTER DELETE ON inference.pipeline_store
+    FOR EACH ROW EXECUTE FUNCTION inference._pipeline_forget();
+
+CREATE TYPE inference.pipeline_info AS (
+    name            text,
+    source          regclass,
+    service         text,
+    state           text,
+    queued          bigint,
+    done            bigint,
+    failed          bigint,
+    last_error      text,
+    rows_per_second double precision,
+    lag             interval,
+    created_at      timestamptz
+);
+
+CREATE VIEW inference.pipelines AS
+    SELECT p.name, p.source, p.service, p.state,
+           (SELECT count(*) FROM inference.pipeline_queue q WHERE q.pipeline = p.name) AS queued,
+           p.done,
+           (SELECT count(*) FROM inference.pipeline_error_store e WHERE e.pipeline = p.name) AS failed,
+           p.last_error, p.rows_per_second,
+           now() - (SELECT min(q.queued_at) FROM inference.pipeline_queue q
+                     WHERE q.pipeline = p.name) AS lag,
+           p.created_at
+      FROM inference.pipeline_store p;
+REVOKE ALL ON inference.pipelines FROM PUBLIC;
+GRANT SELECT ON inference.pipelines TO inference_admin;
+
+CREATE VIEW inference.pipeline_errors AS
+    SELECT pipeline, row_key, error, attempts, first_failed_at FROM inference.pipeline_error_store;
+REVOKE ALL ON inference.pipeline_errors FROM PUBLIC;
+GRANT SELECT ON inference.pipeline_errors TO inference_admin;
+
+-- The role outside the SECURITY DEFINER function calling this (as SET ROLE left it).
+CREATE FUNCTION inference._calling_role() RETURNS name
+AS 'MODULE_PATHNAME', 'pgi_calling_role' LANGUAGE C STABLE;
+REVOKE ALL ON FUNCTION inference._calling_role() FROM PUBLIC;
+
+-- The trigger on a pipeline's source. Arguments: the pipeline, its destination column ('' for
+-- a table), the primary key's columns.
+CREATE FUNCTION inference._pipeline_enqueue() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    queue_of constant text := TG_ARGV[0];
+    destination constant text := nullif(TG_ARGV[1], '');
+    keys constant text[] := TG_ARGV[2:];
+    old_row jsonb;
+    new_row jsonb;
+    old_key jsonb;
+    new_key jsonb;
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        old_row := to_jsonb(OLD);
+        SELECT jsonb_object_agg(k, old_row -> k) INTO old_key FROM unnest(keys) k;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        new_row := to_jsonb(NEW);
+        SELECT jsonb_object_agg(k, new_row -> k) INTO new_key FROM unnest(keys) k;
+    END IF;
+    -- The worker writing an embedding changes nothing the pipeline reads.
+    IF TG_OP = 'UPDATE' AND destination IS NOT NULL
+       AND (old_row - destination) = (new_row - destination) THEN
+        RETURN NULL;
+    END IF;
+    IF old_key IS NOT NULL AND old_key IS DISTINCT FROM new_key THEN
+        INSERT INTO inference.pipeline_queue AS q (pipeline, row_key, version, deleted)
+        VALUES (queue_of, old_key, nextval('inference.pipeline_versions'), true)
+        ON CONFLICT (pipeline, row_key) DO UPDATE
+           SET version = excluded.version, deleted = true, attempts = 0, not_before = NULL;
+    END IF;
+    IF new_key IS NOT NULL THEN
+        INSERT INTO inference.pipeline_queue AS q (pipeline, row_key, version, deleted)
+        VALUES (queue_of, new_key, nextval('inference.pipeline_versions'), false)
+        ON CONFLICT (pipeline, row_key) DO UPDATE
+           SET version = excluded.version, deleted = false, attempts = 0, not_before = NULL;
+    END IF;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION inference._pipeline_enqueue() FROM PUBLIC;
+
+-- The catalog side of create_pipeline, run with the extension owner's rights once the caller's
+-- side has checked what the caller may do. The owner is always the calling role.
+CREATE FUNCTION inference._create_pipeline(
+    name text, source regclass, input text, service text, destination text, dest_type text,
+    chunk_size int, chunk_overlap int, batch_size int, backfill boolean)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    owner constant name := inference._calling_role();
+    keys text[];
+    key_list text;
+    chunk regclass;
+    table_name text;
+BEGIN
+    -- Checked again here, since this function can be called on its own.
+    IF NOT has_table_privilege(owner, $2, 'SELECT')
+       OR ($5 IS NOT NULL AND NOT has_column_privilege(owner, $2, $5, 'UPDATE')) THEN
+        RAISE EXCEPTION 'permission denied for table %', $2
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'The pipeline reads the table as you (SELECT) and writes its destination column as you (UPDATE).';
+    END IF;
+    SELECT array_agg(a.attname ORDER BY k.n) INTO keys
+      FROM pg_index i
+      CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k (attnum, n)
+      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+     WHERE i.indrelid = $2 AND i.indisprimary;
+    IF keys IS NULL THEN
+        RAISE EXCEPTION 'table % has no primary key', $2
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A pipeline keeps one embedding per row and finds rows by their primary key: add one (ALTER TABLE ... ADD PRIMARY KEY).';
+    END IF;
+    SELECT string_agg(format('%I', k), ', ') INTO key_list FROM unnest(keys) k;
+    IF $5 IS NULL THEN
+        -- A table of chunks beside the source: its key, the chunk's number, text and embedding.
+        SELECT format('%I.%I', n.nspname, c.relname || '_' || $1) INTO table_name
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $2;
+        IF to_regclass(table_name) IS NOT NULL THEN
+            RAISE EXCEPTION 'table % already exists', table_name
+                USING ERRCODE = 'duplicate_table',
+                      HINT = 'Drop it, or name the pipeline differently: its chunks go to <source>_<name>.';
+        END IF;
+        EXECUTE format('CREATE TABLE %s (%s, chunk_seq int NOT NULL, chunk text NOT NULL, '
+                       'embedding real[] NOT NULL, PRIMARY KEY (%s, chunk_seq))',
+                       table_name,
+                       (SELECT string_agg(format('%I %s NOT NULL', a.attname,
+                                                 format_type(a.atttypid, a.atttypmod)), ', '
+                                          ORDER BY k.n)
+                          FROM unnest(keys) WITH ORDINALITY AS k (col, n)
+                          JOIN pg_attribute a ON a.attrelid = $2 AND a.attname = k.col),
+                       key_list);
+        chunk := table_name::regclass;
+        EXECUTE format('ALTER TABLE %s OWNER TO %I', chunk, owner);
+    END IF;
+    INSERT INTO inference.pipeline_store
+        (name, source, key_columns, input, service, destination, chunk_table, dest_type,
+         chunk_size, chunk_overlap, batch_size, owner)
+    VALUES ($1, $2, keys, $3, $4, $5, chunk, $6, $7, coalesce($8, 0), $9, owner);
+    -- Updates of the destination column alone (the worker's writes) do not fire it.
+    EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR DELETE OR UPDATE OF %s ON %s FOR EACH ROW '
+                   'EXECUTE FUNCTION inference._pipeline_enqueue(%L, %L, %s)',
+                   'pgi_pipeline_' || $1,
+                   (SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum)
+                      FROM pg_attribute a
+                     WHERE a.attrelid = $2 AND a.attnum > 0 AND NOT a.attisdropped
+                       AND a.attname IS DISTINCT FROM $5),
+                   $2, $1, coalesce($5, ''),
+                   (SELECT string_agg(format('%L', k), ', ') FROM unnest(keys) k));
+    IF $10 THEN
+        EXECUTE format('INSERT INTO inference.pipeline_queue (pipeline, row_key, version) '
+                       'SELECT %L, jsonb_build_object(%s), nextval(''inference.pipeline_versions'') '
+                       'FROM %s',
+                       $1, (SELECT string_agg(format('%L, %I', k, k), ', ') FROM unnest(keys) k),
+                       $2);
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION inference._create_pipeline(text, regclass, text, text, text, text, int, int, int, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION inference._create_pipeline(text, regclass, text, text, text, text, int, int, int, boolean) TO inference_admin;
+
+CREATE FUNCTION inference.create_pipeline(
+    name text,
+    source regclass,
+    input text,
+    service text,
+    destination text DEFAULT NULL,
+    chunk_size int DEFAULT NULL,
+    chunk_overlap int DEFAULT 0,
+    batch_size int DEFAULT NULL,
+    backfill boolean DEFAULT true)
+RETURNS SETOF inference.pipeline_info
+-- The caller's own rights: the input is checked by running it as the caller.
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    input_type regtype;
+    dest_type text;
+    protocols text[];
+BEGIN
+    IF $1 IS NULL OR $1 !~ '^[a-z][a-z0-9_]{0,39}$' THEN
+        RAISE EXCEPTION 'invalid pipeline name %', coalesce(quote_literal($1), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use 1 to 40 lowercase letters, digits and "_", starting with a letter.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM inference.pipelines p WHERE p.name = $1) THEN
+        RAISE EXCEPTION 'pipeline "%" already exists', $1
+            USING ERRCODE = 'duplicate_object', HINT = 'Drop it first with inference.drop_pipeline(), or choose another name.';
+    END IF;
+    IF $2 IS NULL OR $3 IS NULL OR $4 IS NULL THEN
+        RAISE EXCEPTION 'source, input and service must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Name the table, the text to embed and the embedding service.';
+    END IF;
+    IF (SELECT c.relkind FROM pg_class c WHERE c.oid = $2) NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table', $2
+            USING ERRCODE = 'wrong_object_type', HINT = 'A pipeline''s source is a table with a primary key.';
+    END IF;
+    IF NOT has_table_privilege($2, 'SELECT') THEN
+        RAISE EXCEPTION 'permission denied for table %', $2
+            USING ERRCODE = 'insufficient_privilege', HINT = 'The pipeline reads the table as you: you need SELECT on it.';
+    END IF;
+    -- The input, as you: it must parse over the table's columns and give text.
+    BEGIN
+        EXECUTE format('SELECT pg_typeof(%s) FROM (SELECT (NULL::%s).*) AS s', $3, $2) INTO input_type;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE EXCEPTION 'input % is not an expression over the columns of %: %', quote_literal($3), $2, SQLERRM
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Name a column, or write an SQL expression such as title || '' '' || body.';
+    END;
+    IF input_type NOT IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype) THEN
+        RAISE EXCEPTION 'input % gives %, not text', quote_literal($3), input_type
+            USING ERRCODE = 'datatype_mismatch', HINT = 'Cast it: (' || $3 || ')::text.';
+    END IF;
+    IF $5 IS NOT NULL THEN
+        SELECT CASE WHEN a.atttypid = 'real[]'::regtype THEN 'real[]'
+                    WHEN t.typname = 'vector' THEN 'vector' END
+          INTO dest_type
+          FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+         WHERE a.attrelid = $2 AND a.attname = $5 AND a.attnum > 0 AND NOT a.attisdropped;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'column "%" of % does not exist', $5, $2
+                USING ERRCODE = 'undefined_column', HINT = 'Add the column (real[], or vector with pgvector), or pass destination => NULL for a table of chunks.';
+        END IF;
+        IF dest_type IS NULL THEN
+            RAISE EXCEPTION 'column "%" of % is not real[] or vector', $5, $2
+                USING ERRCODE = 'datatype_mismatch', HINT = 'An embedding column is real[], or pgvector''s vector.';
+        END IF;
+        IF $6 IS NOT NULL THEN
+            RAISE EXCEPTION 'chunk_size needs a table of chunks'
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'A column holds one embedding per row: pass destination => NULL to chunk.';
+        END IF;
+        IF NOT has_column_privilege($2, $5, 'UPDATE') THEN
+            RAISE EXCEPTION 'permission denied for column "%" of %', $5, $2
+                USING ERRCODE = 'insufficient_privilege', HINT = 'The pipeline writes the embeddings as you: you need UPDATE on the column.';
+        END IF;
+    ELSE
+        dest_type := 'table';
+    END IF;
+    IF $6 <= 0 OR $7 < 0 OR $7 >= $6 OR ($6 IS NULL AND $7 > 0) OR $8 <= 0 THEN
+        RAISE EXCEPTION 'invalid chunk_size, chunk_overlap or batch_size'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'chunk_size is positive, chunk_overlap from 0 to below chunk_size (and needs chunk_size), batch_size positive.';
+    END IF;
+    SELECT array_agg(DISTINCT s.protocol) INTO protocols FROM inference.list_models() s
+     WHERE s.name = $4
+        OR s.name IN (SELECT t->>'service' FROM inference.routes r,
+                             jsonb_array_elements(r.targets) t WHERE r.name = $4);
+    IF protocols IS NULL THEN
+        RAISE EXCEPTION 'service "%" does not exist', $4
+            USING ERRCODE = 'undefined_object', HINT = 'Call inference.list_models() to see the registered services, and read inference.routes for the routes.';
+    END IF;
+    IF 'ANTHROPIC_V1' = ANY (protocols) THEN
+        RAISE EXCEPTION 'service "%" cannot embed: Anthropic''s API has no embeddings', $4
+            USING ERRCODE = 'feature_not_supported', HINT = 'Use an OpenAI-compatible or Gemini embedding service.';
+    END IF;
+    PERFORM inference._create_pipeline($1, $2, $3, $4, $5, dest_type, $6, $7, $8, coalesce($9, true));
+    RETURN QUERY SELECT * FROM inference.pipelines p WHERE p.name = $1;
+END
+$$;
+
+CREATE FUNCTION inference.drop_pipeline(name text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p inference.pipeline_store;
+BEGIN
+    SELECT * INTO p FROM inference.pipeline_store s WHERE s.name = $1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'pipeline "%" does not exist', $1
+            USING ERRCODE = 'undefined_object', HINT = 'SELECT name FROM inference.pipelines lists them.';
+    END IF;
+    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'pgi_pipeline_' || p.name, p.source);
+    IF p.chunk_table IS NOT NULL THEN
+        EXECUTE format('DROP TABLE IF EXISTS %s', p.chunk_table);
+    END IF;
+    DELETE FROM inference.pipeline_store s WHERE s.name = $1;
+END
+$$;
+
+CREATE FUNCTION inference._set_pipeline_state(name text, state text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE inference.pipeline_store s SET state = $2 WHERE s.name = $1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'pipeline "%" does not exist', $1
+            USING ERRCODE = 'undefined_object', HINT = 'SELECT name FROM inference.pipelines lists them.';
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION inference._set_pipeline_state(text, text) FROM PUBLIC;
+CREATE FUNCTION inference.pause_pipeline(name text) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT inference._set_pipeline_state($1, 'paused') $$;
+CREATE FUNCTION inference.resume_pipeline(name text) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT inference._set_pipeline_state($1, 'active') $$;
+
+-- Requeues the pipeline's dead letters; returns how many.
+CREATE FUNCTION inference.retry_failed(name text) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM inference.pipeline_store s WHERE s.name = $1) THEN
+        RAISE EXCEPTION 'pipeline "%" does not exist', $1
+            USING ERRCODE = 'undefined_object', HINT = 'SELECT name FROM inference.pipelines lists them.';
+    END IF;
+    WITH failed AS (
+        DELETE FROM inference.pipeline_error_store e WHERE e.pipeline = $1 RETURNING e.row_key
+    )
+    INSERT INTO inference.pipeline_queue AS q (pipeline, row_key, version)
+    SELECT $1, f.row_key, nextval('inference.pipeline_versions') FROM failed f
+    ON CONFLICT (pipeline, row_key) DO UPDATE SET attempts = 0, not_before = NULL;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+REVOKE ALL ON FUNCTION
+    inference.create_pipeline(text, regclass, text, text, text, int, int, int, boolean),
+    inference.drop_pipeline(text), inference.pause_pipeline(text),
+    inference.resume_pipeline(text), inference.retry_failed(text)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    inference.create_pipeline(text, regclass, text, text, text, int, int, int, boolean),
+    inference.drop_pipeline(text), inference.pause_pipeline(text),
+    inference.resume_pipeline(text), inference.retry_failed(text)
+TO inference_admin;
+
+-- The pipeline worker's bookkeeping after a batch. outcome: one element per row,
+-- {"k": key, "v": version taken, "o": what happened, "h": input hash, "e": error}, where o is
+-- written, removed, unchanged (its embedding stays), stale (the input changed meanwhile),
+-- waiting (the upstream failed: tried again soon, however often) or failed (the input was
+-- refused: after max_attempts the row goes to the dead letters). A row queued again since it
+-- was taken (a newer version) stays queued.
+CREATE FUNCTION inference._pipeline_settle(of_pipeline text, outcome jsonb, max_attempts int,
+                                           rows_per_second double precision)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    written bigint;
+    failure text;
+BEGIN
+    INSERT INTO inference.pipeline_rows AS r (pipeline, row_key, input_md5)
+    SELECT $1, o.k, o.h FROM jsonb_to_recordset($2) AS o (k jsonb, h text, o text) WHERE o.o = 'written'
+    ON CONFLICT (pipeline, row_key) DO UPDATE SET input_md5 = excluded.input_md5;
+    GET DIAGNOSTICS written = ROW_COUNT;
+    DELETE FROM inference.pipeline_rows r USING jsonb_to_recordset($2) AS o (k jsonb, o text)
+     WHERE o.o = 'removed' AND r.pipeline = $1 AND r.row_key = o.k;
+    DELETE FROM inference.pipeline_error_store e USING jsonb_to_recordset($2) AS o (k jsonb, o text)
+     WHERE o.o IN ('written', 'removed', 'unchanged') AND e.pipeline = $1 AND e.row_key = o.k;
+    DELETE FROM inference.pipeline_queue q
+     USING jsonb_to_recordset($2) AS o (k jsonb, v bigint, o text)
+     WHERE o.o IN ('written', 'removed', 'unchanged') AND q.pipeline = $1
+       AND q.row_key = o.k AND q.version = o.v;
+    UPDATE inference.pipeline_queue q
+       SET attempts = q.attempts + CASE WHEN o.o = 'waiting' THEN 0 ELSE 1 END,
+           last_error = coalesce(o.e, 'the input changed while it was embedded'),
+           not_before = clock_timestamp() + least(interval '250 milliseconds' * power(2, q.attempts),
+                                                  interval '30 seconds')
+      FROM jsonb_to_recordset($2) AS o (k jsonb, v bigint, o text, e text)
+     WHERE o.o IN ('waiting', 'failed', 'stale') AND q.pipeline = $1
+       AND q.row_key = o.k AND q.version = o.v;
+    WITH dead AS (
+        DELETE FROM inference.pipeline_queue q
+         WHERE q.pipeline = $1 AND q.attempts >= $3
+           AND q.row_key IN (SELECT o.k FROM jsonb_to_recordset($2) AS o (k jsonb, o text)
+                              WHERE o.o IN ('failed', 'stale'))
+        RETURNING q.row_key, q.last_error, q.attempts
+    )
+    INSERT INTO inference.pipeline_error_store AS e (pipeline, row_key, error, attempts, first_failed_at)
+    SELECT $1, d.row_key, d.last_error, d.attempts, clock_timestamp() FROM dead d
+    ON CONFLICT (pipeline, row_key) DO UPDATE
+       SET error = excluded.error, attempts = e.attempts + excluded.attempts;
+    SELECT o.e INTO failure FROM jsonb_to_recordset($2) AS o (e text) WHERE o.e IS NOT NULL LIMIT 1;
+    UPDATE inference.pipeline_store p
+       SET done = p.done + written, last_error = coalesce(failure, p.last_error),
+           rows_per_second = CASE WHEN written > 0 THEN $4 ELSE p.rows_per_second END
+     WHERE p.name = $1;
+END
+$$;
+REVOKE ALL ON FUNCTION inference._pipeline_settle(text, jsonb, int, double precision) FROM PUBLIC;
+
+-- A dropped source (or chunk table) takes its pipeline with it.
+CREATE FUNCTION inference._pipeline_table_dropped() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    gone record;
+BEGIN
+    FOR gone IN
+        DELETE FROM inference.pipeline_store p
+         USING pg_event_trigger_dropped_objects() d
+         WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0
+           AND d.objid IN (p.source::oid, p.chunk_table::oid)
+        RETURNING p.chunk_table::oid AS chunk_table
+    LOOP
+        -- The chunks of a dropped source describe nothing any more.
+        IF gone.chunk_table IS NOT NULL AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = gone.chunk_table) THEN
+            EXECUTE format('DROP TABLE %s', gone.chunk_table::regclass);
+        END IF;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION inference._pipeline_table_dropped() FROM PUBLIC;
+CREATE EVENT TRIGGER pgi_pipeline_table_dropped ON sql_drop
+    EXECUTE FUNCTION inference._pipeline_table_dropped();

@@ -21,6 +21,7 @@ extern "C" {
 #include "chat_prompt.h"
 #include "error.h"
 #include "jsonb_args.h"
+#include "model_calls.h"
 #include "redact.h"
 #include "route_calls.h"
 #include "service_catalog.h"
@@ -88,8 +89,8 @@ http::Response call_one(const ServiceEndpoint &service, const translate::Upstrea
     return std::move(responses.front());
 }
 
-// Embeds inputs in batches of inference.embedding_batch_size, up to inference.max_concurrency
-// requests in flight; vectors come back in input order. The answers' usage is added to usage.
+}  // namespace
+
 std::vector<std::vector<float>> embed(const ServiceEndpoint &service,
                                       const std::vector<std::string> &inputs,
                                       const nlohmann::json &options, translate::Usage &usage) {
@@ -150,6 +151,8 @@ std::vector<std::vector<float>> embed(const ServiceEndpoint &service,
         throw *failed;
     return vectors;
 }
+
+namespace {
 
 chat_call::Call plan_chat(const ServiceEndpoint &service, nlohmann::json &request) {
     chat::Defaults defaults;

@@ -18,6 +18,7 @@ void _PG_init(void);
 #include "governance.h"
 #include "health_worker.h"
 #include "log_redaction.h"
+#include "pipeline_worker.h"
 #include "primary_link.h"
 #include "request_log.h"
 #include "restrictions.h"
@@ -134,6 +135,7 @@ void define_settings() {
     breakers_define_settings();
     gateway_define_settings();
     governance_define_settings();
+    pipeline_worker_define_settings();
     budgets_define_settings();
     request_log_define_settings();
     primary_link_define_settings();
@@ -162,4 +164,5 @@ void _PG_init(void) {
     shmem_startup_hook = startup_shmem;
     health_worker_register();
     gateway_workers_register();
+    pipeline_worker_register();
 }

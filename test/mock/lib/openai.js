@@ -257,6 +257,11 @@ function embeddings(ctx) {
     return badRequest(ctx, INVALID_INPUT, 'input');
   }
   if (!checkModel(ctx, body)) return;
+  // A content filter, for tests of inputs that always fail: the word "poison" is refused.
+  if (inputs.some((s) => /\bpoison\b/.test(s))) {
+    return badRequest(ctx, "Invalid 'input': the text contains a word this model refuses (\"poison\").",
+      'input', 'invalid_value');
+  }
 
   let dims = 8;
   if (body.dimensions !== undefined && body.dimensions !== null) {
