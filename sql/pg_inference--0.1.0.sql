@@ -1669,38 +1669,51 @@ DECLARE
     written bigint;
     failure text;
 BEGIN
-    INSERT INTO inference.pipeline_rows AS r (pipeline, row_key, input_md5)
-    SELECT $1, o.k, o.h FROM jsonb_to_recordset($2) AS o (k jsonb, h text, o text) WHERE o.o = 'written'
-    ON CONFLICT (pipeline, row_key) DO UPDATE SET input_md5 = excluded.input_md5;
-    GET DIAGNOSTICS written = ROW_COUNT;
-    DELETE FROM inference.pipeline_rows r USING jsonb_to_recordset($2) AS o (k jsonb, o text)
-     WHERE o.o = 'removed' AND r.pipeline = $1 AND r.row_key = o.k;
-    DELETE FROM inference.pipeline_error_store e USING jsonb_to_recordset($2) AS o (k jsonb, o text)
-     WHERE o.o IN ('written', 'removed', 'unchanged') AND e.pipeline = $1 AND e.row_key = o.k;
-    DELETE FROM inference.pipeline_queue q
-     USING jsonb_to_recordset($2) AS o (k jsonb, v bigint, o text)
-     WHERE o.o IN ('written', 'removed', 'unchanged') AND q.pipeline = $1
-       AND q.row_key = o.k AND q.version = o.v;
-    UPDATE inference.pipeline_queue q
-       SET attempts = q.attempts + CASE WHEN o.o = 'waiting' THEN 0 ELSE 1 END,
-           last_error = coalesce(o.e, 'the input changed while it was embedded'),
-           not_before = clock_timestamp() + least(interval '250 milliseconds' * power(2, q.attempts),
-                                                  interval '30 seconds')
-      FROM jsonb_to_recordset($2) AS o (k jsonb, v bigint, o text, e text)
-     WHERE o.o IN ('waiting', 'failed', 'stale') AND q.pipeline = $1
-       AND q.row_key = o.k AND q.version = o.v;
-    WITH dead AS (
-        DELETE FROM inference.pipeline_queue q
-         WHERE q.pipeline = $1 AND q.attempts >= $3
-           AND q.row_key IN (SELECT o.k FROM jsonb_to_recordset($2) AS o (k jsonb, o text)
-                              WHERE o.o IN ('failed', 'stale'))
-        RETURNING q.row_key, q.last_error, q.attempts
+    -- One statement reads the outcome once; each part touches rows no other part does.
+    WITH o AS MATERIALIZED (
+        SELECT * FROM jsonb_to_recordset($2) AS o (k jsonb, v bigint, o text, h text, e text)
+    ), w AS (
+        INSERT INTO inference.pipeline_rows AS r (pipeline, row_key, input_md5)
+        SELECT $1, o.k, o.h FROM o WHERE o.o = 'written'
+        ON CONFLICT (pipeline, row_key) DO UPDATE SET input_md5 = excluded.input_md5
+        RETURNING 1
+    ), gone AS (
+        DELETE FROM inference.pipeline_rows r USING o
+         WHERE o.o = 'removed' AND r.pipeline = $1 AND r.row_key = o.k
+    ), cleared AS (
+        DELETE FROM inference.pipeline_error_store e USING o
+         WHERE o.o IN ('written', 'removed', 'unchanged') AND e.pipeline = $1 AND e.row_key = o.k
+    ), done AS (
+        DELETE FROM inference.pipeline_queue q USING o
+         WHERE o.o IN ('written', 'removed', 'unchanged') AND q.pipeline = $1
+           AND q.row_key = o.k AND q.version = o.v
+    ), again AS (
+        UPDATE inference.pipeline_queue q
+           SET attempts = q.attempts + CASE WHEN o.o = 'waiting' THEN 0 ELSE 1 END,
+               last_error = coalesce(o.e, 'the input changed while it was embedded'),
+               not_before = clock_timestamp()
+                            + least(interval '250 milliseconds' * power(2, q.attempts),
+                                    interval '30 seconds')
+          FROM o
+         WHERE o.o IN ('waiting', 'failed', 'stale') AND q.pipeline = $1
+           AND q.row_key = o.k AND q.version = o.v
     )
-    INSERT INTO inference.pipeline_error_store AS e (pipeline, row_key, error, attempts, first_failed_at)
-    SELECT $1, d.row_key, d.last_error, d.attempts, clock_timestamp() FROM dead d
-    ON CONFLICT (pipeline, row_key) DO UPDATE
-       SET error = excluded.error, attempts = e.attempts + excluded.attempts;
-    SELECT o.e INTO failure FROM jsonb_to_recordset($2) AS o (e text) WHERE o.e IS NOT NULL LIMIT 1;
+    SELECT (SELECT count(*) FROM w), (SELECT o.e FROM o WHERE o.e IS NOT NULL LIMIT 1)
+      INTO written, failure;
+    IF EXISTS (SELECT 1 FROM jsonb_to_recordset($2) AS o (o text) WHERE o.o IN ('failed', 'stale')) THEN
+        WITH dead AS (
+            DELETE FROM inference.pipeline_queue q
+             WHERE q.pipeline = $1 AND q.attempts >= $3
+               AND q.row_key IN (SELECT o.k FROM jsonb_to_recordset($2) AS o (k jsonb, o text)
+                                  WHERE o.o IN ('failed', 'stale'))
+            RETURNING q.row_key, q.last_error, q.attempts
+        )
+        INSERT INTO inference.pipeline_error_store AS e
+            (pipeline, row_key, error, attempts, first_failed_at)
+        SELECT $1, d.row_key, d.last_error, d.attempts, clock_timestamp() FROM dead d
+        ON CONFLICT (pipeline, row_key) DO UPDATE
+           SET error = excluded.error, attempts = e.attempts + excluded.attempts;
+    END IF;
     UPDATE inference.pipeline_store p
        SET done = p.done + written, last_error = coalesce(failure, p.last_error),
            rows_per_second = CASE WHEN written > 0 THEN $4 ELSE p.rows_per_second END

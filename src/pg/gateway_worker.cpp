@@ -364,14 +364,7 @@ void pgi_gateway_worker_main(Datum arg) {
     pqsignal(SIGTERM, die);
     BackgroundWorkerUnblockSignals();
     worker_connect("pg_inference gateway listener");
-    std::string failure;
-    try {
-        run_listener(index);
-    } catch (const std::exception &e) {
-        failure = e.what();
-    } catch (...) {
-        failure = "unknown C++ exception";
-    }
+    const std::string failure = run_worker_loop([&]() { run_listener(index); });
     // Outside the catch blocks: an ERROR in a background worker ends it with exit code 1, and
     // the postmaster starts it again after bgw_restart_time without touching the others.
     if (!failure.empty())

@@ -689,14 +689,7 @@ void pgi_health_worker_main(Datum) {
         s.state = WorkerState::kStarting;
     });
 
-    std::string failure;
-    try {
-        worker_loop();
-    } catch (const std::exception &e) {
-        failure = e.what();
-    } catch (...) {
-        failure = "unknown C++ exception";
-    }
+    const std::string failure = run_worker_loop([]() { worker_loop(); });
     // Only a failure outside any round gets here (the HTTP client could not be set up, memory
     // ran out while recovering). Exit code 1: the postmaster starts the worker again.
     ereport(FATAL, (errmsg("pg_inference health worker stopped: %s", failure.c_str())));

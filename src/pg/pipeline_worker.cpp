@@ -49,6 +49,7 @@ PG_FUNCTION_INFO_V1(pgi_calling_role);
 #include "route_calls.h"
 #include "service_catalog.h"
 #include "settings.h"
+#include "translate_util.h"
 #include "worker_connection.h"
 #include "worker_transaction.h"
 
@@ -163,6 +164,63 @@ std::string pg_array(const std::vector<float> &v) {
     return out + "}";
 }
 
+// A JSON array written by appending, for the batches sent to SQL. Keys go in as the jsonb text
+// PostgreSQL wrote them (valid JSON, and the same text for the same key every time, so they are
+// also compared as text), hashes are hex and embeddings array literals of numbers: only chunks
+// and error messages need escaping. A DOM per row cost more than the statements it feeds.
+class JsonArray {
+  public:
+    // A new element: a bare value (raw JSON), or an object whose members follow.
+    JsonArray &value(std::string_view json) {
+        next();
+        out_ += json;
+        return *this;
+    }
+    JsonArray &object() {
+        next();
+        out_ += '{';
+        open_ = true;
+        first_member_ = true;
+        return *this;
+    }
+    JsonArray &raw(const char *name, std::string_view json) {
+        member(name);
+        out_ += json;
+        return *this;
+    }
+    JsonArray &text(const char *name, std::string_view text) {
+        member(name);
+        translate::detail::append_json_string(out_, text);
+        return *this;
+    }
+    bool empty() const { return count_ == 0; }
+    std::string str() {
+        close();
+        return out_ + "]";
+    }
+
+  private:
+    void next() {
+        close();
+        out_ += count_++ == 0 ? "" : ",";
+    }
+    void close() {
+        if (open_)
+            out_ += '}';
+        open_ = false;
+    }
+    void member(const char *name) {
+        out_ += first_member_ ? "\"" : ",\"";
+        first_member_ = false;
+        out_ += name;
+        out_ += "\":";
+    }
+    std::string out_ = "[";
+    std::size_t count_ = 0;
+    bool open_ = false;
+    bool first_member_ = true;
+};
+
 std::vector<std::string> text_array(const std::optional<std::string> &literal_array) {
     std::vector<std::string> out;
     if (!literal_array)
@@ -239,7 +297,7 @@ std::vector<Row> read_batch(const Pipeline &p) {
         "         WHERE q.pipeline = $1 AND (q.not_before IS NULL OR q.not_before <= now()) "
         "         ORDER BY q.queued_at LIMIT $2::int) AS q",
         {p.name, std::to_string(limit)});
-    json keys = json::array();
+    JsonArray keys;
     for (auto &q : queued) {
         Row row;
         row.key = *q[0];
@@ -247,7 +305,7 @@ std::vector<Row> read_batch(const Pipeline &p) {
         row.deleted = *q[2] == "t";
         row.stored_md5 = q[3];
         if (!row.deleted)
-            keys.push_back(json::parse(row.key));
+            keys.value(row.key);
         batch.push_back(std::move(row));
     }
     if (keys.empty())
@@ -262,13 +320,13 @@ std::vector<Row> read_batch(const Pipeline &p) {
     Rows inputs;
     {
         AsRole owner(p.owner);
-        inputs = query(read, {keys.dump()});
+        inputs = query(read, {keys.str()});
     }
     std::map<std::string, std::pair<std::optional<std::string>, std::optional<std::string>>> now;
     for (auto &i : inputs)
-        now[json::parse(*i[0]).dump()] = {i[1], i[2]};
+        now[*i[0]] = {i[1], i[2]};
     for (Row &row : batch) {
-        auto it = now.find(json::parse(row.key).dump());
+        auto it = now.find(row.key);
         if (it != now.end() && it->second.first && !it->second.first->empty()) {
             row.input = it->second.first;
             row.md5 = it->second.second;
@@ -310,23 +368,24 @@ std::set<std::string> write_results(const Pipeline &p, const std::vector<Row *> 
     if (p.dest_type != "table") {
         // A row whose input became NULL or empty has no embedding any more (a deleted row's
         // went with it).
-        json cleared = json::array();
+        JsonArray cleared;
         for (const Row *row : removed)
-            cleared.push_back(json::parse(row->key));
+            cleared.value(row->key);
         if (!cleared.empty())
             query("UPDATE " + p.source + " AS pgi_s SET " + ident(p.destination) +
                       " = NULL FROM jsonb_array_elements($1::jsonb) AS pgi_k (pgi_key) WHERE " +
                       key_match(p, "pgi_s.", "pgi_k.pgi_key") + " AND pgi_s." +
                       ident(p.destination) + " IS NOT NULL AND coalesce((" + p.input +
                       ")::text, '') = ''",
-                  {cleared.dump()});
+                  {cleared.str()});
         if (done.empty())
             return written;
-        json rows = json::array();
+        JsonArray rows;
         for (const Row *row : done)
-            rows.push_back({{"pgi_key", json::parse(row->key)},
-                            {"pgi_h", *row->md5},
-                            {"pgi_emb", pg_array(row->vectors.front())}});
+            rows.object()
+                .raw("pgi_key", row->key)
+                .text("pgi_h", *row->md5)
+                .text("pgi_emb", pg_array(row->vectors.front()));
         const std::string cast = p.dest_type == "vector" ? "::real[]::vector" : "::real[]";
         Rows out = query("UPDATE " + p.source + " AS pgi_s SET " + ident(p.destination) +
                              " = pgi_r.pgi_emb" + cast +
@@ -336,15 +395,15 @@ std::set<std::string> write_results(const Pipeline &p, const std::vector<Row *> 
                              key_match(p, "pgi_s.", "pgi_r.pgi_key") + "   AND md5((" + p.input +
                              ")::text) = pgi_r.pgi_h"
                              " RETURNING pgi_r.pgi_key::text",
-                         {rows.dump()});
+                         {rows.str()});
         for (auto &r : out)
-            written.insert(json::parse(*r[0]).dump());
+            written.insert(*r[0]);
         return written;
     }
     // A table of chunks: lock the rows whose input is unchanged, replace their chunks.
-    json check = json::array();
+    JsonArray check;
     for (const Row *row : done)
-        check.push_back({{"pgi_key", json::parse(row->key)}, {"pgi_h", *row->md5}});
+        check.object().raw("pgi_key", row->key).text("pgi_h", *row->md5);
     if (!done.empty()) {
         Rows out = query(
             "SELECT pgi_r.pgi_key::text FROM json_to_recordset($1::json) AS pgi_r "
@@ -353,31 +412,31 @@ std::set<std::string> write_results(const Pipeline &p, const std::vector<Row *> 
                 " WHERE md5((" + p.input +
                 ")::text) = pgi_r.pgi_h"
                 " FOR UPDATE OF pgi_s",
-            {check.dump()});
+            {check.str()});
         for (auto &r : out)
-            written.insert(json::parse(*r[0]).dump());
+            written.insert(*r[0]);
     }
-    json clear = json::array();
-    json chunks = json::array();
+    JsonArray clear;
+    JsonArray chunks;
     for (const Row *row : done) {
-        const std::string key = json::parse(row->key).dump();
-        if (!written.count(key))
+        if (!written.count(row->key))
             continue;
-        clear.push_back(json::parse(row->key));
+        clear.value(row->key);
         for (size_t i = 0; i < row->chunks.size(); i++)
-            chunks.push_back({{"pgi_key", json::parse(row->key)},
-                              {"pgi_seq", i + 1},
-                              {"pgi_chunk", row->chunks[i]},
-                              {"pgi_emb", pg_array(row->vectors[i])}});
+            chunks.object()
+                .raw("pgi_key", row->key)
+                .raw("pgi_seq", std::to_string(i + 1))
+                .text("pgi_chunk", row->chunks[i])
+                .text("pgi_emb", pg_array(row->vectors[i]));
     }
     for (const Row *row : removed)
-        clear.push_back(json::parse(row->key));
+        clear.value(row->key);
     if (!clear.empty())
         query("DELETE FROM " + p.chunk_table +
                   " AS pgi_c USING jsonb_array_elements($1::jsonb) "
                   "AS pgi_k (pgi_key) WHERE " +
                   key_match(p, "pgi_c.", "pgi_k.pgi_key"),
-              {clear.dump(-1, ' ', false, json::error_handler_t::replace)});
+              {clear.str()});
     if (!chunks.empty()) {
         std::string columns, values;
         for (size_t i = 0; i < p.keys.size(); i++) {
@@ -389,16 +448,16 @@ std::set<std::string> write_results(const Pipeline &p, const std::vector<Row *> 
                   "pgi_r.pgi_seq, pgi_r.pgi_chunk, pgi_r.pgi_emb::real[] FROM "
                   "json_to_recordset($1::json) AS pgi_r (pgi_key jsonb, pgi_seq int, pgi_chunk "
                   "text, pgi_emb text)",
-              {chunks.dump(-1, ' ', false, json::error_handler_t::replace)});
+              {chunks.str()});
     }
     return written;
 }
 
 // Records the batch's outcome in the queue and the catalog (as the worker).
-void settle(const Pipeline &p, const json &outcome, double rows_per_second) {
+void settle(const Pipeline &p, JsonArray &outcome, double rows_per_second) {
     query("SELECT inference._pipeline_settle($1, $2::jsonb, $3::int, $4::float8)",
-          {p.name, outcome.dump(-1, ' ', false, json::error_handler_t::replace),
-           std::to_string(setting_pipeline_max_attempts), std::to_string(rows_per_second)});
+          {p.name, outcome.str(), std::to_string(setting_pipeline_max_attempts),
+           std::to_string(rows_per_second)});
 }
 
 // Whether a failure is the upstream's (down, overloaded, too slow: the row waits, however long)
@@ -412,13 +471,12 @@ bool upstream_trouble(const std::exception &e) {
            f.status >= 500;
 }
 
-json entry(const Row &row, const char *what, const std::string &error = {}) {
-    json e = {{"k", json::parse(row.key)}, {"v", row.version}, {"o", what}};
+void entry(JsonArray &out, const Row &row, const char *what, const std::string &error = {}) {
+    out.object().raw("k", row.key).raw("v", std::to_string(row.version)).text("o", what);
     if (row.md5)
-        e["h"] = *row.md5;
+        out.text("h", *row.md5);
     if (!error.empty())
-        e["e"] = error;
-    return e;
+        out.text("e", error);
 }
 
 // One batch of one pipeline. Returns the rows it handled.
@@ -441,7 +499,7 @@ size_t run_batch(const Pipeline &p) {
         else
             todo.push_back(&row);
     }
-    json outcome = json::array();
+    JsonArray outcome;
     if (!todo.empty()) {
         std::string failure;
         bool trouble = false;
@@ -454,7 +512,7 @@ size_t run_batch(const Pipeline &p) {
         if (!failure.empty() && trouble) {
             // The upstream is down or overloaded: every row waits for the next try.
             for (Row *row : todo)
-                outcome.push_back(entry(*row, "waiting", failure));
+                entry(outcome, *row, "waiting", failure);
             todo.clear();
         } else if (!failure.empty()) {
             // An input was refused: the rows are tried one by one, so that an input that always
@@ -466,8 +524,7 @@ size_t run_batch(const Pipeline &p) {
                     embed_rows(p, one);
                     ok.push_back(row);
                 } catch (const std::exception &e) {
-                    outcome.push_back(
-                        entry(*row, upstream_trouble(e) ? "waiting" : "failed", e.what()));
+                    entry(outcome, *row, upstream_trouble(e) ? "waiting" : "failed", e.what());
                 }
             }
             todo = ok;
@@ -477,14 +534,13 @@ size_t run_batch(const Pipeline &p) {
     run_in_transaction("pg_inference pipeline worker: writing", limits, [&]() {
         const std::set<std::string> written = write_results(p, todo, removed);
         for (const Row *row : todo) {
-            const bool kept = written.count(json::parse(row->key).dump()) > 0;
-            outcome.push_back(entry(*row, kept ? "written" : "stale"));
+            entry(outcome, *row, written.count(row->key) > 0 ? "written" : "stale");
         }
         written_count = written.size();
         for (const Row *row : removed)
-            outcome.push_back(entry(*row, "removed"));
+            entry(outcome, *row, "removed");
         for (const Row *row : unchanged)
-            outcome.push_back(entry(*row, "unchanged"));
+            entry(outcome, *row, "unchanged");
         const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
         settle(p, outcome, seconds > 0 ? static_cast<double>(written_count) / seconds : 0);
     });
@@ -564,14 +620,7 @@ void pgi_pipeline_worker_main(Datum) {
     pqsignal(SIGTERM, die);
     BackgroundWorkerUnblockSignals();
     worker_connect("pg_inference pipeline worker");
-    std::string failure;
-    try {
-        worker_loop();
-    } catch (const std::exception &e) {
-        failure = e.what();
-    } catch (...) {
-        failure = "unknown C++ exception";
-    }
+    const std::string failure = run_worker_loop([]() { worker_loop(); });
     ereport(FATAL, (errmsg("pg_inference pipeline worker stopped: %s", failure.c_str())));
 }
 

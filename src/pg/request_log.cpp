@@ -7,6 +7,7 @@ extern "C" {
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
@@ -203,6 +204,10 @@ void request_log_define_settings() {
         "inference.request_log_retention", "How long inference.request_log keeps a day's rows.",
         "A day's partition is dropped once the day ended this long ago.", &setting_retention_s,
         14 * 86400, 3600, INT_MAX, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr, nullptr);
+    // PostgreSQL refuses postmaster-only settings defined after startup (CREATE EXTENSION
+    // without preloading): the ring exists only when preloaded anyway.
+    if (!process_shared_preload_libraries_in_progress)
+        return;
     DefineCustomIntVariable("inference.request_log_buffer",
                             "Request log rows shared memory holds until the usage writer takes "
                             "them; past it rows are dropped and counted.",

@@ -144,14 +144,7 @@ void pgi_usage_writer_main(Datum) {
     pqsignal(SIGTERM, die);
     BackgroundWorkerUnblockSignals();
     worker_connect("pg_inference usage writer");
-    std::string failure;
-    try {
-        writer_loop();
-    } catch (const std::exception &e) {
-        failure = e.what();
-    } catch (...) {
-        failure = "unknown C++ exception";
-    }
+    const std::string failure = run_worker_loop([]() { writer_loop(); });
     // Only a failure outside the loop's turns gets here. Exit code 1: the postmaster restarts it.
     ereport(FATAL, (errmsg("pg_inference usage writer stopped: %s", failure.c_str())));
 }

@@ -129,4 +129,15 @@ void worker_register(const char *function, const char *name, const char *type, b
     RegisterBackgroundWorker(&worker);
 }
 
+std::string run_worker_loop(const std::function<void()> &loop) {
+    try {
+        loop();
+    } catch (const std::exception &e) {
+        return e.what();
+    } catch (...) {
+        return "unknown C++ exception";
+    }
+    return {};
+}
+
 }  // namespace pgi::pg

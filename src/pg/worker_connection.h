@@ -6,6 +6,9 @@
 // them again, connected.
 #pragma once
 
+#include <functional>
+#include <string>
+
 namespace pgi::pg {
 
 // Registers a static background worker of the extension (from _PG_init): restarted one second
@@ -20,5 +23,9 @@ void worker_connection_init_shmem();
 // Instead of BackgroundWorkerInitializeConnection(inference.database): returns connected, or
 // never (waits for the database, then exits with code 1 to be restarted; SIGTERM exits).
 void worker_connect(const char *worker_name);
+
+// Runs a worker's main loop: returns what ended it (a C++ exception's message; empty when the
+// loop returned), for the worker to report as it exits.
+std::string run_worker_loop(const std::function<void()> &loop);
 
 }  // namespace pgi::pg
