@@ -247,6 +247,9 @@ std::vector<std::string> text_array(const std::optional<std::string> &literal_ar
 }
 
 std::vector<Pipeline> ready_pipelines() {
+    // Until CREATE EXTENSION in inference.database there is nothing to do, and nothing to say.
+    if (query("SELECT 1 WHERE to_regclass('inference.pipeline_store') IS NOT NULL", {}).empty())
+        return {};
     Rows rows = query(
         "SELECT p.name, p.source::text, p.input, p.service, p.destination, p.chunk_table::text, "
         "       p.dest_type, p.owner, p.key_columns::text, "
