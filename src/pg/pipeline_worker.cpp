@@ -56,6 +56,7 @@ PG_FUNCTION_INFO_V1(pgi_calling_role);
 namespace pgi::pg {
 
 int setting_pipeline_max_attempts = 5;
+int setting_pipeline_workers = 2;
 
 namespace {
 
@@ -66,6 +67,13 @@ using json = nlohmann::json;
 constexpr long kIdleWaitMs = 100;
 // Each step's statements; the embed step is bounded by the requests' own timeouts.
 constexpr int kStatementTimeoutMs = 60000;
+
+// This worker's share of every queue: the pool's workers split the rows by a hash of their key,
+// so no two of them ever hold the same row, its hash or its chunks, and no claim is needed.
+struct Share {
+    int index = 0;  // 0 .. count - 1
+    int count = 1;
+};
 
 struct Pipeline {
     std::string name, source, input, service, destination, chunk_table, dest_type, owner;
@@ -285,8 +293,8 @@ std::vector<Pipeline> ready_pipelines() {
     return out;
 }
 
-// Step 1: a batch of queued rows, and their inputs now.
-std::vector<Row> read_batch(const Pipeline &p) {
+// Step 1: a batch of this worker's queued rows, and their inputs now.
+std::vector<Row> read_batch(const Pipeline &p, const Share &share) {
     std::vector<Row> batch;
     const int limit = p.batch * std::max(1, setting_max_concurrency);
     Rows queued = query(
@@ -298,8 +306,9 @@ std::vector<Row> read_batch(const Pipeline &p) {
         "         WHERE r.pipeline = q.pipeline AND r.row_key = q.row_key) "
         "  FROM (SELECT * FROM inference.pipeline_queue q "
         "         WHERE q.pipeline = $1 AND (q.not_before IS NULL OR q.not_before <= now()) "
+        "           AND (hashtext(q.row_key::text) & 2147483647) % $3::int = $4::int "
         "         ORDER BY q.queued_at LIMIT $2::int) AS q",
-        {p.name, std::to_string(limit)});
+        {p.name, std::to_string(limit), std::to_string(share.count), std::to_string(share.index)});
     JsonArray keys;
     for (auto &q : queued) {
         Row row;
@@ -483,14 +492,14 @@ void entry(JsonArray &out, const Row &row, const char *what, const std::string &
 }
 
 // One batch of one pipeline. Returns the rows it handled.
-size_t run_batch(const Pipeline &p) {
+size_t run_batch(const Pipeline &p, const Share &share) {
     const auto started = Clock::now();
     std::vector<Row> batch;
     TransactionLimits limits;
     limits.lock_timeout_ms = 1000;
     limits.statement_timeout_ms = kStatementTimeoutMs;
     run_in_transaction("pg_inference pipeline worker: reading", limits,
-                       [&]() { batch = read_batch(p); });
+                       [&]() { batch = read_batch(p, share); });
     if (batch.empty())
         return 0;
     std::vector<Row *> todo, removed, unchanged;
@@ -545,12 +554,30 @@ size_t run_batch(const Pipeline &p) {
         for (const Row *row : unchanged)
             entry(outcome, *row, "unchanged");
         const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
-        settle(p, outcome, seconds > 0 ? static_cast<double>(written_count) / seconds : 0);
+        // The pool's workers take their shares side by side: the pipeline's rate is about as
+        // many times this batch's.
+        settle(p, outcome,
+               seconds > 0 ? static_cast<double>(written_count) * share.count / seconds : 0);
     });
     return batch.size();
 }
 
-void worker_loop() {
+// Every statement of the worker reads or writes rows by key: a batch of keys against the queue,
+// the hashes, the source and the chunk table. The queue and the hashes change size by orders of
+// magnitude (a backfill queues every row of the source at once, the hashes grow from none to all)
+// long before autovacuum's statistics follow, and with stale statistics the planner sorted the
+// whole queue for every batch or scanned the hashes once per row. So the worker plans nested
+// loops over indexes whatever the statistics say.
+void plan_lookups_by_key() {
+    pg_guard_void([]() {
+        for (const char *name : {"enable_seqscan", "enable_bitmapscan", "enable_sort",
+                                 "enable_hashjoin", "enable_mergejoin", "enable_material"})
+            SetConfigOption(name, "off", PGC_SUSET, PGC_S_OVERRIDE);
+    });
+}
+
+void worker_loop(const Share &share) {
+    plan_lookups_by_key();
     MemoryContext turn_cxt =
         AllocSetContextCreate(TopMemoryContext, "pg_inference pipelines", ALLOCSET_SMALL_SIZES);
     MemoryContextSwitchTo(turn_cxt);
@@ -574,7 +601,7 @@ void worker_loop() {
                 run_in_transaction("pg_inference pipeline worker: looking for work", limits,
                                    [&]() { ready = ready_pipelines(); });
                 for (const Pipeline &p : ready)
-                    handled += run_batch(p);
+                    handled += run_batch(p, share);
             }
         } catch (const std::exception &e) {
             // A failure outside an upstream call (a lock, a dropped table, a cancel): logged at
@@ -608,22 +635,31 @@ void pipeline_worker_define_settings() {
                             "inference.pipeline_errors.",
                             nullptr, &setting_pipeline_max_attempts, 5, 1, 1000, PGC_SIGHUP, 0,
                             nullptr, nullptr, nullptr);
+    if (process_shared_preload_libraries_in_progress)
+        DefineCustomIntVariable("inference.pipeline_workers",
+                                "Background workers draining the pipelines' queues side by side.",
+                                nullptr, &setting_pipeline_workers, 2, 1, 16, PGC_POSTMASTER, 0,
+                                nullptr, nullptr, nullptr);
 }
 
 void pipeline_worker_register() {
-    worker_register("pgi_pipeline_worker_main", "pg_inference pipeline worker",
-                    "pg_inference pipeline worker", false);
+    for (int i = 0; i < setting_pipeline_workers; i++) {
+        const std::string name = "pg_inference pipeline worker " + std::to_string(i + 1);
+        worker_register("pgi_pipeline_worker_main", name.c_str(), "pg_inference pipeline worker",
+                        false, i);
+    }
 }
 
 }  // namespace pgi::pg
 
-void pgi_pipeline_worker_main(Datum) {
+void pgi_pipeline_worker_main(Datum arg) {
     using namespace pgi::pg;
+    const Share share{DatumGetInt32(arg), setting_pipeline_workers};
     pqsignal(SIGHUP, SignalHandlerForConfigReload);
     pqsignal(SIGTERM, die);
     BackgroundWorkerUnblockSignals();
     worker_connect("pg_inference pipeline worker");
-    const std::string failure = run_worker_loop([]() { worker_loop(); });
+    const std::string failure = run_worker_loop([&]() { worker_loop(share); });
     ereport(FATAL, (errmsg("pg_inference pipeline worker stopped: %s", failure.c_str())));
 }
 

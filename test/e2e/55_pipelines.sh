@@ -21,9 +21,16 @@ CREATE TABLE pl_docs (id int PRIMARY KEY, title text NOT NULL, body text NOT NUL
                       other int NOT NULL, emb real[]);
 CREATE TABLE pl_notes (id bigint PRIMARY KEY, note text NOT NULL);
 SQL
+psql_pl() { cluster_psql "$DIR" "$PORT" -d postgres "$@"; }
+# The default pool, whose workers split every queue between them; the property test runs on it.
+for _ in $(seq 1 50); do
+    n="$(psql_pl -At -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_inference pipeline worker'")"
+    [ "$n" = 2 ] && break
+    sleep 0.1
+done
+check_eq "inference.pipeline_workers (2) pipeline workers run" 2 "$n"
 (cd "$ROOT/test/e2e/node" && node pipelines.mjs) | tee -a "$RESULTS"
 # pgvector's vector as the destination, where pgvector is installed (it is not in Debian 12).
-psql_pl() { cluster_psql "$DIR" "$PORT" -d postgres "$@"; }
 if [ -n "$(psql_pl -At -c "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")" ]; then
     psql_pl -q >/dev/null <<'SQL'
 CREATE EXTENSION IF NOT EXISTS vector;

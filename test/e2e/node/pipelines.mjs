@@ -122,9 +122,11 @@ async function main() {
       await sleep(700);
       await scenario('ok');
     } else if (round % 4 === 2) {
-      // kill -9 of the pipeline worker: the server resets every process and recovers.
-      const pid = await sqlRetry("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_inference pipeline worker'");
-      if (pid) process.kill(Number(pid), 'SIGKILL');
+      // kill -9 of one of the pool's pipeline workers: the server resets every process and
+      // recovers.
+      const pids = (await sqlRetry("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_inference pipeline worker'"))
+        .split('\n').filter(Boolean);
+      if (pids.length) process.kill(Number(pids[Math.floor(random() * pids.length)]), 'SIGKILL');
       await sleep(500);
       await sqlRetry('SELECT 1');
     } else if (round % 4 === 3) {
