@@ -44,16 +44,19 @@ if [ ! -f "$BUILD/CMakeCache.txt" ]; then
     CC=clang CXX=clang++ cmake -S . -B "$BUILD" -G 'Unix Makefiles' -DPGI_FUZZ=ON >/dev/null ||
         { echo "fuzz: configure failed"; echo "0 passed, 1 failed"; exit 1; }
 fi
-if ! cmake --build "$BUILD" -j2 >"$BUILD/build.log" 2>&1; then
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+    for d in test/fuzz/corpus/*/; do targets+=("$(basename "$d")"); done
+fi
+
+# Named targets are the only ones built, so a long run of one target starts in minutes.
+build_targets=()
+[ $# -gt 0 ] && build_targets=(--target "$@")
+if ! cmake --build "$BUILD" -j2 "${build_targets[@]}" >"$BUILD/build.log" 2>&1; then
     grep -E 'error' "$BUILD/build.log" | head -20
     echo "fuzz: build failed"
     echo "0 passed, 1 failed"
     exit 1
-fi
-
-targets=("$@")
-if [ ${#targets[@]} -eq 0 ]; then
-    for d in test/fuzz/corpus/*/; do targets+=("$(basename "$d")"); done
 fi
 
 WORK="$(mktemp -d)"
