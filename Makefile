@@ -49,7 +49,8 @@ CORE_OBJS = \
 	src/core/translate_rerank.o \
 	src/core/upstream_error.o \
 	src/core/usage_counters.o \
-	src/core/validation.o
+	src/core/validation.o \
+	src/core/wrapper_context.o
 # One module per wire protocol (docs/dialects.md).
 PROTOCOL_OBJS = $(patsubst %.cpp,%.o,$(sort $(wildcard src/core/protocols/*.cpp)))
 PG_OBJS = \
@@ -59,6 +60,7 @@ PG_OBJS = \
 	src/pg/budgets.o \
 	src/pg/catalog_generation.o \
 	src/pg/cluster_limits.o \
+	src/pg/context_trim.o \
 	src/pg/cpp_wall.o \
 	src/pg/gateway_worker.o \
 	src/pg/governance.o \

@@ -21,7 +21,7 @@ SELECT inference.deregister_external_service('openai-chat');
 SELECT * FROM inference.check_service('openai-chat');
 SELECT * FROM inference.services;
 SELECT * FROM inference.service_secrets;
-SELECT inference._live_status('openai-chat');
+SELECT inference_internal.live_status('openai-chat');
 -- Usage per end user names the callers' users: for admins only.
 SELECT end_user FROM inference.usage_by_user WHERE false;
 RESET ROLE;
@@ -49,13 +49,17 @@ SELECT count(*) FILTER (WHERE t::text ~ 'sk-test') AS list_models_rows_with_key
 SELECT count(*) FILTER (WHERE t::text ~ 'sk-test') AS status_rows_with_key
   FROM inference.service_status t;
 
--- Function privileges as granted by the extension.
-SELECT p.proname,
+-- Function privileges as granted by the extension: the API in "inference", the helpers in
+-- "inference_internal", whose schema only administrators may use.
+SELECT role, has_schema_privilege(role, 'inference_internal', 'USAGE') AS internal_usage
+  FROM unnest(ARRAY['regress_nobody', 'inference_user', 'inference_admin']) AS role;
+SELECT n.nspname AS schema, p.proname,
        has_function_privilege('regress_nobody', p.oid, 'EXECUTE') AS public_can,
        has_function_privilege('inference_user', p.oid, 'EXECUTE') AS user_can,
        has_function_privilege('inference_admin', p.oid, 'EXECUTE') AS admin_can,
        p.prosecdef AS security_definer
-  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'inference'
- ORDER BY p.proname;
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname IN ('inference', 'inference_internal')
+ ORDER BY n.nspname, p.proname;
 
 DROP ROLE regress_nobody, regress_app, regress_ops;

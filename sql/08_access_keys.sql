@@ -69,13 +69,13 @@ DROP VIEW app_key;
 -- much as the key's buckets hold, shared with the primary's own gateway; nothing for a key
 -- that does not exist or is revoked.
 SELECT inference.create_access_key('lent', requests_per_minute => 5, tokens_per_hour => 1000) IS NOT NULL AS created;
-SELECT * FROM inference._lend_limits('lent', 3, 400);
-SELECT * FROM inference._lend_limits('lent', 3, 400);
-SELECT * FROM inference._lend_limits('lent', 3, 400);
-SELECT * FROM inference._lend_limits('nope', 3, 400);
+SELECT * FROM inference_internal.lend_limits('lent', 3, 400);
+SELECT * FROM inference_internal.lend_limits('lent', 3, 400);
+SELECT * FROM inference_internal.lend_limits('lent', 3, 400);
+SELECT * FROM inference_internal.lend_limits('nope', 3, 400);
 SELECT inference.revoke_access_key('lent');
-SELECT * FROM inference._lend_limits('lent', 3, 400);
-SELECT * FROM inference._lend_limits('lent', -1, 0);
+SELECT * FROM inference_internal.lend_limits('lent', 3, 400);
+SELECT * FROM inference_internal.lend_limits('lent', -1, 0);
 
 -- Tenant limits, shared by every key of the tenant; all limits NULL removes them.
 SELECT inference.create_access_key('t1', tenant => 'acme') IS NOT NULL AS created;
@@ -110,3 +110,13 @@ SELECT name, user_requests_per_minute, user_tokens_per_hour FROM inference.acces
 SELECT inference.update_access_key('per-user', clear => '{user_tokens_per_hour,nope}');
 SELECT inference.create_access_key('per-user-2', user_tokens_per_hour => -1);
 SELECT inference.revoke_access_key('per-user');
+
+-- An error of the API carries none of its wrappers' CONTEXT lines; a caller's own function keeps
+-- its lines.
+CREATE FUNCTION regress_make_key() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM inference.create_access_key('Bad Name');
+END
+$$;
+SELECT regress_make_key();
+DROP FUNCTION regress_make_key();

@@ -36,7 +36,7 @@ SELECT name, status FROM inference.register_external_service(
     'tx-new', 'gpt-4o-mini', mock.url('openai'), api_key => 'sk-test-tx');
 ROLLBACK;
 SELECT count(*) FROM inference.list_models() WHERE name = 'tx-new';
-SELECT inference._live_status('tx-new');
+SELECT inference_internal.live_status('tx-new');
 
 -- Savepoints: ROLLBACK TO drops the aborted level's writes, RELEASE keeps them.
 BEGIN;
@@ -68,4 +68,4 @@ SELECT pg_temp.st('tx-svc');
 
 -- A committed deregister forgets the status.
 SELECT inference.deregister_external_service('tx-svc');
-SELECT inference._live_status('tx-svc');
+SELECT inference_internal.live_status('tx-svc');

@@ -29,7 +29,7 @@ SELECT service, input_per_mtok, output_per_mtok, cached_input_per_mtok
 -- The ledger prices a batch's counts with the version each was counted under: two versions of
 -- pr-a for one key and day add up into one row; cached tokens cost the cached price, or the
 -- input price when there is none; counts under no version add no cost.
-SELECT inference._record_usage(NULL, 'regress', jsonb_build_array(
+SELECT inference_internal.record_usage(NULL, 'regress', jsonb_build_array(
     jsonb_build_object('k', 'pr-key', 's', 'pr-a', 'd', 20000, 'r', 2, 'p', 1000, 'c', 200,
                        't', 1200, 'e', 0, 'l', 0, 'a', 0, 'h', 400,
                        'v', (SELECT min(id) FROM inference.price_store WHERE service = 'pr-a')),
@@ -46,7 +46,7 @@ SELECT inference._record_usage(NULL, 'regress', jsonb_build_array(
 SELECT service, requests, prompt_tokens, cached_tokens, cost, currency
   FROM inference.usage WHERE key_name = 'pr-key' ORDER BY service;
 -- Later counts add to the row; counts without a price leave its cost as it was.
-SELECT inference._record_usage(NULL, 'regress', jsonb_build_array(
+SELECT inference_internal.record_usage(NULL, 'regress', jsonb_build_array(
     jsonb_build_object('k', 'pr-key', 's', 'pr-a', 'd', 20000, 'r', 1, 'p', 1, 'c', 1,
                        't', 2, 'e', 0, 'l', 0, 'a', 0),
     jsonb_build_object('k', 'pr-key', 's', 'pr-c', 'd', 20000, 'r', 1, 'p', 1, 'c', 1,

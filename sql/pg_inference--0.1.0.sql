@@ -16,6 +16,13 @@ $$;
 GRANT inference_user TO inference_admin;
 GRANT USAGE ON SCHEMA inference TO inference_user;
 
+-- The functions the API is built on (C entry points, triggers, the usage writer's) live apart,
+-- out of users' sight in \df inference.*: only administrators may use the schema, and only the
+-- functions granted to them below.
+CREATE SCHEMA inference_internal;
+REVOKE ALL ON SCHEMA inference_internal FROM PUBLIC;
+GRANT USAGE ON SCHEMA inference_internal TO inference_admin;
+
 -------------------------------------------------------------------------------------------------
 -- Catalog. Only the extension owner can read these tables: they hold sealed keys, and the
 -- functions that need them are SECURITY DEFINER.
@@ -88,40 +95,40 @@ CREATE TYPE inference.service_info AS (
 -------------------------------------------------------------------------------------------------
 -- Internal C functions; PUBLIC cannot execute them, the SECURITY DEFINER wrappers below can.
 
-CREATE FUNCTION inference._register_external_service(
+CREATE FUNCTION inference_internal.register_external_service(
     name text, model text, base_url text, api_key text, protocol text, functions text[],
     tags text[], allow_insecure boolean, validate boolean, request_timeout interval,
     ca_file text, client_cert_file text, client_key_file text)
 RETURNS void AS 'MODULE_PATHNAME', 'pgi_register_external_service' LANGUAGE C VOLATILE;
 
-CREATE FUNCTION inference._update_external_service(
+CREATE FUNCTION inference_internal.update_external_service(
     name text, api_key text, functions text[], tags text[], model text, base_url text,
     protocol text, allow_insecure boolean, request_timeout interval, ca_file text,
     client_cert_file text, client_key_file text)
 RETURNS void AS 'MODULE_PATHNAME', 'pgi_update_external_service' LANGUAGE C VOLATILE;
 
-CREATE FUNCTION inference._deregister_external_service(name text)
+CREATE FUNCTION inference_internal.deregister_external_service(name text)
 RETURNS void AS 'MODULE_PATHNAME', 'pgi_deregister_external_service' LANGUAGE C STRICT VOLATILE;
 
-CREATE FUNCTION inference._live_status(
+CREATE FUNCTION inference_internal.live_status(
     name text, OUT status text, OUT status_message text, OUT checked_at timestamptz)
 RETURNS record AS 'MODULE_PATHNAME', 'pgi_live_status' LANGUAGE C STRICT VOLATILE;
 
-CREATE FUNCTION inference._check_services(name text)
+CREATE FUNCTION inference_internal.check_services(name text)
 RETURNS TABLE (name text, status text, status_message text, checked_at timestamptz)
 AS 'MODULE_PATHNAME', 'pgi_check_services' LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
 REVOKE ALL ON FUNCTION
-    inference._register_external_service(text, text, text, text, text, text[], text[], boolean, boolean, interval, text, text, text),
-    inference._update_external_service(text, text, text[], text[], text, text, text, boolean, interval, text, text, text),
-    inference._deregister_external_service(text),
-    inference._live_status(text),
-    inference._check_services(text)
+    inference_internal.register_external_service(text, text, text, text, text, text[], text[], boolean, boolean, interval, text, text, text),
+    inference_internal.update_external_service(text, text, text[], text[], text, text, text, boolean, interval, text, text, text),
+    inference_internal.deregister_external_service(text),
+    inference_internal.live_status(text),
+    inference_internal.check_services(text)
 FROM PUBLIC;
 
-CREATE FUNCTION inference._gateway_base_url() RETURNS text
+CREATE FUNCTION inference_internal.gateway_base_url() RETURNS text
 AS 'MODULE_PATHNAME', 'pgi_gateway_base_url' LANGUAGE C STABLE;
-REVOKE ALL ON FUNCTION inference._gateway_base_url() FROM PUBLIC;
+REVOKE ALL ON FUNCTION inference_internal.gateway_base_url() FROM PUBLIC;
 
 -------------------------------------------------------------------------------------------------
 -- Public API
@@ -133,10 +140,10 @@ AS $$
     SELECT s.name, s.model, s.protocol, s.base_url, s.functions, s.tags, s.allow_insecure,
            EXISTS (SELECT 1 FROM inference.service_secrets k WHERE k.service = s.name),
            st.status, st.status_message, st.checked_at,
-           inference._gateway_base_url() || '/inferenceservices/' || s.name,
+           inference_internal.gateway_base_url() || '/inferenceservices/' || s.name,
            s.created_at, s.updated_at
       FROM inference.services s,
-           LATERAL inference._live_status(s.name) st
+           LATERAL inference_internal.live_status(s.name) st
      WHERE $1 IS NULL OR $1 = ANY (s.functions)
      ORDER BY s.name
 $$;
@@ -170,7 +177,7 @@ CREATE FUNCTION inference.register_external_service(
 RETURNS SETOF inference.service_info
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT inference._register_external_service($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+    SELECT inference_internal.register_external_service($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
                                                 $12, $13);
     SELECT * FROM inference.get_external_service($1);
 $$;
@@ -191,7 +198,7 @@ CREATE FUNCTION inference.update_external_service(
 RETURNS SETOF inference.service_info
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT inference._update_external_service($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+    SELECT inference_internal.update_external_service($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
                                               $12);
     SELECT * FROM inference.get_external_service($1);
 $$;
@@ -247,7 +254,7 @@ BEGIN
             RAISE NOTICE 'route "%" had no other target and was dropped', emptied.name;
         END IF;
     END LOOP;
-    PERFORM inference._deregister_external_service($1);
+    PERFORM inference_internal.deregister_external_service($1);
 END
 $$;
 
@@ -255,7 +262,7 @@ CREATE FUNCTION inference.check_service(name text DEFAULT NULL)
 RETURNS TABLE (name text, status text, status_message text, checked_at timestamptz)
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT * FROM inference._check_services($1);
+    SELECT * FROM inference_internal.check_services($1);
 $$;
 
 -------------------------------------------------------------------------------------------------
@@ -388,12 +395,12 @@ CREATE VIEW inference.access_keys AS
 REVOKE ALL ON inference.access_keys FROM PUBLIC;
 GRANT SELECT ON inference.access_keys TO inference_admin;
 
-CREATE FUNCTION inference._new_access_key() RETURNS text
+CREATE FUNCTION inference_internal.new_access_key() RETURNS text
 AS 'MODULE_PATHNAME', 'pgi_new_access_key' LANGUAGE C VOLATILE;
-REVOKE ALL ON FUNCTION inference._new_access_key() FROM PUBLIC;
+REVOKE ALL ON FUNCTION inference_internal.new_access_key() FROM PUBLIC;
 
 -- Checks the optional fields of create/update_access_key; raises 22023 or 42704 with a hint.
-CREATE FUNCTION inference._check_access_key_fields(
+CREATE FUNCTION inference_internal.check_access_key_fields(
     services text[], requests_per_minute int, requests_per_hour int, tokens_per_hour bigint,
     burst int, expires_at timestamptz, user_requests_per_minute int DEFAULT NULL,
     user_tokens_per_hour bigint DEFAULT NULL, budget numeric DEFAULT NULL,
@@ -438,7 +445,7 @@ BEGIN
     END IF;
 END
 $$;
-REVOKE ALL ON FUNCTION inference._check_access_key_fields(text[], int, int, bigint, int, timestamptz, int, bigint, numeric, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION inference_internal.check_access_key_fields(text[], int, int, bigint, int, timestamptz, int, bigint, numeric, text) FROM PUBLIC;
 
 CREATE FUNCTION inference.create_access_key(
     name text,
@@ -458,7 +465,7 @@ RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    key text := inference._new_access_key();
+    key text := inference_internal.new_access_key();
 BEGIN
     IF $1 IS NULL OR $1 !~ '^[a-z0-9][a-z0-9._-]{0,62}$' THEN
         RAISE EXCEPTION 'invalid access key name "%"', $1
@@ -470,7 +477,7 @@ BEGIN
             USING ERRCODE = 'unique_violation',
                   HINT = 'Use rotate_access_key for a new secret, or update_access_key for its settings.';
     END IF;
-    PERFORM inference._check_access_key_fields($2, $3, $4, $5, $6, $8, $10, $11, $12, $13);
+    PERFORM inference_internal.check_access_key_fields($2, $3, $4, $5, $6, $8, $10, $11, $12, $13);
     IF $9 IS NULL THEN
         RAISE EXCEPTION 'passthrough must not be NULL'
             USING ERRCODE = 'null_value_not_allowed',
@@ -489,7 +496,7 @@ CREATE FUNCTION inference.rotate_access_key(name text) RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    key text := inference._new_access_key();
+    key text := inference_internal.new_access_key();
 BEGIN
     UPDATE inference.access_key_store k
        SET key_hash = sha256(convert_to(key, 'UTF8')), key_prefix = left(key, 12)
@@ -551,7 +558,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Give a field a value or name it in clear, not both.';
     END IF;
-    PERFORM inference._check_access_key_fields($2, $3, $4, $5, $6, $8, $11, $12, $13, $14);
+    PERFORM inference_internal.check_access_key_fields($2, $3, $4, $5, $6, $8, $11, $12, $13, $14);
     UPDATE inference.access_key_store k
        SET services = CASE WHEN 'services' = ANY ($9) THEN NULL ELSE coalesce($2, k.services) END,
            requests_per_minute = CASE WHEN 'requests_per_minute' = ANY ($9) THEN NULL
@@ -649,7 +656,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'A tenant is 1 to 62 bytes of text without control characters, as given to create_access_key(tenant => ...).';
     END IF;
-    PERFORM inference._check_access_key_fields(NULL, $2, $4, $3, $5, NULL, NULL, NULL, $6, $7);
+    PERFORM inference_internal.check_access_key_fields(NULL, $2, $4, $3, $5, NULL, NULL, NULL, $6, $7);
     IF $5 IS NOT NULL AND $2 IS NULL THEN
         RAISE EXCEPTION 'burst needs requests_per_minute'
             USING ERRCODE = 'invalid_parameter_value',
@@ -682,7 +689,7 @@ GRANT EXECUTE ON FUNCTION inference.set_tenant_limits(text, int, bigint, int, in
 
 CREATE TABLE inference.route_store (
     name        text PRIMARY KEY,
-    -- [{"service": ..., "weight": ..., "priority": ...}], in the normal form _check_route writes
+    -- [{"service": ..., "weight": ..., "priority": ...}], in the normal form inference_internal.check_route writes
     targets     jsonb NOT NULL,
     fallback_on text[] NOT NULL,
     cooldown    interval NOT NULL,
@@ -711,20 +718,20 @@ CREATE TYPE inference.route_info AS (
 
 -- Checks a route's fields (a NULL is left alone) and returns the normal forms of those given:
 -- {"targets": [...], "fallback_on": [...], "functions": [...]}. Raises 22023 with a hint.
-CREATE FUNCTION inference._check_route(
+CREATE FUNCTION inference_internal.check_route(
     name text, targets jsonb, fallback_on text[], cooldown interval, functions text[])
 RETURNS jsonb AS 'MODULE_PATHNAME', 'pgi_check_route' LANGUAGE C CALLED ON NULL INPUT IMMUTABLE;
-REVOKE ALL ON FUNCTION inference._check_route(text, jsonb, text[], interval, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION inference_internal.check_route(text, jsonb, text[], interval, text[]) FROM PUBLIC;
 
 -- Every target names a registered service. Takes the lock that registrations take before they
 -- check that their name is free, so a route and a service cannot take one name at once.
-CREATE FUNCTION inference._check_route_targets(name text, targets jsonb) RETURNS void
+CREATE FUNCTION inference_internal.check_route_targets(name text, targets jsonb) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     bad text;
 BEGIN
-    PERFORM inference._lock_names();
+    PERFORM inference_internal.lock_names();
     IF EXISTS (SELECT 1 FROM inference.services s WHERE s.name = $1) THEN
         RAISE EXCEPTION 'name "%" is taken by a service', $1
             USING ERRCODE = 'duplicate_object',
@@ -748,11 +755,11 @@ BEGIN
     END IF;
 END
 $$;
-REVOKE ALL ON FUNCTION inference._check_route_targets(text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION inference_internal.check_route_targets(text, jsonb) FROM PUBLIC;
 
-CREATE FUNCTION inference._lock_names() RETURNS void
+CREATE FUNCTION inference_internal.lock_names() RETURNS void
 AS 'MODULE_PATHNAME', 'pgi_lock_names' LANGUAGE C VOLATILE;
-REVOKE ALL ON FUNCTION inference._lock_names() FROM PUBLIC;
+REVOKE ALL ON FUNCTION inference_internal.lock_names() FROM PUBLIC;
 
 CREATE FUNCTION inference.create_route(
     name text,
@@ -771,8 +778,8 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Leave an argument out for its default.';
     END IF;
-    checked := inference._check_route($1, $2, $3, $4, $5);
-    PERFORM inference._check_route_targets($1, checked->'targets');
+    checked := inference_internal.check_route($1, $2, $3, $4, $5);
+    PERFORM inference_internal.check_route_targets($1, checked->'targets');
     IF EXISTS (SELECT 1 FROM inference.route_store r WHERE r.name = $1) THEN
         RAISE EXCEPTION 'route "%" already exists', $1
             USING ERRCODE = 'duplicate_object',
@@ -798,14 +805,14 @@ AS $$
 DECLARE
     checked jsonb;
 BEGIN
-    checked := inference._check_route($1, $2, $3, $4, $5);
+    checked := inference_internal.check_route($1, $2, $3, $4, $5);
     PERFORM 1 FROM inference.route_store r WHERE r.name = $1 FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'route "%" does not exist', $1
             USING ERRCODE = 'undefined_object', HINT = 'Read inference.routes for the routes.';
     END IF;
     IF $2 IS NOT NULL THEN
-        PERFORM inference._check_route_targets($1, checked->'targets');
+        PERFORM inference_internal.check_route_targets($1, checked->'targets');
     END IF;
     UPDATE inference.route_store r
        SET targets = coalesce(checked->'targets', r.targets),
@@ -943,28 +950,28 @@ TO inference_admin;
 -- Catalog changes reach the gateway listeners: a committed change bumps a counter in shared
 -- memory that the listeners poll.
 
-CREATE FUNCTION inference._catalog_changed() RETURNS trigger
+CREATE FUNCTION inference_internal.catalog_changed() RETURNS trigger
 AS 'MODULE_PATHNAME', 'pgi_catalog_changed' LANGUAGE C;
-REVOKE ALL ON FUNCTION inference._catalog_changed() FROM PUBLIC;
+REVOKE ALL ON FUNCTION inference_internal.catalog_changed() FROM PUBLIC;
 
 CREATE TRIGGER catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
-    ON inference.services FOR EACH STATEMENT EXECUTE FUNCTION inference._catalog_changed();
+    ON inference.services FOR EACH STATEMENT EXECUTE FUNCTION inference_internal.catalog_changed();
 CREATE TRIGGER catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
-    ON inference.service_secrets FOR EACH STATEMENT EXECUTE FUNCTION inference._catalog_changed();
+    ON inference.service_secrets FOR EACH STATEMENT EXECUTE FUNCTION inference_internal.catalog_changed();
 CREATE TRIGGER catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
-    ON inference.route_store FOR EACH STATEMENT EXECUTE FUNCTION inference._catalog_changed();
+    ON inference.route_store FOR EACH STATEMENT EXECUTE FUNCTION inference_internal.catalog_changed();
 CREATE TRIGGER catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
-    ON inference.price_store FOR EACH STATEMENT EXECUTE FUNCTION inference._catalog_changed();
+    ON inference.price_store FOR EACH STATEMENT EXECUTE FUNCTION inference_internal.catalog_changed();
 -- last_used_at is bookkeeping, not configuration: updating it alone does not reload listeners.
 CREATE TRIGGER catalog_changed AFTER INSERT OR DELETE OR TRUNCATE
-    ON inference.access_key_store FOR EACH STATEMENT EXECUTE FUNCTION inference._catalog_changed();
+    ON inference.access_key_store FOR EACH STATEMENT EXECUTE FUNCTION inference_internal.catalog_changed();
 CREATE TRIGGER catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
-    ON inference.tenant_limit_store FOR EACH STATEMENT EXECUTE FUNCTION inference._catalog_changed();
+    ON inference.tenant_limit_store FOR EACH STATEMENT EXECUTE FUNCTION inference_internal.catalog_changed();
 CREATE TRIGGER catalog_changed_update
     AFTER UPDATE OF name, key_hash, tenant, services, requests_per_minute, requests_per_hour,
                     tokens_per_hour, burst, expires_at, revoked_at, passthrough,
                     user_requests_per_minute, user_tokens_per_hour
-    ON inference.access_key_store FOR EACH STATEMENT EXECUTE FUNCTION inference._catalog_changed();
+    ON inference.access_key_store FOR EACH STATEMENT EXECUTE FUNCTION inference_internal.catalog_changed();
 
 -------------------------------------------------------------------------------------------------
 -- Gateway usage ledger — begin. The listeners count usage in shared memory and add
@@ -1069,7 +1076,7 @@ CREATE TABLE inference.usage_batches (
 CREATE INDEX ON inference.usage_batches (recorded_at);
 REVOKE ALL ON inference.usage_batches FROM PUBLIC;
 
-CREATE FUNCTION inference._record_usage(batch uuid, node text, rows jsonb) RETURNS boolean
+CREATE FUNCTION inference_internal.record_usage(batch uuid, node text, rows jsonb) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -1123,8 +1130,8 @@ BEGIN
     RETURN true;
 END
 $$;
-REVOKE ALL ON FUNCTION inference._record_usage(uuid, text, jsonb) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION inference._record_usage(uuid, text, jsonb) TO inference_admin;
+REVOKE ALL ON FUNCTION inference_internal.record_usage(uuid, text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION inference_internal.record_usage(uuid, text, jsonb) TO inference_admin;
 
 -------------------------------------------------------------------------------------------------
 -- The request log (inference.gateway_request_log = metadata): a row per gateway request, never
@@ -1153,7 +1160,7 @@ REVOKE ALL ON inference.request_log FROM PUBLIC;
 GRANT SELECT ON inference.request_log TO inference_admin;
 
 -- Makes the partition of UTC day d, if missing.
-CREATE FUNCTION inference._request_log_partition(d date) RETURNS void
+CREATE FUNCTION inference_internal.request_log_partition(d date) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -1169,7 +1176,7 @@ $$;
 
 -- Adds a batch of rows (a JSON array, as the usage writer writes it) whose days run from
 -- first_day to last_day; each row's cost is priced with the price version it names.
-CREATE FUNCTION inference._record_requests(rows json, first_day date, last_day date)
+CREATE FUNCTION inference_internal.record_requests(rows json, first_day date, last_day date)
 RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1177,7 +1184,7 @@ DECLARE
     written bigint;
 BEGIN
     FOR d IN 0 .. last_day - first_day LOOP
-        PERFORM inference._request_log_partition(first_day + d);
+        PERFORM inference_internal.request_log_partition(first_day + d);
     END LOOP;
     INSERT INTO inference.request_log
         (at, key_name, end_user, tenant, service, route, dialect, status, latency_ms, ttft_ms,
@@ -1199,7 +1206,7 @@ $$;
 
 -- Makes today's and tomorrow's partitions (UTC) and drops those of days that ended more than
 -- `retention` ago. Returns how many it dropped.
-CREATE FUNCTION inference._request_log_maintain(retention interval) RETURNS int
+CREATE FUNCTION inference_internal.request_log_maintain(retention interval) RETURNS int
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -1207,8 +1214,8 @@ DECLARE
     part record;
     dropped int := 0;
 BEGIN
-    PERFORM inference._request_log_partition(today);
-    PERFORM inference._request_log_partition(today + 1);
+    PERFORM inference_internal.request_log_partition(today);
+    PERFORM inference_internal.request_log_partition(today + 1);
     FOR part IN
         SELECT c.relname, to_date(substr(c.relname, 14), 'YYYYMMDD') AS day
           FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -1223,18 +1230,18 @@ BEGIN
     RETURN dropped;
 END
 $$;
-REVOKE ALL ON FUNCTION inference._request_log_partition(date),
-    inference._record_requests(json, date, date), inference._request_log_maintain(interval)
+REVOKE ALL ON FUNCTION inference_internal.request_log_partition(date),
+    inference_internal.record_requests(json, date, date), inference_internal.request_log_maintain(interval)
 FROM PUBLIC;
 
 -- Under inference.limits_scope = 'cluster', a hot standby borrows blocks of a key's limits from
 -- the primary, taken from the buckets the primary's own gateway uses: what was lent comes back.
-CREATE FUNCTION inference._lend_limits(key_name text, want_requests bigint, want_tokens bigint,
+CREATE FUNCTION inference_internal.lend_limits(key_name text, want_requests bigint, want_tokens bigint,
                                        OUT requests bigint, OUT tokens bigint)
 AS 'MODULE_PATHNAME', 'pgi_lend_limits' LANGUAGE C SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
-REVOKE ALL ON FUNCTION inference._lend_limits(text, bigint, bigint) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION inference._lend_limits(text, bigint, bigint) TO inference_admin;
+REVOKE ALL ON FUNCTION inference_internal.lend_limits(text, bigint, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION inference_internal.lend_limits(text, bigint, bigint) TO inference_admin;
 -- Gateway usage ledger — end.
 
 -------------------------------------------------------------------------------------------------
@@ -1309,7 +1316,7 @@ SELECT pg_catalog.pg_extension_config_dump('inference.pipeline_error_store', '')
 
 -- A pipeline's queue, hashes and dead letters go with it. (A trigger rather than foreign keys:
 -- a key check on every queued change would cost each INSERT and UPDATE of the source.)
-CREATE FUNCTION inference._pipeline_forget() RETURNS trigger
+CREATE FUNCTION inference_internal.pipeline_forget() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -1319,9 +1326,9 @@ BEGIN
     RETURN NULL;
 END
 $$;
-REVOKE ALL ON FUNCTION inference._pipeline_forget() FROM PUBLIC;
+REVOKE ALL ON FUNCTION inference_internal.pipeline_forget() FROM PUBLIC;
 CREATE TRIGGER pipeline_forget AFTER DELETE ON inference.pipeline_store
-    FOR EACH ROW EXECUTE FUNCTION inference._pipeline_forget();
+    FOR EACH ROW EXECUTE FUNCTION inference_internal.pipeline_forget();
 
 CREATE TYPE inference.pipeline_info AS (
     name            text,
@@ -1356,13 +1363,13 @@ REVOKE ALL ON inference.pipeline_errors FROM PUBLIC;
 GRANT SELECT ON inference.pipeline_errors TO inference_admin;
 
 -- The role outside the SECURITY DEFINER function calling this (as SET ROLE left it).
-CREATE FUNCTION inference._calling_role() RETURNS name
+CREATE FUNCTION inference_internal.calling_role() RETURNS name
 AS 'MODULE_PATHNAME', 'pgi_calling_role' LANGUAGE C STABLE;
-REVOKE ALL ON FUNCTION inference._calling_role() FROM PUBLIC;
+REVOKE ALL ON FUNCTION inference_internal.calling_role() FROM PUBLIC;
 
 -- The trigger on a pipeline's source. Arguments: the pipeline, its destination column ('' for
 -- a table), the primary key's columns.
-CREATE FUNCTION inference._pipeline_enqueue() RETURNS trigger
+CREATE FUNCTION inference_internal.pipeline_enqueue() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -1402,18 +1409,18 @@ BEGIN
     RETURN NULL;
 END
 $$;
-REVOKE ALL ON FUNCTION inference._pipeline_enqueue() FROM PUBLIC;
+REVOKE ALL ON FUNCTION inference_internal.pipeline_enqueue() FROM PUBLIC;
 
 -- The catalog side of create_pipeline, run with the extension owner's rights once the caller's
 -- side has checked what the caller may do. The owner is always the calling role.
-CREATE FUNCTION inference._create_pipeline(
+CREATE FUNCTION inference_internal.create_pipeline(
     name text, source regclass, input text, service text, destination text, dest_type text,
     chunk_size int, chunk_overlap int, batch_size int, backfill boolean)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    owner constant name := inference._calling_role();
+    owner constant name := inference_internal.calling_role();
     keys text[];
     key_list text;
     chunk regclass;
@@ -1464,7 +1471,7 @@ BEGIN
     VALUES ($1, $2, keys, $3, $4, $5, chunk, $6, $7, coalesce($8, 0), $9, owner);
     -- Updates of the destination column alone (the worker's writes) do not fire it.
     EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR DELETE OR UPDATE OF %s ON %s FOR EACH ROW '
-                   'EXECUTE FUNCTION inference._pipeline_enqueue(%L, %L, %s)',
+                   'EXECUTE FUNCTION inference_internal.pipeline_enqueue(%L, %L, %s)',
                    'pgi_pipeline_' || $1,
                    (SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum)
                       FROM pg_attribute a
@@ -1481,8 +1488,8 @@ BEGIN
     END IF;
 END
 $$;
-REVOKE ALL ON FUNCTION inference._create_pipeline(text, regclass, text, text, text, text, int, int, int, boolean) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION inference._create_pipeline(text, regclass, text, text, text, text, int, int, int, boolean) TO inference_admin;
+REVOKE ALL ON FUNCTION inference_internal.create_pipeline(text, regclass, text, text, text, text, int, int, int, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION inference_internal.create_pipeline(text, regclass, text, text, text, text, int, int, int, boolean) TO inference_admin;
 
 CREATE FUNCTION inference.create_pipeline(
     name text,
@@ -1578,7 +1585,7 @@ BEGIN
         RAISE EXCEPTION 'service "%" cannot embed: Anthropic''s API has no embeddings', $4
             USING ERRCODE = 'feature_not_supported', HINT = 'Use an OpenAI-compatible or Gemini embedding service.';
     END IF;
-    PERFORM inference._create_pipeline($1, $2, $3, $4, $5, dest_type, $6, $7, $8, coalesce($9, true));
+    PERFORM inference_internal.create_pipeline($1, $2, $3, $4, $5, dest_type, $6, $7, $8, coalesce($9, true));
     RETURN QUERY SELECT * FROM inference.pipelines p WHERE p.name = $1;
 END
 $$;
@@ -1602,7 +1609,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION inference._set_pipeline_state(name text, state text) RETURNS void
+CREATE FUNCTION inference_internal.set_pipeline_state(name text, state text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -1613,13 +1620,13 @@ BEGIN
     END IF;
 END
 $$;
-REVOKE ALL ON FUNCTION inference._set_pipeline_state(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION inference_internal.set_pipeline_state(text, text) FROM PUBLIC;
 CREATE FUNCTION inference.pause_pipeline(name text) RETURNS void
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT inference._set_pipeline_state($1, 'paused') $$;
+AS $$ SELECT inference_internal.set_pipeline_state($1, 'paused') $$;
 CREATE FUNCTION inference.resume_pipeline(name text) RETURNS void
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT inference._set_pipeline_state($1, 'active') $$;
+AS $$ SELECT inference_internal.set_pipeline_state($1, 'active') $$;
 
 -- Requeues the pipeline's dead letters; returns how many.
 CREATE FUNCTION inference.retry_failed(name text) RETURNS bigint
@@ -1660,7 +1667,7 @@ TO inference_admin;
 -- waiting (the upstream failed: tried again soon, however often) or failed (the input was
 -- refused: after max_attempts the row goes to the dead letters). A row queued again since it
 -- was taken (a newer version) stays queued.
-CREATE FUNCTION inference._pipeline_settle(of_pipeline text, outcome jsonb, max_attempts int,
+CREATE FUNCTION inference_internal.pipeline_settle(of_pipeline text, outcome jsonb, max_attempts int,
                                            rows_per_second double precision)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
@@ -1720,10 +1727,10 @@ BEGIN
      WHERE p.name = $1;
 END
 $$;
-REVOKE ALL ON FUNCTION inference._pipeline_settle(text, jsonb, int, double precision) FROM PUBLIC;
+REVOKE ALL ON FUNCTION inference_internal.pipeline_settle(text, jsonb, int, double precision) FROM PUBLIC;
 
 -- A dropped source (or chunk table) takes its pipeline with it.
-CREATE FUNCTION inference._pipeline_table_dropped() RETURNS event_trigger
+CREATE FUNCTION inference_internal.pipeline_table_dropped() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -1743,6 +1750,6 @@ BEGIN
     END LOOP;
 END
 $$;
-REVOKE ALL ON FUNCTION inference._pipeline_table_dropped() FROM PUBLIC;
+REVOKE ALL ON FUNCTION inference_internal.pipeline_table_dropped() FROM PUBLIC;
 CREATE EVENT TRIGGER pgi_pipeline_table_dropped ON sql_drop
-    EXECUTE FUNCTION inference._pipeline_table_dropped();
+    EXECUTE FUNCTION inference_internal.pipeline_table_dropped();

@@ -10,8 +10,6 @@ namespace {
 constexpr std::string_view kKeyWords[] = {
     "register_external_service",
     "update_external_service",
-    "_register_external_service",
-    "_update_external_service",
     "api_key",
 };
 

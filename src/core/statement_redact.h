@@ -17,8 +17,8 @@
 
 namespace pgi {
 
-// Whether a text names register_external_service, update_external_service (or their internal
-// _register_/_update_ C entry points, the only other functions that take an upstream key), or an
+// Whether a text names register_external_service or update_external_service (the API's or the
+// internal C entry points of the same names, the only functions that take an upstream key), or an
 // api_key argument. Case-insensitive and matched as whole words anywhere in the text, so a
 // schema prefix, double quotes, odd whitespace, a DO block's body or a PL/pgSQL function's
 // source all count; deregister_external_service and api_key_env do not.

@@ -3,7 +3,7 @@
 #include "cpp_wall.h"
 #include "crypto.h"
 
-// inference._new_access_key() RETURNS text: "pgi_" and 48 hex characters (192 random bits).
+// inference_internal.new_access_key() RETURNS text: "pgi_" and 48 hex characters (192 random bits).
 PGI_FUNCTION(pgi_new_access_key) {
     (void)fcinfo;
     return pgi::pg::text_datum("pgi_" + pgi::crypto::to_hex(pgi::crypto::random_bytes(24)));

@@ -33,8 +33,8 @@ bool bump_at_commit = false;
 bool callback_registered = false;
 object_access_hook_type prev_object_access_hook = nullptr;
 
-// The tables whose changes reload the listeners: each carries the inference._catalog_changed()
-// statement trigger.
+// The tables whose changes reload the listeners: each carries the
+// inference_internal.catalog_changed() statement trigger.
 constexpr const char *kCatalogTables[] = {"services", "service_secrets", "access_key_store",
                                           "route_store", "tenant_limit_store"};
 constexpr int kCatalogTableCount = sizeof(kCatalogTables) / sizeof(kCatalogTables[0]);
@@ -149,12 +149,12 @@ void catalog_poll_replay() {
 
 }  // namespace pgi::pg
 
-// inference._catalog_changed(): statement trigger on the catalog tables.
+// inference_internal.catalog_changed(): statement trigger on the catalog tables.
 PGI_FUNCTION(pgi_catalog_changed) {
     using namespace pgi::pg;
     if (!CALLED_AS_TRIGGER(fcinfo))
         throw pgi::Error(pgi::sqlstate::kFeatureNotSupported,
-                         "_catalog_changed() may only be called as a trigger");
+                         "inference_internal.catalog_changed() may only be called as a trigger");
     pg_guard_void([&]() {
         bump_when_committed();
         // For hot standbys: sent at commit, and carried there by the commit record.

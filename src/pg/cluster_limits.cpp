@@ -63,7 +63,7 @@ std::optional<gov::Limits> key_limits(const std::string &key) {
 
 }  // namespace pgi::pg
 
-// inference._lend_limits(key_name text, want_requests bigint, want_tokens bigint,
+// inference_internal.lend_limits(key_name text, want_requests bigint, want_tokens bigint,
 //                        OUT requests bigint, OUT tokens bigint): on the primary, a block of a
 // key's limits for a standby to spend, taken from the buckets the primary's own gateway uses.
 PGI_FUNCTION(pgi_lend_limits) {

@@ -1,5 +1,5 @@
 // Access keys' limits held for the whole cluster (inference.limits_scope = 'cluster'): the
-// primary lends blocks of a key's limits (inference._lend_limits), and a hot standby's usage
+// primary lends blocks of a key's limits (inference_internal.lend_limits), and a hot standby's usage
 // writer keeps the blocks of the keys in use topped up. docs/replicas.md has the design.
 #pragma once
 

@@ -373,7 +373,7 @@ void pgi_gateway_worker_main(Datum arg) {
     proc_exit(0);
 }
 
-// inference._gateway_base_url() RETURNS text: NULL when the gateway is off.
+// inference_internal.gateway_base_url() RETURNS text: NULL when the gateway is off.
 PGI_FUNCTION(pgi_gateway_base_url) {
     std::string url = pgi::pg::gateway_base_url();
     if (url.empty())

@@ -220,9 +220,9 @@ using gov::tenant_entry_name;
 // ------------------------------------------------------------------------------------------------
 // Flushing usage to inference.usage_ledger
 
-// The ledger's one writer, inference._record_usage, on this server or (from a hot standby) on
+// The ledger's one writer, inference_internal.record_usage, on this server or (from a hot standby) on
 // the primary.
-constexpr const char *kRecordUsage = "SELECT inference._record_usage($1::uuid, $2, $3::jsonb)";
+constexpr const char *kRecordUsage = "SELECT inference_internal.record_usage($1::uuid, $2, $3::jsonb)";
 
 std::string batch_json() {
     nlohmann::json rows = nlohmann::json::array();

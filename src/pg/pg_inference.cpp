@@ -17,6 +17,7 @@ void _PG_init(void);
 #include "gateway_worker.h"
 #include "governance.h"
 #include "health_worker.h"
+#include "context_trim.h"
 #include "log_redaction.h"
 #include "pipeline_worker.h"
 #include "primary_link.h"
@@ -150,6 +151,7 @@ void _PG_init(void) {
     define_settings();
     // In every process that loads the library: preloaded, every backend inherits it.
     log_redaction_install();
+    context_trim_install();
     if (!process_shared_preload_libraries_in_progress)
         return;
     loaded_at_startup = true;

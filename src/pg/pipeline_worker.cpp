@@ -467,7 +467,7 @@ std::set<std::string> write_results(const Pipeline &p, const std::vector<Row *> 
 
 // Records the batch's outcome in the queue and the catalog (as the worker).
 void settle(const Pipeline &p, JsonArray &outcome, double rows_per_second) {
-    query("SELECT inference._pipeline_settle($1, $2::jsonb, $3::int, $4::float8)",
+    query("SELECT inference_internal.pipeline_settle($1, $2::jsonb, $3::int, $4::float8)",
           {p.name, outcome.str(), std::to_string(setting_pipeline_max_attempts),
            std::to_string(rows_per_second)});
 }
@@ -663,7 +663,7 @@ void pgi_pipeline_worker_main(Datum arg) {
     ereport(FATAL, (errmsg("pg_inference pipeline worker stopped: %s", failure.c_str())));
 }
 
-// inference._calling_role(): the role outside the SECURITY DEFINER function that calls it.
+// inference_internal.calling_role(): the role outside the SECURITY DEFINER function that calls it.
 Datum pgi_calling_role(PG_FUNCTION_ARGS) {
     (void)fcinfo;
     const char *name = GetUserNameFromId(GetOuterUserId(), false);

@@ -171,14 +171,14 @@ std::vector<std::string> query_primary(const char *sql, const std::vector<std::s
 
 bool record_usage_on_primary(const std::string &batch_id, const std::string &node,
                              const std::string &rows) {
-    return query_primary("SELECT inference._record_usage($1::uuid, $2, $3::jsonb)",
+    return query_primary("SELECT inference_internal.record_usage($1::uuid, $2, $3::jsonb)",
                          {batch_id, node, rows})
                .at(0) == "t";
 }
 
 governance::Lease lend_on_primary(const std::string &key, int64_t requests, int64_t tokens) {
     std::vector<std::string> row =
-        query_primary("SELECT requests, tokens FROM inference._lend_limits($1, $2, $3)",
+        query_primary("SELECT requests, tokens FROM inference_internal.lend_limits($1, $2, $3)",
                       {key, std::to_string(requests), std::to_string(tokens)});
     return {std::stoll(row.at(0)), std::stoll(row.at(1)), true};
 }

@@ -138,7 +138,7 @@ void refuse_change(const std::string &service, const char *field) {
 using namespace pgi;
 using namespace pgi::pg;
 
-// inference._register_external_service(name, model, base_url, api_key, protocol, functions,
+// inference_internal.register_external_service(name, model, base_url, api_key, protocol, functions,
 // tags, allow_insecure, validate, request_timeout, ca_file, client_cert_file, client_key_file)
 // RETURNS void
 PGI_FUNCTION(pgi_register_external_service) {
@@ -187,7 +187,7 @@ PGI_FUNCTION(pgi_register_external_service) {
     PG_RETURN_VOID();
 }
 
-// inference._update_external_service(name, api_key, functions, tags, model, base_url, protocol,
+// inference_internal.update_external_service(name, api_key, functions, tags, model, base_url, protocol,
 // allow_insecure, request_timeout, ca_file, client_cert_file, client_key_file) RETURNS void
 PGI_FUNCTION(pgi_update_external_service) {
     std::string name = required_text_arg(fcinfo, 0, "name");
@@ -242,7 +242,7 @@ PGI_FUNCTION(pgi_update_external_service) {
     PG_RETURN_VOID();
 }
 
-// inference._deregister_external_service(name) RETURNS void
+// inference_internal.deregister_external_service(name) RETURNS void
 PGI_FUNCTION(pgi_deregister_external_service) {
     std::string name = required_text_arg(fcinfo, 0, "name");
     require_service(name);
@@ -251,7 +251,7 @@ PGI_FUNCTION(pgi_deregister_external_service) {
     PG_RETURN_VOID();
 }
 
-// inference._live_status(name, OUT status, OUT status_message, OUT checked_at)
+// inference_internal.live_status(name, OUT status, OUT status_message, OUT checked_at)
 PGI_FUNCTION(pgi_live_status) {
     std::string name = required_text_arg(fcinfo, 0, "name");
     StatusRecord rec = status_get(name);
@@ -263,7 +263,7 @@ PGI_FUNCTION(pgi_live_status) {
     return composite_datum(fcinfo, values, nulls);
 }
 
-// inference._check_services(name) RETURNS SETOF record(name, status, status_message, checked_at)
+// inference_internal.check_services(name) RETURNS SETOF record(name, status, status_message, checked_at)
 // Probes one service or all of them concurrently and records the results.
 PGI_FUNCTION(pgi_check_services) {
     auto name = text_arg(fcinfo, 0);

@@ -114,7 +114,7 @@ void append_number(std::string &out, const char *name, const std::string &v) {
     out += v;
 }
 
-// The batch as the JSON array inference._record_requests reads. Written by hand rather than
+// The batch as the JSON array inference_internal.record_requests reads. Written by hand rather than
 // through a DOM: this runs for every request the gateway serves.
 std::string batch_json(const Row *first, std::size_t n) {
     std::string out;
@@ -186,7 +186,7 @@ void maintain() {
     run_in_transaction("pg_inference usage writer: request log partitions", limits, [&]() {
         if (!log_exists())
             return;
-        exec("SELECT inference._request_log_maintain(make_interval(secs => $1::int))",
+        exec("SELECT inference_internal.request_log_maintain(make_interval(secs => $1::int))",
              {std::to_string(setting_retention_s)});
     });
 }
@@ -317,7 +317,7 @@ void write_request_log(bool reloaded) {
                 if (!log_exists())
                     throw Error(sqlstate::kUndefinedObject, "inference.request_log does not exist");
                 exec(
-                    "SELECT inference._record_requests($1::json, "
+                    "SELECT inference_internal.record_requests($1::json, "
                     "'1970-01-01'::date + $2::int, '1970-01-01'::date + $3::int)",
                     {json, date_of_us(first), date_of_us(last)});
             });

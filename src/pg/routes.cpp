@@ -30,7 +30,7 @@ constexpr int64_t kMaxCooldownUs = USECS_PER_DAY;
 using namespace pgi;
 using namespace pgi::pg;
 
-// inference._check_route(name, targets, fallback_on, cooldown, functions) RETURNS jsonb
+// inference_internal.check_route(name, targets, fallback_on, cooldown, functions) RETURNS jsonb
 PGI_FUNCTION(pgi_check_route) {
     validate::service_name(required_text_arg(fcinfo, 0, "name"), "route");
     nlohmann::json out = nlohmann::json::object();
@@ -50,7 +50,7 @@ PGI_FUNCTION(pgi_check_route) {
     return jsonb_datum(out.dump());
 }
 
-// inference._lock_names() RETURNS void: held to the end of the transaction by whoever is about
+// inference_internal.lock_names() RETURNS void: held to the end of the transaction by whoever is about
 // to give a service or a route a name, after which the name's check sees every committed one.
 PGI_FUNCTION(pgi_lock_names) {
     (void)fcinfo;

@@ -91,7 +91,7 @@ if port_free="$(! (exec 3<>"/dev/tcp/127.0.0.1/$TLS_GW_PORT") 2>/dev/null && ech
     check "an untrusted client refuses the certificate" \
         bash -c "! curl -s -o /dev/null https://127.0.0.1:$TLS_GW_PORT/health"
     check_contains "gateway_url says https" "https://localhost:$TLS_GW_PORT" \
-        "$(cluster_psql "$TLS_DIR/pg" "$TLS_PORT" -At -c "SELECT inference._gateway_base_url()")"
+        "$(cluster_psql "$TLS_DIR/pg" "$TLS_PORT" -At -c "SELECT inference_internal.gateway_base_url()")"
     cluster_stop "$TLS_DIR/pg"
 else
     fail "port $TLS_GW_PORT is free for the HTTPS cluster"

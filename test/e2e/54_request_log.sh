@@ -94,7 +94,7 @@ check_not_contains "no row holds the key" "$KEY" \
 
 # Retention: a partition of a day that ended longer ago than the retention is dropped.
 psql_gw -q >/dev/null <<'SQL'
-SELECT inference._request_log_partition((now() AT TIME ZONE 'UTC')::date - 30);
+SELECT inference_internal.request_log_partition((now() AT TIME ZONE 'UTC')::date - 30);
 INSERT INTO inference.request_log (at, dialect, status, latency_ms, prompt_tokens,
                                    completion_tokens, cached_tokens)
 VALUES (now() - interval '30 days', 'openai_chat', 200, 1, 0, 0, 0);

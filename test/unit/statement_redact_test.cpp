@@ -23,8 +23,8 @@ TEST(KeyBearing, NamesTheFunctionsThatTakeAKey) {
     EXPECT_TRUE(is_key_bearing("SELECT inference.register_external_service('x', 'm', 'u')"));
     EXPECT_TRUE(is_key_bearing("select INFERENCE.Update_External_Service('x')"));
     EXPECT_TRUE(is_key_bearing("SELECT \"inference\" . \"register_external_service\"('x')"));
-    EXPECT_TRUE(is_key_bearing("SELECT inference._register_external_service('x')"));
-    EXPECT_TRUE(is_key_bearing("SELECT inference._update_external_service('x')"));
+    EXPECT_TRUE(is_key_bearing("SELECT inference_internal.register_external_service('x')"));
+    EXPECT_TRUE(is_key_bearing("SELECT inference_internal.update_external_service('x')"));
     EXPECT_TRUE(is_key_bearing("SELECT\n\tregister_external_service\n(name => 'x')"));
 }
 
