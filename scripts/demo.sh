@@ -7,8 +7,20 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 
+echo "== checking the Debian packages it needs (installs what is missing; minutes the first time)"
 bash scripts/install-deps.sh
-bash scripts/build-install.sh
+# A first build takes a minute or two: say so while it runs rather than stay silent.
+echo "== building the extension with PGXS and installing it"
+bash scripts/build-install.sh &
+build_pid=$!
+started=$SECONDS
+while kill -0 "$build_pid" 2>/dev/null; do
+    sleep 1
+    [ $(((SECONDS - started) % 10)) -eq 0 ] && kill -0 "$build_pid" 2>/dev/null &&
+        echo "   still building ($((SECONDS - started)) s)"
+done
+wait "$build_pid"
+echo "   built and installed in $((SECONDS - started)) s"
 
 source test/lib/cluster.sh
 source test/lib/mock.sh
@@ -30,7 +42,9 @@ stop_all() {
 
 echo "== starting the mock upstream on $MOCK, a cluster on port $PG_PORT, the gateway on $GATEWAY"
 mock_start "$WORK" "$MOCK_PORT" "$MOCK_TLS_PORT"
-cluster_start "$PG_DIR" "$PG_PORT" "inference.gateway_port = $GATEWAY_PORT"
+# Health rounds every 5 s instead of 300, so that the demo shows the worker at work.
+cluster_start "$PG_DIR" "$PG_PORT" "inference.gateway_port = $GATEWAY_PORT" \
+    "inference.health_check_interval = '5s'"
 
 run() {
     echo
@@ -92,6 +106,22 @@ run "rerank, best first" \
 run "check_service probes every service now, concurrently" \
     "SELECT name, status, status_message FROM inference.check_service()"
 run "deregister" "SELECT inference.deregister_external_service('vllm')"
+run "a route: one name for two services, claude three times in four, fallback to the other" \
+    "SELECT name, targets FROM inference.create_route('demo-chat',
+        '[{\"service\": \"claude\", \"weight\": 3}, {\"service\": \"openai-chat\"}]')"
+run "" "SELECT inference.chat('demo-chat', 'hello through a route') AS reply"
+run "a pipeline keeps a table's embeddings current: create it (existing rows are queued)" \
+    "CREATE TABLE demo_docs (id int PRIMARY KEY, body text NOT NULL, embedding real[]);
+     INSERT INTO demo_docs VALUES (1, 'PostgreSQL stores rows'), (2, 'pipelines embed them');
+     SELECT name, queued FROM inference.create_pipeline('demo_docs_embedding', 'demo_docs', 'body',
+                                                        'openai-embed', destination => 'embedding')"
+for _ in $(seq 1 50); do
+    [ "$(cluster_psql "$PG_DIR" "$PG_PORT" -At -c "SELECT count(*) FROM demo_docs WHERE embedding IS NULL")" = 0 ] && break
+    sleep 0.1
+done
+run "the pipeline's workers filled the column; an update is embedded again in the background" \
+    "SELECT id, body, array_length(embedding, 1) AS dims FROM demo_docs ORDER BY id"
+run "" "SELECT name, state, queued, done, failed FROM inference.pipelines"
 run "keys are sealed (AES-256-GCM); only the owner can read this table" \
     "SELECT service, length(api_key_sealed) AS sealed_bytes FROM inference.service_secrets"
 
@@ -147,6 +177,22 @@ cluster_psql "$PG_DIR" "$PG_PORT" -c "SELECT inference.revoke_access_key('demo-a
 sleep 0.5
 show "after revoke_access_key('demo-app'), the same key is refused" -w ' (HTTP %{http_code})' \
     -H "Authorization: Bearer $KEY" "$GATEWAY/v1/models"
+echo
+echo "-- GET /metrics (Prometheus text; no key), a few of its lines"
+curl -s "$GATEWAY/metrics" | grep -E '^pg_inference_gateway_requests_total' | head -6
+# A round that saw the services registered above (the first ran when the cluster started).
+for _ in $(seq 1 100); do
+    [ "$(cluster_psql "$PG_DIR" "$PG_PORT" -At -c "SELECT last_round_services > 0 FROM inference.health_worker_status()")" = t ] && break
+    sleep 0.1
+done
+run "the health worker: a round every 5 s here (inference.health_check_interval), each service probed" \
+    "SELECT state, rounds, last_round_services, last_round_failed, last_round_ms
+       FROM inference.health_worker_status()"
+run "" "SELECT name, status, checked_at FROM inference.list_models()"
+# The usage writer flushes every 2 s (inference.gateway_usage_flush_interval).
+sleep 2
+run "the usage ledger: every call, gateway keys by name and SQL callers as role:<name>" \
+    "SELECT key_name, service, requests, total_tokens FROM inference.usage ORDER BY key_name, service"
 
 echo
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
