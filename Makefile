@@ -86,6 +86,9 @@ OBJS = $(CORE_OBJS) $(PROTOCOL_OBJS) $(PG_OBJS)
 
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(filter-out sql/pg_inference--%,$(wildcard sql/*.sql))))
 REGRESS_OPTS = --load-extension=pg_inference
+# make installcheck runs the suite through test/regress.sh, which starts the mock upstream the
+# tests talk to and stops it afterwards; PGXS's own rule would not.
+NO_INSTALLCHECK = 1
 
 PG_CONFIG ?= pg_config
 PG_INCLUDEDIR_SERVER := $(shell $(PG_CONFIG) --includedir-server)
@@ -104,7 +107,10 @@ override autodepend = yes
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-.PHONY: unit format lint
+.PHONY: installcheck unit format lint
+installcheck:
+	@bash test/regress.sh '$(top_builddir)/src/test/regress/pg_regress' '$(bindir)' \
+		$(pg_regress_locale_flags) $(EXTRA_REGRESS_OPTS) $(REGRESS_OPTS) $(REGRESS)
 unit:
 	cmake -S . -B build -G 'Unix Makefiles' -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	cmake --build build -j2

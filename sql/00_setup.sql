@@ -88,6 +88,7 @@ AS $$
 $$;
 
 SELECT extname, extversion FROM pg_extension WHERE extname = 'pg_inference';
--- The gateway's port is the test command's choice (a free one when 18765 is taken).
-SELECT name, CASE WHEN name = 'inference.gateway_port' THEN '(port)' ELSE setting END AS setting, unit
+-- Every setting with its default: the server's own values are its configuration's (the test
+-- command's, or those of whatever server make installcheck runs against).
+SELECT name, boot_val AS default, unit
   FROM pg_settings WHERE name LIKE 'inference.%' ORDER BY name;

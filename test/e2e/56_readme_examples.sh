@@ -46,8 +46,9 @@ awk -v dir="$OUT" '
 ran=0
 for block in "$OUT"/*.bash "$OUT"/*.sql; do
     [ -f "$block" ] || continue
-    # The two commands (and the demo's start) are what this test itself runs.
-    grep -qE 'scripts/demo\.sh|test/run-tests\.sh' "$block" && continue
+    # The two commands (and the demo's start) are what this test itself runs; make installcheck
+    # against a server of one's own is 57_installcheck.sh's.
+    grep -qE 'scripts/demo\.sh|test/run-tests\.sh|make installcheck' "$block" && continue
     sed -i -e "s/\b25431\b/$pg_port/g" -e "s/\b8765\b/$gw_port/g" "$block"
     name="README block $(basename "$block")"
     case "$block" in
