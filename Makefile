@@ -3,7 +3,12 @@
 
 EXTENSION = pg_inference
 MODULE_big = pg_inference
-DATA = sql/pg_inference--0.1.0.sql
+DATA = sql/pg_inference--0.1.0.sql sql/pg_inference--0.2.0.sql
+# The upgrade from 0.1.0 is its own first part followed by the 0.2.0 script, so that every
+# function and view of 0.2.0 is written once (sql/upgrade/0.1.0--0.2.0.sql says why).
+DATA_built = sql/pg_inference--0.1.0--0.2.0.sql
+# The library's version is the extension's, from the control file.
+PGI_VERSION := $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" pg_inference.control)
 
 # The pure C++ core (src/core) and the PostgreSQL shell (src/pg), listed explicitly.
 CORE_OBJS = \
@@ -62,6 +67,7 @@ PG_OBJS = \
 	src/pg/cluster_limits.o \
 	src/pg/context_trim.o \
 	src/pg/cpp_wall.o \
+	src/pg/extension_version.o \
 	src/pg/gateway_worker.o \
 	src/pg/governance.o \
 	src/pg/health_worker.o \
@@ -95,7 +101,7 @@ PG_INCLUDEDIR_SERVER := $(shell $(PG_CONFIG) --includedir-server)
 PG_INCLUDEDIR := $(shell $(PG_CONFIG) --includedir)
 
 # PGXS adds PG_CXXFLAGS to its C++ compile line. PostgreSQL's headers are included as system headers so -Wextra -Werror applies to our code only.
-PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -fPIC -isystem $(PG_INCLUDEDIR_SERVER) -isystem $(PG_INCLUDEDIR) -Isrc/core -Isrc/core/protocols -Isrc/pg
+PG_CXXFLAGS = -DPGI_VERSION=\"$(PGI_VERSION)\" -std=c++17 -Wall -Wextra -Werror -fPIC -isystem $(PG_INCLUDEDIR_SERVER) -isystem $(PG_INCLUDEDIR) -Isrc/core -Isrc/core/protocols -Isrc/pg
 SHLIB_LINK = -lpq -lcurl -lssl -lcrypto -levent -levent_openssl -lstdc++
 
 # Debian's server is built with LLVM JIT; PGXS would then compile bitcode with clang for every
@@ -106,6 +112,9 @@ override autodepend = yes
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+sql/pg_inference--0.1.0--0.2.0.sql: sql/upgrade/0.1.0--0.2.0.sql sql/pg_inference--0.2.0.sql
+	cat $^ >$@
 
 .PHONY: installcheck unit format lint
 installcheck:

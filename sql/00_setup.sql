@@ -88,6 +88,8 @@ AS $$
 $$;
 
 SELECT extname, extversion FROM pg_extension WHERE extname = 'pg_inference';
+-- The library is of the version of the SQL objects.
+SELECT inference.version() = extversion AS library_matches FROM pg_extension WHERE extname = 'pg_inference';
 -- Every setting with its default: the server's own values are its configuration's (the test
 -- command's, or those of whatever server make installcheck runs against).
 SELECT name, boot_val AS default, unit

@@ -93,14 +93,16 @@ void bump_when_committed() {
     bump_at_commit = true;
 }
 
-// CREATE EXTENSION and DROP EXTENSION (also through DROP SCHEMA ... CASCADE or DROP OWNED) fire
-// no statement trigger of ours: the extension's tables come or go whole. Any extension's
-// creation or drop counts, since the object's name may not be readable yet (create) or any more
+// CREATE EXTENSION, ALTER EXTENSION (an UPDATE to the library's version, after which the workers
+// that waited for it go to work) and DROP EXTENSION (also through DROP SCHEMA ... CASCADE or DROP
+// OWNED) fire no statement trigger of ours: the extension's tables come, change or go whole. Any
+// extension's counts, since the object's name may not be readable yet (create) or any more
 // (drop); a needless reload costs the listeners one catalog read.
 void on_object_access(ObjectAccessType access, Oid class_id, Oid object_id, int sub_id, void *arg) {
     if (prev_object_access_hook)
         prev_object_access_hook(access, class_id, object_id, sub_id, arg);
-    if (class_id == ExtensionRelationId && (access == OAT_POST_CREATE || access == OAT_DROP))
+    if (class_id == ExtensionRelationId &&
+        (access == OAT_POST_CREATE || access == OAT_POST_ALTER || access == OAT_DROP))
         bump_when_committed();
 }
 

@@ -37,6 +37,7 @@ extern "C" {
 #include <vector>
 
 #include "error.h"
+#include "extension_version.h"
 
 #if PG_VERSION_NUM < 150000
 // PostgreSQL 14 compatibility: InitMaterializedSRF and MarkGUCPrefixReserved arrived in 15.
@@ -146,13 +147,16 @@ Datum text_array_datum(const std::vector<std::string> &items);
 
 }  // namespace pgi::pg
 
-// Defines an SQL-callable function `fname` whose C++ body follows the macro.
+// Defines an SQL-callable function `fname` whose C++ body follows the macro. It first refuses
+// when the extension's SQL objects are at another version than the library (before the body
+// could read an argument that version does not pass).
 #define PGI_FUNCTION(fname)                               \
     extern "C" {                                          \
     PG_FUNCTION_INFO_V1(fname);                           \
     }                                                     \
     static Datum fname##_body(FunctionCallInfo fcinfo);   \
     extern "C" Datum fname(PG_FUNCTION_ARGS) {            \
+        pgi::pg::require_matching_sql();                  \
         return pgi::pg::invoke_cpp(fname##_body, fcinfo); \
     }                                                     \
     static Datum fname##_body(FunctionCallInfo fcinfo)

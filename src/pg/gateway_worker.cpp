@@ -80,13 +80,18 @@ constexpr int kReloadStatementTimeoutMs = 2000;
 // second of a lock's release while a long lock costs callers a few milliseconds a second.
 constexpr int kReloadRetryMaxMs = 400;
 
-bool extension_installed() {
-    return pg_guard([]() { return OidIsValid(get_extension_oid("pg_inference", true)); });
-}
-
-std::string not_installed_message() {
-    return std::string("pg_inference is not installed in database \"") + setting_database +
-           "\"; the gateway serves nothing until CREATE EXTENSION pg_inference";
+// Why the gateway cannot serve: the extension is not installed, or is at another version than
+// the library; nothing when it can.
+std::optional<std::string> unavailable_reason() {
+    if (extension_ready("pg_inference gateway"))
+        return std::nullopt;
+    const std::optional<std::string> installed = installed_version();
+    if (!installed)
+        return std::string("pg_inference is not installed in database \"") + setting_database +
+               "\"; the gateway serves nothing until CREATE EXTENSION pg_inference";
+    return std::string("pg_inference in database \"") + setting_database + "\" is at version " +
+           *installed + ", its library at " + library_version() +
+           "; the gateway serves nothing until ALTER EXTENSION pg_inference UPDATE";
 }
 
 // Reads services (with their keys) and access keys in one short transaction. A service whose key
@@ -100,8 +105,8 @@ std::shared_ptr<gateway::Snapshot> load_snapshot(uint64_t generation) {
     limits.lock_timeout_ms = kReloadLockTimeoutMs;
     limits.statement_timeout_ms = kReloadStatementTimeoutMs;
     run_in_transaction("pg_inference gateway: loading the catalog", limits, [&]() {
-        if (!extension_installed()) {
-            snapshot->unavailable = not_installed_message();
+        if (std::optional<std::string> reason = unavailable_reason()) {
+            snapshot->unavailable = std::move(*reason);
             return;
         }
         for (const ServiceRow &row : all_services()) {

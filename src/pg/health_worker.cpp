@@ -190,7 +190,7 @@ Oid extension_oid() {
 
 bool extension_installed() {
     seen_extension = extension_oid();
-    return OidIsValid(seen_extension);
+    return OidIsValid(seen_extension) && extension_ready("pg_inference health worker");
 }
 
 // After a failed round: whether the extension it found was dropped (and maybe created again)

@@ -255,8 +255,9 @@ std::vector<std::string> text_array(const std::optional<std::string> &literal_ar
 }
 
 std::vector<Pipeline> ready_pipelines() {
-    // Until CREATE EXTENSION in inference.database there is nothing to do, and nothing to say.
-    if (query("SELECT 1 WHERE to_regclass('inference.pipeline_store') IS NOT NULL", {}).empty())
+    // Until CREATE EXTENSION in inference.database (or ALTER EXTENSION ... UPDATE after a new
+    // library) there is nothing to do, and nothing to say.
+    if (!extension_ready("pg_inference pipeline worker"))
         return {};
     Rows rows = query(
         "SELECT p.name, p.source::text, p.input, p.service, p.destination, p.chunk_table::text, "
