@@ -8,6 +8,7 @@ PACKAGES=(
     libpq-dev libcurl4-openssl-dev nlohmann-json3-dev libssl-dev libevent-dev
     libgtest-dev cmake g++ make pkg-config
     curl openssl ca-certificates procps bc wrk nginx python3-prometheus-client
+    git debhelper dpkg-dev postgresql-server-dev-all
 )
 
 missing=()

@@ -11,13 +11,22 @@ source "$ROOT/test/lib/mock.sh"
 
 OUT="$TEST_WORK/readme"
 mkdir -p "$OUT"
-pg_port="$(free_port "" "$PG_PORT")"
-mock_port="$(free_port "" "$PG_PORT" "$pg_port")"
-tls_port="$(free_port "" "$PG_PORT" "$pg_port" "$mock_port")"
-gw_port="$(free_port "" "$PG_PORT" "$pg_port" "$mock_port" "$tls_port")"
-DEMO_KEEP=1 DEMO_PG_PORT="$pg_port" DEMO_MOCK_PORT="$mock_port" DEMO_MOCK_TLS_PORT="$tls_port" \
-    DEMO_GATEWAY_PORT="$gw_port" bash "$ROOT/scripts/demo.sh" >"$OUT/demo.log" 2>&1
+# The demo's usual gateway port held by another listener (when free), as on a machine where an
+# instance already runs: the demo must take another and say which.
+dummy_pid=""
+if port_is_free 8765; then
+    python3 -c 'import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 8765)); s.listen(); time.sleep(600)' &
+    dummy_pid=$!
+    for _ in $(seq 1 50); do port_is_free 8765 || break; sleep 0.1; done
+fi
+DEMO_KEEP=1 bash "$ROOT/scripts/demo.sh" >"$OUT/demo.log" 2>&1
 demo_rc=$?
+[ -n "$dummy_pid" ] && kill "$dummy_pid" 2>/dev/null
+left="$(grep '^Left running. Connect: ' "$OUT/demo.log" | tail -1)"
+pg_port="$(echo "$left" | sed -nE 's/.* -p ([0-9]+) .*/\1/p')"
+gw_port="$(echo "$left" | sed -nE 's/.*gateway: http:\/\/127\.0\.0\.1:([0-9]+)$/\1/p')"
 # "Stop: kill <postmaster pid> <mock pid>; rm -rf <dir>": what the test stops, by pid, at the end.
 stop_line="$(grep '^Stop: kill ' "$OUT/demo.log" | tail -1)"
 read -r -a stop_pids <<<"$(echo "$stop_line" | sed -E 's/^Stop: kill ([0-9 ]+);.*/\1/')"
@@ -33,6 +42,8 @@ stop_demo() {
 }
 trap stop_demo EXIT
 check_eq "the demo runs and stays up with DEMO_KEEP=1" "0 2" "$demo_rc ${#stop_pids[@]}"
+[ -n "$dummy_pid" ] && check "with port 8765 taken, its gateway is on another ($gw_port)" \
+    test -n "$gw_port" -a "$gw_port" != 8765
 [ "$demo_rc" = 0 ] || { tail -20 "$OUT/demo.log"; exit 0; }
 
 # The README's fenced blocks, one file each: NNN.bash or NNN.sql, in the README's order.
