@@ -120,8 +120,9 @@ sql/pg_inference--0.1.0--0.2.0.sql: sql/upgrade/0.1.0--0.2.0.sql sql/pg_inferenc
 installcheck:
 	@bash test/regress.sh '$(top_builddir)/src/test/regress/pg_regress' '$(bindir)' \
 		$(pg_regress_locale_flags) $(EXTRA_REGRESS_OPTS) $(REGRESS_OPTS) $(REGRESS)
-unit:
-	cmake -S . -B build -G 'Unix Makefiles' -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+unit: all
+	cmake -S . -B build -G 'Unix Makefiles' -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+		-DPGI_REUSE_PGXS_OBJECTS=ON >/dev/null
 	cmake --build build -j2
 	cd build && ctest --output-on-failure
 
