@@ -18,8 +18,7 @@ if ! git -C "$ROOT" cat-file -e "$RELEASE_0_1_0^{commit}" 2>/dev/null; then
 fi
 W="$TEST_WORK/upgrade"
 D="$W/pg"
-mkdir -p "$W/src-0.1.0" "$D"
-[ "$(id -u)" -eq 0 ] && chown postgres: "$D"
+mkdir -p "$W/src-0.1.0"
 
 # 0.1.0's library and scripts (unoptimised: it only has to run).
 git -C "$ROOT" archive "$RELEASE_0_1_0" | tar -x -C "$W/src-0.1.0"
@@ -33,6 +32,8 @@ fi
 PGBIN="$(pg_config --bindir)" PGLIB="$(pg_config --pkglibdir)" PGSHARE="$(pg_config --sharedir)"
 TREE="$W/tree"
 TB="$TREE$PGBIN"
+# The cluster functions of test/lib/cluster.sh run the private installation's programs.
+PG_BINDIR="$TB"
 mkdir -p "$TREE$PGBIN" "$TREE$PGLIB" "$TREE$PGSHARE/extension"
 cp -a "$PGBIN/." "$TB/"
 for f in "$PGLIB"/*; do case "${f##*/}" in pg_inference*) ;; *) ln -s "$f" "$TREE$PGLIB/" ;; esac; done
@@ -52,11 +53,6 @@ install_from() {
 port="$(free_port "" "$PG_PORT" "$GATEWAY_PORT")"
 gw_port="$(free_port "" "$PG_PORT" "$GATEWAY_PORT" "$port")"
 GW="http://127.0.0.1:$gw_port"
-as_pg "$TB/initdb" -D "$D/data" -U postgres -A trust --no-sync -E UTF8 --locale=C >"$W/initdb.log" 2>&1
-printf '%s\n' "port = $port" "listen_addresses = '127.0.0.1'" "unix_socket_directories = '$D'" \
-    "shared_preload_libraries = 'pg_inference'" "fsync = off" "log_line_prefix = '%m [%p] '" \
-    "inference.gateway_port = $gw_port" | as_pg tee -a "$D/data/postgresql.conf" >/dev/null
-start() { as_pg "$TB/pg_ctl" -D "$D/data" -l "$D/server.log" -w -t 60 start >/dev/null; }
 trap 'cluster_stop "$D"' EXIT
 q() { "$TB/psql" -X -At -v ON_ERROR_STOP=1 -h "$D" -p "$port" -U postgres -d "${DB:-postgres}" "$@" 2>&1; }
 chat() { # KEY: one chat request through the gateway; its HTTP status
@@ -74,7 +70,8 @@ wait_for() { # SECONDS COMMAND...: until the command succeeds
 
 # --- 0.1.0, in use ------------------------------------------------------------------------------
 install_from "$W/src-0.1.0"
-start || { fail "the server starts with 0.1.0" "$(tail -5 "$D/server.log")"; exit 0; }
+cluster_start "$D" "$port" "inference.gateway_port = $gw_port" ||
+    { fail "the server starts with 0.1.0" "$(tail -5 "$D/server.log")"; exit 0; }
 q -c "CREATE EXTENSION pg_inference" >/dev/null
 check_eq "0.1.0 is installed" "0.1.0" "$(q -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_inference'")"
 q >/dev/null <<SQL
@@ -99,7 +96,8 @@ cluster_stop "$D"
 
 # --- this tree's library over it ------------------------------------------------------------------
 install_from "$ROOT"
-start || { fail "the server starts with the new library" "$(tail -5 "$D/server.log")"; exit 0; }
+cluster_pg_ctl "$D" start ||
+    { fail "the server starts with the new library" "$(tail -5 "$D/server.log")"; exit 0; }
 out="$(q -c "SELECT name FROM inference.list_models()")"
 check_contains "before the update, a function refuses" "extension in this database is at version 0.1.0" "$out"
 check_contains "with a hint saying what to run" "Run ALTER EXTENSION pg_inference UPDATE" "$out"
