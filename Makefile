@@ -84,6 +84,7 @@ PG_OBJS = \
 	src/pg/routes.o \
 	src/pg/secrets.o \
 	src/pg/service_catalog.o \
+	src/pg/spi_connection.o \
 	src/pg/status_store.o \
 	src/pg/usage_writer.o \
 	src/pg/worker_connection.o \

@@ -36,6 +36,7 @@
 #include "gateway_internal.h"
 #include "redact.h"
 #include "upstream_error.h"
+#include "wall_clock.h"
 
 namespace pgi::gateway {
 
@@ -244,12 +245,6 @@ double ms_since(Clock::time_point t) {
     return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
 }
 
-int64_t unix_ms_now() {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
-
 namespace {
 
 void free_string(const void *, size_t, void *string) {
@@ -325,7 +320,7 @@ routing::Pass Governor::breaker_may_try(const std::string &service, int64_t cool
     auto it = breakers_.find(service);
     if (it == breakers_.end())
         return routing::Pass::kClosed;
-    return routing::may_try(it->second.breaker, unix_ms_now() * 1000, cooldown_us);
+    return routing::may_try(it->second.breaker, unix_ms() * 1000, cooldown_us);
 }
 
 void Governor::breaker_report(const std::string &service, bool failed, int64_t cooldown_us) {
@@ -336,13 +331,12 @@ void Governor::breaker_report(const std::string &service, bool failed, int64_t c
     LocalBreaker &b = breakers_[service];
     if (cooldown_us > 0)
         b.cooldown_us = cooldown_us;
-    routing::failed(b.breaker, unix_ms_now() * 1000, routing::kDefaultBreakerFailures,
-                    b.cooldown_us);
+    routing::failed(b.breaker, unix_ms() * 1000, routing::kDefaultBreakerFailures, b.cooldown_us);
 }
 
 void Governor::breaker_probe_abandoned(const std::string &service) {
     if (auto it = breakers_.find(service); it != breakers_.end())
-        routing::probe_abandoned(it->second.breaker, unix_ms_now() * 1000);
+        routing::probe_abandoned(it->second.breaker, unix_ms() * 1000);
 }
 
 bool AccessKey::allows(const std::string &service) const {

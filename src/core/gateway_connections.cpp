@@ -22,6 +22,7 @@
 #include "gateway_internal.h"
 #include "redact.h"
 #include "upstream_error.h"
+#include "wall_clock.h"
 
 namespace pgi::gateway {
 
@@ -212,7 +213,7 @@ const char *Server::Impl::check_key(const Snapshot &snap, const char *authorizat
         return "Incorrect access key provided.";
     if (it->second.revoked)
         return "This access key has been revoked.";
-    if (it->second.expires_at_ms && *it->second.expires_at_ms <= unix_ms_now())
+    if (it->second.expires_at_ms && *it->second.expires_at_ms <= unix_ms())
         return "This access key has expired.";
     *key = &it->second;
     return nullptr;

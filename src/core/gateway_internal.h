@@ -151,7 +151,6 @@ inline constexpr size_t kStreamHighWater = 1u << 20;
 inline constexpr size_t kStreamLowWater = 256u << 10;
 
 double ms_since(Clock::time_point t);
-int64_t unix_ms_now();
 void add_headers(evhttp_request *req,
                  const std::vector<std::pair<std::string, std::string>> &headers);
 // Sends an answer with its headers; a HEAD request gets the headers and the body's length only.

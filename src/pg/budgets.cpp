@@ -13,13 +13,14 @@ extern "C" {
 #include "utils/guc.h"
 }
 
-#include <chrono>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <vector>
 
 #include "budget.h"
 #include "governance.h"
+#include "lwlock_guard.h"
+#include "wall_clock.h"
 #include "worker_transaction.h"
 
 namespace pgi::pg {
@@ -70,16 +71,6 @@ Size region_size() {
 gov::BudgetTable table() {
     return gov::BudgetTable(reinterpret_cast<char *>(shared) + table_offset());
 }
-
-class Locked {
-  public:
-    Locked() {
-        pg_guard_void([&]() { LWLockAcquire(shared->lock, LW_EXCLUSIVE); });
-    }
-    ~Locked() { LWLockRelease(shared->lock); }
-    Locked(const Locked &) = delete;
-    Locked &operator=(const Locked &) = delete;
-};
 
 // One budget a request is under: the key's own or its tenant's.
 struct Subject {
@@ -181,10 +172,7 @@ void budgets_init_shmem() {
 }
 
 int64_t budget_clock_ms() {
-    const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                            std::chrono::system_clock::now().time_since_epoch())
-                            .count();
-    return now + static_cast<int64_t>(setting_clock_offset_s) * 1000;
+    return unix_ms() + static_cast<int64_t>(setting_clock_offset_s) * 1000;
 }
 
 BudgetDecision reserve_budget(const gateway::AccessKey &key, int64_t cost,
@@ -195,7 +183,7 @@ BudgetDecision reserve_budget(const gateway::AccessKey &key, int64_t cost,
     if (n == 0 || shared == nullptr)
         return d;
     const int64_t now = budget_clock_ms();
-    Locked lock;
+    LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
     gov::BudgetTable t = table();
     gov::BudgetState *states[2] = {nullptr, nullptr};
     for (int i = 0; i < n; i++) {
@@ -243,7 +231,7 @@ void settle_budget(const gateway::AccessKey &key, const gateway::Reservation &re
     const int64_t now = budget_clock_ms();
     Latch *wake = nullptr;
     {
-        Locked lock;
+        LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
         gov::BudgetTable t = table();
         for (int i = 0; i < n; i++) {
             gov::BudgetState *s = state_of(t, subjects[i], now);
@@ -266,7 +254,7 @@ void send_budget_alerts() {
         return;
     std::vector<Alert> alerts;
     {
-        Locked lock;
+        LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
         if (shared->alert_count == 0)
             return;
         for (uint32_t i = 0; i < shared->alert_count; i++)
@@ -275,7 +263,7 @@ void send_budget_alerts() {
         shared->alert_count = 0;
     }
     if (pg_guard([]() { return RecoveryInProgress(); })) {
-        Locked lock;
+        LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
         shared->alerts_dropped += alerts.size();
         return;
     }
@@ -302,11 +290,11 @@ void send_budget_alerts() {
             });
         });
     } catch (const std::exception &) {
-        Locked lock;
+        LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
         shared->alerts_dropped += alerts.size();
         throw;
     }
-    Locked lock;
+    LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
     shared->alerts_sent += alerts.size();
 }
 
@@ -314,7 +302,7 @@ BudgetCounters budget_counters() {
     BudgetCounters c;
     if (shared == nullptr)
         return c;
-    Locked lock;
+    LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
     c.alerts_sent = shared->alerts_sent;
     c.alerts_dropped = shared->alerts_dropped;
     c.refused = shared->refused_full;

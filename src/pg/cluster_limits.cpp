@@ -4,8 +4,6 @@
 
 extern "C" {
 #include "access/xlog.h"
-#include "catalog/pg_type.h"
-#include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 }
@@ -13,6 +11,7 @@ extern "C" {
 #include "error.h"
 #include "governance.h"
 #include "primary_link.h"
+#include "spi_connection.h"
 
 namespace pgi::pg {
 
@@ -28,35 +27,20 @@ namespace {
 // A live key's limits, from the catalog; none for an unknown, revoked or expired key (which
 // the primary then lends nothing for: the standby refuses it once its snapshot says so too).
 std::optional<gov::Limits> key_limits(const std::string &key) {
-    std::optional<gov::Limits> out;
-    pg_guard_void([&]() {
-        if (SPI_connect() != SPI_OK_CONNECT)
-            elog(ERROR, "SPI_connect failed");
-        Oid type = TEXTOID;
-        Datum arg = CStringGetTextDatum(key.c_str());
-        if (SPI_execute_with_args(
-                "SELECT coalesce(requests_per_minute, 0)::bigint, coalesce(burst, 0)::bigint, "
-                "       coalesce(requests_per_hour, 0)::bigint, coalesce(tokens_per_hour, 0) "
-                "  FROM inference.access_key_store "
-                " WHERE name = $1 AND revoked_at IS NULL "
-                "   AND (expires_at IS NULL OR expires_at > now())",
-                1, &type, &arg, nullptr, true, 1) != SPI_OK_SELECT)
-            elog(ERROR, "could not read the access key");
-        if (SPI_processed == 1) {
-            gov::Limits l;
-            int64_t *fields[4] = {&l.requests_per_minute, &l.burst, &l.requests_per_hour,
-                                  &l.tokens_per_hour};
-            for (int i = 0; i < 4; i++) {
-                bool isnull = false;
-                Datum d =
-                    SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1, &isnull);
-                *fields[i] = isnull ? 0 : DatumGetInt64(d);
-            }
-            out = l;
-        }
-        SPI_finish();
-    });
-    return out;
+    SpiConnection spi;
+    if (spi.exec("SELECT coalesce(requests_per_minute, 0)::bigint, coalesce(burst, 0)::bigint, "
+                 "       coalesce(requests_per_hour, 0)::bigint, coalesce(tokens_per_hour, 0) "
+                 "  FROM inference.access_key_store "
+                 " WHERE name = $1 AND revoked_at IS NULL "
+                 "   AND (expires_at IS NULL OR expires_at > now())",
+                 {spi_text(key)}, true, 1) != 1)
+        return std::nullopt;
+    gov::Limits l;
+    l.requests_per_minute = spi.int64_at(0, 1).value_or(0);
+    l.burst = spi.int64_at(0, 2).value_or(0);
+    l.requests_per_hour = spi.int64_at(0, 3).value_or(0);
+    l.tokens_per_hour = spi.int64_at(0, 4).value_or(0);
+    return l;
 }
 
 }  // namespace

@@ -6,8 +6,6 @@ extern "C" {
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
-#include "catalog/pg_type.h"
-#include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/ipc.h"
@@ -23,7 +21,6 @@ extern "C" {
 }
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -34,11 +31,14 @@ extern "C" {
 #include "budget.h"
 #include "budgets.h"
 #include "gateway_request.h"
+#include "lwlock_guard.h"
 #include "metrics.h"
 #include "primary_link.h"
 #include "rate_limiter.h"
 #include "request_log.h"
+#include "spi_connection.h"
 #include "usage_counters.h"
+#include "wall_clock.h"
 #include "worker_transaction.h"
 
 namespace pgi::pg {
@@ -179,29 +179,12 @@ gov::MetricsTable metrics_table() {
     return gov::MetricsTable(at_offset(shared->metrics_offset));
 }
 
-// The region's LWLock for one scope. LWLockRelease cannot fail for a lock this process holds.
-class Locked {
-  public:
-    explicit Locked(bool exclusive) {
-        pg_guard_void([&]() { LWLockAcquire(shared->lock, exclusive ? LW_EXCLUSIVE : LW_SHARED); });
-    }
-    ~Locked() { LWLockRelease(shared->lock); }
-    Locked(const Locked &) = delete;
-    Locked &operator=(const Locked &) = delete;
-};
-
 // CLOCK_MONOTONIC is one clock for every process of the machine, so buckets updated by several
 // listeners agree on time.
 int64_t monotonic_us() {
     timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return static_cast<int64_t>(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
-}
-
-int64_t unix_ms() {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-        .count();
 }
 
 // A key's own limits, or its tenant's.
@@ -220,9 +203,10 @@ using gov::tenant_entry_name;
 // ------------------------------------------------------------------------------------------------
 // Flushing usage to inference.usage_ledger
 
-// The ledger's one writer, inference_internal.record_usage, on this server or (from a hot standby) on
-// the primary.
-constexpr const char *kRecordUsage = "SELECT inference_internal.record_usage($1::uuid, $2, $3::jsonb)";
+// The ledger's one writer, inference_internal.record_usage, on this server or (from a hot standby)
+// on the primary.
+constexpr const char *kRecordUsage =
+    "SELECT inference_internal.record_usage($1::uuid, $2, $3::jsonb)";
 
 std::string batch_json() {
     nlohmann::json rows = nlohmann::json::array();
@@ -250,7 +234,7 @@ std::string batch_json() {
 void give_back() {
     if (batch.empty() || !batch_id.empty())
         return;
-    Locked lock(true);
+    LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
     gov::UsageTable keys = usage_table();
     gov::UsageTable users = user_usage_table();
     for (const gov::UsageEntry &e : batch) {
@@ -272,7 +256,7 @@ void park() {
     if (batch.empty() || batch_id.empty() || batch.size() > max_batch() ||
         batch_id.size() >= sizeof(shared->parked_id))
         return;
-    Locked lock(true);
+    LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
     if (shared->parked_entries != 0)
         return;
     std::copy(batch.begin(), batch.end(), parked_entries());
@@ -287,7 +271,7 @@ void unpark() {
     if (!batch.empty())
         return;
     batch.reserve(max_batch());
-    Locked lock(true);
+    LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
     if (shared->parked_entries == 0)
         return;
     batch.assign(parked_entries(), parked_entries() + shared->parked_entries);
@@ -306,21 +290,16 @@ bool write_batch(const std::string &rows, int lock_timeout_ms) {
         pg_guard_void([&]() {
             Oid nsp = get_namespace_oid("inference", true);
             ledger_exists = OidIsValid(nsp) && OidIsValid(get_relname_relid("usage_ledger", nsp));
-            if (!ledger_exists)
-                return;
-            if (SPI_connect() != SPI_OK_CONNECT)
-                elog(ERROR, "SPI_connect failed");
-            // A batch left from before a promotion keeps its id: the primary it was sent to may
-            // have recorded it, and its records came here by replication.
-            Oid types[3] = {TEXTOID, TEXTOID, TEXTOID};
-            Datum args[3] = {batch_id.empty() ? Datum(0) : CStringGetTextDatum(batch_id.c_str()),
-                             CStringGetTextDatum("local"), CStringGetTextDatum(rows.c_str())};
-            const char nulls[3] = {batch_id.empty() ? 'n' : ' ', ' ', ' '};
-            if (SPI_execute_with_args(kRecordUsage, 3, types, args, nulls, false, 0) !=
-                SPI_OK_SELECT)
-                elog(ERROR, "could not write the usage ledger");
-            SPI_finish();
         });
+        if (!ledger_exists)
+            return;
+        // A batch left from before a promotion keeps its id: the primary it was sent to may
+        // have recorded it, and its records came here by replication.
+        std::optional<std::string> id;
+        if (!batch_id.empty())
+            id = batch_id;
+        SpiConnection spi;
+        spi.exec(kRecordUsage, {spi_text(id), spi_text("local"), spi_text(rows)}, false);
     });
     return ledger_exists;
 }
@@ -385,7 +364,7 @@ void flush_usage(int lock_timeout_ms) {
     // allocated under it.
     batch.reserve(batch.size() + max_batch());
     {
-        Locked lock(true);
+        LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
         gov::UsageTable keys = usage_table();
         gov::take_usage(keys, batch);
         gov::UsageTable users = user_usage_table();
@@ -442,7 +421,7 @@ void flush_at_exit(int, Datum arg) {
             LWLockReleaseAll();
         });
         {
-            Locked lock(true);
+            LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
             if (index > 0) {
                 gov::ListenerGauges &g = shared->listeners[index - 1];
                 g.active = false;
@@ -536,7 +515,7 @@ int governance_max_keys() {
 Latch *usage_writer_latch() {
     if (shared == nullptr)
         return nullptr;
-    Locked lock(false);
+    LwLockGuard lock(shared->lock, LW_SHARED);
     return shared->writer_latch;
 }
 
@@ -581,7 +560,7 @@ void Governance::start(int index) {
     if (shared == nullptr || index < 1 || index > kMaxListeners)
         return;
     {
-        Locked lock(true);
+        LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
         gov::ListenerGauges &g = shared->listeners[index - 1];
         g.active = true;
         g.in_flight = 0;
@@ -594,7 +573,7 @@ void Governance::snapshot_loaded() {
     if (shared == nullptr || index_ < 1)
         return;
     int64_t now = unix_ms();
-    Locked lock(true);
+    LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
     shared->listeners[index_ - 1].snapshot_loaded_ms = now;
 }
 
@@ -604,7 +583,7 @@ void Governance::housekeeping(std::size_t in_flight,
         return;
     Latch *wake = nullptr;
     {
-        Locked lock(true);
+        LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
         gov::ListenerGauges &g = shared->listeners[index_ - 1];
         g.in_flight = static_cast<int64_t>(in_flight);
         g.open_connections = static_cast<int64_t>(connections.open);
@@ -620,7 +599,7 @@ void Governance::housekeeping(std::size_t in_flight,
     if (now >= next_reclaim_ms_) {
         next_reclaim_ms_ = now + kReclaimIntervalMs;
         int64_t now_us = monotonic_us();
-        Locked lock(true);
+        LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
         gov::LimiterTable table = limiter_table();
         reclaim_idle(table, now_us);
         gov::LimiterTable users = users_table();
@@ -717,7 +696,7 @@ gateway::Admission Governance::admit(const gateway::AccessKey *key, const std::s
     const Subject *untracked = nullptr;
     Latch *wake = nullptr;
     {
-        Locked lock(true);
+        LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
         gov::LimiterTable keys = limiter_table();
         gov::LimiterTable users = users_table();
         bool took[3] = {false, false, false};
@@ -864,7 +843,7 @@ void Governance::finished(const gateway::Finished &request) {
     else if (key != nullptr && key->budgeted())
         settle_budget(*key, request.reservation, 0, {});
 
-    Locked lock(true);
+    LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
     gov::MetricsTable metrics = metrics_table();
     gov::MetricsEntry *m = metrics.find_or_insert(service_name, service_hash);
     (m != nullptr ? m->metrics : shared->other_services).record(request);
@@ -899,7 +878,7 @@ std::string Governance::metrics_text() {
     view.services.reserve(kMetricServices + 1);
     gov::ServiceMetrics other;
     {
-        Locked lock(false);
+        LwLockGuard lock(shared->lock, LW_SHARED);
         metrics_table().for_each([&](const gov::MetricsEntry &e) {
             view.services.emplace_back(std::string(e.key.view()), e.metrics);
         });
@@ -974,7 +953,7 @@ void record_sql_usage(const std::string &service, int64_t price, bool failed,
     gov::UsageCounts counts = gov::usage_of(failed ? 502 : 200, false, usage, now_ms);
     Latch *wake = nullptr;
     {
-        Locked lock(true);
+        LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
         gov::UsageTable table = usage_table();
         if (!gov::add_usage(table, key, hash, counts))
             shared->usage_dropped++;
@@ -991,7 +970,7 @@ void usage_writer_attach() {
     if (shared == nullptr)
         return;
     {
-        Locked lock(true);
+        LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
         shared->writer_latch = MyLatch;
     }
     pg_guard_void([&]() { before_shmem_exit(flush_at_exit, Int32GetDatum(0)); });
@@ -1004,7 +983,7 @@ int usage_flush_interval_ms() {
 bool usage_flush_requested() {
     if (shared == nullptr)
         return false;
-    Locked lock(false);
+    LwLockGuard lock(shared->lock, LW_SHARED);
     return shared->flush_requested;
 }
 
@@ -1032,7 +1011,7 @@ void usage_writer_flush(UsageWriterState &state) {
     }
     uint64_t dropped = 0, user_dropped = 0;
     {
-        Locked lock(false);
+        LwLockGuard lock(shared->lock, LW_SHARED);
         dropped = shared->usage_dropped;
         user_dropped = shared->user_usage_dropped;
     }
@@ -1075,7 +1054,7 @@ gov::Lease lend_limits(const std::string &key, const gov::Limits &limits, int64_
     gov::Name name = gov::Name::of(key);
     uint64_t hash = gov::hash_of(name);
     int64_t now = monotonic_us();
-    Locked lock(true);
+    LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
     gov::LimiterTable table = limiter_table();
     gov::LimiterEntry *e = key_entry(table, name, hash, now);
     if (e == nullptr) {
@@ -1090,7 +1069,7 @@ std::vector<LeaseNeed> leases_needed() {
     if (shared == nullptr)
         return out;
     const int64_t now = monotonic_us();
-    Locked lock(false);
+    LwLockGuard lock(shared->lock, LW_SHARED);
     limiter_table().for_each([&](const gov::LimiterEntry &e) {
         if (e.lease_seen_us == 0 || now - e.lease_seen_us > kLeaseActiveUs)
             return;
@@ -1112,7 +1091,7 @@ void add_lease(const std::string &key, const gov::Lease &lent) {
         return;
     gov::Name name = gov::Name::of(key);
     uint64_t hash = gov::hash_of(name);
-    Locked lock(true);
+    LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
     gov::LimiterTable table = limiter_table();
     gov::LimiterEntry *e = table.find_or_insert(name, hash);
     if (e == nullptr)

@@ -17,8 +17,6 @@ extern "C" {
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_authid.h"
-#include "catalog/pg_type.h"
-#include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -45,10 +43,12 @@ PG_FUNCTION_INFO_V1(pgi_calling_role);
 #include <vector>
 
 #include "chunking.h"
+#include "json_array.h"
 #include "model_calls.h"
 #include "route_calls.h"
 #include "service_catalog.h"
 #include "settings.h"
+#include "spi_connection.h"
 #include "translate_util.h"
 #include "worker_connection.h"
 #include "worker_transaction.h"
@@ -91,34 +91,13 @@ struct Row {
     std::vector<std::vector<float>> vectors;
 };
 
-using Rows = std::vector<std::vector<std::optional<std::string>>>;
+using Rows = std::vector<SpiTextRow>;
 
 // Runs a statement with text parameters through SPI in the current transaction; its rows.
 Rows query(const std::string &sql, const std::vector<std::string> &args) {
-    return pg_guard([&]() {
-        if (SPI_connect() != SPI_OK_CONNECT)
-            elog(ERROR, "SPI_connect failed");
-        std::vector<Oid> types(args.size(), TEXTOID);
-        std::vector<Datum> values;
-        for (const std::string &a : args)
-            values.push_back(CStringGetTextDatum(a.c_str()));
-        if (SPI_execute_with_args(sql.c_str(), static_cast<int>(args.size()), types.data(),
-                                  values.data(), nullptr, false, 0) < 0)
-            elog(ERROR, "pipeline statement failed");
-        Rows rows;
-        // Statements without RETURNING have a count but no tuple table.
-        const uint64 n = SPI_tuptable != nullptr ? SPI_processed : 0;
-        for (uint64 r = 0; r < n; r++) {
-            std::vector<std::optional<std::string>> row;
-            for (int c = 1; c <= SPI_tuptable->tupdesc->natts; c++) {
-                char *v = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, c);
-                row.push_back(v != nullptr ? std::optional<std::string>(v) : std::nullopt);
-            }
-            rows.push_back(std::move(row));
-        }
-        SPI_finish();
-        return rows;
-    });
+    SpiConnection spi;
+    spi.exec(sql.c_str(), spi_texts(args), false);
+    return spi.text_rows();
 }
 
 // Runs what follows as `role`, restricted as PostgreSQL restricts maintenance commands run for a
@@ -171,63 +150,6 @@ std::string pg_array(const std::vector<float> &v) {
     }
     return out + "}";
 }
-
-// A JSON array written by appending, for the batches sent to SQL. Keys go in as the jsonb text
-// PostgreSQL wrote them (valid JSON, and the same text for the same key every time, so they are
-// also compared as text), hashes are hex and embeddings array literals of numbers: only chunks
-// and error messages need escaping. A DOM per row cost more than the statements it feeds.
-class JsonArray {
-  public:
-    // A new element: a bare value (raw JSON), or an object whose members follow.
-    JsonArray &value(std::string_view json) {
-        next();
-        out_ += json;
-        return *this;
-    }
-    JsonArray &object() {
-        next();
-        out_ += '{';
-        open_ = true;
-        first_member_ = true;
-        return *this;
-    }
-    JsonArray &raw(const char *name, std::string_view json) {
-        member(name);
-        out_ += json;
-        return *this;
-    }
-    JsonArray &text(const char *name, std::string_view text) {
-        member(name);
-        translate::detail::append_json_string(out_, text);
-        return *this;
-    }
-    bool empty() const { return count_ == 0; }
-    std::string str() {
-        close();
-        return out_ + "]";
-    }
-
-  private:
-    void next() {
-        close();
-        out_ += count_++ == 0 ? "" : ",";
-    }
-    void close() {
-        if (open_)
-            out_ += '}';
-        open_ = false;
-    }
-    void member(const char *name) {
-        out_ += first_member_ ? "\"" : ",\"";
-        first_member_ = false;
-        out_ += name;
-        out_ += "\":";
-    }
-    std::string out_ = "[";
-    std::size_t count_ = 0;
-    bool open_ = false;
-    bool first_member_ = true;
-};
 
 std::vector<std::string> text_array(const std::optional<std::string> &literal_array) {
     std::vector<std::string> out;
@@ -310,6 +232,9 @@ std::vector<Row> read_batch(const Pipeline &p, const Share &share) {
         "           AND (hashtext(q.row_key::text) & 2147483647) % $3::int = $4::int "
         "         ORDER BY q.queued_at LIMIT $2::int) AS q",
         {p.name, std::to_string(limit), std::to_string(share.count), std::to_string(share.index)});
+    // Keys go into the batches' JSON as the jsonb text PostgreSQL wrote them (valid JSON, and the
+    // same text for the same key every time, so they are also compared as text), hashes as hex
+    // and embeddings as array literals of numbers: only chunks and errors need escaping.
     JsonArray keys;
     for (auto &q : queued) {
         Row row;

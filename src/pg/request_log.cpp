@@ -5,8 +5,6 @@
 extern "C" {
 #include "access/xlog.h"
 #include "catalog/namespace.h"
-#include "catalog/pg_type.h"
-#include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -17,16 +15,19 @@ extern "C" {
 }
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <vector>
 
 #include "error.h"
 #include "governance.h"
+#include "json_array.h"
+#include "lwlock_guard.h"
 #include "shared_table.h"
+#include "spi_connection.h"
 #include "translate_util.h"
 #include "usage_counters.h"
+#include "wall_clock.h"
 #include "worker_transaction.h"
 
 namespace pgi::pg {
@@ -80,74 +81,37 @@ Size region_size() {
     return MAXALIGN(sizeof(RingShared)) + sizeof(Row) * static_cast<Size>(setting_buffer);
 }
 
-class Locked {
-  public:
-    Locked() {
-        pg_guard_void([&]() { LWLockAcquire(shared->lock, LW_EXCLUSIVE); });
-    }
-    ~Locked() { LWLockRelease(shared->lock); }
-    Locked(const Locked &) = delete;
-    Locked &operator=(const Locked &) = delete;
-};
-
-int64_t unix_us() {
-    return std::chrono::duration_cast<std::chrono::microseconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
-
-// A member "name": value for text, null when empty.
-void append_text(std::string &out, const char *name, std::string_view v) {
-    out += ",\"";
-    out += name;
-    out += "\":";
-    if (v.empty())
-        out += "null";
-    else
-        translate::detail::append_json_string(out, v);
-}
-
-void append_number(std::string &out, const char *name, const std::string &v) {
-    out += ",\"";
-    out += name;
-    out += "\":";
-    out += v;
-}
-
-// The batch as the JSON array inference_internal.record_requests reads. Written by hand rather than
-// through a DOM: this runs for every request the gateway serves.
+// The batch as the JSON array inference_internal.record_requests reads; text members are null
+// when empty.
 std::string batch_json(const Row *first, std::size_t n) {
-    std::string out;
+    JsonArray out;
     out.reserve(n * 300);
-    out += '[';
     char ms[32];
     for (std::size_t i = 0; i < n; i++) {
         const Row &r = first[i];
-        out += i == 0 ? "{\"t\":" : ",{\"t\":";
-        out += std::to_string(r.at_us);
-        append_text(out, "k", r.key.view());
-        append_text(out, "u", r.user.view());
-        append_text(out, "n", r.tenant.view());
-        append_text(out, "s", r.service.view());
-        append_text(out, "o", r.route.view());
-        append_text(out, "g", gateway::kDialectLabels[r.dialect]);
-        append_number(out, "c", std::to_string(r.status));
+        out.object()
+            .raw("t", std::to_string(r.at_us))
+            .text_or_null("k", r.key.view())
+            .text_or_null("u", r.user.view())
+            .text_or_null("n", r.tenant.view())
+            .text_or_null("s", r.service.view())
+            .text_or_null("o", r.route.view())
+            .text_or_null("g", gateway::kDialectLabels[r.dialect])
+            .raw("c", std::to_string(r.status));
         std::snprintf(ms, sizeof(ms), "%.3f", static_cast<double>(r.latency_us) / 1000.0);
-        append_number(out, "l", ms);
+        out.raw("l", ms);
         if (r.ttft_us >= 0) {
             std::snprintf(ms, sizeof(ms), "%.3f", static_cast<double>(r.ttft_us) / 1000.0);
-            append_number(out, "f", ms);
+            out.raw("f", ms);
         }
-        append_number(out, "p", std::to_string(r.prompt));
-        append_number(out, "q", std::to_string(r.completion));
-        append_number(out, "h", std::to_string(r.cached));
+        out.raw("p", std::to_string(r.prompt))
+            .raw("q", std::to_string(r.completion))
+            .raw("h", std::to_string(r.cached));
         if (r.price != 0)
-            append_number(out, "v", std::to_string(r.price));
-        append_text(out, "e", r.error.view());
-        out += '}';
+            out.raw("v", std::to_string(r.price));
+        out.text_or_null("e", r.error.view());
     }
-    out += ']';
-    return out;
+    return out.str();
 }
 
 std::string date_of_us(int64_t us) {
@@ -158,18 +122,8 @@ std::string date_of_us(int64_t us) {
 
 // Runs `sql` with text arguments through SPI in the current transaction.
 void exec(const char *sql, const std::vector<std::string> &args) {
-    pg_guard_void([&]() {
-        if (SPI_connect() != SPI_OK_CONNECT)
-            elog(ERROR, "SPI_connect failed");
-        std::vector<Oid> types(args.size(), TEXTOID);
-        std::vector<Datum> values;
-        for (const std::string &a : args)
-            values.push_back(CStringGetTextDatum(a.c_str()));
-        if (SPI_execute_with_args(sql, static_cast<int>(args.size()), types.data(), values.data(),
-                                  nullptr, false, 0) < 0)
-            elog(ERROR, "could not write the request log");
-        SPI_finish();
-    });
+    SpiConnection spi;
+    spi.exec(sql, spi_texts(args), false);
 }
 
 bool log_exists() {
@@ -259,7 +213,7 @@ void log_request(const gateway::Finished &f) {
     r.cached = f.usage.cached_tokens;
     bool wake = false;
     {
-        Locked lock;
+        LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
         if (shared->count == shared->capacity) {
             shared->dropped++;
         } else {
@@ -288,7 +242,7 @@ void write_request_log(bool reloaded) {
     for (;;) {
         batch.clear();
         {
-            Locked lock;
+            LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
             const std::size_t n = std::min<std::size_t>(shared->count, kBatchRows);
             for (std::size_t i = 0; i < n; i++)
                 batch.push_back(rows()[(shared->head + i) % shared->capacity]);
@@ -299,7 +253,7 @@ void write_request_log(bool reloaded) {
             return;
         if (standby) {
             // A hot standby cannot write: its rows are dropped, and counted.
-            Locked lock;
+            LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
             shared->dropped += batch.size();
             continue;
         }
@@ -322,11 +276,11 @@ void write_request_log(bool reloaded) {
                     {json, date_of_us(first), date_of_us(last)});
             });
         } catch (...) {
-            Locked lock;
+            LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
             shared->dropped += batch.size();
             throw;
         }
-        Locked lock;
+        LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
         shared->written += batch.size();
     }
 }
@@ -335,7 +289,7 @@ RequestLogCounters request_log_counters() {
     RequestLogCounters c;
     if (shared == nullptr)
         return c;
-    Locked lock;
+    LwLockGuard lock(shared->lock, LW_EXCLUSIVE);
     c.written = shared->written;
     c.dropped = shared->dropped;
     c.pending = shared->count;

@@ -8,7 +8,6 @@ extern "C" {
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
-#include "executor/spi.h"
 #include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/date.h"
@@ -22,129 +21,11 @@ extern "C" {
 #include "governance.h"
 #include "restrictions.h"
 #include "secrets.h"
+#include "spi_connection.h"
 
 namespace pgi::pg {
 
 namespace {
-
-struct Arg {
-    Oid type;
-    Datum value;
-    bool isnull;
-};
-
-Arg text_arg_of(const std::string &s) {
-    return {TEXTOID, text_datum(s), false};
-}
-Arg opt_text_arg(const std::optional<std::string> &s) {
-    return s ? text_arg_of(*s) : Arg{TEXTOID, 0, true};
-}
-Arg bytea_arg(const std::optional<std::string> &s) {
-    if (!s)
-        return {BYTEAOID, 0, true};
-    bytea *b = pg_guard([&]() {
-        auto *v = static_cast<bytea *>(palloc(VARHDRSZ + s->size()));
-        SET_VARSIZE(v, VARHDRSZ + s->size());
-        memcpy(VARDATA(v), s->data(), s->size());
-        return v;
-    });
-    return {BYTEAOID, PointerGetDatum(b), false};
-}
-Arg text_array_arg_of(const std::optional<std::vector<std::string>> &v) {
-    if (!v)
-        return {TEXTARRAYOID, 0, true};
-    return {TEXTARRAYOID, text_array_datum(*v), false};
-}
-
-// One SPI connection for the duration of a catalog operation. SPI_finish runs on every exit; an
-// error inside it is swallowed because a destructor must not throw and transaction abort
-// cleans SPI up anyway.
-class SpiConnection {
-  public:
-    // Work stays in the caller's memory context instead of SPI's: SPI_finish deletes SPI's
-    // context during unwinding, and the copy of an error that pg_guard makes there would be
-    // freed before the PgError carrying it is caught.
-    SpiConnection() {
-        pg_guard_void([]() {
-            MemoryContext caller = CurrentMemoryContext;
-            if (SPI_connect() != SPI_OK_CONNECT)
-                elog(ERROR, "SPI_connect failed");
-            MemoryContextSwitchTo(caller);
-        });
-    }
-    ~SpiConnection() {
-        MemoryContext cxt = CurrentMemoryContext;
-        PG_TRY();
-        { SPI_finish(); }
-        PG_CATCH();
-        {
-            MemoryContextSwitchTo(cxt);
-            FlushErrorState();
-        }
-        PG_END_TRY();
-    }
-    SpiConnection(const SpiConnection &) = delete;
-    SpiConnection &operator=(const SpiConnection &) = delete;
-
-    uint64 exec(const char *sql, const std::vector<Arg> &args, bool read_only) {
-        std::vector<Oid> types;
-        std::vector<Datum> values;
-        std::string nulls;
-        for (const auto &a : args) {
-            types.push_back(a.type);
-            values.push_back(a.value);
-            nulls.push_back(a.isnull ? 'n' : ' ');
-        }
-        return pg_guard([&]() {
-            int rc = SPI_execute_with_args(sql, static_cast<int>(args.size()), types.data(),
-                                           values.data(), nulls.c_str(), read_only, 0);
-            if (rc < 0)
-                elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
-            return SPI_processed;
-        });
-    }
-
-    // Reads a text or bytea column: both share the varlena layout.
-    std::optional<std::string> string_at(uint64 row, int col) {
-        bool isnull = false;
-        Datum d = pg_guard([&]() {
-            return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, &isnull);
-        });
-        if (isnull)
-            return std::nullopt;
-        auto *t = pg_guard([&]() { return DatumGetTextPP(d); });
-        return std::string(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
-    }
-
-    bool bool_at(uint64 row, int col) {
-        bool isnull = false;
-        Datum d = pg_guard([&]() {
-            return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, &isnull);
-        });
-        return !isnull && DatumGetBool(d);
-    }
-
-    std::vector<std::string> strings_at(uint64 row, int col) {
-        bool isnull = false;
-        Datum *elems = nullptr;
-        bool *nulls = nullptr;
-        int count = 0;
-        pg_guard_void([&]() {
-            Datum d = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, &isnull);
-            if (!isnull)
-                deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT, &elems,
-                                  &nulls, &count);
-        });
-        std::vector<std::string> out;
-        for (int i = 0; i < count; i++) {
-            if (nulls[i])
-                continue;
-            auto *t = pg_guard([&]() { return DatumGetTextPP(elems[i]); });
-            out.emplace_back(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
-        }
-        return out;
-    }
-};
 
 constexpr const char *kSelectServices =
     "SELECT s.name, s.model, s.base_url, s.protocol, s.functions, s.tags, s.allow_insecure, "
@@ -207,7 +88,7 @@ std::vector<ServiceRow> read_services(SpiConnection &spi, uint64 n) {
 std::optional<ServiceRow> find_service(const std::string &name) {
     SpiConnection spi;
     std::string sql = std::string(kSelectServices) + "WHERE s.name = $1";
-    uint64 n = spi.exec(sql.c_str(), {text_arg_of(name)}, true);
+    uint64 n = spi.exec(sql.c_str(), {spi_text(name)}, true);
     auto rows = read_services(spi, n);
     if (rows.empty())
         return std::nullopt;
@@ -266,7 +147,7 @@ std::vector<RouteRow> read_routes(SpiConnection &spi, uint64 n) {
 std::optional<RouteRow> find_route(const std::string &name) {
     SpiConnection spi;
     std::string sql = std::string(kSelectRoutes) + "WHERE r.name = $1";
-    uint64 n = spi.exec(sql.c_str(), {text_arg_of(name)}, true);
+    uint64 n = spi.exec(sql.c_str(), {spi_text(name)}, true);
     auto rows = read_routes(spi, n);
     if (rows.empty())
         return std::nullopt;
@@ -291,21 +172,18 @@ void insert_service(const ServiceRow &row, const SecretValue &secret) {
         "client_key_file) "
         "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9 * interval '1 millisecond', "
         "        nullif($10, ''), nullif($11, ''), nullif($12, ''))",
-        {text_arg_of(row.name), text_arg_of(row.model), text_arg_of(row.base_url),
-         text_arg_of(protocol_name(row.protocol)), text_array_arg_of(row.functions),
-         text_array_arg_of(row.tags), Arg{BOOLOID, BoolGetDatum(row.allow_insecure), false},
-         Arg{BOOLOID, BoolGetDatum(row.registered_by_superuser), false},
-         row.request_timeout_ms ? Arg{INT8OID, Int64GetDatum(*row.request_timeout_ms), false}
-                                : Arg{INT8OID, 0, true},
-         text_arg_of(row.tls.ca_file), text_arg_of(row.tls.client_cert_file),
-         text_arg_of(row.tls.client_key_file)},
+        {spi_text(row.name), spi_text(row.model), spi_text(row.base_url),
+         spi_text(protocol_name(row.protocol)), spi_text_array(row.functions),
+         spi_text_array(row.tags), spi_bool(row.allow_insecure),
+         spi_bool(row.registered_by_superuser), spi_int8(row.request_timeout_ms),
+         spi_text(row.tls.ca_file), spi_text(row.tls.client_cert_file),
+         spi_text(row.tls.client_key_file)},
         false);
     if (secret.sealed_key || secret.key_env)
         spi.exec(
             "INSERT INTO inference.service_secrets (service, api_key_sealed, api_key_env) "
             "VALUES ($1, $2, $3)",
-            {text_arg_of(row.name), bytea_arg(secret.sealed_key), opt_text_arg(secret.key_env)},
-            false);
+            {spi_text(row.name), spi_bytea(secret.sealed_key), spi_text(secret.key_env)}, false);
 }
 
 void update_service_labels(const std::string &name,
@@ -315,7 +193,7 @@ void update_service_labels(const std::string &name,
     spi.exec(
         "UPDATE inference.services SET functions = coalesce($2, functions), "
         "tags = coalesce($3, tags), updated_at = now() WHERE name = $1",
-        {text_arg_of(name), text_array_arg_of(functions), text_array_arg_of(tags)}, false);
+        {spi_text(name), spi_text_array(functions), spi_text_array(tags)}, false);
 }
 
 void update_service_timeout(const std::string &name, std::optional<int64_t> timeout_ms) {
@@ -323,9 +201,7 @@ void update_service_timeout(const std::string &name, std::optional<int64_t> time
     spi.exec(
         "UPDATE inference.services SET request_timeout = $2 * interval '1 millisecond', "
         "updated_at = now() WHERE name = $1",
-        {text_arg_of(name),
-         timeout_ms ? Arg{INT8OID, Int64GetDatum(*timeout_ms), false} : Arg{INT8OID, 0, true}},
-        false);
+        {spi_text(name), spi_int8(timeout_ms)}, false);
 }
 
 void update_service_tls(const std::string &name, const tls::Files &files) {
@@ -334,43 +210,42 @@ void update_service_tls(const std::string &name, const tls::Files &files) {
         "UPDATE inference.services SET ca_file = nullif($2, ''), "
         "client_cert_file = nullif($3, ''), client_key_file = nullif($4, ''), updated_at = now() "
         "WHERE name = $1",
-        {text_arg_of(name), text_arg_of(files.ca_file), text_arg_of(files.client_cert_file),
-         text_arg_of(files.client_key_file)},
+        {spi_text(name), spi_text(files.ca_file), spi_text(files.client_cert_file),
+         spi_text(files.client_key_file)},
         false);
 }
 
 void replace_secret(const std::string &name, const SecretValue &secret, bool by_superuser) {
     SpiConnection spi;
-    spi.exec("DELETE FROM inference.service_secrets WHERE service = $1", {text_arg_of(name)},
-             false);
+    spi.exec("DELETE FROM inference.service_secrets WHERE service = $1", {spi_text(name)}, false);
     if (secret.sealed_key || secret.key_env)
         spi.exec(
             "INSERT INTO inference.service_secrets (service, api_key_sealed, api_key_env) "
             "VALUES ($1, $2, $3)",
-            {text_arg_of(name), bytea_arg(secret.sealed_key), opt_text_arg(secret.key_env)}, false);
+            {spi_text(name), spi_bytea(secret.sealed_key), spi_text(secret.key_env)}, false);
     spi.exec(
         "UPDATE inference.services SET updated_at = now(), registered_by_superuser = $2 "
         "WHERE name = $1",
-        {text_arg_of(name), Arg{BOOLOID, BoolGetDatum(by_superuser), false}}, false);
+        {spi_text(name), spi_bool(by_superuser)}, false);
 }
 
 void delete_service(const std::string &name) {
     SpiConnection spi;
-    spi.exec("DELETE FROM inference.services WHERE name = $1", {text_arg_of(name)}, false);
+    spi.exec("DELETE FROM inference.services WHERE name = $1", {spi_text(name)}, false);
 }
 
 void persist_status(const std::string &name, const StatusRecord &record) {
     SpiConnection spi;
-    Arg checked = record.checked_at
-                      ? Arg{TIMESTAMPTZOID, TimestampTzGetDatum(*record.checked_at), false}
-                      : Arg{TIMESTAMPTZOID, 0, true};
+    SpiArg checked = record.checked_at
+                         ? SpiArg{TIMESTAMPTZOID, TimestampTzGetDatum(*record.checked_at), false}
+                         : SpiArg{TIMESTAMPTZOID, 0, true};
     spi.exec(
         "INSERT INTO inference.service_status AS st (service, status, status_message, checked_at) "
         "SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM inference.services WHERE name = $1) "
         "ON CONFLICT (service) DO UPDATE SET status = excluded.status, "
         "status_message = excluded.status_message, checked_at = excluded.checked_at",
-        {text_arg_of(name), text_arg_of(health_status_name(record.status)),
-         text_arg_of(record.message), checked},
+        {spi_text(name), spi_text(health_status_name(record.status)), spi_text(record.message),
+         checked},
         false);
 }
 
@@ -414,8 +289,8 @@ std::vector<std::string> persist_statuses(const std::vector<std::string> &names,
         "                        WHERE st.service = u.service)"
         "    ON CONFLICT (service) DO NOTHING"
         ") SELECT name FROM live",
-        {text_array_arg_of(names), text_array_arg_of(statuses), text_array_arg_of(messages),
-         Arg{TIMESTAMPTZARRAYOID, times_array, false}},
+        {spi_text_array(names), spi_text_array(statuses), spi_text_array(messages),
+         SpiArg{TIMESTAMPTZARRAYOID, times_array, false}},
         false);
     std::vector<std::string> live;
     live.reserve(n);
@@ -427,7 +302,7 @@ std::vector<std::string> persist_statuses(const std::vector<std::string> &names,
 void remember_rerank_route(const std::string &name, const std::string &route) {
     SpiConnection spi;
     spi.exec("UPDATE inference.services SET rerank_route = $2 WHERE name = $1",
-             {text_arg_of(name), text_arg_of(route)}, false);
+             {spi_text(name), spi_text(route)}, false);
 }
 
 ServiceEndpoint endpoint_with_key(const ServiceRow &row, const std::string &plain_key) {
@@ -461,10 +336,10 @@ ServiceEndpoint endpoint_of(const ServiceRow &row) {
 namespace {
 
 // The first day of the period `now` falls in, as a date parameter.
-Arg date_arg(governance::Period period, int64_t now) {
+SpiArg date_arg(governance::Period period, int64_t now) {
     // PostgreSQL's dates count days from 2000-01-01; ours from 1970-01-01.
     const int32_t days = governance::period_first_day(period, now) - 10957;
-    return Arg{DATEOID, DateADTGetDatum(days), false};
+    return SpiArg{DATEOID, DateADTGetDatum(days), false};
 }
 
 // A budget from its amount, period and the ledger's spending of the period (numeric text).
