@@ -11,10 +11,14 @@ namespace pgi::governance {
 
 namespace {
 
-// The bucket bounds in microseconds, for comparing without floating point.
-constexpr int64_t kBoundsUs[kLatencyBuckets] = {
+// Each scale's bounds in its unit, for comparing without floating point, and as /metrics writes
+// them.
+constexpr int64_t kLatencyUs[kLatencyBuckets] = {
     5'000,     10'000,    25'000,     50'000,     100'000,    250'000,     500'000,    1'000'000,
     2'500'000, 5'000'000, 10'000'000, 30'000'000, 60'000'000, 120'000'000, 300'000'000};
+constexpr const char *kLatencyText[kLatencyBuckets] = {"0.005", "0.01", "0.025", "0.05", "0.1",
+                                                       "0.25",  "0.5",  "1",     "2.5",  "5",
+                                                       "10",    "30",   "60",    "120",  "300"};
 
 constexpr int64_t kTtftUs[] = {1'000,     5'000,     10'000,    20'000,   25'000,  40'000,
                                60'000,    80'000,    100'000,   250'000,  500'000, 750'000,
@@ -92,19 +96,6 @@ std::string service_label(const std::string &service) {
     return s;
 }
 
-void histogram(std::string &out, const char *name, const std::string &labels, const Histogram &h) {
-    uint64_t cumulative = 0;
-    std::string base = name;
-    for (int i = 0; i <= kLatencyBuckets; i++) {
-        cumulative += h.counts[i];
-        std::string l =
-            labels + ",le=\"" + (i < kLatencyBuckets ? kLatencyBounds[i] : "+Inf") + "\"";
-        sample(out, base + "_bucket", l, std::to_string(cumulative));
-    }
-    sample(out, base + "_sum", labels, seconds(h.sum_us));
-    sample(out, base + "_count", labels, std::to_string(h.count));
-}
-
 // A histogram on a Scale; sum_text is its sum as the family's unit writes it.
 void buckets(std::string &out, const char *name, const std::string &labels, const Buckets &b,
              const Scale &scale, const std::string &sum_text) {
@@ -118,6 +109,18 @@ void buckets(std::string &out, const char *name, const std::string &labels, cons
     }
     sample(out, base + "_sum", labels, sum_text);
     sample(out, base + "_count", labels, std::to_string(b.count));
+}
+
+// A latency histogram (on kLatency), its sum in seconds.
+void latency(std::string &out, const char *name, const std::string &labels, const Buckets &b) {
+    buckets(out, name, labels, b, kLatency, seconds(b.sum));
+}
+
+// A family of one sample without labels.
+void single(std::string &out, const char *name, const char *type, const char *help,
+            uint64_t value) {
+    family(out, name, type, help);
+    sample(out, name, "", std::to_string(value));
 }
 
 // A family with one sample per listener. A gauge describes running listeners only; a counter
@@ -147,6 +150,7 @@ std::string shortest(double v) {
 
 }  // namespace
 
+const Scale kLatency{kLatencyUs, kLatencyText, kLatencyBuckets};
 const Scale kTimeToFirstToken{kTtftUs, kTtftText, count_of(kTtftUs)};
 const Scale kTimePerOutputToken{kTpotUs, kTpotText, count_of(kTpotUs)};
 const Scale kTokenCounts{kTokens, kTokensText, count_of(kTokens)};
@@ -158,16 +162,6 @@ void Buckets::observe(const Scale &scale, int64_t value) {
     counts[i]++;
     count++;
     sum += value;
-}
-
-void Histogram::observe(double ms) {
-    int64_t us = ms <= 0 ? 0 : static_cast<int64_t>(ms * 1000.0 + 0.5);
-    int i = 0;
-    while (i < kLatencyBuckets && us > kBoundsUs[i])
-        i++;
-    counts[i]++;
-    count++;
-    sum_us += us;
 }
 
 void ServiceMetrics::record(const gateway::Finished &r) {
@@ -184,11 +178,12 @@ void ServiceMetrics::record(const gateway::Finished &r) {
     } else {
         other_statuses++;
     }
-    total.observe(r.total_ms);
+    const auto us = [](double ms) { return ms <= 0 ? 0 : static_cast<int64_t>(ms * 1000.0 + 0.5); };
+    total.observe(kLatency, us(r.total_ms));
     if (r.dialect >= 0 && r.dialect < gateway::kDialectCount)
-        by_dialect[r.dialect].observe(r.total_ms);
+        by_dialect[r.dialect].observe(kLatency, us(r.total_ms));
     if (r.upstream_ms > 0)
-        upstream.observe(r.upstream_ms);
+        upstream.observe(kLatency, us(r.upstream_ms));
     Tokens t = tokens_of(r.usage);
     prompt_tokens += static_cast<uint64_t>(t.prompt);
     completion_tokens += static_cast<uint64_t>(t.completion);
@@ -199,7 +194,6 @@ void ServiceMetrics::record(const gateway::Finished &r) {
     if (r.rate_limited && r.status == 429)
         rate_limited++;
     if (r.status == 200 && r.first_byte_ms >= 0) {
-        const auto us = [](double ms) { return static_cast<int64_t>(ms * 1000.0 + 0.5); };
         first_token_us.observe(kTimeToFirstToken, us(r.first_byte_ms));
         // OpenTelemetry's time per output token: after the first, over the tokens after it.
         if (t.completion > 1) {
@@ -275,14 +269,14 @@ std::string render_prometheus(const MetricsView &view) {
     family(out, "pg_inference_gateway_request_duration_seconds", "histogram",
            "Time from a request's arrival to the end of its answer.");
     for (size_t i = 0; i < view.services.size(); i++)
-        histogram(out, "pg_inference_gateway_request_duration_seconds", labels[i],
-                  view.services[i].second.total);
+        latency(out, "pg_inference_gateway_request_duration_seconds", labels[i],
+                view.services[i].second.total);
 
     family(out, "pg_inference_gateway_upstream_duration_seconds", "histogram",
            "Time spent in upstream calls, for requests that made one.");
     for (size_t i = 0; i < view.services.size(); i++)
-        histogram(out, "pg_inference_gateway_upstream_duration_seconds", labels[i],
-                  view.services[i].second.upstream);
+        latency(out, "pg_inference_gateway_upstream_duration_seconds", labels[i],
+                view.services[i].second.upstream);
 
     // The OpenTelemetry GenAI semantic conventions' metrics, in their Prometheus names.
     family(out, "gen_ai_server_request_duration_seconds", "histogram",
@@ -290,12 +284,12 @@ std::string render_prometheus(const MetricsView &view) {
            "caller spoke.");
     for (size_t i = 0; i < view.services.size(); i++) {
         for (int d = 0; d < gateway::kDialectCount; d++) {
-            const Histogram &h = view.services[i].second.by_dialect[d];
+            const Buckets &h = view.services[i].second.by_dialect[d];
             if (h.count > 0) {
                 std::string l = labels[i];
                 l += ',';
                 append_label(l, "dialect", gateway::kDialectLabels[d]);
-                histogram(out, "gen_ai_server_request_duration_seconds", l, h);
+                latency(out, "gen_ai_server_request_duration_seconds", l, h);
             }
         }
     }
@@ -353,32 +347,28 @@ std::string render_prometheus(const MetricsView &view) {
                    seconds(std::max<int64_t>(0, view.now_ms - l.snapshot_loaded_ms) * 1000));
     }
 
-    family(out, "pg_inference_gateway_usage_dropped_total", "counter",
-           "Requests whose usage did not fit in shared memory (raise inference.gateway_max_keys).");
-    sample(out, "pg_inference_gateway_usage_dropped_total", "", std::to_string(view.usage_dropped));
+    single(out, "pg_inference_gateway_usage_dropped_total", "counter",
+           "Requests whose usage did not fit in shared memory (raise inference.gateway_max_keys).",
+           view.usage_dropped);
 
-    family(out, "pg_inference_gateway_user_usage_dropped_total", "counter",
+    single(out, "pg_inference_gateway_user_usage_dropped_total", "counter",
            "Requests counted for their access key whose end user's usage did not fit in shared "
-           "memory (raise inference.gateway_max_keys).");
-    sample(out, "pg_inference_gateway_user_usage_dropped_total", "",
-           std::to_string(view.user_usage_dropped));
+           "memory (raise inference.gateway_max_keys).",
+           view.user_usage_dropped);
 
-    family(out, "pg_inference_gateway_usage_pending_requests", "gauge",
+    single(out, "pg_inference_gateway_usage_pending_requests", "gauge",
            "Requests counted but not yet in the ledger (on a standby: not yet sent to the "
-           "primary).");
-    sample(out, "pg_inference_gateway_usage_pending_requests", "",
-           std::to_string(view.usage_pending));
+           "primary).",
+           view.usage_pending);
 
-    family(out, "pg_inference_gateway_rate_limiter_full_total", "counter",
+    single(out, "pg_inference_gateway_rate_limiter_full_total", "counter",
            "Requests refused with 503 because the rate limiter could track no more keys "
-           "(raise inference.gateway_max_keys).");
-    sample(out, "pg_inference_gateway_rate_limiter_full_total", "",
-           std::to_string(view.limiter_full));
-    family(out, "pg_inference_gateway_user_limiter_full_total", "counter",
+           "(raise inference.gateway_max_keys).",
+           view.limiter_full);
+    single(out, "pg_inference_gateway_user_limiter_full_total", "counter",
            "Requests refused with 503 because the rate limiter could track no more end users "
-           "(raise inference.gateway_max_users).");
-    sample(out, "pg_inference_gateway_user_limiter_full_total", "",
-           std::to_string(view.users_full));
+           "(raise inference.gateway_max_users).",
+           view.users_full);
     family(out, "pg_inference_gateway_budget_alerts_total", "counter",
            "Budget alerts (NOTIFY inference_budget) sent, and dropped (a full queue, or a hot "
            "standby, which cannot notify).");
@@ -386,11 +376,10 @@ std::string render_prometheus(const MetricsView &view) {
            std::to_string(view.budget_alerts_sent));
     sample(out, "pg_inference_gateway_budget_alerts_total", "outcome=\"dropped\"",
            std::to_string(view.budget_alerts_dropped));
-    family(out, "pg_inference_gateway_budget_tracker_full_total", "counter",
+    single(out, "pg_inference_gateway_budget_tracker_full_total", "counter",
            "Requests refused with 503 because no more budgets could be tracked "
-           "(raise inference.gateway_max_keys).");
-    sample(out, "pg_inference_gateway_budget_tracker_full_total", "",
-           std::to_string(view.budget_tracker_full));
+           "(raise inference.gateway_max_keys).",
+           view.budget_tracker_full);
     family(out, "pg_inference_gateway_request_log_rows_total", "counter",
            "Rows of the request log written to inference.request_log, and dropped (its ring in "
            "shared memory was full, a write failed, or a hot standby, which cannot write).");

@@ -14,20 +14,6 @@
 
 namespace pgi::governance {
 
-// Upper bounds (seconds) of the latency buckets: from a cached embedding to a long generation.
-inline constexpr int kLatencyBuckets = 15;
-inline constexpr const char *kLatencyBounds[kLatencyBuckets] = {
-    "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1",
-    "2.5",   "5",    "10",    "30",   "60",  "120",  "300"};
-
-struct Histogram {
-    uint64_t counts[kLatencyBuckets + 1];  // per bucket, not cumulative; the last is +Inf
-    uint64_t count;
-    int64_t sum_us;
-
-    void observe(double ms);
-};
-
 // The OpenTelemetry GenAI metrics' bucket bounds (their advised boundaries, with 25 ms added to
 // the time to first token): bounds[] in the unit counted (microseconds, or tokens), text[] as
 // /metrics writes them.
@@ -36,6 +22,10 @@ struct Scale {
     const char *const *text;
     int n;
 };
+// The gateway's own latencies, in microseconds: from a cached embedding (5 ms) to a long
+// generation (300 s).
+extern const Scale kLatency;
+inline constexpr int kLatencyBuckets = 15;
 extern const Scale kTimeToFirstToken;    // 1 ms to 10 s
 extern const Scale kTimePerOutputToken;  // 10 ms to 2.5 s
 extern const Scale kTokenCounts;         // 1 to 4^13 tokens
@@ -58,9 +48,10 @@ struct ServiceMetrics {
         uint64_t count;
     } statuses[kStatusSlots];
     uint64_t other_statuses;
-    Histogram total;     // whole request, as the caller saw it
-    Histogram upstream;  // time spent on upstream calls (requests that made one)
-    Histogram by_dialect[gateway::kDialectCount];  // total, by the caller's API
+    // On kLatency:
+    Buckets total;     // whole request, as the caller saw it
+    Buckets upstream;  // time spent on upstream calls (requests that made one)
+    Buckets by_dialect[gateway::kDialectCount];  // total, by the caller's API
     // Streams answered 200: time to the first body bytes, and per output token after them.
     Buckets first_token_us, per_output_token_us;
     Buckets input_tokens, output_tokens;  // per request that reported usage

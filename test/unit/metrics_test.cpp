@@ -50,19 +50,19 @@ bool has_line(const std::string &text, const std::string &line) {
     return ("\n" + text).find("\n" + line + "\n") != std::string::npos;
 }
 
-TEST(Metrics, HistogramBuckets) {
-    Histogram h{};
-    h.observe(0);       // 0 s
-    h.observe(5);       // exactly 0.005 s: le is inclusive
-    h.observe(5.001);   // just over
-    h.observe(1500);    // 1.5 s
-    h.observe(400000);  // beyond the last bound
+TEST(Metrics, LatencyBuckets) {
+    Buckets h{};
+    h.observe(kLatency, 0);            // 0 s
+    h.observe(kLatency, 5000);         // exactly 0.005 s: le is inclusive
+    h.observe(kLatency, 5001);         // just over
+    h.observe(kLatency, 1'500'000);    // 1.5 s
+    h.observe(kLatency, 400'000'000);  // beyond the last bound
     EXPECT_EQ(h.counts[0], 2u);
     EXPECT_EQ(h.counts[1], 1u);
     EXPECT_EQ(h.counts[8], 1u);  // le 2.5
     EXPECT_EQ(h.counts[kLatencyBuckets], 1u);
     EXPECT_EQ(h.count, 5u);
-    EXPECT_EQ(h.sum_us, 0 + 5000 + 5001 + 1'500'000 + 400'000'000);
+    EXPECT_EQ(h.sum, 0 + 5000 + 5001 + 1'500'000 + 400'000'000);
 }
 
 TEST(Metrics, RecordStatusesTokensAndLimits) {
