@@ -24,9 +24,11 @@ namespace pgi::pg {
 namespace {
 
 // pg_extension's row of pg_inference, by the unique index on its name: a few microseconds.
-// Returns a palloc'd string, or NULL when the extension is not installed.
-char *read_installed_version() {
-    char *version = nullptr;
+// Returns the extension's oid (InvalidOid when it is not installed) and sets *version to a
+// palloc'd string.
+Oid read_installed(char **version) {
+    Oid oid = InvalidOid;
+    *version = nullptr;
     Relation rel = table_open(ExtensionRelationId, AccessShareLock);
     ScanKeyData key;
     ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
@@ -34,14 +36,28 @@ char *read_installed_version() {
     SysScanDesc scan = systable_beginscan(rel, ExtensionNameIndexId, true, nullptr, 1, &key);
     HeapTuple tuple = systable_getnext(scan);
     if (HeapTupleIsValid(tuple)) {
+        oid = reinterpret_cast<Form_pg_extension>(GETSTRUCT(tuple))->oid;
         bool isnull = true;
         Datum d = heap_getattr(tuple, Anum_pg_extension_extversion, RelationGetDescr(rel), &isnull);
         if (!isnull)
-            version = text_to_cstring(DatumGetTextPP(d));
+            *version = text_to_cstring(DatumGetTextPP(d));
     }
     systable_endscan(scan);
     table_close(rel, AccessShareLock);
-    return version;
+    return oid;
+}
+
+std::optional<ExtensionState::Installed> installed_extension() {
+    return pg_guard([]() -> std::optional<ExtensionState::Installed> {
+        char *v = nullptr;
+        const Oid oid = read_installed(&v);
+        if (!OidIsValid(oid))
+            return std::nullopt;
+        ExtensionState::Installed out{oid, v != nullptr ? std::string(v) : std::string()};
+        if (v != nullptr)
+            pfree(v);
+        return out;
+    });
 }
 
 bool mismatch_logged = false;
@@ -52,39 +68,32 @@ const char *library_version() {
     return PGI_VERSION;
 }
 
-std::optional<std::string> installed_version() {
-    return pg_guard([]() -> std::optional<std::string> {
-        char *v = read_installed_version();
-        if (v == nullptr)
-            return std::nullopt;
-        std::string out(v);
-        pfree(v);
-        return out;
-    });
-}
-
-bool extension_ready(const char *worker_name) {
-    const std::optional<std::string> installed = installed_version();
-    if (!installed)
-        return false;
-    if (*installed == PGI_VERSION) {
+ExtensionState extension_state(const char *worker_name) {
+    ExtensionState state;
+    state.installed = installed_extension();
+    if (!state.installed)
+        return state;
+    const std::string &version = state.installed->version;
+    if (version == PGI_VERSION) {
         mismatch_logged = false;
-        return true;
+        state.ready = true;
+        return state;
     }
     if (!mismatch_logged) {
         mismatch_logged = true;
         const std::string message = std::string(worker_name) + ": the extension is at version " +
-                                    *installed + ", the library at " + PGI_VERSION +
+                                    version + ", the library at " + PGI_VERSION +
                                     "; waiting for ALTER EXTENSION pg_inference UPDATE";
         pg_guard_void([&]() { ereport(LOG, (errmsg("%s", message.c_str()))); });
     }
-    return false;
+    return state;
 }
 
 void require_matching_sql() {
     if (creating_extension)
         return;  // the scripts of CREATE EXTENSION or ALTER EXTENSION ... UPDATE are running
-    char *installed = read_installed_version();
+    char *installed = nullptr;
+    read_installed(&installed);
     if (installed == nullptr || std::strcmp(installed, PGI_VERSION) == 0)
         return;
     ereport(ERROR,

@@ -8,18 +8,30 @@
 #include <optional>
 #include <string>
 
+extern "C" {
+#include "postgres_ext.h"
+}
+
 namespace pgi::pg {
 
 // The library's version (the control file's default_version when it was built).
 const char *library_version();
 
-// The version of the extension installed in the current database; none when it is not.
-// C++ callers: PostgreSQL errors become PgError.
-std::optional<std::string> installed_version();
-
-// Whether the extension is installed in the current database at the library's version. A
-// background worker that finds it at another version logs that once and waits.
-bool extension_ready(const char *worker_name);
+// What a background worker finds in the current database: the extension (its oid and version;
+// none when it is not installed) and whether it is at the library's version. A worker that finds
+// it at another version logs that once and waits.
+struct ExtensionState {
+    struct Installed {
+        Oid oid;
+        std::string version;
+    };
+    std::optional<Installed> installed;
+    bool ready = false;
+};
+ExtensionState extension_state(const char *worker_name);
+inline bool extension_ready(const char *worker_name) {
+    return extension_state(worker_name).ready;
+}
 
 // For every SQL-callable function, before it reads an argument (a C frame: reports with
 // ereport). Passes while CREATE EXTENSION or ALTER EXTENSION runs the scripts.

@@ -83,14 +83,14 @@ constexpr int kReloadRetryMaxMs = 400;
 // Why the gateway cannot serve: the extension is not installed, or is at another version than
 // the library; nothing when it can.
 std::optional<std::string> unavailable_reason() {
-    if (extension_ready("pg_inference gateway"))
+    const ExtensionState state = extension_state("pg_inference gateway");
+    if (state.ready)
         return std::nullopt;
-    const std::optional<std::string> installed = installed_version();
-    if (!installed)
+    if (!state.installed)
         return std::string("pg_inference is not installed in database \"") + setting_database +
                "\"; the gateway serves nothing until CREATE EXTENSION pg_inference";
     return std::string("pg_inference in database \"") + setting_database + "\" is at version " +
-           *installed + ", its library at " + library_version() +
+           state.installed->version + ", its library at " + library_version() +
            "; the gateway serves nothing until ALTER EXTENSION pg_inference UPDATE";
 }
 

@@ -189,8 +189,9 @@ Oid extension_oid() {
 }
 
 bool extension_installed() {
-    seen_extension = extension_oid();
-    return OidIsValid(seen_extension) && extension_ready("pg_inference health worker");
+    const ExtensionState state = extension_state("pg_inference health worker");
+    seen_extension = state.installed ? state.installed->oid : InvalidOid;
+    return state.ready;
 }
 
 // After a failed round: whether the extension it found was dropped (and maybe created again)
