@@ -18,10 +18,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
-bash scripts/install-deps.sh >/dev/null
-bash scripts/build-install.sh
-source test/lib/cluster.sh
-source test/lib/mock.sh
+source test/bench/prepare.sh
 
 WORK="$(cluster_workdir pgi-bench)"
 PG_PORT="${PGI_BENCH_PG_PORT:-25760}" MOCK_PORT="${PGI_BENCH_MOCK_PORT:-18720}"

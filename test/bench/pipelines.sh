@@ -9,10 +9,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
-bash scripts/install-deps.sh >/dev/null
-bash scripts/build-install.sh
-source test/lib/cluster.sh
-source test/lib/mock.sh
+source test/bench/prepare.sh
 
 WORK="$(cluster_workdir pgi-bench)"
 PG_PORT="$(free_port 25790)"

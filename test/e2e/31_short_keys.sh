@@ -6,8 +6,6 @@
 # old hang fails these checks instead of stalling the suite.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-source "$ROOT/test/lib/cluster.sh"
-source "$ROOT/test/lib/check.sh"
 source "$ROOT/test/lib/gateway.sh"
 # Bounded psql and curl (timeout runs programs, not shell functions). A session that keeps going
 # after an error, like an application would.

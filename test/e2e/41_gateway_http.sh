@@ -3,8 +3,6 @@
 # (401, 403, expiry) and how fast key changes reach the listeners.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-source "$ROOT/test/lib/cluster.sh"
-source "$ROOT/test/lib/check.sh"
 source "$ROOT/test/lib/gateway.sh"
 
 gateway_setup_services || exit 1

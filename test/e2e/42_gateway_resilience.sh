@@ -4,8 +4,6 @@
 # serves again within seconds; a self-signed certificate serves HTTPS.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-source "$ROOT/test/lib/cluster.sh"
-source "$ROOT/test/lib/check.sh"
 source "$ROOT/test/lib/gateway.sh"
 
 listener_pids() {

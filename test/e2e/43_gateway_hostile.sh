@@ -5,8 +5,6 @@
 # stream slowly pauses the upstream instead of making the listener buffer it.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-source "$ROOT/test/lib/cluster.sh"
-source "$ROOT/test/lib/check.sh"
 source "$ROOT/test/lib/gateway.sh"
 HOSTILE="$ROOT/test/e2e/node/hostile.mjs"
 GW_PORT="${GATEWAY_URL##*:}"

@@ -15,9 +15,7 @@
 # (after `bash scripts/build-install.sh`) it takes the machine lock and starts its own mock.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-source "$ROOT/test/lib/cluster.sh"
 source "$ROOT/test/lib/mock.sh"
-source "$ROOT/test/lib/check.sh"
 source "$ROOT/test/lib/gateway.sh"
 
 source "$ROOT/test/lib/standalone.sh"

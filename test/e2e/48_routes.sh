@@ -3,8 +3,6 @@
 # checks are in node/routes.mjs; this script creates the services, routes and key it uses.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-source "$ROOT/test/lib/cluster.sh"
-source "$ROOT/test/lib/check.sh"
 source "$ROOT/test/lib/gateway.sh"
 
 gateway_setup_services || exit 1

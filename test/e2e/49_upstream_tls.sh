@@ -5,8 +5,6 @@
 # request_timeout cuts a slow upstream. The CA, certificates and two mocks are this script's own.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-source "$ROOT/test/lib/cluster.sh"
-source "$ROOT/test/lib/check.sh"
 source "$ROOT/test/lib/gateway.sh"
 source "$ROOT/test/lib/mock.sh"
 source "$ROOT/test/lib/standalone.sh"

@@ -4,8 +4,6 @@
 # clean restart) and /metrics. The checks themselves are in node/governance.mjs.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-source "$ROOT/test/lib/cluster.sh"
-source "$ROOT/test/lib/check.sh"
 source "$ROOT/test/lib/gateway.sh"
 
 gateway_setup_services || exit 1

@@ -6,8 +6,6 @@
 # per-dialect duration histograms count the same requests.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-source "$ROOT/test/lib/cluster.sh"
-source "$ROOT/test/lib/check.sh"
 source "$ROOT/test/lib/gateway.sh"
 
 PY=/usr/bin/python3  # Debian's, where python3-prometheus-client is installed

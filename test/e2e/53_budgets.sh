@@ -3,8 +3,6 @@
 # alerts by NOTIFY and renewal in a new period. The checks themselves are in node/budgets.mjs.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-source "$ROOT/test/lib/cluster.sh"
-source "$ROOT/test/lib/check.sh"
 source "$ROOT/test/lib/gateway.sh"
 
 gateway_setup_services || exit 1

@@ -6,8 +6,6 @@
 # dropped; with the log off nothing is written.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-source "$ROOT/test/lib/cluster.sh"
-source "$ROOT/test/lib/check.sh"
 source "$ROOT/test/lib/gateway.sh"
 
 LOAD="$ROOT/build/load_client"

@@ -34,9 +34,7 @@
 # Every client call is bounded by `timeout`, every loop by count and time.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-source "$ROOT/test/lib/cluster.sh"
 source "$ROOT/test/lib/mock.sh"
-source "$ROOT/test/lib/check.sh"
 source "$ROOT/test/lib/gateway.sh"
 
 source "$ROOT/test/lib/standalone.sh"

@@ -38,3 +38,14 @@ check_not_contains() {
         *) pass "$1" ;;
     esac
 }
+
+# check_installcheck NAME SOCKET_DIR PORT: `make installcheck` against that server passes every
+# regress file; the first lines of the differences are shown when it does not.
+check_installcheck() {
+    local out files
+    out="$(cd "$ROOT" && PGHOST="$2" PGPORT="$3" PGUSER=postgres make -s installcheck 2>&1)"
+    files="$(ls "$ROOT"/sql/*.sql | grep -vc '/pg_inference--')"
+    check_contains "$1 ($files files)" "All $files tests passed" "$out"
+    if [ -f "$ROOT/regression.diffs" ]; then head -40 "$ROOT/regression.diffs"; fi
+    return 0
+}

@@ -1,5 +1,8 @@
-# Shared by the gateway end-to-end scripts. Sourced, not run. The listeners serve the database
-# named by inference.database (postgres), so these tests keep their services there.
+# Shared by the gateway end-to-end scripts. Sourced, not run; brings in the cluster and check
+# helpers every one of them uses. The listeners serve the database named by inference.database
+# (postgres), so these tests keep their services there.
+source "$(dirname "${BASH_SOURCE[0]}")/cluster.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/check.sh"
 
 psql_gw() { cluster_psql "$PG_DIR" "$PG_PORT" -d postgres "$@"; }
 
