@@ -48,16 +48,16 @@ Oid read_installed(char **version) {
 }
 
 std::optional<ExtensionState::Installed> installed_extension() {
-    return pg_guard([]() -> std::optional<ExtensionState::Installed> {
-        char *v = nullptr;
-        const Oid oid = read_installed(&v);
-        if (!OidIsValid(oid))
-            return std::nullopt;
-        ExtensionState::Installed out{oid, v != nullptr ? std::string(v) : std::string()};
-        if (v != nullptr)
-            pfree(v);
-        return out;
-    });
+    // Only PostgreSQL calls inside the guard: a C++ allocation that threw there would leave
+    // PostgreSQL's error handler pointing into a frame that is gone.
+    char *v = nullptr;
+    const Oid oid = pg_guard([&v]() { return read_installed(&v); });
+    if (!OidIsValid(oid))
+        return std::nullopt;
+    ExtensionState::Installed out{oid, v != nullptr ? std::string(v) : std::string()};
+    if (v != nullptr)
+        pg_guard_void([v]() { pfree(v); });
+    return out;
 }
 
 bool mismatch_logged = false;
