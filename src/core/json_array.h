@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "translate_util.h"
 
@@ -44,9 +45,12 @@ class JsonArray {
     }
     void reserve(std::size_t bytes) { out_.reserve(bytes); }
     bool empty() const { return count_ == 0; }
-    std::string str() {
+    // Closes the array and hands its text over without a copy (a batch can be megabytes); the
+    // array is spent after this.
+    std::string take() {
         close();
-        return out_ + "]";
+        out_ += ']';
+        return std::move(out_);
     }
 
   private:

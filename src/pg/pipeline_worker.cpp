@@ -258,7 +258,7 @@ std::vector<Row> read_batch(const Pipeline &p, const Share &share) {
     Rows inputs;
     {
         AsRole owner(p.owner);
-        inputs = query(read, {keys.str()});
+        inputs = query(read, {keys.take()});
     }
     std::map<std::string, std::pair<std::optional<std::string>, std::optional<std::string>>> now;
     for (auto &i : inputs)
@@ -315,7 +315,7 @@ std::set<std::string> write_results(const Pipeline &p, const std::vector<Row *> 
                       key_match(p, "pgi_s.", "pgi_k.pgi_key") + " AND pgi_s." +
                       ident(p.destination) + " IS NOT NULL AND coalesce((" + p.input +
                       ")::text, '') = ''",
-                  {cleared.str()});
+                  {cleared.take()});
         if (done.empty())
             return written;
         JsonArray rows;
@@ -333,7 +333,7 @@ std::set<std::string> write_results(const Pipeline &p, const std::vector<Row *> 
                              key_match(p, "pgi_s.", "pgi_r.pgi_key") + "   AND md5((" + p.input +
                              ")::text) = pgi_r.pgi_h"
                              " RETURNING pgi_r.pgi_key::text",
-                         {rows.str()});
+                         {rows.take()});
         for (auto &r : out)
             written.insert(*r[0]);
         return written;
@@ -350,7 +350,7 @@ std::set<std::string> write_results(const Pipeline &p, const std::vector<Row *> 
                 " WHERE md5((" + p.input +
                 ")::text) = pgi_r.pgi_h"
                 " FOR UPDATE OF pgi_s",
-            {check.str()});
+            {check.take()});
         for (auto &r : out)
             written.insert(*r[0]);
     }
@@ -374,7 +374,7 @@ std::set<std::string> write_results(const Pipeline &p, const std::vector<Row *> 
                   " AS pgi_c USING jsonb_array_elements($1::jsonb) "
                   "AS pgi_k (pgi_key) WHERE " +
                   key_match(p, "pgi_c.", "pgi_k.pgi_key"),
-              {clear.str()});
+              {clear.take()});
     if (!chunks.empty()) {
         std::string columns, values;
         for (size_t i = 0; i < p.keys.size(); i++) {
@@ -386,7 +386,7 @@ std::set<std::string> write_results(const Pipeline &p, const std::vector<Row *> 
                   "pgi_r.pgi_seq, pgi_r.pgi_chunk, pgi_r.pgi_emb::real[] FROM "
                   "json_to_recordset($1::json) AS pgi_r (pgi_key jsonb, pgi_seq int, pgi_chunk "
                   "text, pgi_emb text)",
-              {chunks.str()});
+              {chunks.take()});
     }
     return written;
 }
@@ -394,7 +394,7 @@ std::set<std::string> write_results(const Pipeline &p, const std::vector<Row *> 
 // Records the batch's outcome in the queue and the catalog (as the worker).
 void settle(const Pipeline &p, JsonArray &outcome, double rows_per_second) {
     query("SELECT inference_internal.pipeline_settle($1, $2::jsonb, $3::int, $4::float8)",
-          {p.name, outcome.str(), std::to_string(setting_pipeline_max_attempts),
+          {p.name, outcome.take(), std::to_string(setting_pipeline_max_attempts),
            std::to_string(rows_per_second)});
 }
 

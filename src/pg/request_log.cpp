@@ -111,7 +111,7 @@ std::string batch_json(const Row *first, std::size_t n) {
             out.raw("v", std::to_string(r.price));
         out.text_or_null("e", r.error.view());
     }
-    return out.str();
+    return out.take();
 }
 
 std::string date_of_us(int64_t us) {
