@@ -19,6 +19,7 @@ export PGI_TESTS_LOCK_HELD=1
 
 bash scripts/install-deps.sh || exit 1
 bash scripts/build-install.sh || exit 1
+echo "== packages, build and install: $SECONDS s"
 
 source test/lib/cluster.sh
 source test/lib/mock.sh
@@ -38,9 +39,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Each part's line also says how long it took (since the previous line), so a run that grows
+# long shows where.
+phase_start=$SECONDS
 count_line() { # label passed failed
-    echo "$1: $2 passed, $3 failed"
+    echo "$1: $2 passed, $3 failed ($((SECONDS - phase_start)) s)"
     echo "$2 $3" >>"$TEST_WORK/counts"
+    phase_start=$SECONDS
 }
 
 # Stops what was started, removes the scratch folder and prints the total line.
@@ -50,6 +55,7 @@ finish() {
     local passed=0 failed=0 p f
     while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done <"$TEST_WORK/counts"
     rm -rf "$TEST_WORK"
+    echo "whole run: $SECONDS s"
     echo "$passed passed, $failed failed"
     [ "$failed" -eq 0 ]
     exit
