@@ -4,7 +4,7 @@
 #   test/fuzz/run.sh SECONDS [TARGET...]
 # Prints each target's executions and ends with "N passed, M failed": a target passes when it
 # ends without a crash, a leak, a sanitizer report or a broken property. Crash inputs are kept
-# in build-fuzz/artifacts/. PGI_FUZZ_RUNS=N also stops a target after N executions;
+# in artifacts/ of the build directory. PGI_FUZZ_RUNS=N also stops a target after N executions;
 # PGI_FUZZ_CORPUS=DIR keeps each target's grown corpus in DIR/<target> for the next run;
 # PGI_FUZZ_FORK=N runs each target in N processes at once (libFuzzer's fork mode), which counts
 # the executions of all of them against PGI_FUZZ_RUNS. PGI_FUZZ_QUICK=1 builds the targets
