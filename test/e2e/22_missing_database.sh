@@ -46,8 +46,15 @@ poll_eq "the worker runs once the database exists" "sleeping" 10 worker_state
 # The extension's workers connected to the database: the DROP ends each once. They restart
 # together a second later, so each may fail to connect once before the first failure marks the
 # database missing; after that they all wait. A restart loop would end a worker every second.
-connected="$(md -At -c "SELECT count(*) FROM pg_stat_activity
-                        WHERE backend_type LIKE 'pg_inference%' AND datname = 'md_db'")"
+# The health worker and the pipeline workers (no listener: the gateway port is 0). Those that
+# waited for the database restart to connect to it, so wait until all of them are connected.
+workers="$(md -c "SELECT 1 + current_setting('inference.pipeline_workers')::int")"
+connected_workers() {
+    md -c "SELECT count(*) FROM pg_stat_activity
+           WHERE backend_type LIKE 'pg_inference%' AND datname = 'md_db'"
+}
+poll_eq "every worker is connected to the database" "$workers" 15 connected_workers
+connected="$(connected_workers)"
 lines_before="$(wc -l <"$LOG")"
 md -q -c "DROP DATABASE md_db WITH (FORCE)" || exit 1
 sleep 4
